@@ -1,0 +1,118 @@
+// CPU kernels: forward/backward pairs over raw pointers (see kernels/README.md for the shape
+// letters and the accumulate/assign convention). Instantiated for float and double.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+
+namespace tern::kernels {
+
+// ---- Embedding -------------------------------------------------------------------------
+// out (B,T,C) = wte[tokens[b,t]] + wpe[t] (wpe may be null: no learned positions).
+template <typename T>
+void embedding_forward(T* out, const int32_t* tokens, const T* wte, const T* wpe, int B, int Tn,
+                       int C);
+// dwte (V,C) += scatter of dout; dwpe (T,C) += sum over batch (if non-null).
+template <typename T>
+void embedding_backward(T* dwte, T* dwpe, const T* dout, const int32_t* tokens, int B, int Tn,
+                        int C);
+
+// ---- Normalisation ---------------------------------------------------------------------
+// out (N,C) = (inp - mean) * rstd * weight + bias; saves mean (N), rstd (N).
+template <typename T>
+void layernorm_forward(T* out, T* mean, T* rstd, const T* inp, const T* weight, const T* bias,
+                       int N, int C, float eps);
+// dinp = ; dweight += ; dbias +=
+template <typename T>
+void layernorm_backward(T* dinp, T* dweight, T* dbias, const T* dout, const T* inp,
+                        const T* weight, const T* mean, const T* rstd, int N, int C);
+// out (N,C) = inp * rstd * weight, rstd = 1/sqrt(mean(inp^2) + eps); saves rstd (N).
+template <typename T>
+void rmsnorm_forward(T* out, T* rstd, const T* inp, const T* weight, int N, int C, float eps);
+template <typename T>
+void rmsnorm_backward(T* dinp, T* dweight, const T* dout, const T* inp, const T* weight,
+                      const T* rstd, int N, int C);
+
+// ---- Matmul (BLAS) ---------------------------------------------------------------------
+// Weight layouts: kOutIn is torch.nn.Linear's (OC,C); kInOut is HF GPT-2 Conv1D's (C,OC).
+enum class WeightLayout { kOutIn, kInOut };
+// out (N,OC) = inp (N,C) @ W + bias (OC) (bias may be null).
+template <typename T>
+void matmul_forward(T* out, const T* inp, const T* weight, const T* bias, int N, int C, int OC,
+                    WeightLayout layout);
+// dinp (N,C) = dout @ W^T (skipped if dinp null); dweight += ; dbias += (if non-null).
+template <typename T>
+void matmul_backward(T* dinp, T* dweight, T* dbias, const T* dout, const T* inp, const T* weight,
+                     int N, int C, int OC, WeightLayout layout);
+
+// ---- Rotary position embedding (HF Llama "rotate_half" convention) ----------------------
+// cos, sin (T, HS/2): angle(t, i) = t * theta^(-2i/HS).
+template <typename T>
+void rope_tables(T* cos, T* sin, int Tn, int HS, float theta);
+// In place on the q and k heads of qkv (B,T,QKV): x[i], x[i+HS/2] rotated by angle(t,i).
+// v heads are untouched.
+template <typename T>
+void rope_forward(T* qkv, const T* cos, const T* sin, int B, int Tn, int NH, int NKV, int HS);
+// In place on dqkv: applies the inverse rotation to the q and k parts.
+template <typename T>
+void rope_backward(T* dqkv, const T* cos, const T* sin, int B, int Tn, int NH, int NKV, int HS);
+
+// ---- Causal self-attention with grouped-query heads -------------------------------------
+// qkv (B,T,QKV): per token NH query heads, then NKV key heads, then NKV value heads.
+// Query head h uses kv head h / (NH/NKV). Scale 1/sqrt(HS).
+// out (B,T,NH*HS); att (B,NH,T,T) saves the softmax probabilities (entries above the
+// diagonal are left unspecified).
+template <typename T>
+void attention_forward(T* out, T* att, const T* qkv, int B, int Tn, int NH, int NKV, int HS);
+// dqkv (B,T,QKV) = ; scratch must hold attention_scratch_elems(...) elements.
+template <typename T>
+void attention_backward(T* dqkv, T* scratch, const T* dout, const T* qkv, const T* att, int B,
+                        int Tn, int NH, int NKV, int HS);
+size_t attention_scratch_elems(int B, int Tn, int NH, int NKV, int HS, int threads);
+
+// ---- Activations -----------------------------------------------------------------------
+// GELU, tanh approximation (HF "gelu_new"). out (N) = gelu(inp).
+template <typename T>
+void gelu_forward(T* out, const T* inp, size_t n);
+template <typename T>
+void gelu_backward(T* dinp, const T* inp, const T* dout, size_t n);
+// SwiGLU: inp (N, 2F) holds [gate | up] per row; out (N,F) = silu(gate) * up.
+template <typename T>
+void swiglu_forward(T* out, const T* inp, int N, int F);
+template <typename T>
+void swiglu_backward(T* dinp, const T* inp, const T* dout, int N, int F);
+
+// ---- Residual --------------------------------------------------------------------------
+// out = a + b.
+template <typename T>
+void residual_forward(T* out, const T* a, const T* b, size_t n);
+// ACCUMULATES: da += dout; db += dout (either may be null).
+template <typename T>
+void residual_backward(T* da, T* db, const T* dout, size_t n);
+
+// ---- Fused softmax + cross-entropy -----------------------------------------------------
+// logits (N,V); targets (N), entries < 0 are ignored (loss 0). losses (N) = -log p[target];
+// probs (N,V) = softmax(logits). Returns the number of counted (non-ignored) rows.
+template <typename T>
+int crossentropy_softmax_forward(T* losses, T* probs, const T* logits, const int32_t* targets,
+                                 int N, int V);
+// dlogits (N,V) = (probs - onehot(target)) * dloss for counted rows, 0 for ignored rows.
+// dloss is the gradient of the total loss w.r.t. each row's loss (e.g. 1/count for a mean).
+template <typename T>
+void crossentropy_softmax_backward(T* dlogits, const T* probs, const int32_t* targets, float dloss,
+                                   int N, int V);
+
+// ---- Optimizer -------------------------------------------------------------------------
+// AdamW with bias correction over n elements; `step` is 1-based. weight_decay is decoupled:
+// p -= lr * (m_hat / (sqrt(v_hat) + eps) + weight_decay * p).
+template <typename T>
+void adamw_update(T* params, const T* grads, T* m, T* v, size_t n, float lr, float beta1,
+                  float beta2, float eps, float weight_decay, int64_t step);
+// Sum of squares (accumulated in double) of x[0..n).
+template <typename T>
+double sum_squares(const T* x, size_t n);
+// x *= s.
+template <typename T>
+void scale_inplace(T* x, float s, size_t n);
+
+}  // namespace tern::kernels
