@@ -1,0 +1,223 @@
+// Engine-side subcommands: train, describe, generate, data prepare.
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <random>
+#include <thread>
+
+#include "absl/strings/str_cat.h"
+#include "client/commands.h"
+#include "client/engine/output.h"
+#include "kernels/cpu/threads.h"
+#include "nlohmann/json.hpp"
+#include "spdlog/fmt/fmt.h"
+#include "worker/data/prepare.h"
+#include "worker/engine/export.h"
+#include "worker/engine/spec.h"
+#include "worker/engine/trainer.h"
+
+namespace tern::cli {
+namespace {
+
+// Exit codes: 2 = bad input (nothing was written), 1 = failure while running.
+int Fail(const absl::Status& st, bool bad_input) {
+  fmt::print(stderr, "error: {}\n", std::string(st.message()));
+  return bad_input ? 2 : 1;
+}
+
+bool IsInputError(const absl::Status& st) {
+  return absl::IsInvalidArgument(st) || absl::IsNotFound(st) || absl::IsFailedPrecondition(st) ||
+         absl::IsDataLoss(st) || absl::IsOutOfRange(st);
+}
+
+int DefaultThreads() { return std::max(1u, std::thread::hardware_concurrency()); }
+
+struct TrainArgs {
+  std::string spec;
+  std::vector<std::string> sets;
+  bool json = false;
+  int threads = 0;
+  std::string save_final;
+};
+
+int RunTrain(const TrainArgs& a) {
+  auto spec = engine::LoadJobSpec(a.spec, a.sets);
+  if (!spec.ok()) return Fail(spec.status(), true);
+  auto cfg = engine::ResolveJob(*spec, 1);
+  if (!cfg.ok()) return Fail(cfg.status(), true);
+  ConsoleSink sink(a.json, cfg->steps_per_print);
+  engine::TrainerOptions opts;
+  opts.threads = a.threads > 0 ? a.threads
+                               : (cfg->threads_per_rank > 0 ? cfg->threads_per_rank : DefaultThreads());
+  opts.sink = &sink;
+  opts.save_final_dir = a.save_final;
+  auto trainer = engine::Trainer::Create(*cfg, std::move(opts));
+  if (!trainer.ok()) return Fail(trainer.status(), IsInputError(trainer.status()));
+  absl::Status st = (*trainer)->Run();
+  if (!st.ok()) return Fail(st, false);
+  return 0;
+}
+
+int RunDescribe(const std::string& path, const std::vector<std::string>& sets, int ranks, bool json) {
+  auto spec = engine::LoadJobSpec(path, sets);
+  if (!spec.ok()) return Fail(spec.status(), true);
+  auto cfg = engine::ResolveJob(*spec, ranks, /*check_files=*/false);
+  if (!cfg.ok()) return Fail(cfg.status(), true);
+  const auto& d = cfg->dims;
+  const auto cost = model::EstimateCost(d, cfg->seq_len);
+  const double P = double(cost.params);
+  const int n = cfg->dp_size, stage = cfg->zero_stage;
+  // Per-rank bytes under ZeRO (fp32 params, grads, AdamW moments).
+  const double params_rank = stage >= 3 ? 4 * P / n : 4 * P;
+  const double grads_rank = stage >= 2 ? 4 * P / n : 4 * P;
+  const double optim_rank = stage >= 1 ? 8 * P / n : 8 * P;
+  nlohmann::json j = {{"model_type", d.model_type},
+                      {"params", cost.params},
+                      {"hidden_size", d.C},
+                      {"num_hidden_layers", d.L},
+                      {"num_attention_heads", d.NH},
+                      {"num_key_value_heads", d.NKV},
+                      {"intermediate_size", d.F},
+                      {"vocab_size", d.V},
+                      {"seq_len", cfg->seq_len},
+                      {"flops_per_token", cost.flops_per_token},
+                      {"weight_bytes", 4 * P},
+                      {"grad_bytes", 4 * P},
+                      {"adam_state_bytes", 8 * P},
+                      {"ranks", n},
+                      {"zero_stage", stage},
+                      {"per_rank", {{"param_bytes", params_rank}, {"grad_bytes", grads_rank},
+                                    {"optim_bytes", optim_rank},
+                                    {"total_bytes", params_rank + grads_rank + optim_rank}}}};
+  if (json) {
+    fmt::print("{}\n", j.dump(2));
+    return 0;
+  }
+  auto gib = [](double b) { return b / (1024.0 * 1024 * 1024); };
+  fmt::print("model          {} ({} layers, hidden {}, {} heads / {} kv, ffn {}, vocab {})\n",
+             d.model_type, d.L, d.C, d.NH, d.NKV, d.F, d.V);
+  fmt::print("parameters     {:.3f} B ({})\n", P / 1e9, cost.params);
+  fmt::print("FLOPs/token    {:.3f} GFLOP (training, seq {})\n", cost.flops_per_token / 1e9, cfg->seq_len);
+  fmt::print("weights        {:.2f} GiB fp32\n", gib(4 * P));
+  fmt::print("gradients      {:.2f} GiB fp32\n", gib(4 * P));
+  fmt::print("Adam state     {:.2f} GiB (exp_avg + exp_avg_sq)\n", gib(8 * P));
+  fmt::print("per rank       {:.2f} GiB params + {:.2f} GiB grads + {:.2f} GiB optimizer = {:.2f} GiB "
+             "(ZeRO-{}, {} ranks)\n",
+             gib(params_rank), gib(grads_rank), gib(optim_rank),
+             gib(params_rank + grads_rank + optim_rank), stage, n);
+  return 0;
+}
+
+struct GenerateArgs {
+  std::string model_dir, prompt;
+  int max_new_tokens = 200;
+  float temperature = 0.8f;
+  int top_k = 0;
+  uint64_t seed = 1234;
+  int threads = 0;
+};
+
+int RunGenerate(const GenerateArgs& a) {
+  auto loaded = engine::LoadModel(a.model_dir);
+  if (!loaded.ok()) return Fail(loaded.status(), true);
+  kernels::SetNumThreads(a.threads > 0 ? a.threads : DefaultThreads());
+  const auto& d = loaded->dims;
+  model::Transformer<float> model(d);
+  std::vector<float> grads_unused;
+  model::FlatParamSource<float> src(&model.params(), loaded->params.data(), nullptr);
+  std::vector<int32_t> ctx;
+  for (unsigned char ch : a.prompt) ctx.push_back(ch);
+  if (ctx.empty()) ctx.push_back('\n');
+  std::mt19937_64 rng(a.seed);
+  fmt::print("{}", a.prompt);
+  std::vector<double> p(d.V);
+  for (int i = 0; i < a.max_new_tokens; ++i) {
+    const int n = std::min<int>(ctx.size(), d.max_T);
+    const int32_t* window = ctx.data() + ctx.size() - n;
+    model.Forward(src, window, nullptr, 1, n);
+    const float* logits = model.logits() + size_t(n - 1) * d.V;
+    int next = 0;
+    if (a.temperature <= 0) {
+      next = int(std::max_element(logits, logits + d.V) - logits);
+    } else {
+      std::vector<int> idx(d.V);
+      for (int v = 0; v < d.V; ++v) idx[v] = v;
+      int k = a.top_k > 0 ? std::min(a.top_k, d.V) : d.V;
+      std::partial_sort(idx.begin(), idx.begin() + k, idx.end(),
+                        [&](int x, int y) { return logits[x] > logits[y]; });
+      const double mx = logits[idx[0]];
+      double sum = 0;
+      for (int j = 0; j < k; ++j) sum += p[j] = std::exp((logits[idx[j]] - mx) / a.temperature);
+      double r = std::uniform_real_distribution<double>(0, sum)(rng);
+      next = idx[k - 1];
+      for (int j = 0; j < k; ++j) {
+        if ((r -= p[j]) <= 0) {
+          next = idx[j];
+          break;
+        }
+      }
+    }
+    ctx.push_back(next);
+    std::fputc(next, stdout);
+    std::fflush(stdout);
+  }
+  fmt::print("\n");
+  return 0;
+}
+
+}  // namespace
+
+void AddEngineCommands(CLI::App& app, int* exit_code) {
+  auto targs = std::make_shared<TrainArgs>();
+  auto* train = app.add_subcommand("train", "Run a job in this process (no daemon)");
+  train->add_option("spec", targs->spec, "Job spec JSON file")->required();
+  train->add_option("--set", targs->sets, "Override a spec field: key.path=value")->take_all();
+  train->add_flag("--json", targs->json, "One JSON object per line");
+  train->add_option("--threads", targs->threads, "Compute threads (default: all cores)");
+  train->add_option("--save-final", targs->save_final, "Write config.json + model.safetensors here");
+  train->callback([targs, exit_code] { *exit_code = RunTrain(*targs); });
+
+  auto dspec = std::make_shared<std::string>();
+  auto dsets = std::make_shared<std::vector<std::string>>();
+  auto dranks = std::make_shared<int>(0);
+  auto djson = std::make_shared<bool>(false);
+  auto* describe = app.add_subcommand("describe", "Report a job's model size, FLOPs and memory");
+  describe->add_option("spec", *dspec, "Job spec JSON file")->required();
+  describe->add_option("--set", *dsets, "Override a spec field: key.path=value")->take_all();
+  describe->add_option("--ranks", *dranks, "Data-parallel ranks (default: resources)");
+  describe->add_flag("--json", *djson, "Print JSON");
+  describe->callback([=] { *exit_code = RunDescribe(*dspec, *dsets, *dranks, *djson); });
+
+  auto gargs = std::make_shared<GenerateArgs>();
+  auto* gen = app.add_subcommand("generate", "Sample text from a trained model");
+  gen->add_option("--model-dir", gargs->model_dir, "Directory written by --save-final")->required();
+  gen->add_option("--prompt", gargs->prompt, "Prompt text");
+  gen->add_option("--max-new-tokens", gargs->max_new_tokens, "Tokens to generate");
+  gen->add_option("--temperature", gargs->temperature, "Sampling temperature (0 = greedy)");
+  gen->add_option("--top-k", gargs->top_k, "Sample among the k most likely tokens (0 = all)");
+  gen->add_option("--seed", gargs->seed, "Sampling seed");
+  gen->add_option("--threads", gargs->threads, "Compute threads");
+  gen->callback([gargs, exit_code] { *exit_code = RunGenerate(*gargs); });
+
+  auto* data = app.add_subcommand("data", "Prepare datasets");
+  data->require_subcommand(1);
+  auto popts = std::make_shared<data::PrepareOptions>();
+  auto* prep = data->add_subcommand("prepare", "Tokenize text into a Megatron indexed dataset");
+  prep->add_option("--tokenizer", popts->tokenizer, "Tokenizer (byte)");
+  prep->add_option("--input", popts->inputs, "Input text files")->required()->take_all();
+  prep->add_option("--output", popts->output_prefix, "Output prefix (PREFIX.bin/.idx, PREFIX_val)")->required();
+  prep->add_option("--doc-separator", popts->doc_separator, "A line equal to this ends a document");
+  prep->add_option("--val-fraction", popts->val_fraction, "Fraction of documents held out");
+  prep->add_option("--seed", popts->seed, "Seed of the validation split");
+  prep->callback([popts, exit_code] {
+    auto report = data::PrepareDataset(*popts);
+    if (!report.ok()) {
+      *exit_code = Fail(report.status(), true);
+      return;
+    }
+    fmt::print("{}\n", report->ToString());
+    *exit_code = 0;
+  });
+}
+
+}  // namespace tern::cli

@@ -1,0 +1,200 @@
+#include "worker/engine/trainer.h"
+
+#include <sys/resource.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <vector>
+
+#include <cblas.h>
+
+#include "absl/strings/str_cat.h"
+#include "kernels/cpu/threads.h"
+#include "worker/core/status.h"
+#include "worker/data/loader.h"
+#include "worker/engine/export.h"
+
+namespace tern::engine {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+double MsSince(Clock::time_point t0) {
+  return std::chrono::duration<double, std::milli>(Clock::now() - t0).count();
+}
+
+double Median(std::vector<double> v) {
+  if (v.empty()) return 0;
+  std::sort(v.begin(), v.end());
+  return v.size() % 2 ? v[v.size() / 2] : 0.5 * (v[v.size() / 2 - 1] + v[v.size() / 2]);
+}
+
+}  // namespace
+
+double MeasureSgemmPeakGflops(int threads) {
+  kernels::SetNumThreads(threads);
+  const int n = 1024;
+  std::vector<float> a(size_t(n) * n, 0.5f), b(size_t(n) * n, 0.25f), c(size_t(n) * n);
+  double best = 0;
+  for (int rep = 0; rep < 4; ++rep) {
+    auto t0 = Clock::now();
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, n, n, 1.0f, a.data(), n, b.data(), n,
+                0.0f, c.data(), n);
+    double s = MsSince(t0) / 1e3;
+    if (rep > 0) best = std::max(best, 2.0 * n * n * n / s / 1e9);
+  }
+  return best;
+}
+
+double PeakRssMib() {
+  struct rusage ru {};
+  getrusage(RUSAGE_SELF, &ru);
+  return ru.ru_maxrss / 1024.0;
+}
+
+Trainer::Trainer(const JobConfig& config, TrainerOptions options)
+    : cfg_(config), opts_(std::move(options)) {}
+Trainer::~Trainer() = default;
+
+absl::StatusOr<std::unique_ptr<Trainer>> Trainer::Create(const JobConfig& config,
+                                                         TrainerOptions options) {
+  std::unique_ptr<Trainer> t(new Trainer(config, std::move(options)));
+  TERN_RETURN_IF_ERROR(t->Init());
+  return t;
+}
+
+absl::Status Trainer::Init() {
+  kernels::SetNumThreads(opts_.threads);
+  // Data first: a bad data file must fail before anything is allocated or written.
+  TERN_ASSIGN_OR_RETURN(train_data_, data::DataLoader::Open(cfg_.data_path, cfg_.seq_len, cfg_.seed,
+                                                            cfg_.dims.V));
+  if (!cfg_.val_path.empty()) {
+    TERN_ASSIGN_OR_RETURN(val_data_, data::DataLoader::Open(cfg_.val_path, cfg_.seq_len, cfg_.seed,
+                                                            cfg_.dims.V));
+  }
+  TERN_ASSIGN_OR_RETURN(auto sched, optim::LrSchedule::Create(cfg_.spec.scheduler(), cfg_.adamw.lr,
+                                                              cfg_.train_iters));
+  schedule_ = std::make_unique<optim::LrSchedule>(sched);
+  model_ = std::make_unique<model::Transformer<float>>(cfg_.dims);
+  std::vector<float> init(model_->params().total());
+  model_->InitParams(init.data(), cfg_.seed);
+  if (opts_.make_state) {
+    TERN_ASSIGN_OR_RETURN(state_, opts_.make_state(model_->params(), init));
+  } else {
+    state_ = zero::CreateLocalState(model_->params(), init);
+  }
+  model_->Reserve(cfg_.micro_batch, cfg_.seq_len);
+  inputs_.resize(size_t(cfg_.micro_batch) * cfg_.seq_len);
+  targets_.resize(inputs_.size());
+  return absl::OkStatus();
+}
+
+absl::StatusOr<double> Trainer::TrainStep(int64_t step, StepMetrics* m) {
+  double loss_sum = 0;
+  for (int micro = 0; micro < cfg_.accum; ++micro) {
+    train_data_->Batch(step, micro, opts_.rank, cfg_.dp_size, cfg_.micro_batch, cfg_.accum,
+                       inputs_.data(), targets_.data());
+    const bool last = micro + 1 == cfg_.accum;
+    state_->BeginMicroStep(last);
+    auto t0 = Clock::now();
+    loss_sum += model_->Forward(state_->source(), inputs_.data(), targets_.data(),
+                                cfg_.micro_batch, cfg_.seq_len);
+    m->forward_ms += MsSince(t0);
+    t0 = Clock::now();
+    model_->Backward(state_->source(), 1.0f / float(cfg_.accum * cfg_.dp_size));
+    m->backward_ms += MsSince(t0);
+  }
+  auto t0 = Clock::now();
+  TERN_ASSIGN_OR_RETURN(double norm_sq, state_->FinishBackward());
+  m->comm_ms += MsSince(t0);
+  const double norm = std::sqrt(norm_sq);
+  m->grad_norm = norm;
+  float mult = 1.0f;
+  if (cfg_.grad_clip > 0 && norm > cfg_.grad_clip) mult = float(cfg_.grad_clip / (norm + 1e-6));
+  m->lr = schedule_->At(step);
+  t0 = Clock::now();
+  TERN_RETURN_IF_ERROR(state_->OptimizerStep(cfg_.adamw, m->lr, step + 1, mult));
+  m->optimizer_ms += MsSince(t0);
+  double loss = loss_sum / cfg_.accum;
+  if (opts_.all_reduce_sum) {
+    TERN_RETURN_IF_ERROR(opts_.all_reduce_sum(&loss, 1));
+    loss /= cfg_.dp_size;
+  }
+  return loss;
+}
+
+absl::StatusOr<double> Trainer::Evaluate() {
+  if (!val_data_ || cfg_.eval_iters == 0) return -1.0;
+  // Every rank evaluates a disjoint share of the eval batches; the sum is all-reduced.
+  double sums[2] = {0, 0};
+  for (int i = opts_.rank; i < cfg_.eval_iters; i += cfg_.dp_size) {
+    val_data_->EvalBatch(i, cfg_.micro_batch, inputs_.data(), targets_.data());
+    sums[0] += model_->Forward(state_->source(), inputs_.data(), targets_.data(), cfg_.micro_batch,
+                               cfg_.seq_len);
+    sums[1] += 1;
+  }
+  if (opts_.all_reduce_sum) TERN_RETURN_IF_ERROR(opts_.all_reduce_sum(sums, 2));
+  return sums[1] > 0 ? sums[0] / sums[1] : -1.0;
+}
+
+absl::Status Trainer::Run() {
+  const auto cost = model::EstimateCost(cfg_.dims, cfg_.seq_len);
+  summary_.params = model_->params().total();
+  const double tokens_per_step = double(cfg_.global_batch) * cfg_.seq_len;
+  std::vector<double> step_ms;
+  auto run_start = Clock::now();
+  double last_loss = 0;
+  for (int64_t step = 0; step < cfg_.train_iters; ++step) {
+    StepMetrics m;
+    m.step = step + 1;
+    m.total_steps = cfg_.train_iters;
+    auto t0 = Clock::now();
+    TERN_ASSIGN_OR_RETURN(last_loss, TrainStep(step, &m));
+    m.step_ms = MsSince(t0);
+    step_ms.push_back(m.step_ms);
+    m.loss = last_loss;
+    m.tokens_per_s = tokens_per_step / (m.step_ms / 1e3);
+    if (opts_.take_comm_bytes) opts_.take_comm_bytes(&m.bytes_intra_node, &m.bytes_inter_node);
+    const double elapsed = MsSince(run_start) / 1e3;
+    m.eta_s = elapsed / double(step + 1) * double(cfg_.train_iters - step - 1);
+    if (!std::isfinite(m.loss))
+      return absl::InternalError(absl::StrCat("step ", m.step, ": loss is ", m.loss,
+                                              " --> hint: lower optimizer.params.lr"));
+    if (opts_.sink) opts_.sink->OnStep(m);
+    const bool last = step + 1 == cfg_.train_iters;
+    if ((cfg_.eval_interval > 0 && (step + 1) % cfg_.eval_interval == 0) || last) {
+      TERN_ASSIGN_OR_RETURN(double val, Evaluate());
+      if (val >= 0) {
+        summary_.val_loss = val;
+        if (opts_.sink) opts_.sink->OnEval(step + 1, val);
+      }
+    }
+  }
+  // Steady-state figures skip the first step (allocation and warm-up).
+  std::vector<double> timed(step_ms.begin() + (step_ms.size() > 2 ? 1 : 0), step_ms.end());
+  summary_.steps = cfg_.train_iters;
+  summary_.step_ms_median = Median(timed);
+  summary_.tokens_per_s = tokens_per_step / (summary_.step_ms_median / 1e3);
+  summary_.final_loss = last_loss;
+  summary_.model_gflops = cost.flops_per_token * summary_.tokens_per_s / 1e9;
+  summary_.sgemm_peak_gflops = MeasureSgemmPeakGflops(opts_.threads) * cfg_.dp_size;
+  kernels::SetNumThreads(opts_.threads);
+  summary_.mfu = summary_.model_gflops / summary_.sgemm_peak_gflops;
+  summary_.peak_rss_mib = PeakRssMib();
+  const auto mem = state_->memory();
+  summary_.param_bytes = mem.param_bytes;
+  summary_.grad_bytes = mem.grad_bytes;
+  summary_.optim_bytes = mem.optim_bytes;
+  if (!opts_.save_final_dir.empty()) TERN_RETURN_IF_ERROR(SaveFinal());
+  if (opts_.sink) opts_.sink->OnSummary(summary_);
+  return absl::OkStatus();
+}
+
+absl::Status Trainer::SaveFinal() {
+  std::vector<float> params;
+  TERN_RETURN_IF_ERROR(state_->GatherParams(&params));
+  if (opts_.rank != 0) return absl::OkStatus();
+  return SaveModel(opts_.save_final_dir, cfg_.spec.model(), cfg_.dims, model_->params(), params);
+}
+
+}  // namespace tern::engine

@@ -1,0 +1,68 @@
+// Trainer: the step loop of one rank, driven by a resolved JobConfig.
+#pragma once
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "worker/engine/metrics.h"
+#include "worker/engine/spec.h"
+#include "worker/model/transformer.h"
+#include "worker/zero/state.h"
+
+namespace tern::data {
+class DataLoader;
+}
+
+namespace tern::engine {
+
+struct TrainerOptions {
+  int rank = 0;                 // data-parallel rank
+  int threads = 1;              // compute threads of this rank
+  MetricsSink* sink = nullptr;  // receives metrics (rank 0 reports the global values)
+  std::string save_final_dir;   // write model.safetensors + config.json at the end
+  // Builds the partitioned training state; null = single rank, nothing partitioned.
+  std::function<absl::StatusOr<std::unique_ptr<zero::TrainingState>>(
+      const ParamTable&, const std::vector<float>&)>
+      make_state;
+  // Sums a few doubles across data-parallel ranks (loss, token counts); null = single rank.
+  std::function<absl::Status(double*, int)> all_reduce_sum;
+  // Bytes sent this step per group (reset on read); null = none.
+  std::function<void(uint64_t* intra, uint64_t* inter)> take_comm_bytes;
+};
+
+class Trainer {
+ public:
+  static absl::StatusOr<std::unique_ptr<Trainer>> Create(const JobConfig& config,
+                                                         TrainerOptions options);
+  ~Trainer();
+  absl::Status Run();
+  // Mean validation loss over eval_iters batches (-1 without a validation set).
+  absl::StatusOr<double> Evaluate();
+  const TrainSummary& summary() const { return summary_; }
+  model::Transformer<float>& model() { return *model_; }
+  zero::TrainingState& state() { return *state_; }
+
+ private:
+  Trainer(const JobConfig& config, TrainerOptions options);
+  absl::Status Init();
+  absl::StatusOr<double> TrainStep(int64_t step, StepMetrics* m);
+  absl::Status SaveFinal();
+
+  JobConfig cfg_;
+  TrainerOptions opts_;
+  std::unique_ptr<model::Transformer<float>> model_;
+  std::unique_ptr<zero::TrainingState> state_;
+  std::unique_ptr<data::DataLoader> train_data_, val_data_;
+  std::unique_ptr<optim::LrSchedule> schedule_;
+  std::vector<int32_t> inputs_, targets_;
+  TrainSummary summary_;
+};
+
+// Measured cblas_sgemm GFLOP/s on `threads` threads (the MFU denominator).
+double MeasureSgemmPeakGflops(int threads);
+// Peak resident set size of this process in MiB.
+double PeakRssMib();
+
+}  // namespace tern::engine

@@ -1,0 +1,153 @@
+#include "worker/model/config.h"
+
+#include <fstream>
+#include <sstream>
+#include <vector>
+
+#include <google/protobuf/util/json_util.h>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "nlohmann/json.hpp"
+
+namespace tern::model {
+namespace {
+
+template <typename T>
+T Or(bool has, T value, T fallback) {
+  return has ? value : fallback;
+}
+
+}  // namespace
+
+absl::StatusOr<tern::v1::ModelConfig> LoadHfConfig(const std::string& path) {
+  std::ifstream in(path);
+  if (!in) return absl::NotFoundError(absl::StrCat("model.config_file: cannot open ", path));
+  std::stringstream ss;
+  ss << in.rdbuf();
+  nlohmann::json j = nlohmann::json::parse(ss.str(), nullptr, /*allow_exceptions=*/false);
+  if (j.is_discarded() || !j.is_object())
+    return absl::InvalidArgumentError(absl::StrCat("model.config_file: ", path, " is not a JSON object"));
+  // Keep only the fields ModelConfig knows; HF configs carry many others.
+  const auto* desc = tern::v1::ModelConfig::descriptor();
+  nlohmann::json kept = nlohmann::json::object();
+  for (auto it = j.begin(); it != j.end(); ++it) {
+    if (desc->FindFieldByName(it.key()) != nullptr && !it.value().is_null()) kept[it.key()] = it.value();
+  }
+  tern::v1::ModelConfig config;
+  google::protobuf::util::JsonParseOptions opts;
+  auto st = google::protobuf::util::JsonStringToMessage(kept.dump(), &config, opts);
+  if (!st.ok())
+    return absl::InvalidArgumentError(
+        absl::StrCat("model.config_file: ", path, ": ", std::string(st.message())));
+  return config;
+}
+
+absl::StatusOr<ModelDims> ResolveModelDims(const tern::v1::ModelConfig& in, int default_seq_len) {
+  tern::v1::ModelConfig c = in;
+  if (!c.config_file().empty()) {
+    auto file = LoadHfConfig(c.config_file());
+    if (!file.ok()) return file.status();
+    tern::v1::ModelConfig merged = *file;
+    merged.MergeFrom(c);  // fields set in the spec win over the file
+    c = merged;
+  }
+  std::vector<std::string> errors;
+  ModelDims d;
+  d.model_type = c.model_type();
+  if (d.model_type == "gpt2") {
+    d.arch = Arch::kGpt2;
+  } else if (d.model_type == "llama" || d.model_type == "mistral") {
+    d.arch = Arch::kLlama;
+  } else if (d.model_type == "phi3") {
+    d.arch = Arch::kPhi3;
+  } else {
+    errors.push_back(absl::StrCat("model.model_type: '", d.model_type,
+                                  "' is not one of gpt2, llama, phi3"));
+  }
+  const bool gpt2 = d.arch == Arch::kGpt2;
+  d.V = Or(c.has_vocab_size(), c.vocab_size(), 256);
+  d.C = c.has_hidden_size() ? c.hidden_size() : Or(c.has_n_embd(), c.n_embd(), 0);
+  d.L = c.has_num_hidden_layers() ? c.num_hidden_layers() : Or(c.has_n_layer(), c.n_layer(), 0);
+  d.NH = c.has_num_attention_heads() ? c.num_attention_heads() : Or(c.has_n_head(), c.n_head(), 0);
+  d.NKV = Or(c.has_num_key_value_heads(), c.num_key_value_heads(), d.NH);
+  if (gpt2 && c.has_num_key_value_heads() && c.num_key_value_heads() != d.NH)
+    errors.push_back("model.num_key_value_heads: gpt2 has no grouped-query attention");
+  if (c.has_max_position_embeddings()) {
+    d.max_T = c.max_position_embeddings();
+  } else if (c.has_n_positions()) {
+    d.max_T = c.n_positions();
+  } else if (c.has_n_ctx()) {
+    d.max_T = c.n_ctx();
+  } else {
+    d.max_T = default_seq_len;
+  }
+  if (gpt2) {
+    d.norm_eps = c.has_layer_norm_epsilon() ? c.layer_norm_epsilon() : 1e-5f;
+  } else {
+    d.norm_eps = c.has_rms_norm_eps() ? c.rms_norm_eps() : 1e-5f;
+  }
+  d.rope_theta = Or(c.has_rope_theta(), c.rope_theta(), 10000.0f);
+  d.tied = Or(c.has_tie_word_embeddings(), c.tie_word_embeddings(), gpt2);
+  d.init_std = Or(c.has_initializer_range(), c.initializer_range(), 0.02f);
+
+  if (d.V <= 0) errors.push_back(absl::StrCat("model.vocab_size: must be > 0, got ", d.V));
+  if (d.C <= 0) errors.push_back(absl::StrCat("model.hidden_size: must be > 0, got ", d.C));
+  if (d.L <= 0) errors.push_back(absl::StrCat("model.num_hidden_layers: must be > 0, got ", d.L));
+  if (d.NH <= 0) {
+    errors.push_back(absl::StrCat("model.num_attention_heads: must be > 0, got ", d.NH));
+  } else if (d.C > 0 && d.C % d.NH != 0) {
+    errors.push_back(absl::StrCat("model.hidden_size: ", d.C,
+                                  " is not divisible by num_attention_heads ", d.NH));
+  }
+  if (d.NKV <= 0 || (d.NH > 0 && d.NH % d.NKV != 0))
+    errors.push_back(absl::StrCat("model.num_key_value_heads: ", d.NKV,
+                                  " must be > 0 and divide num_attention_heads ", d.NH));
+  if (d.NH > 0 && d.C % d.NH == 0) {
+    d.HS = d.C / d.NH;
+    if (!gpt2 && d.HS % 2 != 0)
+      errors.push_back(absl::StrCat("model: head size ", d.HS, " must be even for RoPE"));
+  }
+  if (c.has_intermediate_size()) {
+    d.F = c.intermediate_size();
+  } else if (c.has_n_inner()) {
+    d.F = c.n_inner();
+  } else if (gpt2) {
+    d.F = 4 * d.C;
+  } else {
+    d.F = ((8 * d.C / 3 + 31) / 32) * 32;
+    if (d.F < 8 * d.C / 3.0) d.F += 32;
+  }
+  if (d.F <= 0) errors.push_back(absl::StrCat("model.intermediate_size: must be > 0, got ", d.F));
+  if (d.max_T <= 0)
+    errors.push_back(absl::StrCat("model.max_position_embeddings: must be > 0, got ", d.max_T));
+  if (d.norm_eps <= 0) errors.push_back("model: the norm epsilon must be > 0");
+  for (auto [has, v, name] : {std::tuple{c.has_attention_dropout(), c.attention_dropout(), "attention_dropout"},
+                              std::tuple{c.has_resid_pdrop(), c.resid_pdrop(), "resid_pdrop"},
+                              std::tuple{c.has_embd_pdrop(), c.embd_pdrop(), "embd_pdrop"},
+                              std::tuple{c.has_attn_pdrop(), c.attn_pdrop(), "attn_pdrop"}}) {
+    if (has && v != 0.0f)
+      errors.push_back(absl::StrCat("model.", name, ": dropout is not supported, set it to 0"));
+  }
+  if (!errors.empty()) return absl::InvalidArgumentError(absl::StrJoin(errors, "; "));
+  return d;
+}
+
+ModelCost EstimateCost(const ModelDims& d, int seq_len) {
+  ModelCost cost;
+  const uint64_t C = d.C, V = d.V, F = d.F, L = d.L;
+  const uint64_t attn = C * static_cast<uint64_t>(d.QKV()) + static_cast<uint64_t>(d.NH * d.HS) * C;
+  const uint64_t mlp = d.is_gpt2() ? 2 * C * F : 3 * C * F;
+  uint64_t per_layer = attn + mlp;
+  uint64_t norms = d.is_gpt2() ? 4 * C : 2 * C;
+  uint64_t biases = d.is_gpt2() ? (static_cast<uint64_t>(d.QKV()) + C + F + C) : 0;
+  cost.params = V * C + L * (per_layer + norms + biases) + (d.is_gpt2() ? 2 * C : C);
+  if (d.is_gpt2()) cost.params += static_cast<uint64_t>(d.max_T) * C;
+  if (!d.tied) cost.params += V * C;
+  cost.matmul_params = L * per_layer + V * C;
+  cost.flops_per_token = 6.0 * static_cast<double>(cost.matmul_params) +
+                         12.0 * static_cast<double>(L) * seq_len * static_cast<double>(C);
+  return cost;
+}
+
+}  // namespace tern::model

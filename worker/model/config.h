@@ -1,0 +1,50 @@
+// Model dimensions resolved from a ModelConfig (Hugging Face config.json field names).
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "tern/v1/job.pb.h"
+
+namespace tern::model {
+
+enum class Arch { kGpt2, kLlama, kPhi3 };
+
+struct ModelDims {
+  Arch arch = Arch::kLlama;
+  std::string model_type;   // "gpt2", "llama", "phi3"
+  int V = 256;              // vocab_size
+  int C = 0;                // hidden_size
+  int L = 0;                // num_hidden_layers
+  int NH = 0;               // num_attention_heads
+  int NKV = 0;              // num_key_value_heads
+  int HS = 0;               // head size = C / NH
+  int F = 0;                // intermediate_size
+  int max_T = 0;            // max_position_embeddings
+  float norm_eps = 1e-5f;   // rms_norm_eps or layer_norm_epsilon
+  float rope_theta = 10000.0f;
+  bool tied = false;        // tie_word_embeddings
+  float init_std = 0.02f;   // initializer_range
+
+  int QKV() const { return (NH + 2 * NKV) * HS; }
+  bool is_gpt2() const { return arch == Arch::kGpt2; }
+};
+
+// Resolves defaults (and config_file) and validates; `default_seq_len` fills
+// max_position_embeddings when unset. INVALID_ARGUMENT lists every bad field at once.
+absl::StatusOr<ModelDims> ResolveModelDims(const tern::v1::ModelConfig& config,
+                                           int default_seq_len);
+
+// Reads a Hugging Face config.json into a ModelConfig (unknown HF fields are ignored).
+absl::StatusOr<tern::v1::ModelConfig> LoadHfConfig(const std::string& path);
+
+// Sizes for planning (`tern describe`).
+struct ModelCost {
+  uint64_t params = 0;            // total parameters
+  uint64_t matmul_params = 0;     // parameters used in matmuls (incl. tied head)
+  double flops_per_token = 0;     // training FLOPs per token at seq_len (6N + 12 L T C)
+};
+ModelCost EstimateCost(const ModelDims& dims, int seq_len);
+
+}  // namespace tern::model

@@ -1,0 +1,117 @@
+// The decoder-only transformer (GPT-2, Llama, phi-3 families) as explicit layers with
+// forward/backward over kernels/. Parameters live in one flat buffer described by a
+// ParamTable with Hugging Face names; the model reads them through a ParamSource, so ZeRO-3
+// can gather a unit just before use and reduce its gradients right after — the model itself
+// never calls a communicator.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <vector>
+
+#include "worker/core/param_table.h"
+#include "worker/model/config.h"
+
+namespace tern::model {
+
+// Where the model finds parameters and puts gradients, one unit at a time
+// (unit 0 = embeddings, 1..L = blocks, L+1 = final norm and untied head).
+template <typename T>
+class ParamSource {
+ public:
+  virtual ~ParamSource() = default;
+  // Parameters of `unit`, laid out as in the ParamTable starting at the unit's offset.
+  virtual const T* Acquire(int unit) = 0;
+  // The model is done reading `unit` for now.
+  virtual void Release(int unit) {}
+  // Gradient buffer of `unit` (same layout); the model accumulates into it.
+  virtual T* Grads(int unit) = 0;
+  // All gradient contributions of `unit` for this backward pass are in.
+  virtual void GradsReady(int unit) {}
+};
+
+// ParamSource over full flat buffers (single rank, ZeRO stages 0-2).
+template <typename T>
+class FlatParamSource : public ParamSource<T> {
+ public:
+  FlatParamSource(const ParamTable* table, const T* params, T* grads)
+      : table_(table), params_(params), grads_(grads) {}
+  const T* Acquire(int unit) override { return params_ + table_->units()[unit].offset; }
+  T* Grads(int unit) override { return grads_ + table_->units()[unit].offset; }
+
+ private:
+  const ParamTable* table_;
+  const T* params_;
+  T* grads_;
+};
+
+template <typename T>
+class Transformer {
+ public:
+  explicit Transformer(const ModelDims& dims);
+
+  const ModelDims& dims() const { return dims_; }
+  const ParamTable& params() const { return table_; }
+  int num_units() const { return dims_.L + 2; }
+
+  // Deterministic initialisation of the whole flat buffer from `seed` (HF defaults:
+  // normal(0, initializer_range) for matrices, ones for norm weights, zeros for biases).
+  void InitParams(T* params, uint64_t seed) const;
+
+  // Sizes the activation buffers for micro-batches of B sequences of Tn tokens.
+  void Reserve(int B, int Tn);
+  // Bytes held by activation and scratch buffers.
+  uint64_t activation_bytes() const;
+
+  // Forward pass. With targets, returns the mean cross-entropy over the targets >= 0 and keeps
+  // what backward needs; without, only computes logits (B*Tn, V).
+  double Forward(ParamSource<T>& src, const int32_t* tokens, const int32_t* targets, int B,
+                 int Tn);
+  // Backward of the last Forward: accumulates d(loss * grad_scale) into src.Grads.
+  void Backward(ParamSource<T>& src, float grad_scale);
+
+  const T* logits() const { return logits_.data(); }
+
+ private:
+  struct LayerActs {
+    std::vector<T> ln1, ln1_mean, ln1_rstd;  // (N,C), (N), (N)
+    std::vector<T> qkv;                      // (N,QKV) after RoPE
+    std::vector<T> att;                      // (B,NH,T,T)
+    std::vector<T> atty;                     // (N,NH*HS)
+    std::vector<T> mid;                      // (N,C) residual after attention
+    std::vector<T> ln2, ln2_mean, ln2_rstd;  // (N,C), (N), (N)
+    std::vector<T> fc;                       // (N,2F) llama gate|up, (N,F) gpt2 pre-GELU
+    std::vector<T> act;                      // (N,F) SwiGLU / GELU output
+  };
+  struct LayerOffsets {  // element offsets of a block's parameters within its unit
+    uint64_t ln1_w, ln1_b, qkv_w, qkv_b, o_w, o_b, ln2_w, ln2_b, fc_w, fc_b, proj_w, proj_b;
+  };
+
+  void BuildTable();
+  void NormForward(T* out, T* mean, T* rstd, const T* inp, const T* w, const T* b, int N);
+  void NormBackward(T* dinp, T* dw, T* db, const T* dout, const T* inp, const T* w,
+                    const T* mean, const T* rstd, int N);
+  void BlockForward(const T* p, LayerActs& a, const T* x, T* out, int B, int Tn);
+  void BlockBackward(const T* p, T* g, const LayerActs& a, const T* x, T* dx, int B, int Tn);
+
+  ModelDims dims_;
+  ParamTable table_;
+  LayerOffsets lo_{};
+  uint64_t wte_off_ = 0, wpe_off_ = 0, lnf_w_off_ = 0, lnf_b_off_ = 0, head_off_ = 0;
+
+  int B_ = 0, T_ = 0;
+  const int32_t* tokens_ = nullptr;
+  const int32_t* targets_ = nullptr;
+  int count_ = 0;
+  std::vector<T> rope_cos_, rope_sin_;
+  std::vector<std::vector<T>> resid_;  // L+1 x (N,C): input of each block, then final
+  std::vector<LayerActs> acts_;
+  std::vector<T> lnf_, lnf_mean_, lnf_rstd_, logits_, probs_, losses_;
+  // Scratch for backward.
+  std::vector<T> dx_, dtmp_, dln_, dqkv_, datty_, dfc_, dact_, dlogits_, att_scratch_, proj_;
+};
+
+extern template class Transformer<float>;
+extern template class Transformer<double>;
+
+}  // namespace tern::model

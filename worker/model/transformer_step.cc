@@ -1,0 +1,168 @@
+// Forward and backward passes of the Transformer (see transformer.h).
+#include <algorithm>
+#include <cstring>
+
+#include "kernels/cpu/ops.h"
+#include "worker/core/status.h"
+#include "worker/model/transformer.h"
+
+namespace tern::model {
+
+namespace k = tern::kernels;
+using k::WeightLayout;
+
+template <typename T>
+void Transformer<T>::BlockForward(const T* p, LayerActs& a, const T* x, T* out, int B, int Tn) {
+  const auto& d = dims_;
+  const int N = B * Tn, C = d.C, F = d.F, A = d.NH * d.HS, QKV = d.QKV();
+  const bool g2 = d.is_gpt2();
+  const WeightLayout wl = g2 ? WeightLayout::kInOut : WeightLayout::kOutIn;
+  const T* nb = g2 ? p + lo_.ln1_b : nullptr;
+  NormForward(a.ln1.data(), a.ln1_mean.data(), a.ln1_rstd.data(), x, p + lo_.ln1_w, nb, N);
+  k::matmul_forward(a.qkv.data(), a.ln1.data(), p + lo_.qkv_w, g2 ? p + lo_.qkv_b : nullptr, N, C,
+                    QKV, wl);
+  if (!g2) k::rope_forward(a.qkv.data(), rope_cos_.data(), rope_sin_.data(), B, Tn, d.NH, d.NKV, d.HS);
+  k::attention_forward(a.atty.data(), a.att.data(), a.qkv.data(), B, Tn, d.NH, d.NKV, d.HS);
+  k::matmul_forward(proj_.data(), a.atty.data(), p + lo_.o_w, g2 ? p + lo_.o_b : nullptr, N, A, C, wl);
+  k::residual_forward(a.mid.data(), x, proj_.data(), size_t(N) * C);
+  NormForward(a.ln2.data(), a.ln2_mean.data(), a.ln2_rstd.data(), a.mid.data(), p + lo_.ln2_w,
+              g2 ? p + lo_.ln2_b : nullptr, N);
+  if (g2) {
+    k::matmul_forward(a.fc.data(), a.ln2.data(), p + lo_.fc_w, p + lo_.fc_b, N, C, F, wl);
+    k::gelu_forward(a.act.data(), a.fc.data(), size_t(N) * F);
+  } else {
+    k::matmul_forward(a.fc.data(), a.ln2.data(), p + lo_.fc_w, static_cast<const T*>(nullptr), N, C, 2 * F, wl);
+    k::swiglu_forward(a.act.data(), a.fc.data(), N, F);
+  }
+  k::matmul_forward(proj_.data(), a.act.data(), p + lo_.proj_w, g2 ? p + lo_.proj_b : nullptr, N,
+                    F, C, wl);
+  k::residual_forward(out, a.mid.data(), proj_.data(), size_t(N) * C);
+}
+
+template <typename T>
+double Transformer<T>::Forward(ParamSource<T>& src, const int32_t* tokens,
+                               const int32_t* targets, int B, int Tn) {
+  Reserve(B, Tn);
+  const auto& d = dims_;
+  const int N = B * Tn, C = d.C;
+  tokens_ = tokens;
+  targets_ = targets;
+  const T* p0 = src.Acquire(0);
+  k::embedding_forward(resid_[0].data(), tokens, p0 + (wte_off_ - table_.units()[0].offset),
+                       d.is_gpt2() ? p0 + (wpe_off_ - table_.units()[0].offset) : nullptr, B, Tn, C);
+  src.Release(0);
+  for (int l = 0; l < d.L; ++l) {
+    const T* p = src.Acquire(l + 1);
+    BlockForward(p, acts_[l], resid_[l].data(), resid_[l + 1].data(), B, Tn);
+    src.Release(l + 1);
+  }
+  const int hu = d.L + 1;
+  const T* ph = src.Acquire(hu);
+  NormForward(lnf_.data(), lnf_mean_.data(), lnf_rstd_.data(), resid_[d.L].data(), ph + lnf_w_off_,
+              d.is_gpt2() ? ph + lnf_b_off_ : nullptr, N);
+  if (d.tied) {
+    const T* pe = src.Acquire(0);
+    k::matmul_forward(logits_.data(), lnf_.data(), pe + (wte_off_ - table_.units()[0].offset),
+                      static_cast<const T*>(nullptr), N, C, d.V, WeightLayout::kOutIn);
+    src.Release(0);
+  } else {
+    k::matmul_forward(logits_.data(), lnf_.data(), ph + head_off_, static_cast<const T*>(nullptr),
+                      N, C, d.V, WeightLayout::kOutIn);
+  }
+  src.Release(hu);
+  if (targets == nullptr) return 0.0;
+  count_ = k::crossentropy_softmax_forward(losses_.data(), probs_.data(), logits_.data(), targets,
+                                           N, d.V);
+  double sum = 0;
+  for (int i = 0; i < N; ++i) sum += losses_[i];
+  return count_ > 0 ? sum / count_ : 0.0;
+}
+
+template <typename T>
+void Transformer<T>::BlockBackward(const T* p, T* g, const LayerActs& a, const T* x, T* dx, int B,
+                                   int Tn) {
+  // dx: gradient w.r.t. the block's output on entry, w.r.t. its input on exit.
+  const auto& d = dims_;
+  const int N = B * Tn, C = d.C, F = d.F, A = d.NH * d.HS, QKV = d.QKV();
+  const bool g2 = d.is_gpt2();
+  const WeightLayout wl = g2 ? WeightLayout::kInOut : WeightLayout::kOutIn;
+  auto bias = [g2](T* base, uint64_t off) { return g2 ? base + off : nullptr; };
+  // MLP.
+  k::matmul_backward(dact_.data(), g + lo_.proj_w, bias(g, lo_.proj_b), dx, a.act.data(),
+                     p + lo_.proj_w, N, F, C, wl);
+  if (g2) {
+    k::gelu_backward(dfc_.data(), a.fc.data(), dact_.data(), size_t(N) * F);
+    k::matmul_backward(dln_.data(), g + lo_.fc_w, g + lo_.fc_b, dfc_.data(), a.ln2.data(),
+                       p + lo_.fc_w, N, C, F, wl);
+  } else {
+    k::swiglu_backward(dfc_.data(), a.fc.data(), dact_.data(), N, F);
+    k::matmul_backward(dln_.data(), g + lo_.fc_w, static_cast<T*>(nullptr), dfc_.data(),
+                       a.ln2.data(), p + lo_.fc_w, N, C, 2 * F, wl);
+  }
+  NormBackward(dtmp_.data(), g + lo_.ln2_w, bias(g, lo_.ln2_b), dln_.data(), a.mid.data(),
+               p + lo_.ln2_w, a.ln2_mean.data(), a.ln2_rstd.data(), N);
+  k::residual_backward(dx, static_cast<T*>(nullptr), dtmp_.data(), size_t(N) * C);
+  // Attention.
+  k::matmul_backward(datty_.data(), g + lo_.o_w, bias(g, lo_.o_b), dx, a.atty.data(), p + lo_.o_w,
+                     N, A, C, wl);
+  k::attention_backward(dqkv_.data(), att_scratch_.data(), datty_.data(), a.qkv.data(),
+                        a.att.data(), B, Tn, d.NH, d.NKV, d.HS);
+  if (!g2) k::rope_backward(dqkv_.data(), rope_cos_.data(), rope_sin_.data(), B, Tn, d.NH, d.NKV, d.HS);
+  k::matmul_backward(dln_.data(), g + lo_.qkv_w, bias(g, lo_.qkv_b), dqkv_.data(), a.ln1.data(),
+                     p + lo_.qkv_w, N, C, QKV, wl);
+  NormBackward(dtmp_.data(), g + lo_.ln1_w, bias(g, lo_.ln1_b), dln_.data(), x, p + lo_.ln1_w,
+               a.ln1_mean.data(), a.ln1_rstd.data(), N);
+  k::residual_backward(dx, static_cast<T*>(nullptr), dtmp_.data(), size_t(N) * C);
+}
+
+template <typename T>
+void Transformer<T>::Backward(ParamSource<T>& src, float grad_scale) {
+  TERN_CHECK(targets_ != nullptr) << "Backward without a Forward with targets";
+  const auto& d = dims_;
+  const int B = B_, Tn = T_, N = B * Tn, C = d.C;
+  const uint64_t u0 = table_.units()[0].offset;
+  const float dloss = count_ > 0 ? grad_scale / count_ : 0.0f;
+  k::crossentropy_softmax_backward(dlogits_.data(), probs_.data(), targets_, dloss, N, d.V);
+  const int hu = d.L + 1;
+  const T* ph = src.Acquire(hu);
+  T* gh = src.Grads(hu);
+  if (d.tied) {
+    const T* pe = src.Acquire(0);
+    T* ge = src.Grads(0);
+    k::matmul_backward(dln_.data(), ge + (wte_off_ - u0), static_cast<T*>(nullptr),
+                       dlogits_.data(), lnf_.data(), pe + (wte_off_ - u0), N, C, d.V,
+                       WeightLayout::kOutIn);
+    src.Release(0);
+  } else {
+    k::matmul_backward(dln_.data(), gh + head_off_, static_cast<T*>(nullptr), dlogits_.data(),
+                       lnf_.data(), ph + head_off_, N, C, d.V, WeightLayout::kOutIn);
+  }
+  NormBackward(dx_.data(), gh + lnf_w_off_, d.is_gpt2() ? gh + lnf_b_off_ : nullptr, dln_.data(),
+               resid_[d.L].data(), ph + lnf_w_off_, lnf_mean_.data(), lnf_rstd_.data(), N);
+  src.Release(hu);
+  src.GradsReady(hu);
+  for (int l = d.L - 1; l >= 0; --l) {
+    const T* p = src.Acquire(l + 1);
+    BlockBackward(p, src.Grads(l + 1), acts_[l], resid_[l].data(), dx_.data(), B, Tn);
+    src.Release(l + 1);
+    src.GradsReady(l + 1);
+  }
+  src.Acquire(0);
+  T* g0 = src.Grads(0);
+  k::embedding_backward(g0 + (wte_off_ - u0), d.is_gpt2() ? g0 + (wpe_off_ - u0) : nullptr,
+                        dx_.data(), tokens_, B, Tn, C);
+  src.Release(0);
+  src.GradsReady(0);
+}
+
+#define TERN_INSTANTIATE(T)                                                                  \
+  template void Transformer<T>::BlockForward(const T*, LayerActs&, const T*, T*, int, int);  \
+  template double Transformer<T>::Forward(ParamSource<T>&, const int32_t*, const int32_t*,   \
+                                          int, int);                                         \
+  template void Transformer<T>::BlockBackward(const T*, T*, const LayerActs&, const T*, T*,  \
+                                              int, int);                                     \
+  template void Transformer<T>::Backward(ParamSource<T>&, float);
+TERN_INSTANTIATE(float)
+TERN_INSTANTIATE(double)
+
+}  // namespace tern::model
