@@ -1,0 +1,72 @@
+// Fused softmax + cross-entropy over the vocabulary.
+// Parameter gradients accumulate (+=), activation gradients assign (=).
+#include <algorithm>
+#include <cmath>
+
+#include "kernels/cpu/ops.h"
+#include "kernels/cpu/vec_math.h"
+
+namespace tern::kernels {
+
+// loss = log(sum exp(l - max)) + max - l[target], which stays accurate when p[target] is tiny.
+template <typename T>
+int crossentropy_softmax_forward(T* losses, T* probs, const T* logits, const int32_t* targets,
+                                 int N, int V) {
+  const bool par = static_cast<size_t>(N) * V >= detail::kParallelElems / 4;
+  int count = 0;
+#pragma omp parallel for schedule(static) reduction(+ : count) if (par)
+  for (int n = 0; n < N; ++n) {
+    const T* l = logits + static_cast<size_t>(n) * V;
+    T* p = probs + static_cast<size_t>(n) * V;
+    T mx = l[0];
+#pragma omp simd reduction(max : mx)
+    for (int v = 0; v < V; ++v) mx = std::max(mx, l[v]);
+    T sum = 0;
+#pragma omp simd reduction(+ : sum)
+    for (int v = 0; v < V; ++v) {
+      const T e = detail::Exp<T>(l[v] - mx);
+      p[v] = e;
+      sum += e;
+    }
+    const T inv = T(1) / sum;
+#pragma omp simd
+    for (int v = 0; v < V; ++v) p[v] *= inv;
+    const int32_t t = targets[n];
+    if (t >= 0) {
+      losses[n] = std::log(sum) + mx - l[t];
+      ++count;
+    } else {
+      losses[n] = 0;
+    }
+  }
+  return count;
+}
+
+template <typename T>
+void crossentropy_softmax_backward(T* dlogits, const T* probs, const int32_t* targets, float dloss,
+                                   int N, int V) {
+  const bool par = static_cast<size_t>(N) * V >= detail::kParallelElems;
+  const T s = static_cast<T>(dloss);
+#pragma omp parallel for schedule(static) if (par)
+  for (int n = 0; n < N; ++n) {
+    const T* p = probs + static_cast<size_t>(n) * V;
+    T* d = dlogits + static_cast<size_t>(n) * V;
+    const int32_t t = targets[n];
+    if (t < 0) {
+      std::fill(d, d + V, T(0));
+      continue;
+    }
+#pragma omp simd
+    for (int v = 0; v < V; ++v) d[v] = p[v] * s;
+    d[t] -= s;
+  }
+}
+
+#define TERN_INSTANTIATE(T)                                                                 \
+  template int crossentropy_softmax_forward<T>(T*, T*, const T*, const int32_t*, int, int); \
+  template void crossentropy_softmax_backward<T>(T*, const T*, const int32_t*, float, int, int);
+TERN_INSTANTIATE(float)
+TERN_INSTANTIATE(double)
+#undef TERN_INSTANTIATE
+
+}  // namespace tern::kernels

@@ -1,0 +1,159 @@
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <vector>
+
+#include "kernels/cpu/attention_tuning.h"
+#include "kernels/cpu/ops.h"
+#include "kernels/cpu/threads.h"
+#include "tests/kernels/cpu/kernel_test_util.h"
+
+namespace tern::kernels {
+namespace {
+
+using testing::Dot;
+using testing::ExpectClose;
+using testing::RandomVec;
+using testing::ToFloat;
+
+struct Shape {
+  int B, T, NH, NKV, HS;
+  int QKV() const { return (NH + 2 * NKV) * HS; }
+  size_t QkvSize() const { return static_cast<size_t>(B) * T * QKV(); }
+  size_t OutSize() const { return static_cast<size_t>(B) * T * NH * HS; }
+  size_t AttSize() const { return static_cast<size_t>(B) * NH * T * T; }
+};
+
+// Sets the attention tuning for one scope and restores the defaults afterwards.
+class TuningScope {
+ public:
+  TuningScope(int block_rows, detail::AttentionParallel mode) {
+    detail::MutableAttentionTuning() = {mode, block_rows};
+  }
+  ~TuningScope() { detail::MutableAttentionTuning() = detail::AttentionTuning{}; }
+};
+
+// Plain causal GQA attention; fills out and the lower triangle of att.
+void RefAttention(std::vector<double>* out, std::vector<double>* att,
+                  const std::vector<double>& qkv, const Shape& s) {
+  const double scale = 1.0 / std::sqrt(static_cast<double>(s.HS));
+  for (int b = 0; b < s.B; ++b)
+    for (int h = 0; h < s.NH; ++h) {
+      const int kvh = h / (s.NH / s.NKV);
+      for (int i = 0; i < s.T; ++i) {
+        const double* q = &qkv[(static_cast<size_t>(b) * s.T + i) * s.QKV() + h * s.HS];
+        std::vector<double> p(i + 1);
+        double mx = -1e300, sum = 0;
+        for (int j = 0; j <= i; ++j) {
+          const double* k =
+              &qkv[(static_cast<size_t>(b) * s.T + j) * s.QKV() + (s.NH + kvh) * s.HS];
+          double d = 0;
+          for (int c = 0; c < s.HS; ++c) d += q[c] * k[c];
+          p[j] = d * scale;
+          mx = std::max(mx, p[j]);
+        }
+        for (int j = 0; j <= i; ++j) sum += (p[j] = std::exp(p[j] - mx));
+        double* o = &(*out)[(static_cast<size_t>(b) * s.T + i) * s.NH * s.HS + h * s.HS];
+        for (int c = 0; c < s.HS; ++c) o[c] = 0;
+        for (int j = 0; j <= i; ++j) {
+          p[j] /= sum;
+          (*att)[((static_cast<size_t>(b) * s.NH + h) * s.T + i) * s.T + j] = p[j];
+          const double* v =
+              &qkv[(static_cast<size_t>(b) * s.T + j) * s.QKV() + (s.NH + s.NKV + kvh) * s.HS];
+          for (int c = 0; c < s.HS; ++c) o[c] += p[j] * v[c];
+        }
+      }
+    }
+}
+
+std::vector<double> LowerTriangle(const std::vector<float>& att, const Shape& s) {
+  std::vector<double> v;
+  for (int bh = 0; bh < s.B * s.NH; ++bh)
+    for (int i = 0; i < s.T; ++i)
+      for (int j = 0; j <= i; ++j) v.push_back(att[(static_cast<size_t>(bh) * s.T + i) * s.T + j]);
+  return v;
+}
+
+std::vector<double> LowerTriangle(const std::vector<double>& att, const Shape& s) {
+  return LowerTriangle(std::vector<float>(att.begin(), att.end()), s);
+}
+
+void CheckForward(const Shape& s, int block_rows) {
+  TuningScope scope(block_rows, detail::AttentionParallel::kAuto);
+  const auto qkv = RandomVec(s.QkvSize(), 1, -2.0, 2.0);
+  std::vector<double> want(s.OutSize()), want_att(s.AttSize(), 0.0);
+  RefAttention(&want, &want_att, qkv, s);
+  auto fqkv = ToFloat(qkv);
+  std::vector<float> out(s.OutSize()), att(s.AttSize(), 0.0f);
+  attention_forward(out.data(), att.data(), fqkv.data(), s.B, s.T, s.NH, s.NKV, s.HS);
+  ExpectClose(out, want, 2e-6, "attention out");
+  ExpectClose(LowerTriangle(att, s), LowerTriangle(want_att, s), 2e-6, "attention probs");
+}
+
+TEST(AttentionTest, ForwardGqaSmallBlocks) { CheckForward({2, 7, 4, 2, 3}, 3); }
+TEST(AttentionTest, ForwardMhaSmallBlocks) { CheckForward({2, 7, 4, 4, 3}, 3); }
+TEST(AttentionTest, ForwardMqaDefaultBlocks) { CheckForward({2, 7, 4, 1, 3}, 64); }
+TEST(AttentionTest, ForwardGqaLongerThanDefaultBlock) { CheckForward({2, 70, 4, 2, 5}, 64); }
+
+// Backward vs central differences of sum(out * dout) in double. dqkv is prefilled with junk
+// (it must be assigned) and att's upper triangle is overwritten (it is unspecified).
+void CheckAttentionGradient(const Shape& s, int block_rows) {
+  TuningScope scope(block_rows, detail::AttentionParallel::kAuto);
+  auto qkv = RandomVec(s.QkvSize(), 2, -1.5, 1.5);
+  const auto dout = RandomVec(s.OutSize(), 3);
+  std::vector<double> out(s.OutSize()), att(s.AttSize());
+  auto loss = [&] {
+    attention_forward(out.data(), att.data(), qkv.data(), s.B, s.T, s.NH, s.NKV, s.HS);
+    return Dot(out, dout);
+  };
+  loss();
+  for (int bh = 0; bh < s.B * s.NH; ++bh)
+    for (int i = 0; i < s.T; ++i)
+      for (int j = i + 1; j < s.T; ++j) att[(static_cast<size_t>(bh) * s.T + i) * s.T + j] = 1e3;
+  std::vector<double> dqkv(s.QkvSize(), 123.0);
+  std::vector<double> scratch(
+      attention_scratch_elems(s.B, s.T, s.NH, s.NKV, s.HS, NumThreads()));
+  attention_backward(dqkv.data(), scratch.data(), dout.data(), qkv.data(), att.data(), s.B, s.T,
+                     s.NH, s.NKV, s.HS);
+  testing::CheckGradient(&qkv, dqkv, loss, "attention dqkv", 1e-6);
+}
+
+TEST(AttentionTest, GradientGqaSmallBlocks) { CheckAttentionGradient({2, 7, 4, 2, 3}, 3); }
+TEST(AttentionTest, GradientMhaSmallBlocks) { CheckAttentionGradient({2, 7, 4, 4, 3}, 3); }
+TEST(AttentionTest, GradientMqaOneBlock) { CheckAttentionGradient({1, 6, 3, 1, 4}, 64); }
+TEST(AttentionTest, GradientGqaLongerThanDefaultBlock) { CheckAttentionGradient({1, 70, 2, 1, 3}, 64); }
+
+struct Result {
+  std::vector<float> out, dqkv;
+};
+
+Result RunFloat(const Shape& s, int threads, detail::AttentionParallel mode) {
+  const int saved = NumThreads();
+  SetNumThreads(threads);
+  TuningScope scope(64, mode);
+  const auto qkv = ToFloat(RandomVec(s.QkvSize(), 4, -2.0, 2.0));
+  const auto dout = ToFloat(RandomVec(s.OutSize(), 5));
+  Result r{std::vector<float>(s.OutSize()), std::vector<float>(s.QkvSize())};
+  std::vector<float> att(s.AttSize());
+  std::vector<float> scratch(attention_scratch_elems(s.B, s.T, s.NH, s.NKV, s.HS, threads));
+  attention_forward(r.out.data(), att.data(), qkv.data(), s.B, s.T, s.NH, s.NKV, s.HS);
+  attention_backward(r.dqkv.data(), scratch.data(), dout.data(), qkv.data(), att.data(), s.B,
+                     s.T, s.NH, s.NKV, s.HS);
+  SetNumThreads(saved);
+  return r;
+}
+
+TEST(AttentionTest, MultithreadedMatchesSingleThreaded) {
+  for (const Shape s : {Shape{2, 150, 4, 2, 16}, Shape{1, 130, 4, 1, 8}}) {
+    const Result one = RunFloat(s, 1, detail::AttentionParallel::kAuto);
+    for (auto mode : {detail::AttentionParallel::kAuto, detail::AttentionParallel::kHeads,
+                      detail::AttentionParallel::kBlas}) {
+      const Result two = RunFloat(s, 2, mode);
+      ExpectClose(two.out, one.out, 1e-5, "out, 2 threads vs 1");
+      ExpectClose(two.dqkv, one.dqkv, 1e-5, "dqkv, 2 threads vs 1");
+    }
+  }
+}
+
+}  // namespace
+}  // namespace tern::kernels

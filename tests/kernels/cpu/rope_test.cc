@@ -1,0 +1,101 @@
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <vector>
+
+#include "kernels/cpu/ops.h"
+#include "tests/kernels/cpu/kernel_test_util.h"
+
+namespace tern::kernels {
+namespace {
+
+using testing::CheckGradient;
+using testing::Dot;
+using testing::ExpectClose;
+using testing::RandomVec;
+using testing::ToFloat;
+
+constexpr float kTheta = 10000.0f;
+
+// HF apply_rotary_pos_emb on one head vector: x*cos + rotate_half(x)*sin, with cos/sin
+// duplicated over both halves.
+void RefRotate(double* x, int t, int HS) {
+  const int half = HS / 2;
+  std::vector<double> y(HS);
+  for (int i = 0; i < HS; ++i) {
+    const int fi = i % half;
+    const double ang = t * std::pow(static_cast<double>(kTheta), -2.0 * fi / HS);
+    const double rot = i < half ? -x[i + half] : x[i - half];
+    y[i] = x[i] * std::cos(ang) + rot * std::sin(ang);
+  }
+  for (int i = 0; i < HS; ++i) x[i] = y[i];
+}
+
+struct Shape {
+  int B = 2, T = 7, NH = 4, NKV = 2, HS = 6;
+  int QKV() const { return (NH + 2 * NKV) * HS; }
+  size_t Size() const { return static_cast<size_t>(B) * T * QKV(); }
+};
+
+TEST(RopeTest, TablesMatchFormula) {
+  const int T = 9, HS = 8;
+  std::vector<float> cos(T * HS / 2), sin(T * HS / 2);
+  rope_tables(cos.data(), sin.data(), T, HS, kTheta);
+  std::vector<double> want_cos(cos.size()), want_sin(sin.size());
+  for (int t = 0; t < T; ++t)
+    for (int i = 0; i < HS / 2; ++i) {
+      const double ang = t * std::pow(10000.0, -2.0 * i / HS);
+      want_cos[t * HS / 2 + i] = std::cos(ang);
+      want_sin[t * HS / 2 + i] = std::sin(ang);
+    }
+  ExpectClose(cos, want_cos, 1e-7, "cos");
+  ExpectClose(sin, want_sin, 1e-7, "sin");
+}
+
+TEST(RopeTest, ForwardMatchesReferenceAndLeavesValuesAlone) {
+  const Shape s;
+  const auto qkv = RandomVec(s.Size(), 1);
+  std::vector<double> want = qkv;
+  for (int n = 0; n < s.B * s.T; ++n)
+    for (int h = 0; h < s.NH + s.NKV; ++h)  // q and k heads only
+      RefRotate(&want[static_cast<size_t>(n) * s.QKV() + h * s.HS], n % s.T, s.HS);
+  std::vector<float> cos(s.T * s.HS / 2), sin(s.T * s.HS / 2);
+  rope_tables(cos.data(), sin.data(), s.T, s.HS, kTheta);
+  auto f = ToFloat(qkv);
+  rope_forward(f.data(), cos.data(), sin.data(), s.B, s.T, s.NH, s.NKV, s.HS);
+  ExpectClose(f, want, 1e-6, "rope qkv");  // includes v heads: must be bit-unchanged
+}
+
+TEST(RopeTest, BackwardIsExactAdjoint) {
+  const Shape s;
+  const auto x = RandomVec(s.Size(), 2), y = RandomVec(s.Size(), 3);
+  std::vector<double> cos(s.T * s.HS / 2), sin(s.T * s.HS / 2);
+  rope_tables(cos.data(), sin.data(), s.T, s.HS, kTheta);
+  auto rx = x, ry = y;
+  rope_forward(rx.data(), cos.data(), sin.data(), s.B, s.T, s.NH, s.NKV, s.HS);
+  rope_backward(ry.data(), cos.data(), sin.data(), s.B, s.T, s.NH, s.NKV, s.HS);
+  // <R x, y> == <x, R^T y>
+  EXPECT_NEAR(Dot(rx, y), Dot(x, ry), 1e-12 * s.Size());
+  // And R^T R = I (orthogonal): backward undoes forward.
+  rope_backward(rx.data(), cos.data(), sin.data(), s.B, s.T, s.NH, s.NKV, s.HS);
+  ExpectClose(rx, x, 1e-12, "R^T R x");
+}
+
+TEST(RopeTest, GradientMatchesFiniteDifferences) {
+  const Shape s{1, 5, 2, 1, 4};
+  auto x = RandomVec(s.Size(), 4);
+  const auto dout = RandomVec(s.Size(), 5);
+  std::vector<double> cos(s.T * s.HS / 2), sin(s.T * s.HS / 2), y(s.Size());
+  rope_tables(cos.data(), sin.data(), s.T, s.HS, kTheta);
+  auto loss = [&] {
+    y = x;
+    rope_forward(y.data(), cos.data(), sin.data(), s.B, s.T, s.NH, s.NKV, s.HS);
+    return Dot(y, dout);
+  };
+  auto dx = dout;
+  rope_backward(dx.data(), cos.data(), sin.data(), s.B, s.T, s.NH, s.NKV, s.HS);
+  CheckGradient(&x, dx, loss, "rope dqkv");
+}
+
+}  // namespace
+}  // namespace tern::kernels
