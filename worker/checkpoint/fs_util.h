@@ -1,0 +1,45 @@
+// Small POSIX helpers for the checkpoint layer: errno -> Status, durable small-file writes
+// (temp + fsync + rename + fsync(dir)), directory fsync, naming, and test-only fault points.
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+
+namespace tern::ckpt {
+
+// A Status for a failed syscall: code from errno (ENOENT -> NOT_FOUND, ENOSPC ->
+// RESOURCE_EXHAUSTED, EACCES/EPERM -> PERMISSION_DENIED, else INTERNAL/UNAVAILABLE), message
+// "<what> <path>: <strerror>".
+absl::Status ErrnoStatus(int err, const std::string& what, const std::string& path);
+
+// fsync() of a directory, so a create/rename inside it is durable.
+absl::Status FsyncDir(const std::string& dir);
+
+// Creates `dir` and its parents (existing is fine).
+absl::Status MakeDirs(const std::string& dir);
+
+// Writes `content` to `path` durably and atomically: `path`.tmp, fsync, [fault point
+// `fault_before_rename`], rename over `path`, fsync the parent directory.
+absl::Status WriteFileAtomic(const std::string& path, const std::string& content,
+                             const char* fault_before_rename = nullptr);
+
+// Reads a whole (small) file.
+absl::StatusOr<std::string> ReadSmallFile(const std::string& path);
+
+// "step-000120" (at least 6 digits).
+std::string StepDirName(int64_t step);
+// "rank-00003.bin".
+std::string RankFileName(int rank);
+// Parses "step-000120" -> 120; -1 when `name` is not a step directory name.
+int64_t ParseStepDirName(const std::string& name);
+
+// Test-only crash injection. When the environment variable TERN_CKPT_FAULT (or the value set
+// by SetFaultPointForTesting) equals `point`, the process kills itself with SIGKILL right
+// here. Points: after_shard_write, before_manifest_rename, after_manifest_rename_before_latest.
+void MaybeFault(const char* point);
+void SetFaultPointForTesting(const std::string& point);
+
+}  // namespace tern::ckpt
