@@ -73,9 +73,9 @@ absl::StatusOr<std::unique_ptr<DataLoader>> DataLoader::FromDataset(
   const uint64_t ntokens = dataset->num_tokens();
   if (ntokens < static_cast<uint64_t>(seq_len) + 1) {
     return absl::InvalidArgumentError(absl::StrCat(
-        "dataset '", dataset->bin_path(), "' has ", ntokens, " tokens, fewer than seq_len + 1 = ",
-        static_cast<int64_t>(seq_len) + 1, " needed for one training window --> hint: use a ",
-        "shorter seq_len or more data"));
+        "dataset '", dataset->bin_path(), "' has ", ntokens,
+        " tokens, fewer than seq_len + 1 = ", static_cast<int64_t>(seq_len) + 1,
+        " needed for one training window --> hint: use a ", "shorter seq_len or more data"));
   }
   return std::unique_ptr<DataLoader>(new DataLoader(std::move(dataset), seq_len, seed));
 }
@@ -123,8 +123,8 @@ void DataLoader::Samples(uint64_t first, int64_t count, int32_t* inputs, int32_t
   }
 }
 
-uint64_t DataLoader::FirstSample(int64_t step, int micro, int dp_rank, int dp_size,
-                                 int micro_batch, int accum) {
+uint64_t DataLoader::FirstSample(int64_t step, int micro, int dp_rank, int dp_size, int micro_batch,
+                                 int accum) {
   TERN_CHECK(step >= 0 && micro_batch > 0 && accum > 0 && dp_size > 0)
       << "step " << step << " micro_batch " << micro_batch << " accum " << accum << " dp "
       << dp_size;
@@ -163,15 +163,16 @@ DataPosition DataLoader::Position(uint64_t samples_consumed) const {
 
 absl::Status DataLoader::CheckResume(const DataPosition& position) const {
   if (position.ntokens != num_tokens()) {
-    return absl::FailedPreconditionError(absl::StrCat(
-        "cannot resume: the checkpoint's data position is for a dataset of ", position.ntokens,
-        " tokens, but '", dataset_->bin_path(), "' has ", num_tokens(),
-        " --> hint: resume with the dataset the job was started with"));
+    return absl::FailedPreconditionError(
+        absl::StrCat("cannot resume: the checkpoint's data position is for a dataset of ",
+                     position.ntokens, " tokens, but '", dataset_->bin_path(), "' has ",
+                     num_tokens(), " --> hint: resume with the dataset the job was started with"));
   }
   if (position.seq_len != seq_len_) {
-    return absl::FailedPreconditionError(absl::StrCat(
-        "cannot resume on '", dataset_->bin_path(), "': the checkpoint's data position has seq_len ",
-        position.seq_len, " but the job uses seq_len ", seq_len_));
+    return absl::FailedPreconditionError(
+        absl::StrCat("cannot resume on '", dataset_->bin_path(),
+                     "': the checkpoint's data position has seq_len ", position.seq_len,
+                     " but the job uses seq_len ", seq_len_));
   }
   if (position.seed != seed_) {
     return absl::FailedPreconditionError(absl::StrCat(

@@ -28,9 +28,9 @@ absl::Status EncodeTokens(std::span<const int32_t> tokens, DType dtype, uint8_t*
     int64_t v = tokens[i];
     if (v < static_cast<int64_t>(std::numeric_limits<T>::min()) ||
         v > static_cast<int64_t>(std::numeric_limits<T>::max())) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("token id ", v, " at token position ", first_pos + i, " does not fit the ",
-                       DTypeName(dtype), " dtype of '", bin, "'"));
+      return absl::InvalidArgumentError(absl::StrCat("token id ", v, " at token position ",
+                                                     first_pos + i, " does not fit the ",
+                                                     DTypeName(dtype), " dtype of '", bin, "'"));
     }
     T t = static_cast<T>(v);
     std::memcpy(dst + i * sizeof(T), &t, sizeof(T));
@@ -40,7 +40,8 @@ absl::Status EncodeTokens(std::span<const int32_t> tokens, DType dtype, uint8_t*
 
 absl::Status WriteAll(std::FILE* f, const void* data, size_t bytes, const std::string& path) {
   if (bytes == 0) return absl::OkStatus();
-  if (std::fwrite(data, 1, bytes, f) != bytes) return FileError(errno, "file", path, "cannot write");
+  if (std::fwrite(data, 1, bytes, f) != bytes)
+    return FileError(errno, "file", path, "cannot write");
   return absl::OkStatus();
 }
 
@@ -79,14 +80,22 @@ size_t DTypeSize(DType dtype) {
 
 const char* DTypeName(DType dtype) {
   switch (dtype) {
-    case DType::kUInt8: return "uint8";
-    case DType::kInt8: return "int8";
-    case DType::kInt16: return "int16";
-    case DType::kInt32: return "int32";
-    case DType::kInt64: return "int64";
-    case DType::kFloat64: return "float64";
-    case DType::kFloat32: return "float32";
-    case DType::kUInt16: return "uint16";
+    case DType::kUInt8:
+      return "uint8";
+    case DType::kInt8:
+      return "int8";
+    case DType::kInt16:
+      return "int16";
+    case DType::kInt32:
+      return "int32";
+    case DType::kInt64:
+      return "int64";
+    case DType::kFloat64:
+      return "float64";
+    case DType::kFloat32:
+      return "float32";
+    case DType::kUInt16:
+      return "uint16";
   }
   return "unknown";
 }

@@ -122,10 +122,10 @@ class IndexedDataset {
   int64_t num_documents() const { return num_doc_idx_ - 1; }
   uint64_t num_tokens() const { return num_tokens_; }
 
-  int32_t sequence_size(int64_t i) const;      // tokens in sequence i
-  int64_t sequence_pointer(int64_t i) const;   // byte offset of sequence i in .bin
-  int64_t document_index(int64_t d) const;     // doc_idx[d], d in [0, num_documents()]
-  uint64_t sequence_start(int64_t i) const;    // position of sequence i in the token stream
+  int32_t sequence_size(int64_t i) const;     // tokens in sequence i
+  int64_t sequence_pointer(int64_t i) const;  // byte offset of sequence i in .bin
+  int64_t document_index(int64_t d) const;    // doc_idx[d], d in [0, num_documents()]
+  uint64_t sequence_start(int64_t i) const;   // position of sequence i in the token stream
 
   // Copies tokens [pos, pos + n) of the token stream into out[0..n) as int32. Aborts
   // (TERN_CHECK) if the range is outside [0, num_tokens()).

@@ -52,7 +52,8 @@ absl::Status IndexedDataset::ParseIdx() {
   const size_t magic_seen = std::min<size_t>(size, sizeof(kIdxMagic));
   if (magic_seen == 0 || std::memcmp(p, kIdxMagic, magic_seen) != 0) {
     return absl::InvalidArgumentError(absl::StrCat(
-        "'", path, "' is not a Megatron MMIDIDX index: expected magic \"MMIDIDX\\000\\000\", found \"",
+        "'", path,
+        "' is not a Megatron MMIDIDX index: expected magic \"MMIDIDX\\000\\000\", found \"",
         Escaped(p, magic_seen), "\""));
   }
   if (size < kIdxHeaderBytes) {
@@ -67,18 +68,18 @@ absl::Status IndexedDataset::ParseIdx() {
   }
   dtype_ = static_cast<DType>(p[17]);
   if (!IsTokenDType(dtype_)) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "dataset index '", path, "' has dtype code ", static_cast<int>(p[17]), " (",
-        DTypeName(dtype_), "); token dtypes are 1 uint8, 2 int8, 3 int16, 4 int32, 5 int64, 8 uint16"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("dataset index '", path, "' has dtype code ", static_cast<int>(p[17]), " (",
+                     DTypeName(dtype_),
+                     "); token dtypes are 1 uint8, 2 int8, 3 int16, 4 int32, 5 int64, 8 uint16"));
   }
   item_size_ = DTypeSize(dtype_);
   const uint64_t num_seq = LoadLe<uint64_t>(p + 18);
   const uint64_t num_doc_idx = LoadLe<uint64_t>(p + 26);
   constexpr uint64_t kMaxCount = uint64_t{1} << 56;  // keeps the byte arithmetic below exact
-  const uint64_t expected =
-      (num_seq < kMaxCount && num_doc_idx < kMaxCount)
-          ? kIdxHeaderBytes + 12 * num_seq + 8 * num_doc_idx
-          : std::numeric_limits<uint64_t>::max();
+  const uint64_t expected = (num_seq < kMaxCount && num_doc_idx < kMaxCount)
+                                ? kIdxHeaderBytes + 12 * num_seq + 8 * num_doc_idx
+                                : std::numeric_limits<uint64_t>::max();
   // Megatron's multimodal files append one int8 mode per sequence; accept and ignore them.
   if (size != expected && size != expected + num_seq) {
     return absl::DataLossError(absl::StrCat(
@@ -99,8 +100,8 @@ absl::Status IndexedDataset::ParseIdx() {
   }
   for (int64_t d = 1; d < num_doc_idx_; ++d) {
     if (document_index(d) < document_index(d - 1)) {
-      return absl::DataLossError(absl::StrCat("dataset index '", path, "' has a decreasing doc_idx",
-                                              " at entry ", d));
+      return absl::DataLossError(
+          absl::StrCat("dataset index '", path, "' has a decreasing doc_idx", " at entry ", d));
     }
   }
   return absl::OkStatus();
@@ -115,8 +116,8 @@ absl::Status IndexedDataset::CheckSequences() {
     const int64_t ptr = sequence_pointer(i);
     if (size < 0 || ptr < 0 || ptr % static_cast<int64_t>(item_size_) != 0) {
       return absl::DataLossError(absl::StrCat("dataset index '", idx_.path(), "': sequence ", i,
-                                              " has invalid size ", size, " or pointer ", ptr,
-                                              " (", DTypeName(dtype_), " tokens)"));
+                                              " has invalid size ", size, " or pointer ", ptr, " (",
+                                              DTypeName(dtype_), " tokens)"));
     }
     const uint64_t end = static_cast<uint64_t>(ptr) + static_cast<uint64_t>(size) * item_size_;
     if (static_cast<uint64_t>(ptr) > bin_size || end > bin_size) {
@@ -169,7 +170,8 @@ void IndexedDataset::CopyTokens(uint64_t byte_offset, uint64_t n, int32_t* out) 
 
 void IndexedDataset::ReadTokens(uint64_t pos, uint64_t n, int32_t* out) const {
   TERN_CHECK(pos <= num_tokens_ && n <= num_tokens_ - pos)
-      << "tokens [" << pos << ", " << pos + n << ") outside " << num_tokens_ << " in " << bin_path();
+      << "tokens [" << pos << ", " << pos + n << ") outside " << num_tokens_ << " in "
+      << bin_path();
   if (n == 0) return;
   if (contiguous_) {
     CopyTokens(static_cast<uint64_t>(sequence_pointer(0)) + pos * item_size_, n, out);
@@ -190,7 +192,8 @@ void IndexedDataset::ReadTokens(uint64_t pos, uint64_t n, int32_t* out) const {
 
 absl::Status IndexedDataset::ValidateVocab(int64_t vocab_size) const {
   if (vocab_size <= 0) {
-    return absl::InvalidArgumentError(absl::StrCat("vocab_size must be positive, got ", vocab_size));
+    return absl::InvalidArgumentError(
+        absl::StrCat("vocab_size must be positive, got ", vocab_size));
   }
   if ((dtype_ == DType::kUInt8 && vocab_size >= 256) ||
       (dtype_ == DType::kUInt16 && vocab_size >= 65536)) {
@@ -199,9 +202,8 @@ absl::Status IndexedDataset::ValidateVocab(int64_t vocab_size) const {
   for (int64_t s = 0; s < num_sequences_; ++s) {
     const uint64_t n = static_cast<uint64_t>(sequence_size(s));
     const uint8_t* src = bin_.data() + sequence_pointer(s);
-    const uint64_t bad = internal::DispatchTokenType(dtype_, [&](auto tag) {
-      return FirstOutOfVocab<decltype(tag)>(src, n, vocab_size);
-    });
+    const uint64_t bad = internal::DispatchTokenType(
+        dtype_, [&](auto tag) { return FirstOutOfVocab<decltype(tag)>(src, n, vocab_size); });
     if (bad == n) continue;
     const int64_t value = internal::DispatchTokenType(dtype_, [&](auto tag) {
       using T = decltype(tag);

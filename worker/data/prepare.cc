@@ -79,8 +79,8 @@ absl::Status ValidateOptions(const PrepareOptions& options, PrepareReport* repor
     return absl::InvalidArgumentError("prepare: output_prefix is empty");
   }
   if (!(options.val_fraction >= 0.0 && options.val_fraction < 1.0)) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "prepare: val_fraction must be in [0, 1), got ", options.val_fraction));
+    return absl::InvalidArgumentError(
+        absl::StrCat("prepare: val_fraction must be in [0, 1), got ", options.val_fraction));
   }
   std::vector<std::string> missing;
   for (const std::string& input : options.inputs) {
@@ -89,21 +89,21 @@ absl::Status ValidateOptions(const PrepareOptions& options, PrepareReport* repor
     if (st.type() == fs::file_type::not_found) {
       missing.push_back(input);
     } else if (ec) {
-      return absl::UnavailableError(absl::StrCat("prepare: cannot stat input '", input, "': ",
-                                                 ec.message()));
+      return absl::UnavailableError(
+          absl::StrCat("prepare: cannot stat input '", input, "': ", ec.message()));
     } else if (fs::is_directory(st)) {
       TERN_ASSIGN_OR_RETURN(std::vector<std::string> files, ListCorpusFiles(input));
       for (std::string& f : files) report->input_files.push_back(std::move(f));
     } else if (fs::is_regular_file(st)) {
       report->input_files.push_back(input);
     } else {
-      return absl::InvalidArgumentError(absl::StrCat("prepare: input '", input,
-                                                     "' is neither a file nor a directory"));
+      return absl::InvalidArgumentError(
+          absl::StrCat("prepare: input '", input, "' is neither a file nor a directory"));
     }
   }
   if (!missing.empty()) {
-    return absl::NotFoundError(absl::StrCat("prepare: input file(s) not found: '",
-                                            absl::StrJoin(missing, "', '"), "'"));
+    return absl::NotFoundError(
+        absl::StrCat("prepare: input file(s) not found: '", absl::StrJoin(missing, "', '"), "'"));
   }
   fs::path out_dir = fs::path(options.output_prefix).parent_path();
   if (out_dir.empty()) out_dir = ".";
@@ -177,17 +177,18 @@ absl::StatusOr<PrepareReport> PrepareDataset(const PrepareOptions& options) {
                                 BinPath(report.val_prefix), IdxPath(report.val_prefix)};
   TempFiles temps;
   for (const std::string& p : paths) temps.paths.push_back(p + tmp);
-  TERN_ASSIGN_OR_RETURN(auto train, IndexedDatasetBuilder::Create(temps.paths[0], temps.paths[1],
-                                                                   report.dtype));
-  TERN_ASSIGN_OR_RETURN(auto val, IndexedDatasetBuilder::Create(temps.paths[2], temps.paths[3],
-                                                                 report.dtype));
+  TERN_ASSIGN_OR_RETURN(
+      auto train, IndexedDatasetBuilder::Create(temps.paths[0], temps.paths[1], report.dtype));
+  TERN_ASSIGN_OR_RETURN(
+      auto val, IndexedDatasetBuilder::Create(temps.paths[2], temps.paths[3], report.dtype));
   std::vector<int32_t> tokens;
   for (int64_t d = 0; d < n; ++d) {
     const DocExtent& doc = docs[d];
     tokens.clear();
-    tokenizer->Encode(std::string_view(reinterpret_cast<const char*>(files[doc.file].data()) +
-                                           doc.offset, doc.length),
-                      &tokens);
+    tokenizer->Encode(
+        std::string_view(reinterpret_cast<const char*>(files[doc.file].data()) + doc.offset,
+                         doc.length),
+        &tokens);
     TERN_RETURN_IF_ERROR((is_val[d] ? val : train)->AddDocument(tokens));
     if (is_val[d]) report.val_doc_ids.push_back(d);
   }
@@ -245,8 +246,8 @@ absl::StatusOr<std::vector<std::string>> ListCorpusFiles(const std::string& dir)
     files.push_back(it->path().string());
   }
   if (ec) {
-    return absl::UnavailableError(absl::StrCat("cannot list corpus directory '", dir, "': ",
-                                               ec.message()));
+    return absl::UnavailableError(
+        absl::StrCat("cannot list corpus directory '", dir, "': ", ec.message()));
   }
   std::sort(files.begin(), files.end());
   return files;

@@ -37,7 +37,7 @@ struct PrepareReport {
   DType dtype = DType::kUInt16;
   std::vector<std::string> input_files;  // after directory expansion, in reading order
   uint64_t input_bytes = 0;
-  int64_t separator_lines = 0;     // separator lines removed
+  int64_t separator_lines = 0;  // separator lines removed
   int64_t empty_docs_dropped = 0;
   int64_t train_docs = 0;
   int64_t val_docs = 0;

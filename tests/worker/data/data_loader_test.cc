@@ -135,9 +135,11 @@ TEST_F(DataLoaderTest, DataParallelShardsUnionToTheSingleRankGlobalBatch) {
   for (int64_t step : {0, 3, 8}) {
     auto single = GlobalBatch(*loader_, step, /*dp=*/1, /*b=*/kGlobal, /*accum=*/1);
     ASSERT_EQ(single.size(), static_cast<size_t>(kGlobal));
-    struct Split { int dp, b, accum; };
-    for (Split s : {Split{1, 4, 3}, Split{2, 2, 3}, Split{2, 6, 1}, Split{3, 4, 1},
-                    Split{3, 2, 2}, Split{3, 1, 4}}) {
+    struct Split {
+      int dp, b, accum;
+    };
+    for (Split s : {Split{1, 4, 3}, Split{2, 2, 3}, Split{2, 6, 1}, Split{3, 4, 1}, Split{3, 2, 2},
+                    Split{3, 1, 4}}) {
       ASSERT_EQ(s.dp * s.b * s.accum, kGlobal);
       auto rows = GlobalBatch(*loader_, step, s.dp, s.b, s.accum);
       // Same samples in the same global order: micro step major, then rank, then row.
@@ -188,7 +190,8 @@ TEST_F(DataLoaderTest, ResumeRejectsAnotherDatasetSeqLenOrSeed) {
 }
 
 TEST(DataPositionTest, FromJsonNamesTheBadField) {
-  auto missing = DataPosition::FromJson(nlohmann::json{{"seed", 1}, {"seq_len", 8}, {"ntokens", 9}});
+  auto missing =
+      DataPosition::FromJson(nlohmann::json{{"seed", 1}, {"seq_len", 8}, {"ntokens", 9}});
   EXPECT_EQ(missing.status().code(), absl::StatusCode::kInvalidArgument);
   EXPECT_THAT(missing.status().message(), HasSubstr("samples_consumed"));
   auto negative = DataPosition::FromJson(

@@ -49,16 +49,16 @@ TEST(IndexedDatasetTest, IdxBytesMatchHandBuiltMegatronLayout) {
 
   const unsigned char expected[] = {
       'M', 'M', 'I', 'D', 'I', 'D', 'X', 0, 0,  // offset 0: magic
-      1, 0, 0, 0, 0, 0, 0, 0,                   // offset 9: version 1
+      1,   0,   0,   0,   0,   0,   0,   0,     // offset 9: version 1
       8,                                        // offset 17: dtype code 8 = uint16
-      2, 0, 0, 0, 0, 0, 0, 0,                   // offset 18: 2 sequences
-      3, 0, 0, 0, 0, 0, 0, 0,                   // offset 26: 3 doc_idx entries
-      2, 0, 0, 0, 3, 0, 0, 0,                   // offset 34: sizes (int32)
-      0, 0, 0, 0, 0, 0, 0, 0,                   // offset 42: pointers (int64, bytes)
-      4, 0, 0, 0, 0, 0, 0, 0,                   //
-      0, 0, 0, 0, 0, 0, 0, 0,                   // offset 58: doc_idx (int64)
-      1, 0, 0, 0, 0, 0, 0, 0,                   //
-      2, 0, 0, 0, 0, 0, 0, 0,                   // offset 82: end
+      2,   0,   0,   0,   0,   0,   0,   0,     // offset 18: 2 sequences
+      3,   0,   0,   0,   0,   0,   0,   0,     // offset 26: 3 doc_idx entries
+      2,   0,   0,   0,   3,   0,   0,   0,     // offset 34: sizes (int32)
+      0,   0,   0,   0,   0,   0,   0,   0,     // offset 42: pointers (int64, bytes)
+      4,   0,   0,   0,   0,   0,   0,   0,     //
+      0,   0,   0,   0,   0,   0,   0,   0,     // offset 58: doc_idx (int64)
+      1,   0,   0,   0,   0,   0,   0,   0,     //
+      2,   0,   0,   0,   0,   0,   0,   0,     // offset 82: end
   };
   EXPECT_EQ(ReadFile(IdxPath(prefix)),
             std::string(reinterpret_cast<const char*>(expected), sizeof(expected)));
@@ -227,8 +227,8 @@ TEST_F(IndexedDatasetErrorTest, WrongMagicNamesFileAndBytesFound) {
   WriteFile(IdxPath(prefix_), bad);
   absl::Status s = OpenStatus();
   EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
-  EXPECT_THAT(s.message(),
-              AllOf(HasSubstr(IdxPath(prefix_)), HasSubstr("MMIDIDX"), HasSubstr("found \"TNTIDX!")));
+  EXPECT_THAT(s.message(), AllOf(HasSubstr(IdxPath(prefix_)), HasSubstr("MMIDIDX"),
+                                 HasSubstr("found \"TNTIDX!")));
 }
 
 TEST_F(IndexedDatasetErrorTest, EmptyIdxIsBadMagic) {
@@ -270,8 +270,8 @@ TEST_F(IndexedDatasetErrorTest, TruncatedBinIsDataLoss) {
   WriteFile(BinPath(prefix_), bin_.substr(0, bin_.size() - 2));
   absl::Status s = OpenStatus();
   EXPECT_EQ(s.code(), absl::StatusCode::kDataLoss);
-  EXPECT_THAT(s.message(), AllOf(HasSubstr("truncated"), HasSubstr(BinPath(prefix_)),
-                                 HasSubstr("sequence 1")));
+  EXPECT_THAT(s.message(),
+              AllOf(HasSubstr("truncated"), HasSubstr(BinPath(prefix_)), HasSubstr("sequence 1")));
 }
 
 TEST_F(IndexedDatasetErrorTest, MalformedDocIdxIsDataLoss) {

@@ -99,8 +99,8 @@ TEST(PrepareDatasetTest, FortuneFileSplitsHoldsOutShuffledDocsAndIsDeterministic
   for (int64_t d = 0; d < n; ++d) (val_ids.count(d) ? want_val : want_train).push_back(all[d]);
   EXPECT_EQ(Docs(options.output_prefix), want_train);
   EXPECT_EQ(Docs(ValPrefix(options.output_prefix)), want_val);
-  EXPECT_THAT(dir.List(), ElementsAre("alpha", "beta", "out.bin", "out.idx", "out_val.bin",
-                                      "out_val.idx"));
+  EXPECT_THAT(dir.List(),
+              ElementsAre("alpha", "beta", "out.bin", "out.idx", "out_val.bin", "out_val.idx"));
 
   // Same seed: byte-identical output. Another seed: another held-out set.
   options.output_prefix = dir.File("again");
@@ -136,9 +136,9 @@ TEST(PrepareDatasetTest, ValCountRules) {
   EXPECT_EQ(run(250, 0.01), 3);  // round(2.5) = 3
   EXPECT_EQ(run(30, 0.01), 1);   // at least one
   EXPECT_EQ(run(2, 0.01), 1);
-  EXPECT_EQ(run(1, 0.5), 0);     // never the only document
+  EXPECT_EQ(run(1, 0.5), 0);  // never the only document
   EXPECT_EQ(run(10, 0.0), 0);
-  EXPECT_EQ(run(4, 0.99), 3);    // at least one training document
+  EXPECT_EQ(run(4, 0.99), 3);  // at least one training document
 }
 
 TEST(PrepareDatasetTest, NoSeparatorMeansOneDocumentPerFileAndCrLfSeparators) {
@@ -201,8 +201,8 @@ TEST(PrepareDatasetTest, InvalidInputsFailBeforeWritingAnything) {
   options.output_prefix = dir.File("out");
   absl::StatusOr<PrepareReport> r = PrepareDataset(options);
   EXPECT_EQ(r.status().code(), absl::StatusCode::kNotFound);
-  EXPECT_THAT(r.status().message(), AllOf(HasSubstr(dir.File("missing1")),
-                                          HasSubstr(dir.File("missing2"))));
+  EXPECT_THAT(r.status().message(),
+              AllOf(HasSubstr(dir.File("missing1")), HasSubstr(dir.File("missing2"))));
 
   options.inputs = {dir.File("good")};
   options.tokenizer = "gpt2";
