@@ -1,0 +1,89 @@
+#include "daemon/auth.h"
+
+#include <fstream>
+#include <sstream>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/strip.h"
+#include "absl/strings/ascii.h"
+
+namespace tern::daemon {
+namespace {
+
+// Constant-time comparison: the time taken does not depend on where the strings differ.
+bool SameToken(const std::string& a, const std::string& b) {
+  if (a.size() != b.size()) return false;
+  unsigned char diff = 0;
+  for (size_t i = 0; i < a.size(); ++i) diff |= static_cast<unsigned char>(a[i] ^ b[i]);
+  return diff == 0;
+}
+
+bool Contains(const std::vector<std::string>& tokens, const std::string& t) {
+  bool found = false;
+  for (const auto& x : tokens) found |= SameToken(x, t);
+  return found;
+}
+
+}  // namespace
+
+Authorizer::Authorizer(std::vector<std::string> admin_tokens,
+                       std::vector<std::string> worker_tokens,
+                       std::vector<std::string> read_tokens)
+    : admin_(std::move(admin_tokens)),
+      worker_(std::move(worker_tokens)),
+      read_(std::move(read_tokens)) {}
+
+absl::StatusOr<std::vector<std::string>> Authorizer::ReadTokenFile(const std::string& path) {
+  std::ifstream in(path);
+  if (!in) return absl::NotFoundError(absl::StrCat("cannot read token file ", path));
+  std::vector<std::string> tokens;
+  std::string line;
+  while (std::getline(in, line)) {
+    std::string t(absl::StripAsciiWhitespace(line));
+    if (!t.empty()) tokens.push_back(t);
+  }
+  if (tokens.empty()) {
+    return absl::InvalidArgumentError(absl::StrCat("token file ", path, " has no token"));
+  }
+  return tokens;
+}
+
+grpc::Status Authorizer::Check(const grpc::CallbackServerContext* ctx, Role role) const {
+  // Which tokens this role accepts; an empty set means the role is not protected.
+  const bool protected_role = role == Role::kAdmin    ? !admin_.empty()
+                              : role == Role::kWorker ? !worker_.empty()
+                                                      : (!admin_.empty() || !read_.empty());
+  if (!protected_role) return grpc::Status::OK;
+  const auto& md = ctx->client_metadata();
+  auto it = md.find("authorization");
+  if (it == md.end()) {
+    return grpc::Status(grpc::StatusCode::UNAUTHENTICATED,
+                        "missing bearer token --> hint: pass --token-file or set TERN_TOKEN");
+  }
+  std::string value(it->second.data(), it->second.size());
+  constexpr char kPrefix[] = "Bearer ";
+  if (value.rfind(kPrefix, 0) != 0) {
+    return grpc::Status(grpc::StatusCode::UNAUTHENTICATED,
+                        "authorization metadata must be 'Bearer <token>'");
+  }
+  const std::string token = value.substr(sizeof(kPrefix) - 1);
+  const bool is_admin = Contains(admin_, token);
+  const bool is_worker = Contains(worker_, token);
+  const bool is_read = Contains(read_, token);
+  if (!is_admin && !is_worker && !is_read) {
+    return grpc::Status(grpc::StatusCode::UNAUTHENTICATED, "invalid bearer token");
+  }
+  switch (role) {
+    case Role::kRead:
+      return grpc::Status::OK;
+    case Role::kAdmin:
+      if (is_admin) return grpc::Status::OK;
+      return grpc::Status(grpc::StatusCode::PERMISSION_DENIED, "this call needs the admin token");
+    case Role::kWorker:
+      if (is_worker || is_admin) return grpc::Status::OK;
+      return grpc::Status(grpc::StatusCode::PERMISSION_DENIED, "this call needs the worker token");
+  }
+  return grpc::Status(grpc::StatusCode::INTERNAL, "unknown role");
+}
+
+}  // namespace tern::daemon

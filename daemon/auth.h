@@ -1,0 +1,39 @@
+// Authorizer: bearer-token checks for ternd's RPCs ("authorization: Bearer <token>").
+// Immutable after construction; safe to use from any gRPC thread.
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include <grpcpp/grpcpp.h>
+
+#include "absl/status/statusor.h"
+
+namespace tern::daemon {
+
+enum class Role {
+  kRead,    // any valid token (admin, worker or read-only)
+  kAdmin,   // the admin token: job mutations
+  kWorker,  // the worker token (or admin): worker sessions and rendezvous
+};
+
+class Authorizer {
+ public:
+  // Empty token lists disable that check: with no tokens at all every call is allowed.
+  Authorizer(std::vector<std::string> admin_tokens, std::vector<std::string> worker_tokens,
+             std::vector<std::string> read_tokens);
+
+  // Reads one token per non-empty line of `path` (whitespace trimmed).
+  static absl::StatusOr<std::vector<std::string>> ReadTokenFile(const std::string& path);
+
+  // OK, UNAUTHENTICATED (no/unknown token) or PERMISSION_DENIED (valid token, wrong role).
+  grpc::Status Check(const grpc::CallbackServerContext* ctx, Role role) const;
+  bool enabled() const { return !admin_.empty() || !worker_.empty() || !read_.empty(); }
+
+ private:
+  std::vector<std::string> admin_;
+  std::vector<std::string> worker_;
+  std::vector<std::string> read_;
+};
+
+}  // namespace tern::daemon

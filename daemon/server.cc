@@ -1,0 +1,113 @@
+#include "daemon/server.h"
+
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+
+#include <spdlog/spdlog.h>
+
+#include "absl/strings/str_cat.h"
+#include "worker/core/status.h"
+
+namespace tern::daemon {
+namespace {
+
+absl::StatusOr<std::string> ReadFile(const std::string& path, const char* what) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) return absl::NotFoundError(absl::StrCat("cannot read ", what, " file ", path));
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+absl::StatusOr<std::vector<std::string>> Tokens(const std::string& path) {
+  if (path.empty()) return std::vector<std::string>{};
+  return Authorizer::ReadTokenFile(path);
+}
+
+}  // namespace
+
+Daemon::Daemon(DaemonOptions options) : options_(std::move(options)) {}
+
+Daemon::~Daemon() { Shutdown(); }
+
+absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> Daemon::Credentials() const {
+  if (options_.tls_cert.empty()) return grpc::InsecureServerCredentials();
+  grpc::SslServerCredentialsOptions ssl(
+      options_.tls_ca.empty() ? GRPC_SSL_DONT_REQUEST_CLIENT_CERTIFICATE
+                              : GRPC_SSL_REQUEST_AND_REQUIRE_CLIENT_CERTIFICATE_AND_VERIFY);
+  TERN_ASSIGN_OR_RETURN(std::string cert, ReadFile(options_.tls_cert, "--tls-cert"));
+  TERN_ASSIGN_OR_RETURN(std::string key, ReadFile(options_.tls_key, "--tls-key"));
+  ssl.pem_key_cert_pairs.push_back({key, cert});
+  if (!options_.tls_ca.empty()) {
+    TERN_ASSIGN_OR_RETURN(ssl.pem_root_certs, ReadFile(options_.tls_ca, "--tls-ca"));
+  }
+  return grpc::SslServerCredentials(ssl);
+}
+
+absl::Status Daemon::Start() {
+  std::error_code ec;
+  std::filesystem::create_directories(options_.state_dir, ec);
+  if (ec) {
+    return absl::UnavailableError(
+        absl::StrCat("cannot create --state-dir ", options_.state_dir, ": ", ec.message()));
+  }
+  TERN_ASSIGN_OR_RETURN(auto admin, Tokens(options_.auth_token_file));
+  TERN_ASSIGN_OR_RETURN(auto worker, Tokens(options_.worker_token_file));
+  TERN_ASSIGN_OR_RETURN(auto read, Tokens(options_.read_token_file));
+  auth_ = std::make_unique<Authorizer>(std::move(admin), std::move(worker), std::move(read));
+  TERN_ASSIGN_OR_RETURN(auto creds, Credentials());
+  const std::string db = options_.state_dir + "/ternd.db";
+  TERN_ASSIGN_OR_RETURN(auto store, OpenSqliteJobStore(db));
+
+  CoordinatorOptions copts;
+  copts.state_dir = options_.state_dir;
+  copts.checkpoint_root = options_.checkpoint_root.empty()
+                              ? options_.state_dir + "/checkpoints"
+                              : options_.checkpoint_root;
+  copts.heartbeat_timeout_ms = options_.heartbeat_timeout_ms;
+  copts.reconnect_grace_ms = options_.reconnect_grace_ms;
+  loop_ = std::make_unique<EventLoop>();
+  rendezvous_ = std::make_unique<RendezvousStore>();
+  coord_ = std::make_unique<Coordinator>(copts, loop_.get(), std::move(store),
+                                         NewFifoGangScheduler(), rendezvous_.get());
+  absl::Status recovered;
+  loop_->RunSync([&] { recovered = coord_->Recover(); });
+  TERN_RETURN_IF_ERROR(recovered);
+
+  job_service_ = std::make_unique<JobServiceImpl>(coord_.get(), loop_.get(), auth_.get(),
+                                                  options_.limits);
+  worker_service_ = std::make_unique<WorkerServiceImpl>(coord_.get(), loop_.get(), auth_.get(),
+                                                        options_.limits);
+  rendezvous_service_ = std::make_unique<RendezvousServiceImpl>(rendezvous_.get(), auth_.get());
+  grpc::ServerBuilder builder;
+  builder.AddListeningPort(options_.listen, creds, &port_);
+  builder.RegisterService(job_service_.get());
+  builder.RegisterService(worker_service_.get());
+  builder.RegisterService(rendezvous_service_.get());
+  builder.SetMaxReceiveMessageSize(options_.max_message_bytes);
+  builder.SetMaxSendMessageSize(options_.max_message_bytes);
+  // Detect dead peers on idle streams (workers behind a vanished host).
+  builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_TIME_MS, 10000);
+  builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_TIMEOUT_MS, 5000);
+  builder.AddChannelArgument(GRPC_ARG_HTTP2_MIN_RECV_PING_INTERVAL_WITHOUT_DATA_MS, 5000);
+  builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, 1);
+  server_ = builder.BuildAndStart();
+  if (!server_ || port_ == 0) {
+    return absl::UnavailableError(
+        absl::StrCat("cannot listen on ", options_.listen, " --> hint: is the port in use?"));
+  }
+  spdlog::info("ternd serving on port {} (state {}, auth {}, tls {})", port_, options_.state_dir,
+               auth_->enabled() ? "on" : "off", options_.tls_cert.empty() ? "off" : "on");
+  return absl::OkStatus();
+}
+
+void Daemon::Shutdown() {
+  if (shut_down_) return;
+  shut_down_ = true;
+  if (rendezvous_) rendezvous_->Shutdown();
+  if (server_) server_->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
+  if (loop_) loop_->Stop();
+}
+
+}  // namespace tern::daemon

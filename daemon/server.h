@@ -1,0 +1,59 @@
+// Daemon: wires ternd together (state db, managers, EventLoop, gRPC server). Used by
+// main.cc and by in-process tests.
+#pragma once
+
+#include <memory>
+#include <string>
+
+#include <grpcpp/grpcpp.h>
+
+#include "absl/status/status.h"
+#include "daemon/auth.h"
+#include "daemon/coordinator.h"
+#include "daemon/event_loop.h"
+#include "daemon/rendezvous_store.h"
+#include "daemon/services.h"
+
+namespace tern::daemon {
+
+struct DaemonOptions {
+  std::string listen = "127.0.0.1:7070";   // host:port; port 0 picks a free one
+  std::string state_dir = ".tern/state";   // SQLite db, logs, default checkpoint root
+  std::string checkpoint_root;             // default <state_dir>/checkpoints
+  std::string auth_token_file;             // admin tokens (mutations); empty = open
+  std::string worker_token_file;           // worker tokens; empty = open
+  std::string read_token_file;             // read-only tokens; optional
+  std::string tls_cert, tls_key, tls_ca;   // PEM files; TLS when tls_cert is set; mTLS with ca
+  int64_t heartbeat_timeout_ms = 5000;
+  int64_t reconnect_grace_ms = 15000;
+  int max_message_bytes = 16 << 20;        // largest request/response accepted
+  ServiceLimits limits;
+};
+
+class Daemon {
+ public:
+  explicit Daemon(DaemonOptions options);
+  ~Daemon();  // Shutdown()
+
+  // Opens the state, recovers jobs and starts serving. The bound port is in port().
+  absl::Status Start();
+  int port() const { return port_; }
+  void Shutdown();
+
+ private:
+  absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> Credentials() const;
+
+  DaemonOptions options_;
+  std::unique_ptr<EventLoop> loop_;
+  std::unique_ptr<RendezvousStore> rendezvous_;
+  std::unique_ptr<Authorizer> auth_;
+  std::unique_ptr<Coordinator> coord_;
+  std::unique_ptr<JobServiceImpl> job_service_;
+  std::unique_ptr<WorkerServiceImpl> worker_service_;
+  std::unique_ptr<RendezvousServiceImpl> rendezvous_service_;
+  std::unique_ptr<grpc::Server> server_;
+  int port_ = 0;
+  bool shut_down_ = false;
+};
+
+}  // namespace tern::daemon
