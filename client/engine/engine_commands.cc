@@ -215,7 +215,7 @@ void AddEngineCommands(CLI::App& app, int* exit_code) {
       *exit_code = Fail(report.status(), true);
       return;
     }
-    fmt::print("{}\n", report->ToString());
+    fmt::print("{}\n", report->ToJson().dump());
     *exit_code = 0;
   });
 }

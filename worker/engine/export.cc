@@ -55,10 +55,12 @@ absl::Status SaveModel(const std::string& dir, const tern::v1::ModelConfig& conf
     c.set_rms_norm_eps(dims.norm_eps);
     c.set_rope_theta(dims.rope_theta);
   }
-  for (auto* f : {&tern::v1::ModelConfig::clear_n_embd, &tern::v1::ModelConfig::clear_n_layer,
-                  &tern::v1::ModelConfig::clear_n_head, &tern::v1::ModelConfig::clear_n_positions,
-                  &tern::v1::ModelConfig::clear_n_inner, &tern::v1::ModelConfig::clear_n_ctx})
-    (c.*f)();
+  c.clear_n_embd();
+  c.clear_n_layer();
+  c.clear_n_head();
+  c.clear_n_positions();
+  c.clear_n_inner();
+  c.clear_n_ctx();
   std::string cfg_json;
   google::protobuf::util::JsonPrintOptions opts;
   opts.preserve_proto_field_names = true;

@@ -25,7 +25,8 @@ void FindUnknownFields(const json& j, const Descriptor* desc, const std::string&
   if (!j.is_object()) return;
   for (auto it = j.begin(); it != j.end(); ++it) {
     const FieldDescriptor* f = desc->FindFieldByName(it.key());
-    if (f == nullptr) f = desc->FindFieldByJsonName(it.key());
+    for (int i = 0; f == nullptr && i < desc->field_count(); ++i)
+      if (desc->field(i)->json_name() == it.key()) f = desc->field(i);
     const std::string p = path.empty() ? it.key() : path + "." + it.key();
     if (f == nullptr) {
       errors->push_back(absl::StrCat("unknown field '", p, "'"));

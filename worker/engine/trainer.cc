@@ -12,7 +12,7 @@
 #include "absl/strings/str_cat.h"
 #include "kernels/cpu/threads.h"
 #include "worker/core/status.h"
-#include "worker/data/loader.h"
+#include "worker/data/data_loader.h"
 #include "worker/engine/export.h"
 
 namespace tern::engine {
@@ -66,11 +66,11 @@ absl::StatusOr<std::unique_ptr<Trainer>> Trainer::Create(const JobConfig& config
 absl::Status Trainer::Init() {
   kernels::SetNumThreads(opts_.threads);
   // Data first: a bad data file must fail before anything is allocated or written.
-  TERN_ASSIGN_OR_RETURN(train_data_, data::DataLoader::Open(cfg_.data_path, cfg_.seq_len, cfg_.seed,
-                                                            cfg_.dims.V));
+  TERN_ASSIGN_OR_RETURN(train_data_, data::DataLoader::Open(cfg_.data_path, cfg_.seq_len, cfg_.seed));
+  TERN_RETURN_IF_ERROR(train_data_->dataset().ValidateVocab(cfg_.dims.V));
   if (!cfg_.val_path.empty()) {
-    TERN_ASSIGN_OR_RETURN(val_data_, data::DataLoader::Open(cfg_.val_path, cfg_.seq_len, cfg_.seed,
-                                                            cfg_.dims.V));
+    TERN_ASSIGN_OR_RETURN(val_data_, data::DataLoader::Open(cfg_.val_path, cfg_.seq_len, cfg_.seed));
+    TERN_RETURN_IF_ERROR(val_data_->dataset().ValidateVocab(cfg_.dims.V));
   }
   TERN_ASSIGN_OR_RETURN(auto sched, optim::LrSchedule::Create(cfg_.spec.scheduler(), cfg_.adamw.lr,
                                                               cfg_.train_iters));
