@@ -78,7 +78,7 @@ absl::StatusOr<std::unique_ptr<FileWriter>> FileWriter::Open(const std::string& 
   TERN_CHECK(w->engine_->in_flight() == 0) << "IoEngine shared by two writers";
   w->direct_ = w->engine_->options().use_direct;
   const int flags = O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC;
-  w->fd_ = ::open(path.c_str(), flags | (w->direct_ ? O_DIRECT : 0), 0644);
+  w->fd_ = OpenFile(path, flags | (w->direct_ ? O_DIRECT : 0), 0644);
   if (w->fd_ < 0 && w->direct_ && errno == EINVAL) {
     LogFallbackOnce(FallbackReason::kNoDirectWrite,
                     absl::StrCat("O_DIRECT refused for ", path,

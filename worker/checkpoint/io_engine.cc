@@ -33,6 +33,24 @@ const char* IoPathName(IoPath path) {
   return "?";
 }
 
+namespace {
+std::atomic<bool> g_refuse_uring{false};
+std::atomic<bool> g_refuse_direct{false};
+}  // namespace
+
+void SetIoRefusalsForTesting(bool refuse_uring, bool refuse_direct) {
+  g_refuse_uring = refuse_uring;
+  g_refuse_direct = refuse_direct;
+}
+
+int OpenFile(const std::string& path, int flags, int mode) {
+  if ((flags & O_DIRECT) != 0 && g_refuse_direct) {
+    errno = EINVAL;
+    return -1;
+  }
+  return ::open(path.c_str(), flags, mode);
+}
+
 void LogFallbackOnce(FallbackReason reason, const std::string& message) {
   static std::atomic<bool> logged[3];
   if (!logged[static_cast<int>(reason)].exchange(true)) spdlog::warn("checkpoint I/O: {}", message);
@@ -99,7 +117,8 @@ absl::Status IoEngine::Init() {
   }
   if (!options_.use_uring) return absl::OkStatus();
   auto* ring = new io_uring;
-  int rc = io_uring_queue_init(static_cast<unsigned>(options_.queue_depth), ring, 0);
+  int rc = g_refuse_uring ? -EPERM
+                          : io_uring_queue_init(static_cast<unsigned>(options_.queue_depth), ring, 0);
   if (rc < 0) {
     delete ring;
     LogFallbackOnce(FallbackReason::kNoUring,
@@ -215,7 +234,7 @@ absl::StatusOr<std::unique_ptr<FileReader>> FileReader::Open(const std::string& 
   }
   r->engine_ = engine;
   r->direct_ = engine->options().use_direct;
-  r->fd_ = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | (r->direct_ ? O_DIRECT : 0));
+  r->fd_ = OpenFile(path, O_RDONLY | O_CLOEXEC | (r->direct_ ? O_DIRECT : 0));
   if (r->fd_ < 0 && r->direct_ && errno == EINVAL) {
     LogFallbackOnce(FallbackReason::kNoDirectRead,
                     absl::StrCat("O_DIRECT refused for reading ", path,

@@ -178,6 +178,10 @@ class FileReader {
   uint64_t size_ = 0;
 };
 
+// Test-only: makes io_uring setup fail with EPERM and open(O_DIRECT) fail with EINVAL, as on
+// old kernels and filesystems without O_DIRECT (tmpfs before Linux 6.6), so the fallbacks run.
+void SetIoRefusalsForTesting(bool refuse_uring, bool refuse_direct);
+
 // Reads `size` bytes at `offset` of `path` into `dst` (opens, reads, closes).
 absl::Status ReadAt(const std::string& path, uint64_t offset, uint64_t size, void* dst,
                     const IoOptions& io = {});

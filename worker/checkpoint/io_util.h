@@ -19,4 +19,7 @@ int64_t PreadFull(int fd, uint8_t* buf, uint64_t len, uint64_t offset);
 
 absl::Status ValidateIoOptions(const IoOptions& options);
 
+// open(2) that honours SetIoRefusalsForTesting (EINVAL for O_DIRECT when refused).
+int OpenFile(const std::string& path, int flags, int mode = 0);
+
 }  // namespace tern::ckpt
