@@ -23,8 +23,7 @@ uint64_t AllReduceRingBytesSent(int n, int rank, uint64_t bytes, uint64_t elemen
   const uint64_t max_segment = element_size * (max_segment_bytes / element_size);
   const uint64_t segment =
       RoundUp(std::min((bytes + (un * 2 - 1)) / (un * 2), max_segment), element_size);
-  const uint64_t num_segments =
-      RoundUp(std::max((bytes + segment - 1) / segment, un * 2), un);
+  const uint64_t num_segments = RoundUp(std::max((bytes + segment - 1) / segment, un * 2), un);
   const uint64_t per_rank = num_segments / un;
   const uint64_t span = num_segments * segment;
   uint64_t sent = 0;
@@ -43,7 +42,9 @@ uint64_t AllGatherBytesSent(int n, uint64_t input_bytes) {
   return n <= 1 ? 0 : input_bytes * static_cast<uint64_t>(n - 1);
 }
 
-uint64_t AllToAllBytesSent(int n, uint64_t input_bytes) { return ReduceScatterBytesSent(n, input_bytes); }
+uint64_t AllToAllBytesSent(int n, uint64_t input_bytes) {
+  return ReduceScatterBytesSent(n, input_bytes);
+}
 
 uint64_t AllToAllVBytesSent(int rank, std::span<const size_t> send_bytes) {
   uint64_t sent = 0;
@@ -58,7 +59,8 @@ int BroadcastChildren(int n, int rank, int root) {
   // Mirrors gloo/broadcast.cc: virtual ranks with root at 0; in round i the ranks whose low i+1
   // bits are clear (except bit i) exchange with vrank ^ (1 << i).
   const uint64_t vsize = static_cast<uint64_t>(n);
-  const uint64_t vrank = (static_cast<uint64_t>(rank) + vsize - static_cast<uint64_t>(root)) % vsize;
+  const uint64_t vrank =
+      (static_cast<uint64_t>(rank) + vsize - static_cast<uint64_t>(root)) % vsize;
   uint64_t dim = 0;
   while ((uint64_t{1} << dim) < vsize) ++dim;
   uint64_t mask = (uint64_t{1} << dim) - 1;

@@ -19,13 +19,20 @@ bool Overlap(ConstBytes a, ConstBytes b) {
 
 const char* CollectiveName(Collective c) {
   switch (c) {
-    case Collective::kAllReduce: return "AllReduce";
-    case Collective::kReduceScatter: return "ReduceScatter";
-    case Collective::kAllGather: return "AllGather";
-    case Collective::kAllToAll: return "AllToAll";
-    case Collective::kAllToAllV: return "AllToAllV";
-    case Collective::kBroadcast: return "Broadcast";
-    case Collective::kBarrier: return "Barrier";
+    case Collective::kAllReduce:
+      return "AllReduce";
+    case Collective::kReduceScatter:
+      return "ReduceScatter";
+    case Collective::kAllGather:
+      return "AllGather";
+    case Collective::kAllToAll:
+      return "AllToAll";
+    case Collective::kAllToAllV:
+      return "AllToAllV";
+    case Collective::kBroadcast:
+      return "Broadcast";
+    case Collective::kBarrier:
+      return "Barrier";
   }
   return "UnknownCollective";
 }
@@ -99,9 +106,9 @@ absl::Status Communicator::CheckTimeout(Collective c, const CollectiveOptions& o
   return absl::OkStatus();
 }
 
-#define TERN_COMM_VALIDATE(expr)                         \
-  do {                                                   \
-    absl::Status _st = (expr);                           \
+#define TERN_COMM_VALIDATE(expr)                           \
+  do {                                                     \
+    absl::Status _st = (expr);                             \
     if (!_st.ok()) return Work::Completed(std::move(_st)); \
   } while (0)
 
@@ -134,8 +141,8 @@ Work Communicator::AllGatherAsync(ConstBytes input, MutableBytes output,
   TERN_COMM_VALIDATE(CheckTimeout(c, opts));
   if (output.size() != input.size() * static_cast<size_t>(size_)) {
     return Work::Completed(absl::InvalidArgumentError(
-        absl::StrCat(Describe(c), ": output has ", output.size(),
-                     " bytes but must be group size ", size_, " x input size ", input.size())));
+        absl::StrCat(Describe(c), ": output has ", output.size(), " bytes but must be group size ",
+                     size_, " x input size ", input.size())));
   }
   const bool in_place = input.data() == output.data() + input.size() * rank_;
   if (!in_place && Overlap(input, output)) {
@@ -152,9 +159,8 @@ Work Communicator::AllToAllAsync(ConstBytes input, MutableBytes output,
   TERN_COMM_VALIDATE(CheckTimeout(c, opts));
   if (input.size() != output.size() || input.size() % static_cast<size_t>(size_) != 0) {
     return Work::Completed(absl::InvalidArgumentError(
-        absl::StrCat(Describe(c), ": input (", input.size(), " bytes) and output (",
-                     output.size(), " bytes) must be equal and divisible by group size ",
-                     size_)));
+        absl::StrCat(Describe(c), ": input (", input.size(), " bytes) and output (", output.size(),
+                     " bytes) must be equal and divisible by group size ", size_)));
   }
   if (Overlap(input, output)) {
     return Work::Completed(
@@ -195,8 +201,8 @@ Work Communicator::AllToAllVAsync(ConstBytes input, std::span<const size_t> send
   }
   if (Overlap(input, output)) errors.push_back("input and output must not overlap");
   if (!errors.empty()) {
-    return Work::Completed(absl::InvalidArgumentError(
-        absl::StrCat(Describe(c), ": ", absl::StrJoin(errors, "; "))));
+    return Work::Completed(
+        absl::InvalidArgumentError(absl::StrCat(Describe(c), ": ", absl::StrJoin(errors, "; "))));
   }
   return StartAllToAllV(input, send_bytes, output, recv_bytes, opts);
 }

@@ -154,9 +154,8 @@ class Communicator {
   absl::Status AllToAll(ConstBytes input, MutableBytes output, const CollectiveOptions& opts) {
     return AllToAllAsync(input, output, opts).Wait();
   }
-  absl::Status AllToAllV(ConstBytes input, std::span<const size_t> send_bytes,
-                         MutableBytes output, std::span<const size_t> recv_bytes,
-                         const CollectiveOptions& opts) {
+  absl::Status AllToAllV(ConstBytes input, std::span<const size_t> send_bytes, MutableBytes output,
+                         std::span<const size_t> recv_bytes, const CollectiveOptions& opts) {
     return AllToAllVAsync(input, send_bytes, output, recv_bytes, opts).Wait();
   }
   absl::Status Broadcast(MutableBytes data, int root, const CollectiveOptions& opts) {

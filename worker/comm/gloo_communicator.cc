@@ -32,17 +32,16 @@ bool MentionsTimeout(const std::string& what) {
   std::string lower(what);
   std::transform(lower.begin(), lower.end(), lower.begin(),
                  [](unsigned char ch) { return static_cast<char>(std::tolower(ch)); });
-  return lower.find("timed out") != std::string::npos ||
-         lower.find("timeout") != std::string::npos;
+  return lower.find("timed out") != std::string::npos || lower.find("timeout") != std::string::npos;
 }
 
 // Maps what Gloo threw to a Status. `where` names the operation and group.
 absl::Status FromException(const std::string& where, std::chrono::milliseconds timeout,
                            const std::string& what, bool io_error) {
   if (MentionsTimeout(what)) {
-    return absl::DeadlineExceededError(absl::StrCat(
-        where, ": timed out after ", timeout.count(), " ms: ", what,
-        " --> hint: a peer rank is slow, stuck or dead; check its log"));
+    return absl::DeadlineExceededError(
+        absl::StrCat(where, ": timed out after ", timeout.count(), " ms: ", what,
+                     " --> hint: a peer rank is slow, stuck or dead; check its log"));
   }
   if (io_error) {
     return absl::UnavailableError(
@@ -84,9 +83,11 @@ absl::StatusOr<std::unique_ptr<GlooCommunicator>> GlooCommunicator::Create(
   const std::string where = absl::StrCat("rendezvous of group '", name, "' (rank ", rank, " of ",
                                          size, ", store prefix '", prefix, "')");
   std::vector<std::string> errors;
-  if (size < 2) errors.push_back(absl::StrCat("size must be >= 2 (got ", size,
-                                              "; use LocalCommunicator for one rank)"));
-  if (rank < 0 || rank >= size) errors.push_back(absl::StrCat("rank ", rank, " not in [0, ", size, ")"));
+  if (size < 2)
+    errors.push_back(
+        absl::StrCat("size must be >= 2 (got ", size, "; use LocalCommunicator for one rank)"));
+  if (rank < 0 || rank >= size)
+    errors.push_back(absl::StrCat("rank ", rank, " not in [0, ", size, ")"));
   if (options.timeout.count() <= 0) errors.push_back("timeout must be > 0");
   if (prefix.empty()) errors.push_back("store prefix must not be empty");
   if (!errors.empty()) {
@@ -124,8 +125,8 @@ GlooCommunicator::GlooCommunicator(int rank, int size, const GlooOptions& option
 GlooCommunicator::~GlooCommunicator() { Close(); }
 
 void GlooCommunicator::Close() {
-  thread_.Shutdown(absl::CancelledError(absl::StrCat("communicator '", name(), "' (rank ",
-                                                     rank(), ") was closed")));
+  thread_.Shutdown(absl::CancelledError(
+      absl::StrCat("communicator '", name(), "' (rank ", rank(), ") was closed")));
   broken_.store(true);
   if (context_) {
     (void)Guard("closing group '" + name() + "'", options_.timeout, [&] { context_.reset(); });
@@ -144,8 +145,10 @@ Work GlooCommunicator::Submit(Collective c, const CollectiveOptions& opts, uint6
 absl::Status GlooCommunicator::RunGuarded(Collective c, const CollectiveOptions& opts,
                                           const std::function<void(uint32_t)>& body) {
   if (broken_.load()) {
-    return absl::UnavailableError(absl::StrCat(Describe(c), ": communicator is broken after an "
-                                               "earlier failure: ", first_error_.message()));
+    return absl::UnavailableError(absl::StrCat(Describe(c),
+                                               ": communicator is broken after an "
+                                               "earlier failure: ",
+                                               first_error_.message()));
   }
   const uint32_t tag = next_tag_++;
   absl::Status st = Guard(Describe(c), opts.timeout, [&] { body(tag); });
@@ -185,9 +188,8 @@ Work GlooCommunicator::StartReduceScatter(std::span<const float> input, std::spa
   });
 }
 
-void GlooCommunicator::ReduceScatterAllToAll(std::span<const float> input,
-                                             std::span<float> output, uint32_t tag,
-                                             std::chrono::milliseconds timeout) {
+void GlooCommunicator::ReduceScatterAllToAll(std::span<const float> input, std::span<float> output,
+                                             uint32_t tag, std::chrono::milliseconds timeout) {
   scratch_.resize(input.size());
   gloo::AlltoallOptions o(context_);
   o.setInput(static_cast<float*>(Mut(input.data())), input.size());
@@ -229,8 +231,7 @@ void GlooCommunicator::ReduceScatterRing(std::span<const float> input, std::span
     const size_t recv_chunk = static_cast<size_t>((r - s - 2 + 2 * n) % n);
     recv_buf->recv(left, slot, 0, cb);
     gloo::transport::UnboundBuffer* sender = s == 0 ? in_buf.get() : acc_buf.get();
-    sender->send(right, slot, s == 0 ? send_chunk * cb : static_cast<size_t>((s - 1) % 2) * cb,
-                 cb);
+    sender->send(right, slot, s == 0 ? send_chunk * cb : static_cast<size_t>((s - 1) % 2) * cb, cb);
     if (!recv_buf->waitRecv(Remaining(deadline))) {
       throw gloo::IoException("ring reduce-scatter: receive aborted");
     }

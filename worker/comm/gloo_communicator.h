@@ -44,9 +44,9 @@ class GlooCommunicator : public Communicator {
   // publishes its address and connects to every peer (full mesh). Blocks until all ranks
   // arrived; DEADLINE_EXCEEDED (naming the group) if some did not within options.timeout.
   static absl::StatusOr<std::unique_ptr<GlooCommunicator>> Create(Store& store,
-                                                                   const std::string& prefix,
-                                                                   int rank, int size,
-                                                                   const GlooOptions& options);
+                                                                  const std::string& prefix,
+                                                                  int rank, int size,
+                                                                  const GlooOptions& options);
   ~GlooCommunicator() override;  // Close()
 
   // Finishes the running collective, fails queued ones with CANCELLED, and closes all
@@ -61,8 +61,7 @@ class GlooCommunicator : public Communicator {
                           const CollectiveOptions& opts) override;
   Work StartAllGather(ConstBytes input, MutableBytes output,
                       const CollectiveOptions& opts) override;
-  Work StartAllToAll(ConstBytes input, MutableBytes output,
-                     const CollectiveOptions& opts) override;
+  Work StartAllToAll(ConstBytes input, MutableBytes output, const CollectiveOptions& opts) override;
   Work StartAllToAllV(ConstBytes input, std::span<const size_t> send_bytes, MutableBytes output,
                       std::span<const size_t> recv_bytes, const CollectiveOptions& opts) override;
   Work StartBroadcast(MutableBytes data, int root, const CollectiveOptions& opts) override;
@@ -80,8 +79,8 @@ class GlooCommunicator : public Communicator {
                           const std::function<void(uint32_t)>& body);
   void ReduceScatterRing(std::span<const float> input, std::span<float> output, uint32_t tag,
                          std::chrono::milliseconds timeout);
-  void ReduceScatterAllToAll(std::span<const float> input, std::span<float> output,
-                             uint32_t tag, std::chrono::milliseconds timeout);
+  void ReduceScatterAllToAll(std::span<const float> input, std::span<float> output, uint32_t tag,
+                             std::chrono::milliseconds timeout);
 
   GlooOptions options_;
   std::shared_ptr<gloo::Context> context_;  // comm thread only; reset when broken or closed

@@ -40,8 +40,7 @@ absl::StatusOr<std::unique_ptr<Communicator>> CreateGroup(Store& store, const st
                                                           const std::vector<int>& members,
                                                           int my_rank, GlooOptions options) {
   const auto it = std::find(members.begin(), members.end(), my_rank);
-  TERN_CHECK(it != members.end()) << "rank " << my_rank << " missing from its " << kind
-                                  << " group";
+  TERN_CHECK(it != members.end()) << "rank " << my_rank << " missing from its " << kind << " group";
   options.kind = kind;
   options.name = absl::StrCat(kind, "#", instance);
   return CreateCommunicator(store, absl::StrCat(prefix, "/", kind, "/", instance),
@@ -55,11 +54,10 @@ absl::StatusOr<CommGroups> CreateCommGroups(Store& store, const std::string& pre
                                             const Topology& t, const GlooOptions& options) {
   CommGroups g;
   const int r = t.rank();
-  TERN_ASSIGN_OR_RETURN(g.world, CreateGroup(store, prefix, kKindWorld, 0, t.world_group(), r,
-                                             options));
-  TERN_ASSIGN_OR_RETURN(g.data_parallel,
-                        CreateGroup(store, prefix, kKindDataParallel, t.sp_rank(),
-                                    t.data_parallel_group(), r, options));
+  TERN_ASSIGN_OR_RETURN(g.world,
+                        CreateGroup(store, prefix, kKindWorld, 0, t.world_group(), r, options));
+  TERN_ASSIGN_OR_RETURN(g.data_parallel, CreateGroup(store, prefix, kKindDataParallel, t.sp_rank(),
+                                                     t.data_parallel_group(), r, options));
   TERN_ASSIGN_OR_RETURN(g.sequence_parallel,
                         CreateGroup(store, prefix, kKindSequenceParallel, t.dp_rank(),
                                     t.sequence_parallel_group(), r, options));

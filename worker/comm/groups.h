@@ -46,7 +46,6 @@ struct CommGroups {
 // timeout, hostname and algorithms; kind and name are set per group. Fails with the first
 // group's error (each names its group).
 absl::StatusOr<CommGroups> CreateCommGroups(Store& store, const std::string& prefix,
-                                            const Topology& topology,
-                                            const GlooOptions& options);
+                                            const Topology& topology, const GlooOptions& options);
 
 }  // namespace tern::comm

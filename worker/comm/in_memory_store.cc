@@ -43,8 +43,8 @@ absl::Status InMemoryStore::Set(const std::string& key, const std::vector<uint8_
 absl::StatusOr<std::vector<uint8_t>> InMemoryStore::Get(const std::string& key,
                                                         std::chrono::milliseconds timeout) {
   std::unique_lock<std::mutex> lock(mu_);
-  const bool found = cv_.wait_for(
-      lock, timeout, [&] { return shutdown_ || data_.find(key) != data_.end(); });
+  const bool found =
+      cv_.wait_for(lock, timeout, [&] { return shutdown_ || data_.find(key) != data_.end(); });
   if (shutdown_) return ShutdownError(key);
   if (!found) {
     return absl::DeadlineExceededError(

@@ -17,8 +17,7 @@ class LocalCommunicator : public Communicator {
                           const CollectiveOptions& opts) override;
   Work StartAllGather(ConstBytes input, MutableBytes output,
                       const CollectiveOptions& opts) override;
-  Work StartAllToAll(ConstBytes input, MutableBytes output,
-                     const CollectiveOptions& opts) override;
+  Work StartAllToAll(ConstBytes input, MutableBytes output, const CollectiveOptions& opts) override;
   Work StartAllToAllV(ConstBytes input, std::span<const size_t> send_bytes, MutableBytes output,
                       std::span<const size_t> recv_bytes, const CollectiveOptions& opts) override;
   Work StartBroadcast(MutableBytes data, int root, const CollectiveOptions& opts) override;

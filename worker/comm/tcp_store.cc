@@ -95,8 +95,8 @@ absl::Status ReadMessage(int fd, Clock::time_point deadline, uint8_t* head,
   uint32_t count = 0;
   TERN_RETURN_IF_ERROR(ReadAll(fd, &count, 4, deadline));
   if (count > kMaxFields) {
-    return absl::InvalidArgumentError(absl::StrCat("message has ", count, " fields (max ",
-                                                   kMaxFields, ")"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("message has ", count, " fields (max ", kMaxFields, ")"));
   }
   fields->assign(count, std::string());
   for (auto& f : *fields) {
@@ -178,8 +178,7 @@ absl::StatusOr<std::unique_ptr<TcpStoreServer>> TcpStoreServer::Start(int port,
   if (fd < 0) return absl::UnavailableError("tcp store: socket: " + ErrnoText());
   int one = 1;
   ::setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
-  if (::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0 ||
-      ::listen(fd, 128) != 0) {
+  if (::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0 || ::listen(fd, 128) != 0) {
     std::string err = ErrnoText();
     ::close(fd);
     return absl::UnavailableError(
@@ -298,10 +297,9 @@ absl::StatusOr<std::unique_ptr<TcpStore>> TcpStore::Connect(const std::string& h
     if (fd.ok()) return std::unique_ptr<TcpStore>(new TcpStore(host, port, *fd));
     if (fd.status().code() == absl::StatusCode::kInvalidArgument) return fd.status();
     if (Clock::now() + backoff >= deadline) {
-      return absl::DeadlineExceededError(
-          absl::StrCat("tcp store: could not connect to ", host, ":", port, " within ",
-                       timeout.count(), " ms (last error: ", fd.status().message(),
-                       "); --> hint: is the store server running?"));
+      return absl::DeadlineExceededError(absl::StrCat(
+          "tcp store: could not connect to ", host, ":", port, " within ", timeout.count(),
+          " ms (last error: ", fd.status().message(), "); --> hint: is the store server running?"));
     }
     std::this_thread::sleep_for(backoff);
     backoff = std::min(backoff * 2, std::chrono::milliseconds(200));
@@ -319,9 +317,8 @@ absl::StatusOr<std::vector<std::string>> TcpStore::Call(uint8_t op,
                                                         std::chrono::milliseconds reply_timeout) {
   for (const auto& f : fields) {
     if (f.size() > kMaxFieldBytes) {
-      return absl::InvalidArgumentError(absl::StrCat(Where(), ": value of ", f.size(),
-                                                     " bytes exceeds the limit of ",
-                                                     kMaxFieldBytes));
+      return absl::InvalidArgumentError(absl::StrCat(
+          Where(), ": value of ", f.size(), " bytes exceeds the limit of ", kMaxFieldBytes));
     }
   }
   int fd = -1;
@@ -366,8 +363,8 @@ absl::Status TcpStore::Set(const std::string& key, const std::vector<uint8_t>& v
 
 absl::StatusOr<std::vector<uint8_t>> TcpStore::Get(const std::string& key,
                                                    std::chrono::milliseconds timeout) {
-  TERN_ASSIGN_OR_RETURN(auto reply, Call(kGet, {key, EncodeI64(timeout.count())},
-                                         timeout + kReplyGrace));
+  TERN_ASSIGN_OR_RETURN(auto reply,
+                        Call(kGet, {key, EncodeI64(timeout.count())}, timeout + kReplyGrace));
   if (reply.size() != 1) return absl::InternalError(Where() + ": malformed Get reply");
   return AsBytes(reply[0]);
 }

@@ -30,9 +30,8 @@ inline constexpr uint32_t kMaxFields = 4096;
 class TcpStoreServer {
  public:
   // Binds and listens; port 0 picks an ephemeral port (see port()).
-  static absl::StatusOr<std::unique_ptr<TcpStoreServer>> Start(int port = 0,
-                                                               const std::string& host =
-                                                                   "127.0.0.1");
+  static absl::StatusOr<std::unique_ptr<TcpStoreServer>> Start(
+      int port = 0, const std::string& host = "127.0.0.1");
   ~TcpStoreServer();
   TcpStoreServer(const TcpStoreServer&) = delete;
   TcpStoreServer& operator=(const TcpStoreServer&) = delete;

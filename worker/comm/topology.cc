@@ -24,21 +24,20 @@ absl::Status Topology::Validate(const TopologyConfig& c) {
   }
   const bool sp_ok = c.sequence_parallel >= 1;
   if (!sp_ok) {
-    errors.push_back(
-        absl::StrCat("sequence_parallel (", c.sequence_parallel, ") must be >= 1"));
+    errors.push_back(absl::StrCat("sequence_parallel (", c.sequence_parallel, ") must be >= 1"));
   } else if (world_ok && c.world_size % c.sequence_parallel != 0) {
     errors.push_back(absl::StrCat("sequence_parallel (", c.sequence_parallel,
                                   ") does not divide world size ", c.world_size));
   }
   if (c.data_parallel < 0) {
-    errors.push_back(absl::StrCat("data_parallel (", c.data_parallel,
-                                  ") must be >= 1 (or 0 to derive it)"));
+    errors.push_back(
+        absl::StrCat("data_parallel (", c.data_parallel, ") must be >= 1 (or 0 to derive it)"));
   } else if (c.data_parallel > 0 && sp_ok && world_ok &&
              static_cast<int64_t>(c.data_parallel) * c.sequence_parallel != c.world_size) {
-    errors.push_back(absl::StrCat("data_parallel (", c.data_parallel, ") x sequence_parallel (",
-                                  c.sequence_parallel, ") = ",
-                                  static_cast<int64_t>(c.data_parallel) * c.sequence_parallel,
-                                  " != world size ", c.world_size));
+    errors.push_back(absl::StrCat(
+        "data_parallel (", c.data_parallel, ") x sequence_parallel (", c.sequence_parallel,
+        ") = ", static_cast<int64_t>(c.data_parallel) * c.sequence_parallel, " != world size ",
+        c.world_size));
   }
   if (errors.empty()) return absl::OkStatus();
   return absl::InvalidArgumentError(

@@ -17,7 +17,9 @@ using testing::RunRanks;
 const CollectiveOptions kOpts{std::chrono::seconds(10)};
 
 // Small integers: float sums over <= 4 ranks are exact, so results compare with ==.
-float Value(int rank, size_t i) { return static_cast<float>(rank * 1000 + static_cast<int>(i % 97)); }
+float Value(int rank, size_t i) {
+  return static_cast<float>(rank * 1000 + static_cast<int>(i % 97));
+}
 
 std::vector<float> RankData(int rank, size_t count) {
   std::vector<float> v(count);
@@ -89,12 +91,14 @@ TEST_P(CollectivesTest, AllGatherOutOfPlaceAndInPlace) {
     for (size_t i = 0; i < chunk; ++i) mine[i] = static_cast<uint8_t>(r * 31 + i);
     std::vector<uint8_t> out(chunk * n(), 0), in_place(chunk * n(), 0);
     std::copy(mine.begin(), mine.end(), in_place.begin() + r * chunk);
-    ASSERT_TRUE(comms[r]->AllGather(std::as_bytes(std::span<const uint8_t>(mine)),
-                                    std::as_writable_bytes(std::span<uint8_t>(out)), kOpts)
+    ASSERT_TRUE(comms[r]
+                    ->AllGather(std::as_bytes(std::span<const uint8_t>(mine)),
+                                std::as_writable_bytes(std::span<uint8_t>(out)), kOpts)
                     .ok());
     auto my_chunk = std::span<uint8_t>(in_place).subspan(r * chunk, chunk);
-    ASSERT_TRUE(comms[r]->AllGather(std::as_bytes(my_chunk),
-                                    std::as_writable_bytes(std::span<uint8_t>(in_place)), kOpts)
+    ASSERT_TRUE(comms[r]
+                    ->AllGather(std::as_bytes(my_chunk),
+                                std::as_writable_bytes(std::span<uint8_t>(in_place)), kOpts)
                     .ok());
     for (int q = 0; q < n(); ++q) {
       for (size_t i = 0; i < chunk; ++i) {
@@ -116,8 +120,9 @@ TEST_P(CollectivesTest, AllToAllExchangesChunks) {
     for (int j = 0; j < n(); ++j) {
       for (size_t i = 0; i < chunk; ++i) in[j * chunk + i] = float(r * 100 + j * 10 + int(i));
     }
-    ASSERT_TRUE(comms[r]->AllToAll(std::as_bytes(std::span<const float>(in)),
-                                   std::as_writable_bytes(std::span<float>(out)), kOpts)
+    ASSERT_TRUE(comms[r]
+                    ->AllToAll(std::as_bytes(std::span<const float>(in)),
+                               std::as_writable_bytes(std::span<float>(out)), kOpts)
                     .ok());
     for (int q = 0; q < n(); ++q) {
       for (size_t i = 0; i < chunk; ++i) {
@@ -143,9 +148,9 @@ TEST_P(CollectivesTest, AllToAllVWithUnevenAndEmptySplits) {
     }
     std::vector<float> out(std::accumulate(recv_bytes.begin(), recv_bytes.end(), size_t{0}) / 4,
                            -1.0f);
-    ASSERT_TRUE(comms[r]->AllToAllV(std::as_bytes(std::span<const float>(in)), send_bytes,
-                                    std::as_writable_bytes(std::span<float>(out)), recv_bytes,
-                                    kOpts)
+    ASSERT_TRUE(comms[r]
+                    ->AllToAllV(std::as_bytes(std::span<const float>(in)), send_bytes,
+                                std::as_writable_bytes(std::span<float>(out)), recv_bytes, kOpts)
                     .ok());
     size_t pos = 0;
     for (int q = 0; q < n(); ++q) {
@@ -153,8 +158,7 @@ TEST_P(CollectivesTest, AllToAllVWithUnevenAndEmptySplits) {
         ASSERT_EQ(out[pos++], float(q * 100 + r * 10 + int(i))) << "from " << q;
       }
     }
-    EXPECT_EQ(comms[r]->stats().bytes(Collective::kAllToAllV),
-              AllToAllVBytesSent(r, send_bytes));
+    EXPECT_EQ(comms[r]->stats().bytes(Collective::kAllToAllV), AllToAllVBytesSent(r, send_bytes));
   });
 }
 
@@ -165,9 +169,8 @@ TEST_P(CollectivesTest, BroadcastFromEveryRoot) {
   for (int root = 0; root < n(); ++root) {
     RunRanks(n(), [&](int r) {
       std::vector<float> data = RankData(r, count);
-      ASSERT_TRUE(comms[r]->Broadcast(std::as_writable_bytes(std::span<float>(data)), root,
-                                      kOpts)
-                      .ok());
+      ASSERT_TRUE(
+          comms[r]->Broadcast(std::as_writable_bytes(std::span<float>(data)), root, kOpts).ok());
       ASSERT_EQ(data, RankData(root, count)) << "rank " << r << " root " << root;
       EXPECT_EQ(comms[r]->TakeStats().bytes(Collective::kBroadcast),
                 BroadcastBytesSent(n(), r, root, count * 4));

@@ -21,8 +21,9 @@ inline void RunRanks(int n, const std::function<void(int)>& fn) {
 }
 
 // Creates `n` communicators (LocalCommunicator for n == 1) concurrently, one per rank.
-inline std::vector<std::unique_ptr<Communicator>> MakeGroup(
-    Store& store, int n, const std::string& prefix, GlooOptions options = {}) {
+inline std::vector<std::unique_ptr<Communicator>> MakeGroup(Store& store, int n,
+                                                            const std::string& prefix,
+                                                            GlooOptions options = {}) {
   std::vector<std::unique_ptr<Communicator>> comms(static_cast<size_t>(n));
   RunRanks(n, [&](int r) {
     auto comm = CreateCommunicator(store, prefix, r, n, options);

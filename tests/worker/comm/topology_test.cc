@@ -1,8 +1,9 @@
 // Topology groups and validation; the group factory on 4 ranks as 2 nodes x 2.
+#include "worker/comm/topology.h"
+
 #include "gmock/gmock.h"
 #include "tests/worker/comm/rank_threads.h"
 #include "worker/comm/byte_accounting.h"
-#include "worker/comm/topology.h"
 
 namespace tern::comm {
 namespace {
@@ -76,8 +77,8 @@ TEST(TopologyTest, ValidationListsEveryOffender) {
   zeros.ranks_per_node = 0;
   zeros.sequence_parallel = 0;
   const std::string z(Topology::Validate(zeros).message());
-  for (const char* what : {"world size (0)", "nodes (0)", "ranks_per_node (0)",
-                           "sequence_parallel (0)"}) {
+  for (const char* what :
+       {"world size (0)", "nodes (0)", "ranks_per_node (0)", "sequence_parallel (0)"}) {
     EXPECT_NE(z.find(what), std::string::npos) << what << " missing from: " << z;
   }
   EXPECT_TRUE(Topology::Validate(TwoByTwo(1)).ok());
