@@ -1,7 +1,10 @@
 #include "worker/comm/gloo_communicator.h"
 
+#include <signal.h>
+
 #include <algorithm>
 #include <cctype>
+#include <mutex>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
@@ -75,6 +78,23 @@ std::chrono::milliseconds Remaining(Clock::time_point deadline) {
 
 void* Mut(const void* p) { return const_cast<void*>(p); }
 
+// Gloo writes with writev(2), which raises SIGPIPE when a peer has gone away; the default action
+// would kill this rank instead of letting the collective fail with UNAVAILABLE. Ignore SIGPIPE
+// process-wide (as Python does, which is how Gloo is usually hosted) unless the program
+// installed its own handler.
+void IgnoreSigpipeOnce() {
+  static std::once_flag once;
+  std::call_once(once, [] {
+    struct sigaction current {};
+    if (::sigaction(SIGPIPE, nullptr, &current) == 0 && current.sa_handler == SIG_DFL) {
+      struct sigaction ignore {};
+      ignore.sa_handler = SIG_IGN;
+      sigemptyset(&ignore.sa_mask);
+      ::sigaction(SIGPIPE, &ignore, nullptr);
+    }
+  });
+}
+
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<GlooCommunicator>> GlooCommunicator::Create(
@@ -93,6 +113,7 @@ absl::StatusOr<std::unique_ptr<GlooCommunicator>> GlooCommunicator::Create(
   if (!errors.empty()) {
     return absl::InvalidArgumentError(absl::StrCat(where, ": ", absl::StrJoin(errors, "; ")));
   }
+  IgnoreSigpipeOnce();
   std::shared_ptr<gloo::rendezvous::Context> context;
   absl::Status st = Guard(where, options.timeout, [&] {
     context = std::make_shared<gloo::rendezvous::Context>(rank, size);

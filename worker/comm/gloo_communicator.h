@@ -43,6 +43,8 @@ class GlooCommunicator : public Communicator {
   // Rendezvous of `size` ranks over `store`, with every key under "<prefix>/": each rank
   // publishes its address and connects to every peer (full mesh). Blocks until all ranks
   // arrived; DEADLINE_EXCEEDED (naming the group) if some did not within options.timeout.
+  // The first call sets SIGPIPE to SIG_IGN process-wide if it still has the default action
+  // (Gloo's writev to a dead peer would otherwise kill the process).
   static absl::StatusOr<std::unique_ptr<GlooCommunicator>> Create(Store& store,
                                                                   const std::string& prefix,
                                                                   int rank, int size,

@@ -1,6 +1,11 @@
 // Failure handling: a rank that never joins, a rank that dies mid-run, a rank that never arrives
 // at the rendezvous. Nobody hangs, nothing throws, every error names the collective and group.
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
 #include "tests/worker/comm/rank_threads.h"
+#include "worker/comm/tcp_store.h"
 
 namespace tern::comm {
 namespace {
@@ -86,6 +91,20 @@ TEST_P(FailureTest, RankThatClosesMidRunMakesPeersFailFast) {
   });
 }
 
+TEST_P(FailureTest, SendingToAClosedPeerFailsInsteadOfRaisingSigpipe) {
+  auto comms = Group("closed_peer");
+  ASSERT_TRUE(AllCreated(comms));
+  struct sigaction current {};
+  ASSERT_EQ(::sigaction(SIGPIPE, nullptr, &current), 0);
+  EXPECT_EQ(current.sa_handler, SIG_IGN);
+  // Every peer of rank 0 closes; rank 0 then pushes 32 MiB at them, more than the socket
+  // buffers hold, so its writes hit closed connections.
+  for (int r = 1; r < n(); ++r) static_cast<GlooCommunicator&>(*comms[r]).Close();
+  std::vector<float> data(8 << 20, 1.0f);
+  absl::Status st = comms[0]->Broadcast(std::as_writable_bytes(std::span<float>(data)), 0, kLong);
+  EXPECT_TRUE(IsPeerFailure(st)) << st;
+}
+
 TEST_P(FailureTest, DestroyedCommunicatorWithQueuedWorkCancelsIt) {
   auto comms = Group("queued");
   ASSERT_TRUE(AllCreated(comms));
@@ -124,6 +143,58 @@ TEST_P(FailureTest, RendezvousWithoutAllRanksTimesOut) {
 // n = 2 and 3: a ring where the missing rank is a direct neighbour, and one where it is not.
 INSTANTIATE_TEST_SUITE_P(Sizes, FailureTest, ::testing::Values(2, 3),
                          [](const auto& info) { return "n" + std::to_string(info.param); });
+
+// A peer PROCESS killed (SIGKILL) in the middle of a 64 MiB all-reduce: this rank gets an error
+// status within its timeout and survives (no SIGPIPE death, no escaping exception).
+TEST(FailureTest, PeerProcessKilledMidCollective) {
+  int pipe_fds[2];
+  ASSERT_EQ(::pipe(pipe_fds), 0);
+  const pid_t pid = ::fork();  // before this test starts any thread
+  ASSERT_GE(pid, 0);
+  const size_t count = 16 << 20;  // 64 MiB of floats
+  if (pid == 0) {
+    ::close(pipe_fds[1]);
+    int port = 0;
+    if (::read(pipe_fds[0], &port, sizeof(port)) != sizeof(port)) ::_exit(10);
+    auto store = TcpStore::Connect("127.0.0.1", port, milliseconds(5000));
+    if (!store.ok()) ::_exit(11);
+    GlooOptions options;
+    options.timeout = milliseconds(10000);
+    auto comm = GlooCommunicator::Create(**store, "killed", 1, 2, options);
+    if (!comm.ok()) ::_exit(12);
+    std::vector<float> data(count, 1.0f);
+    for (int i = 0; i < 1000; ++i) (void)(*comm)->AllReduce(data, kLong);  // killed in here
+    ::_exit(13);
+  }
+  ::close(pipe_fds[0]);
+  auto server = TcpStoreServer::Start(0);
+  ASSERT_TRUE(server.ok());
+  const int port = (*server)->port();
+  ASSERT_EQ(::write(pipe_fds[1], &port, sizeof(port)), static_cast<ssize_t>(sizeof(port)));
+  ::close(pipe_fds[1]);
+  auto store = TcpStore::Connect("127.0.0.1", port, milliseconds(5000));
+  ASSERT_TRUE(store.ok());
+  GlooOptions options;
+  options.kind = "cross_process";
+  options.timeout = milliseconds(10000);
+  auto comm = GlooCommunicator::Create(**store, "killed", 0, 2, options);
+  ASSERT_TRUE(comm.ok()) << comm.status();
+  std::vector<float> data(count, 1.0f);
+  ASSERT_TRUE((*comm)->AllReduce(data, kLong).ok());  // both processes healthy
+  EXPECT_EQ(data[123], 2.0f);
+  Work work = (*comm)->AllReduceAsync(data, kLong);
+  std::this_thread::sleep_for(milliseconds(20));  // mid-transfer
+  ASSERT_EQ(::kill(pid, SIGKILL), 0);
+  int status = 0;
+  ASSERT_EQ(::waitpid(pid, &status, 0), pid);
+  EXPECT_TRUE(WIFSIGNALED(status));
+  const auto start = Clock::now();
+  absl::Status st = work.Wait();
+  for (int i = 0; st.ok() && i < 10; ++i) st = (*comm)->AllReduce(data, kLong);
+  EXPECT_TRUE(IsPeerFailure(st)) << st;
+  EXPECT_TRUE(Mentions(st, "cross_process")) << st;
+  EXPECT_LT(Clock::now() - start, milliseconds(5000));
+}
 
 TEST(FailureTest, CreateRejectsBadArgumentsListingAll) {
   InMemoryStore store;
