@@ -33,10 +33,10 @@ class LocalState : public TrainingState {
     *out = params_;
     return absl::OkStatus();
   }
-  OwnedRange owned() const override { return {0, params_.size()}; }
-  float* master() override { return params_.data(); }
-  float* exp_avg() override { return m_.data(); }
-  float* exp_avg_sq() override { return v_.data(); }
+  std::vector<StateSegment> owned_segments() override {
+    return {{0, params_.size(), params_.data(), m_.data(), v_.data()}};
+  }
+  bool replicated() const override { return false; }
   absl::Status SyncAfterLoad() override { return absl::OkStatus(); }
 
  private:

@@ -3,6 +3,7 @@
 // interface; the model sees it as a ParamSource.
 #pragma once
 
+#include <chrono>
 #include <cstdint>
 #include <memory>
 #include <vector>
@@ -11,6 +12,10 @@
 #include "worker/core/param_table.h"
 #include "worker/model/transformer.h"
 #include "worker/optim/adamw.h"
+
+namespace tern::comm {
+class Communicator;
+}
 
 namespace tern::zero {
 
@@ -22,10 +27,25 @@ struct MemoryReport {
   uint64_t total() const { return param_bytes + grad_bytes + optim_bytes; }
 };
 
-// A range of one state's global flat buffer that this rank owns (for checkpoints).
-struct OwnedRange {
-  uint64_t lo = 0;  // first global element
-  uint64_t n = 0;   // elements
+// A range of the global flat buffers whose optimizer state this rank owns (for checkpoints):
+// pointers to its fp32 master weights and AdamW moments.
+struct StateSegment {
+  uint64_t global_offset = 0;  // first global element
+  uint64_t numel = 0;
+  float* master = nullptr;
+  float* exp_avg = nullptr;
+  float* exp_avg_sq = nullptr;
+};
+
+// ZeRO settings (DeepSpeed's zero_optimization keys, in elements).
+struct ZeroOptions {
+  int stage = 0;
+  bool overlap_comm = true;
+  int64_t reduce_bucket_size = 500000000;
+  int64_t allgather_bucket_size = 500000000;
+  int64_t prefetch_bucket_size = 50000000;
+  int64_t persistence_threshold = 100000;
+  std::chrono::milliseconds timeout{30000};
 };
 
 class TrainingState {
@@ -46,17 +66,23 @@ class TrainingState {
   virtual MemoryReport memory() const = 0;
   // The full parameter vector (gathered from every rank if sharded).
   virtual absl::Status GatherParams(std::vector<float>* out) = 0;
-  // Owned range and pointers into this rank's master params and AdamW moments (checkpoints).
-  virtual OwnedRange owned() const = 0;
-  virtual float* master() = 0;
-  virtual float* exp_avg() = 0;
-  virtual float* exp_avg_sq() = 0;
-  // Re-distributes `master` after a load overwrote it (e.g. refills replicated copies).
+  // The state this rank owns. With `replicated` set, every data-parallel rank holds the same
+  // values (stage 0), so a checkpoint needs only one share of it from each rank.
+  virtual std::vector<StateSegment> owned_segments() = 0;
+  virtual bool replicated() const = 0;
+  // Makes parameters consistent again after a load overwrote the owned master segments.
   virtual absl::Status SyncAfterLoad() = 0;
 };
 
 // Single rank, nothing partitioned.
 std::unique_ptr<TrainingState> CreateLocalState(const ParamTable& table,
                                                 const std::vector<float>& init_params);
+
+// ZeRO stage 0-3 over the data-parallel communicator `dp` (which must outlive the state).
+// Every rank passes the same init_params; each keeps what its stage needs.
+absl::StatusOr<std::unique_ptr<TrainingState>> CreateZeroState(const ParamTable& table,
+                                                               const std::vector<float>& init_params,
+                                                               const ZeroOptions& options,
+                                                               comm::Communicator* dp);
 
 }  // namespace tern::zero

@@ -1,0 +1,394 @@
+#include "worker/zero/zero_state.h"
+
+#include <algorithm>
+#include <cstring>
+#include <deque>
+
+#include "absl/strings/str_cat.h"
+#include "kernels/cpu/ops.h"
+#include "worker/core/status.h"
+
+namespace tern::zero {
+
+std::vector<UnitLayout> LayoutUnits(const ParamTable& table, int n) {
+  std::vector<UnitLayout> out;
+  uint64_t padded = 0, shard = 0;
+  for (const auto& u : table.units()) {
+    UnitLayout l;
+    l.offset = u.offset;
+    l.numel = u.numel;
+    l.chunk = (u.numel + n - 1) / n;
+    l.padded_off = padded;
+    l.shard_off = shard;
+    padded += l.chunk * n;
+    shard += l.chunk;
+    out.push_back(l);
+  }
+  return out;
+}
+
+namespace {
+
+using comm::CollectiveOptions;
+using comm::Work;
+
+std::span<std::byte> Bytes(float* p, uint64_t n) {
+  return {reinterpret_cast<std::byte*>(p), n * sizeof(float)};
+}
+std::span<const std::byte> CBytes(const float* p, uint64_t n) {
+  return {reinterpret_cast<const std::byte*>(p), n * sizeof(float)};
+}
+
+class ZeroState : public TrainingState, public model::ParamSource<float> {
+ public:
+  ZeroState(const ParamTable& table, const ZeroOptions& opts, comm::Communicator* dp)
+      : table_(table), opts_(opts), comm_(dp), n_(dp->size()), r_(dp->rank()),
+        units_(LayoutUnits(table, dp->size())) {
+    coll_.timeout = opts.timeout;
+    for (const auto& u : units_) {
+      padded_total_ += u.chunk * n_;
+      shard_total_ += u.chunk;
+      max_unit_ = std::max(max_unit_, u.chunk * n_);
+    }
+  }
+
+  absl::Status Init(const std::vector<float>& init) {
+    const int s = opts_.stage;
+    if (s <= 2) {
+      full_params_.assign(padded_total_, 0.0f);
+      for (const auto& u : units_)
+        std::memcpy(&full_params_[u.padded_off], &init[u.offset], u.numel * 4);
+    } else {
+      master_.assign(shard_total_, 0.0f);
+      for (const auto& u : units_)
+        std::memcpy(&master_[u.shard_off], &init[u.offset + r_ * u.chunk], u.owned(r_) * 4);
+      live_.assign(units_.size(), nullptr);
+      pending_gather_.assign(units_.size(), Work());
+      for (size_t i = 0; i < units_.size(); ++i) {
+        if (int64_t(units_[i].numel) < opts_.persistence_threshold) {
+          persistent_.push_back(int(i));
+          persistent_bufs_.emplace_back(units_[i].chunk * n_);
+          live_[i] = persistent_bufs_.back().data();
+          std::memcpy(live_[i], &init[units_[i].offset], units_[i].numel * 4);
+        }
+      }
+    }
+    if (s <= 1) full_grads_.assign(padded_total_, 0.0f);
+    if (s >= 1) grad_shard_.assign(shard_total_, 0.0f);
+    const uint64_t opt_n = s == 0 ? padded_total_ : shard_total_;
+    m_.assign(opt_n, 0.0f);
+    v_.assign(opt_n, 0.0f);
+    unit_grads_.assign(units_.size(), nullptr);
+    return absl::OkStatus();
+  }
+
+  // ---- ParamSource ------------------------------------------------------------------------
+  const float* Acquire(int unit) override {
+    if (opts_.stage <= 2) return &full_params_[units_[unit].padded_off];
+    // Stage 3: follow the recorded access order to prefetch what comes next.
+    if (recording_) {
+      trace_.push_back(unit);
+    } else if (trace_ok_ && pos_ < trace_.size() && trace_[pos_] == unit) {
+      Prefetch(pos_ + 1);
+    } else {
+      trace_ok_ = false;
+    }
+    ++pos_;
+    StartGather(unit);
+    if (pending_gather_[unit].valid()) Check(pending_gather_[unit].Wait());
+    return live_[unit];
+  }
+
+  void Release(int unit) override {
+    if (opts_.stage <= 2 || IsPersistent(unit) || !live_[unit]) return;
+    if (pending_gather_[unit].valid() && !pending_gather_[unit].Done()) return;  // prefetched
+    ReturnBuffer(live_[unit]);
+    live_[unit] = nullptr;
+    pending_gather_[unit] = Work();
+  }
+
+  float* Grads(int unit) override {
+    const auto& u = units_[unit];
+    if (opts_.stage <= 1) return &full_grads_[u.padded_off];
+    if (!unit_grads_[unit]) {
+      unit_grads_[unit] = TakeBuffer();
+      std::memset(unit_grads_[unit], 0, u.chunk * n_ * 4);
+    }
+    return unit_grads_[unit];
+  }
+
+  void GradsReady(int unit) override {
+    const auto& u = units_[unit];
+    if (opts_.stage == 0) {
+      if (!last_micro_) return;
+      // Buckets of consecutive ready units (backward makes them ready from the top down).
+      if (bucket_n_ > 0 && u.padded_off + u.chunk * n_ != bucket_lo_) FlushBucket();
+      bucket_lo_ = u.padded_off;
+      bucket_n_ += u.chunk * n_;
+      if (int64_t(bucket_n_) >= opts_.reduce_bucket_size) FlushBucket();
+      return;
+    }
+    if (opts_.stage == 1 && !last_micro_) return;
+    float* src = opts_.stage == 1 ? &full_grads_[u.padded_off] : unit_grads_[unit];
+    float* tmp = TakeBuffer();
+    Work w = comm_->ReduceScatterAsync({src, u.chunk * n_}, {tmp, u.chunk}, coll_);
+    pending_rs_.push_back({w, unit, tmp, opts_.stage >= 2 ? src : nullptr});
+    if (opts_.stage >= 2) unit_grads_[unit] = nullptr;
+    if (!opts_.overlap_comm) DrainReduceScatters();
+  }
+
+  // ---- TrainingState ----------------------------------------------------------------------
+  model::ParamSource<float>& source() override { return *this; }
+
+  void BeginMicroStep(bool last) override {
+    last_micro_ = last;
+    if (opts_.stage == 3) {
+      if (trace_.empty() && !trace_done_) recording_ = true;
+      else if (recording_) {
+        recording_ = false;
+        trace_done_ = true;
+      }
+      pos_ = 0;
+      trace_ok_ = trace_done_;
+    }
+    // Stage 2/3: earlier micro-steps' reductions must land before buffers are reused.
+    if (!error_.ok()) return;
+    DrainReduceScatters();
+  }
+
+  absl::StatusOr<double> FinishBackward() override {
+    if (recording_) {
+      recording_ = false;
+      trace_done_ = true;
+    }
+    if (opts_.stage == 0) FlushBucket();
+    for (auto& w : pending_ar_) Check(w.Wait());
+    pending_ar_.clear();
+    DrainReduceScatters();
+    TERN_RETURN_IF_ERROR(error_);
+    if (opts_.stage == 0) {
+      double sq = 0;
+      for (const auto& u : units_) sq += kernels::sum_squares(&full_grads_[u.padded_off], u.numel);
+      return sq;
+    }
+    float sq = float(kernels::sum_squares(grad_shard_.data(), grad_shard_.size()));
+    TERN_RETURN_IF_ERROR(comm_->AllReduce({&sq, 1}, coll_));
+    return double(sq);
+  }
+
+  absl::Status OptimizerStep(const optim::AdamWConfig& cfg, float lr, int64_t step,
+                             float grad_mult) override {
+    TERN_RETURN_IF_ERROR(error_);
+    const int s = opts_.stage;
+    if (s == 0) {
+      for (const auto& u : units_) {
+        float* g = &full_grads_[u.padded_off];
+        if (grad_mult != 1.0f) kernels::scale_inplace(g, grad_mult, u.numel);
+        optim::AdamWStep(table_, cfg, lr, step, u.offset, u.numel, &full_params_[u.padded_off], g,
+                         &m_[u.padded_off], &v_[u.padded_off]);
+      }
+      std::fill(full_grads_.begin(), full_grads_.end(), 0.0f);
+      return absl::OkStatus();
+    }
+    if (grad_mult != 1.0f) kernels::scale_inplace(grad_shard_.data(), grad_mult, grad_shard_.size());
+    for (const auto& u : units_) {
+      const uint64_t own = u.owned(r_);
+      if (own == 0) continue;
+      optim::AdamWStep(table_, cfg, lr, step, u.offset + r_ * u.chunk, own, MasterChunk(u),
+                       &grad_shard_[u.shard_off], &m_[u.shard_off], &v_[u.shard_off]);
+    }
+    std::fill(grad_shard_.begin(), grad_shard_.end(), 0.0f);
+    if (s == 1) std::fill(full_grads_.begin(), full_grads_.end(), 0.0f);
+    if (s == 3) DropGathered();
+    return PublishParams();
+  }
+
+  MemoryReport memory() const override {
+    MemoryReport m;
+    m.param_bytes = (full_params_.size() + master_.size()) * 4;
+    for (const auto& b : persistent_bufs_) m.param_bytes += b.size() * 4;
+    m.grad_bytes = (full_grads_.size() + grad_shard_.size()) * 4;
+    m.optim_bytes = (m_.size() + v_.size()) * 4;
+    return m;
+  }
+
+  absl::Status GatherParams(std::vector<float>* out) override {
+    out->assign(table_.total(), 0.0f);
+    std::vector<float> buf(max_unit_);
+    for (const auto& u : units_) {
+      const float* src;
+      if (opts_.stage <= 2) {
+        src = &full_params_[u.padded_off];
+      } else {
+        TERN_RETURN_IF_ERROR(comm_->AllGather(CBytes(&master_[u.shard_off], u.chunk),
+                                              Bytes(buf.data(), u.chunk * n_), coll_));
+        src = buf.data();
+      }
+      std::memcpy(out->data() + u.offset, src, u.numel * 4);
+    }
+    return absl::OkStatus();
+  }
+
+  std::vector<StateSegment> owned_segments() override {
+    std::vector<StateSegment> segs;
+    for (const auto& u : units_) {
+      if (opts_.stage == 0) {
+        segs.push_back({u.offset, u.numel, &full_params_[u.padded_off], &m_[u.padded_off],
+                        &v_[u.padded_off]});
+      } else if (u.owned(r_) > 0) {
+        segs.push_back({u.offset + r_ * u.chunk, u.owned(r_), MasterChunk(u), &m_[u.shard_off],
+                        &v_[u.shard_off]});
+      }
+    }
+    return segs;
+  }
+  bool replicated() const override { return opts_.stage == 0; }
+  absl::Status SyncAfterLoad() override { return opts_.stage == 0 ? absl::OkStatus() : PublishParams(); }
+
+ private:
+  struct PendingReduce {
+    Work work;
+    int unit;
+    float* out;       // reduce-scatter output, added into grad_shard_
+    float* release;   // full-unit gradient buffer to give back (stage 2/3)
+  };
+
+  bool IsPersistent(int unit) const {
+    return std::find(persistent_.begin(), persistent_.end(), unit) != persistent_.end();
+  }
+  float* MasterChunk(const UnitLayout& u) {
+    return opts_.stage <= 2 ? &full_params_[u.padded_off + r_ * u.chunk] : &master_[u.shard_off];
+  }
+  void Check(const absl::Status& st) {
+    if (!st.ok() && error_.ok()) error_ = st;
+  }
+
+  float* TakeBuffer() {
+    if (pool_.empty()) {
+      storage_.emplace_back(max_unit_);
+      return storage_.back().data();
+    }
+    float* b = pool_.back();
+    pool_.pop_back();
+    return b;
+  }
+  void ReturnBuffer(float* b) { pool_.push_back(b); }
+
+  void StartGather(int unit) {
+    if (live_[unit]) return;  // persistent, gathered, or gather in flight
+    const auto& u = units_[unit];
+    live_[unit] = TakeBuffer();
+    pending_gather_[unit] = comm_->AllGatherAsync(CBytes(&master_[u.shard_off], u.chunk),
+                                                  Bytes(live_[unit], u.chunk * n_), coll_);
+  }
+
+  void Prefetch(size_t from) {
+    int64_t budget = opts_.prefetch_bucket_size;
+    for (size_t i = from; i < trace_.size(); ++i) {
+      const int unit = trace_[i];
+      if (!live_[unit]) StartGather(unit);
+      budget -= int64_t(units_[unit].numel);
+      if (budget <= 0) break;
+    }
+  }
+
+  void FlushBucket() {
+    if (bucket_n_ == 0) return;
+    Work w = comm_->AllReduceAsync({&full_grads_[bucket_lo_], bucket_n_}, coll_);
+    if (opts_.overlap_comm) pending_ar_.push_back(w);
+    else Check(w.Wait());
+    bucket_n_ = 0;
+  }
+
+  void DrainReduceScatters() {
+    for (auto& p : pending_rs_) {
+      Check(p.work.Wait());
+      const auto& u = units_[p.unit];
+      float* dst = &grad_shard_[u.shard_off];
+      for (uint64_t i = 0; i < u.chunk; ++i) dst[i] += p.out[i];
+      ReturnBuffer(p.out);
+      if (p.release) ReturnBuffer(p.release);
+    }
+    pending_rs_.clear();
+  }
+
+  // Stage 3: gathered copies are stale once the master chunks change.
+  void DropGathered() {
+    for (size_t i = 0; i < units_.size(); ++i) {
+      if (!live_[i] || IsPersistent(int(i))) continue;
+      if (pending_gather_[i].valid()) Check(pending_gather_[i].Wait());
+      ReturnBuffer(live_[i]);
+      live_[i] = nullptr;
+      pending_gather_[i] = Work();
+    }
+  }
+
+  // After the optimizer: stage 1/2 all-gather the updated chunks in place; stage 3 refreshes
+  // persistent units.
+  absl::Status PublishParams() {
+    std::vector<Work> works;
+    for (size_t i = 0; i < units_.size(); ++i) {
+      const auto& u = units_[i];
+      if (opts_.stage <= 2) {
+        float* full = &full_params_[u.padded_off];
+        works.push_back(comm_->AllGatherAsync(CBytes(full + r_ * u.chunk, u.chunk),
+                                              Bytes(full, u.chunk * n_), coll_));
+      } else if (IsPersistent(int(i))) {
+        works.push_back(comm_->AllGatherAsync(CBytes(&master_[u.shard_off], u.chunk),
+                                              Bytes(live_[i], u.chunk * n_), coll_));
+      }
+    }
+    for (auto& w : works) Check(w.Wait());
+    return error_;
+  }
+
+  const ParamTable& table_;
+  ZeroOptions opts_;
+  comm::Communicator* comm_;
+  const int n_, r_;
+  std::vector<UnitLayout> units_;
+  CollectiveOptions coll_;
+  uint64_t padded_total_ = 0, shard_total_ = 0, max_unit_ = 0;
+  absl::Status error_;
+
+  std::vector<float> full_params_;  // stages 0-2, padded layout
+  std::vector<float> full_grads_;   // stages 0-1, padded layout
+  std::vector<float> master_;       // stage 3: owned chunks
+  std::vector<float> grad_shard_;   // stages 1-3: owned gradient chunks
+  std::vector<float> m_, v_;        // AdamW moments (padded full at stage 0, else shard)
+
+  // Working buffers of max_unit_ floats (gathered params, unit gradients, reduce outputs).
+  std::deque<std::vector<float>> storage_;
+  std::vector<float*> pool_;
+  std::vector<float*> live_;                 // stage 3: gathered unit params (or null)
+  std::vector<Work> pending_gather_;
+  std::vector<int> persistent_;
+  std::deque<std::vector<float>> persistent_bufs_;
+  std::vector<float*> unit_grads_;           // stages 2-3: full-unit gradient buffers
+  std::vector<PendingReduce> pending_rs_;
+  std::vector<Work> pending_ar_;
+  uint64_t bucket_lo_ = 0, bucket_n_ = 0;
+  bool last_micro_ = true;
+  // Stage 3 access trace (recorded during the first micro-step).
+  std::vector<int> trace_;
+  bool recording_ = false, trace_done_ = false, trace_ok_ = false;
+  size_t pos_ = 0;
+};
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<TrainingState>> CreateZeroState(const ParamTable& table,
+                                                               const std::vector<float>& init,
+                                                               const ZeroOptions& options,
+                                                               comm::Communicator* dp) {
+  if (options.stage < 0 || options.stage > 3)
+    return absl::InvalidArgumentError(
+        absl::StrCat("zero_optimization.stage: must be 0..3, got ", options.stage));
+  TERN_CHECK(dp != nullptr);
+  TERN_CHECK(init.size() == table.total());
+  auto state = std::make_unique<ZeroState>(table, options, dp);
+  TERN_RETURN_IF_ERROR(state->Init(init));
+  return state;
+}
+
+}  // namespace tern::zero

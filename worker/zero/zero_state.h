@@ -1,0 +1,43 @@
+// ZeRO stages 0-3 (DeepSpeed semantics) over a data-parallel Communicator.
+//
+// Partitioning is per ParamUnit (embeddings, each block, head): unit u of numel e is padded to
+// n * c elements (c = ceil(e / n)) and rank r owns chunk r, i.e. global elements
+// [u.offset + r*c, u.offset + min((r+1)*c, e)).
+//   stage 0: parameters, gradients and AdamW state replicated; gradients all-reduced in buckets
+//            of consecutive ready units during the last micro-step's backward.
+//   stage 1: AdamW state partitioned; full gradients accumulate over micro-steps and are
+//            reduce-scattered per unit during the last backward; updated chunks all-gathered.
+//   stage 2: + gradients partitioned: every micro-step reduce-scatters each unit's gradient as
+//            soon as it is ready and accumulates the owned chunk.
+//   stage 3: + parameters partitioned: a unit is all-gathered just before use and released
+//            after; the next unit(s) in the recorded access order are prefetched on the
+//            communication thread while this one computes. Units smaller than
+//            persistence_threshold stay gathered.
+// Threading: all methods are called from the training thread; collectives run on the
+// communicator's own thread and are waited for here.
+#pragma once
+
+#include <memory>
+#include <vector>
+
+#include "worker/comm/comm.h"
+#include "worker/zero/state.h"
+
+namespace tern::zero {
+
+struct UnitLayout {
+  uint64_t offset = 0;      // global element offset of the unit
+  uint64_t numel = 0;       // real elements
+  uint64_t chunk = 0;       // c = ceil(numel / n)
+  uint64_t padded_off = 0;  // offset in padded full buffers (sum of n*c before it)
+  uint64_t shard_off = 0;   // offset in shard buffers (sum of c before it)
+  // Real elements of rank r's chunk.
+  uint64_t owned(int r) const {
+    const uint64_t lo = uint64_t(r) * chunk;
+    return lo >= numel ? 0 : std::min(chunk, numel - lo);
+  }
+};
+
+std::vector<UnitLayout> LayoutUnits(const ParamTable& table, int n);
+
+}  // namespace tern::zero
