@@ -78,8 +78,8 @@ absl::Status AsyncCheckpointer::Save(const std::string& root, int64_t step, int 
     Persist(root, step, rank, std::move(staged), table);
     return result_.status();
   }
-  thread_ = std::thread(&AsyncCheckpointer::Persist, this, root, step, rank, std::move(staged),
-                        table);
+  thread_ =
+      std::thread(&AsyncCheckpointer::Persist, this, root, step, rank, std::move(staged), table);
   return absl::OkStatus();
 }
 

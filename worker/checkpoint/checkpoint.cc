@@ -38,8 +38,8 @@ absl::StatusOr<std::unique_ptr<Checkpoint>> Checkpoint::Open(const std::string& 
   if (!m.ok()) return c->WithHint(m.status());
   c->manifest_ = std::move(*m);
   if (c->manifest_.step != ParseStepDirName(c->name_)) {
-    return c->WithHint(absl::DataLossError(absl::StrCat(
-        c->dir(), "/manifest.json says step ", c->manifest_.step, ", not ", c->name_)));
+    return c->WithHint(absl::DataLossError(absl::StrCat(c->dir(), "/manifest.json says step ",
+                                                        c->manifest_.step, ", not ", c->name_)));
   }
   if (auto st = CheckManifestFiles(c->dir(), c->manifest_); !st.ok()) return c->WithHint(st);
   TERN_ASSIGN_OR_RETURN(c->engine_, IoEngine::Create(io));
@@ -86,14 +86,14 @@ absl::Status Checkpoint::ReadFragment(const ManifestState& st, size_t frag_index
   const std::string& file = manifest_.files[f.file].name;
   const std::string& param = manifest_.params.entries()[f.param].name;
   auto where = [&]() {
-    return absl::StrCat(" (state '", st.name, "', param '", param, "', elements [",
-                        f.global_offset, ", ", f.global_offset + f.numel, ") at byte ",
-                        f.file_offset, " of ", file, ")");
+    return absl::StrCat(" (state '", st.name, "', param '", param, "', elements [", f.global_offset,
+                        ", ", f.global_offset + f.numel, ") at byte ", f.file_offset, " of ", file,
+                        ")");
   };
   auto reader = Reader(f.file);
   if (!reader.ok()) {
-    return WithHint(absl::Status(reader.status().code(),
-                                 absl::StrCat(reader.status().message(), where())));
+    return WithHint(
+        absl::Status(reader.status().code(), absl::StrCat(reader.status().message(), where())));
   }
   char& verified = verified_[st.name][frag_index];
   absl::Status io;
@@ -115,9 +115,9 @@ absl::Status Checkpoint::ReadFragment(const ManifestState& st, size_t frag_index
     });
     bytes_read_ += f.numel * es;
     if (io.ok() && crc != f.crc32c) {
-      return WithHint(absl::DataLossError(absl::StrCat("checksum mismatch in ", dir(), "/", file,
-                                                       where(), ": crc32c ", crc,
-                                                       ", manifest says ", f.crc32c)));
+      return WithHint(
+          absl::DataLossError(absl::StrCat("checksum mismatch in ", dir(), "/", file, where(),
+                                           ": crc32c ", crc, ", manifest says ", f.crc32c)));
     }
     if (io.ok()) verified = 1;
   }
@@ -125,30 +125,30 @@ absl::Status Checkpoint::ReadFragment(const ManifestState& st, size_t frag_index
   return absl::OkStatus();
 }
 
-absl::Status Checkpoint::ReadState(const std::string& state, uint64_t global_offset,
-                                   uint64_t numel, void* dst) {
+absl::Status Checkpoint::ReadState(const std::string& state, uint64_t global_offset, uint64_t numel,
+                                   void* dst) {
   const ManifestState* st = nullptr;
   for (const auto& s : manifest_.states)
     if (s.name == state) st = &s;
   if (st == nullptr) {
     std::string names;
-    for (const auto& s : manifest_.states) absl::StrAppend(&names, names.empty() ? "" : ", ", s.name);
-    return absl::NotFoundError(absl::StrCat(dir(), " has no state '", state, "' (it has: ",
-                                            names, ")"));
+    for (const auto& s : manifest_.states)
+      absl::StrAppend(&names, names.empty() ? "" : ", ", s.name);
+    return absl::NotFoundError(
+        absl::StrCat(dir(), " has no state '", state, "' (it has: ", names, ")"));
   }
   const uint64_t end = global_offset + numel;
   if (end > manifest_.params.total()) {
     return absl::OutOfRangeError(absl::StrCat("ReadState('", state, "', ", global_offset, ", ",
-                                              numel, "): the state has ",
-                                              manifest_.params.total(), " elements"));
+                                              numel, "): the state has ", manifest_.params.total(),
+                                              " elements"));
   }
   auto* out = static_cast<uint8_t*>(dst);
   const auto& frags = st->fragments;
   // First fragment ending after global_offset.
-  auto it = std::upper_bound(frags.begin(), frags.end(), global_offset,
-                             [](uint64_t v, const ManifestFragment& f) {
-                               return v < f.global_offset + f.numel;
-                             });
+  auto it = std::upper_bound(
+      frags.begin(), frags.end(), global_offset,
+      [](uint64_t v, const ManifestFragment& f) { return v < f.global_offset + f.numel; });
   uint64_t pos = global_offset;
   for (; pos < end && it != frags.end() && it->global_offset <= pos; ++it) {
     const uint64_t hi = std::min(end, it->global_offset + it->numel);
@@ -157,8 +157,8 @@ absl::Status Checkpoint::ReadState(const std::string& state, uint64_t global_off
     pos = hi;
   }
   if (pos < end) {
-    return absl::NotFoundError(absl::StrCat(dir(), ": state '", state,
-                                            "' has no saved data for element ", pos));
+    return absl::NotFoundError(
+        absl::StrCat(dir(), ": state '", state, "' has no saved data for element ", pos));
   }
   return absl::OkStatus();
 }
@@ -168,8 +168,7 @@ absl::Status Checkpoint::Verify() {
     for (size_t i = 0; i < st.fragments.size(); ++i) {
       const auto& f = st.fragments[i];
       if (verified_[st.name][i]) continue;
-      TERN_RETURN_IF_ERROR(
-          ReadFragment(st, i, f.global_offset, f.global_offset, /*dst=*/nullptr));
+      TERN_RETURN_IF_ERROR(ReadFragment(st, i, f.global_offset, f.global_offset, /*dst=*/nullptr));
     }
   }
   return absl::OkStatus();
@@ -178,8 +177,8 @@ absl::Status Checkpoint::Verify() {
 absl::Status VerifyCheckpoint(const std::string& step_dir, const IoOptions& io) {
   std::filesystem::path p(step_dir);
   if (p.filename().empty()) p = p.parent_path();
-  TERN_ASSIGN_OR_RETURN(auto c, Checkpoint::Open(p.parent_path().string(),
-                                                 p.filename().string(), io));
+  TERN_ASSIGN_OR_RETURN(auto c,
+                        Checkpoint::Open(p.parent_path().string(), p.filename().string(), io));
   return c->Verify();
 }
 

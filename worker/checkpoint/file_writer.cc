@@ -20,7 +20,7 @@ namespace tern::ckpt {
 namespace {
 
 constexpr uint64_t kGrowStep = 256ull << 20;  // fallocate step when the final size is unknown
-constexpr uint64_t kDirectTag = ~0ull;         // completion tag of a caller-memory request
+constexpr uint64_t kDirectTag = ~0ull;        // completion tag of a caller-memory request
 
 // Running CRC32C over consecutive pieces of one segment.
 class PieceCrc {
@@ -87,7 +87,7 @@ absl::StatusOr<std::unique_ptr<FileWriter>> FileWriter::Open(const std::string& 
     w->fd_ = ::open(path.c_str(), flags, 0644);
   }
   if (w->fd_ < 0) return ErrnoStatus(errno, "create", path);
-  w->io_path_ = !w->direct_ ? IoPath::kSyncBuffered
+  w->io_path_ = !w->direct_           ? IoPath::kSyncBuffered
                 : w->engine_->uring() ? IoPath::kUringDirect
                                       : IoPath::kSyncDirect;
   for (int i = w->engine_->num_slots() - 1; i >= 0; --i) w->free_slots_.push_back(i);
@@ -112,8 +112,8 @@ absl::Status FileWriter::Fail(absl::Status st) {
 
 absl::Status FileWriter::Preallocate(uint64_t end) {
   if (!fallocate_ok_ || end <= allocated_) return absl::OkStatus();
-  const uint64_t target = options_.expected_size >= end ? AlignUp(options_.expected_size)
-                                                        : AlignUp(end, kGrowStep);
+  const uint64_t target =
+      options_.expected_size >= end ? AlignUp(options_.expected_size) : AlignUp(end, kGrowStep);
   if (::fallocate(fd_, 0, static_cast<off_t>(allocated_),
                   static_cast<off_t>(target - allocated_)) != 0) {
     if (errno == EOPNOTSUPP || errno == ENOSYS) {
@@ -131,10 +131,10 @@ absl::Status FileWriter::Reap() {
   if (!c.ok()) return Fail(c.status());
   if (c->tag != kDirectTag) free_slots_.push_back(static_cast<int>(c->tag));
   if (c->result < 0) {
-    return Fail(ErrnoStatus(static_cast<int>(-c->result),
-                            absl::StrCat("write ", c->request.len, " bytes at offset ",
-                                         c->request.offset, " of"),
-                            path_));
+    return Fail(ErrnoStatus(
+        static_cast<int>(-c->result),
+        absl::StrCat("write ", c->request.len, " bytes at offset ", c->request.offset, " of"),
+        path_));
   }
   return absl::OkStatus();
 }
@@ -155,8 +155,8 @@ absl::Status FileWriter::AcquireSlot() {
 
 absl::Status FileWriter::SubmitSlot(uint64_t len) {
   while (engine_->in_flight() >= engine_->max_in_flight()) TERN_RETURN_IF_ERROR(Reap());
-  IoEngine::Request r{fd_, true, engine_->slot(cur_), len, blk_off_, cur_,
-                      static_cast<uint64_t>(cur_)};
+  IoEngine::Request r{fd_,      true, engine_->slot(cur_),        len,
+                      blk_off_, cur_, static_cast<uint64_t>(cur_)};
   cur_ = -1;
   fill_ = 0;
   absl::Status st = engine_->Submit(r);
@@ -176,8 +176,8 @@ absl::StatusOr<AppendResult> FileWriter::Append(const void* data, uint64_t size,
   uint64_t sum = 0;
   for (uint64_t b : piece_bytes) sum += b;
   if (!piece_bytes.empty() && sum != size) {
-    return absl::InvalidArgumentError(absl::StrCat("pieces of a segment sum to ", sum,
-                                                   " bytes, segment has ", size));
+    return absl::InvalidArgumentError(
+        absl::StrCat("pieces of a segment sum to ", sum, " bytes, segment has ", size));
   }
   const uint64_t block = engine_->options().block_size;
   // Align the segment start: zero padding in the current block (or a hole when buffered).
@@ -246,8 +246,8 @@ absl::Status FileWriter::WriteTail(const uint8_t* data, uint64_t len, uint64_t o
   int64_t rc = PwriteFull(fd, data, len, offset);
   ::close(fd);
   if (rc < 0) {
-    return Fail(ErrnoStatus(static_cast<int>(-rc), absl::StrCat("write tail at ", offset, " of"),
-                            path_));
+    return Fail(
+        ErrnoStatus(static_cast<int>(-rc), absl::StrCat("write tail at ", offset, " of"), path_));
   }
   return absl::OkStatus();
 }

@@ -82,9 +82,9 @@ int64_t PreadFull(int fd, uint8_t* buf, uint64_t len, uint64_t offset) {
 
 absl::Status ValidateIoOptions(const IoOptions& o) {
   if (o.block_size == 0 || o.block_size % kAlign != 0 || o.block_size > (1ull << 30)) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "checkpoint I/O block_size ", o.block_size,
-        " must be a positive multiple of 4096 up to 1 GiB --> hint: use 1048576"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("checkpoint I/O block_size ", o.block_size,
+                     " must be a positive multiple of 4096 up to 1 GiB --> hint: use 1048576"));
   }
   if (o.queue_depth < 1 || o.queue_depth > 256) {
     return absl::InvalidArgumentError(
@@ -117,8 +117,9 @@ absl::Status IoEngine::Init() {
   }
   if (!options_.use_uring) return absl::OkStatus();
   auto* ring = new io_uring;
-  int rc = g_refuse_uring ? -EPERM
-                          : io_uring_queue_init(static_cast<unsigned>(options_.queue_depth), ring, 0);
+  int rc = g_refuse_uring
+               ? -EPERM
+               : io_uring_queue_init(static_cast<unsigned>(options_.queue_depth), ring, 0);
   if (rc < 0) {
     delete ring;
     LogFallbackOnce(FallbackReason::kNoUring,
@@ -246,7 +247,7 @@ absl::StatusOr<std::unique_ptr<FileReader>> FileReader::Open(const std::string& 
   struct stat st;
   if (::fstat(r->fd_, &st) != 0) return ErrnoStatus(errno, "stat", path);
   r->size_ = static_cast<uint64_t>(st.st_size);
-  r->io_path_ = !r->direct_ ? IoPath::kSyncBuffered
+  r->io_path_ = !r->direct_       ? IoPath::kSyncBuffered
                 : engine->uring() ? IoPath::kUringDirect
                                   : IoPath::kSyncDirect;
   return r;
@@ -280,8 +281,8 @@ absl::Status FileReader::ReadAt(uint64_t offset, uint64_t size, void* dst) {
 absl::Status FileReader::Stream(uint64_t offset, uint64_t size,
                                 const std::function<void(const uint8_t*, uint64_t)>& sink) {
   if (offset + size > size_) {
-    return absl::OutOfRangeError(absl::StrCat("read [", offset, ", ", offset + size, ") of ",
-                                              path_, ": file has only ", size_, " bytes"));
+    return absl::OutOfRangeError(absl::StrCat("read [", offset, ", ", offset + size, ") of ", path_,
+                                              ": file has only ", size_, " bytes"));
   }
   if (size == 0) return absl::OkStatus();
   if (direct_) return StreamDirect(offset, size, sink);
@@ -352,8 +353,8 @@ absl::Status FileReader::StreamDirect(uint64_t offset, uint64_t size,
       got = more < 0 ? more : got + more;
     }
     if (got < 0) {
-      status = ErrnoStatus(static_cast<int>(-got), absl::StrCat("read at offset ", boff, " of"),
-                           path_);
+      status =
+          ErrnoStatus(static_cast<int>(-got), absl::StrCat("read at offset ", boff, " of"), path_);
       break;
     }
     if (static_cast<uint64_t>(got) < need) {

@@ -86,8 +86,8 @@ class IoEngine {
 
 // Result of one FileWriter::Append.
 struct AppendResult {
-  uint64_t file_offset = 0;          // where the segment starts; a multiple of 4 KiB
-  std::vector<uint32_t> piece_crc;   // CRC32C of each piece (one piece = the whole segment)
+  uint64_t file_offset = 0;         // where the segment starts; a multiple of 4 KiB
+  std::vector<uint32_t> piece_crc;  // CRC32C of each piece (one piece = the whole segment)
 };
 
 struct WriterOptions {
@@ -140,11 +140,11 @@ class FileWriter {
   bool finished_ = false;
   absl::Status error_;
   std::vector<int> free_slots_;
-  int cur_ = -1;           // slot being filled, -1 none
-  uint64_t fill_ = 0;      // bytes in the current slot
-  uint64_t blk_off_ = 0;   // file offset of the current slot
-  uint64_t logical_ = 0;   // bytes in the file so far (incl. padding)
-  uint64_t allocated_ = 0; // bytes preallocated
+  int cur_ = -1;            // slot being filled, -1 none
+  uint64_t fill_ = 0;       // bytes in the current slot
+  uint64_t blk_off_ = 0;    // file offset of the current slot
+  uint64_t logical_ = 0;    // bytes in the file so far (incl. padding)
+  uint64_t allocated_ = 0;  // bytes preallocated
   bool fallocate_ok_ = true;
 };
 

@@ -48,10 +48,10 @@ absl::Status CheckStates(std::vector<ManifestState>* states, const ParamTable& t
       auto it = std::upper_bound(entries.begin(), entries.end(), pos,
                                  [](uint64_t v, const ParamEntry& e) { return v < e.offset; });
       const ParamEntry& p = *(it - 1);
-      return absl::InvalidArgumentError(absl::StrCat(
-          "state '", st.name, "': no rank saved elements from ", pos, " (param '", p.name,
-          "'); the shards cover [0, ", pos, ") of ", table.total(),
-          " --> hint: every element of every state must be in exactly one segment"));
+      return absl::InvalidArgumentError(
+          absl::StrCat("state '", st.name, "': no rank saved elements from ", pos, " (param '",
+                       p.name, "'); the shards cover [0, ", pos, ") of ", table.total(),
+                       " --> hint: every element of every state must be in exactly one segment"));
     }
   }
   return absl::OkStatus();
@@ -136,8 +136,7 @@ absl::Status CommitManifest(const std::string& root, int64_t step,
   TERN_ASSIGN_OR_RETURN(Manifest m, BuildManifest(step, shards, table, options));
   if (options.check_files) TERN_RETURN_IF_ERROR(CheckManifestFiles(dir, m));
   const std::string text = ManifestToJson(m).dump(1);
-  TERN_RETURN_IF_ERROR(
-      WriteFileAtomic(dir + "/" + kManifestName, text, "before_manifest_rename"));
+  TERN_RETURN_IF_ERROR(WriteFileAtomic(dir + "/" + kManifestName, text, "before_manifest_rename"));
   MaybeFault("after_manifest_rename_before_latest");
   TERN_RETURN_IF_ERROR(WriteFileAtomic(root + "/" + kLatestName, name + "\n"));
   if (options.keep_last > 0) {
@@ -159,9 +158,8 @@ absl::Status SaveCheckpointLocal(const std::string& root, int64_t step,
   }
   std::vector<RankShardResult> results;
   for (size_t r = 0; r < rank_segments.size(); ++r) {
-    TERN_ASSIGN_OR_RETURN(RankShardResult res,
-                          WriteRankShard(root, step, static_cast<int>(r), rank_segments[r],
-                                         table, w));
+    TERN_ASSIGN_OR_RETURN(RankShardResult res, WriteRankShard(root, step, static_cast<int>(r),
+                                                              rank_segments[r], table, w));
     results.push_back(std::move(res));
   }
   return CommitManifest(root, step, results, table, commit);

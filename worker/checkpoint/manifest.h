@@ -88,7 +88,7 @@ absl::StatusOr<Manifest> ReadManifest(const std::string& step_dir);
 absl::Status CheckManifestFiles(const std::string& step_dir, const Manifest& m);
 
 struct StepInfo {
-  std::string name;     // "step-000120"
+  std::string name;  // "step-000120"
   int64_t step = 0;
   bool complete = false;
   std::string problem;  // why not complete ("" when complete)

@@ -36,7 +36,8 @@ nlohmann::json ManifestToJson(const Manifest& m) {
                       {"unit", e.unit}});
   }
   json files = json::array();
-  for (const auto& f : m.files) files.push_back({{"name", f.name}, {"rank", f.rank}, {"size", f.size}});
+  for (const auto& f : m.files)
+    files.push_back({{"name", f.name}, {"rank", f.rank}, {"size", f.size}});
   json states = json::object();
   for (const auto& st : m.states) {
     std::vector<json> per_param(entries.size(), json::array());
@@ -53,10 +54,14 @@ nlohmann::json ManifestToJson(const Manifest& m) {
     }
     states[st.name] = {{"dtype", st.dtype}, {"numel", m.params.total()}, {"params", plist}};
   }
-  return {{"format", "tern.checkpoint"}, {"version", m.version},
-          {"step", m.step},              {"created_unix_ms", m.created_unix_ms},
-          {"world", m.world},            {"params", params},
-          {"files", files},              {"states", states},
+  return {{"format", "tern.checkpoint"},
+          {"version", m.version},
+          {"step", m.step},
+          {"created_unix_ms", m.created_unix_ms},
+          {"world", m.world},
+          {"params", params},
+          {"files", files},
+          {"states", states},
           {"extra", m.extra}};
 }
 
@@ -68,8 +73,8 @@ absl::StatusOr<Manifest> ManifestFromJson(const nlohmann::json& j, const std::st
     }
     m.version = j.at("version").get<int>();
     if (m.version != kManifestVersion) {
-      return absl::FailedPreconditionError(absl::StrCat(
-          where, ": manifest version ", m.version, ", this build reads ", kManifestVersion));
+      return absl::FailedPreconditionError(absl::StrCat(where, ": manifest version ", m.version,
+                                                        ", this build reads ", kManifestVersion));
     }
     m.step = j.at("step").get<int64_t>();
     m.created_unix_ms = j.value("created_unix_ms", int64_t{0});

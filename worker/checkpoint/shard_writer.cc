@@ -37,9 +37,12 @@ nlohmann::json RankShardResult::ToJson() const {
                     {"file_offset", s.file_offset},
                     {"fragments", std::move(frags)}});
   }
-  return {{"rank", rank},         {"file", file},
-          {"size", size},         {"io_path", io_path},
-          {"write_seconds", write_seconds}, {"segments", std::move(segs)}};
+  return {{"rank", rank},
+          {"file", file},
+          {"size", size},
+          {"io_path", io_path},
+          {"write_seconds", write_seconds},
+          {"segments", std::move(segs)}};
 }
 
 absl::StatusOr<RankShardResult> RankShardResult::FromJson(const nlohmann::json& j) {
@@ -102,8 +105,7 @@ absl::Status CutIntoFragments(const Segment& seg, const ParamTable& table,
   if (end > table.total() || seg.numel == 0 || seg.data == nullptr) {
     return absl::InvalidArgumentError(absl::StrCat(
         "segment of state '", seg.state, "' [", seg.global_offset, ", ", end,
-        ") is empty, has no data, or exceeds the parameter table (", table.total(),
-        " elements)"));
+        ") is empty, has no data, or exceeds the parameter table (", table.total(), " elements)"));
   }
   auto it = std::upper_bound(entries.begin(), entries.end(), seg.global_offset,
                              [](uint64_t v, const ParamEntry& e) { return v < e.offset; });

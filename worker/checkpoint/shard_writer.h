@@ -37,8 +37,8 @@ struct FragmentRecord {
   uint32_t param = 0;          // index into ParamTable::entries()
   uint64_t global_offset = 0;  // element offset in the state's flat buffer
   uint64_t numel = 0;
-  uint64_t file_offset = 0;    // byte offset in the rank file
-  uint32_t crc32c = 0;         // of the fragment's bytes
+  uint64_t file_offset = 0;  // byte offset in the rank file
+  uint32_t crc32c = 0;       // of the fragment's bytes
 };
 
 struct SegmentRecord {
@@ -53,9 +53,9 @@ struct SegmentRecord {
 // What one rank wrote; gathered by the caller and handed to CommitManifest.
 struct RankShardResult {
   int rank = 0;
-  std::string file;         // "rank-00003.bin", relative to the step directory
-  uint64_t size = 0;        // bytes
-  std::string io_path;      // IoPathName() actually used
+  std::string file;     // "rank-00003.bin", relative to the step directory
+  uint64_t size = 0;    // bytes
+  std::string io_path;  // IoPathName() actually used
   double write_seconds = 0;
   std::vector<SegmentRecord> segments;
 

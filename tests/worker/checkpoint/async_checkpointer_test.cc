@@ -23,8 +23,8 @@ ParamTable Table() {
 }
 
 // Two ranks as two checkpointers; returns after committing `step`.
-void SaveStep(AsyncCheckpointer* r0, AsyncCheckpointer* r1, const std::string& root,
-              int64_t step, std::vector<float>* master, std::vector<float>* exp_avg) {
+void SaveStep(AsyncCheckpointer* r0, AsyncCheckpointer* r1, const std::string& root, int64_t step,
+              std::vector<float>* master, std::vector<float>* exp_avg) {
   const ParamTable t = Table();
   const uint64_t cut = 500001;
   std::vector<Segment> s0 = {{"master", 0, cut, "f32", master->data()},

@@ -143,9 +143,9 @@ TEST(CkptCheckpointTest, LargeCheckpointTwoRanks) {
   std::vector<float> v(t.total());
   for (uint64_t i = 0; i < v.size(); ++i) v[i] = static_cast<float>(i % 1000003) * 0.5f;
   const uint64_t half = t.total() / 2 + 123;
-  std::vector<std::vector<Segment>> segs = {{{"weights", 0, half, "f32", v.data()}},
-                                            {{"weights", half, t.total() - half, "f32",
-                                              v.data() + half}}};
+  std::vector<std::vector<Segment>> segs = {
+      {{"weights", 0, half, "f32", v.data()}},
+      {{"weights", half, t.total() - half, "f32", v.data() + half}}};
   ASSERT_TRUE(SaveCheckpointLocal(dir.path(), 1, segs, t).ok());
   auto c = Checkpoint::Open(dir.path());
   ASSERT_TRUE(c.ok()) << c.status();
@@ -235,22 +235,21 @@ TEST(CkptCheckpointTest, RejectsBadShardsAndUnknownState) {
   ParamTable t = SmallTable();
   auto v = StateValues(0, t.total());
   // A gap: nobody saved [500, 600).
-  std::vector<std::vector<Segment>> gap = {{{"master", 0, 500, "f32", v.data()}},
-                                           {{"master", 600, t.total() - 600, "f32",
-                                             v.data() + 600}}};
+  std::vector<std::vector<Segment>> gap = {
+      {{"master", 0, 500, "f32", v.data()}},
+      {{"master", 600, t.total() - 600, "f32", v.data() + 600}}};
   absl::Status st = SaveCheckpointLocal(dir.path(), 1, gap, t);
   EXPECT_EQ(st.code(), absl::StatusCode::kInvalidArgument);
   EXPECT_TRUE(Contains(st, "model.embed_tokens.weight")) << st;
   // Overlap between ranks.
-  std::vector<std::vector<Segment>> overlap = {{{"master", 0, 700, "f32", v.data()}},
-                                               {{"master", 600, t.total() - 600, "f32",
-                                                 v.data() + 600}}};
+  std::vector<std::vector<Segment>> overlap = {
+      {{"master", 0, 700, "f32", v.data()}},
+      {{"master", 600, t.total() - 600, "f32", v.data() + 600}}};
   EXPECT_EQ(SaveCheckpointLocal(dir.path(), 2, overlap, t).code(),
             absl::StatusCode::kInvalidArgument);
   // Past the table.
   std::vector<std::vector<Segment>> past = {{{"master", 0, t.total() + 1, "f32", v.data()}}};
-  EXPECT_EQ(SaveCheckpointLocal(dir.path(), 3, past, t).code(),
-            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(SaveCheckpointLocal(dir.path(), 3, past, t).code(), absl::StatusCode::kInvalidArgument);
   // None of these committed anything.
   EXPECT_EQ(Checkpoint::Open(dir.path()).status().code(), absl::StatusCode::kNotFound);
   // Shard results survive a JSON round trip (what the caller all-gathers).
@@ -266,8 +265,7 @@ TEST(CkptCheckpointTest, RejectsBadShardsAndUnknownState) {
   absl::Status unknown = (*c)->ReadState("exp_avg", 0, 1, &x);
   EXPECT_EQ(unknown.code(), absl::StatusCode::kNotFound);
   EXPECT_TRUE(Contains(unknown, "master")) << unknown;
-  EXPECT_EQ((*c)->ReadState("master", t.total() - 1, 2, &x).code(),
-            absl::StatusCode::kOutOfRange);
+  EXPECT_EQ((*c)->ReadState("master", t.total() - 1, 2, &x).code(), absl::StatusCode::kOutOfRange);
   // A committed step is never overwritten.
   auto again_write =
       WriteRankShard(dir.path(), 9, 0, {{"master", 0, t.total(), "f32", v.data()}}, t);

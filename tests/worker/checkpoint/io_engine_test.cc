@@ -123,12 +123,11 @@ TEST_P(CkptWriterPathTest, SegmentsRoundTrip) {
   std::free(aligned);
 }
 
-INSTANTIATE_TEST_SUITE_P(
-    Paths, CkptWriterPathTest,
-    ::testing::Values(PathCase{true, true, true, "io_uring+O_DIRECT"},
-                      PathCase{true, true, false, "io_uring+O_DIRECT"},
-                      PathCase{false, true, true, "pwrite+O_DIRECT"},
-                      PathCase{true, false, true, "pwrite"}));
+INSTANTIATE_TEST_SUITE_P(Paths, CkptWriterPathTest,
+                         ::testing::Values(PathCase{true, true, true, "io_uring+O_DIRECT"},
+                                           PathCase{true, true, false, "io_uring+O_DIRECT"},
+                                           PathCase{false, true, true, "pwrite+O_DIRECT"},
+                                           PathCase{true, false, true, "pwrite"}));
 
 // Writes a file in /dev/shm (tmpfs) and reads it back; returns the writer's I/O path.
 IoPath TmpfsRoundTrip() {
