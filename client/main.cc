@@ -10,6 +10,7 @@ int main(int argc, char** argv) {
   app.require_subcommand(1);
   int exit_code = 0;
   tern::cli::AddEngineCommands(app, &exit_code);
+  tern::cli::AddRankCommand(app, &exit_code);
   tern::cli::AddClusterCommands(app, &exit_code);
   try {
     app.parse(argc, argv);

@@ -7,6 +7,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "client/commands.h"
+#include "client/engine/local_launcher.h"
 #include "client/engine/output.h"
 #include "kernels/cpu/threads.h"
 #include "nlohmann/json.hpp"
@@ -38,11 +39,35 @@ struct TrainArgs {
   bool json = false;
   int threads = 0;
   std::string save_final;
+  int ranks = 1;
+  int ranks_per_node = 0;
+  int collective_timeout_s = 30;
 };
 
 int RunTrain(const TrainArgs& a) {
   auto spec = engine::LoadJobSpec(a.spec, a.sets);
   if (!spec.ok()) return Fail(spec.status(), true);
+  if (a.ranks < 1) return Fail(absl::InvalidArgumentError("--ranks: must be >= 1"), true);
+  if (a.ranks > 1 || a.ranks_per_node > 0) {
+    const int per_node = a.ranks_per_node > 0 ? a.ranks_per_node : a.ranks;
+    std::vector<std::string> errors;
+    if (a.ranks % per_node != 0)
+      return Fail(absl::InvalidArgumentError(absl::StrCat("--ranks-per-node ", per_node,
+                                                          " does not divide --ranks ", a.ranks)),
+                  true);
+    spec->mutable_resources()->set_nodes(a.ranks / per_node);
+    spec->mutable_resources()->set_ranks_per_node(per_node);
+    auto cfg = engine::ResolveJob(*spec, a.ranks);
+    if (!cfg.ok()) return Fail(cfg.status(), true);
+    LaunchOptions lo;
+    lo.ranks = a.ranks;
+    lo.ranks_per_node = per_node;
+    lo.threads_per_rank = a.threads;
+    lo.json = a.json;
+    lo.save_final = a.save_final;
+    lo.collective_timeout_s = a.collective_timeout_s;
+    return LaunchLocalRanks(*cfg, lo);
+  }
   auto cfg = engine::ResolveJob(*spec, 1);
   if (!cfg.ok()) return Fail(cfg.status(), true);
   ConsoleSink sink(a.json, cfg->steps_per_print);
@@ -175,6 +200,11 @@ void AddEngineCommands(CLI::App& app, int* exit_code) {
   train->add_flag("--json", targs->json, "One JSON object per line");
   train->add_option("--threads", targs->threads, "Compute threads (default: all cores)");
   train->add_option("--save-final", targs->save_final, "Write config.json + model.safetensors here");
+  train->add_option("--ranks", targs->ranks, "Data-parallel rank processes on this machine");
+  train->add_option("--ranks-per-node", targs->ranks_per_node,
+                    "Ranks per (simulated) node; --ranks 4 --ranks-per-node 2 forms two nodes");
+  train->add_option("--collective-timeout-s", targs->collective_timeout_s,
+                    "Seconds a collective may wait for a peer before failing");
   train->callback([targs, exit_code] { *exit_code = RunTrain(*targs); });
 
   auto dspec = std::make_shared<std::string>();

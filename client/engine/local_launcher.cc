@@ -1,0 +1,197 @@
+#include "client/engine/local_launcher.h"
+
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <thread>
+
+#include "absl/strings/str_cat.h"
+#include "client/engine/output.h"
+#include "nlohmann/json.hpp"
+#include "spdlog/fmt/fmt.h"
+#include "worker/comm/tcp_store.h"
+
+namespace tern::cli {
+namespace {
+
+struct Child {
+  int rank = 0;
+  pid_t pid = -1;
+  int out_fd = -1;
+  std::string buffer;
+  bool exited = false;
+  int status = 0;
+};
+
+std::string SelfExe() {
+  std::error_code ec;
+  auto p = std::filesystem::read_symlink("/proc/self/exe", ec);
+  return ec ? std::string("tern") : p.string();
+}
+
+std::string Describe(int status) {
+  if (WIFEXITED(status)) return absl::StrCat("exited with code ", WEXITSTATUS(status));
+  if (WIFSIGNALED(status)) return absl::StrCat("was killed by signal ", WTERMSIG(status));
+  return "ended";
+}
+
+// Re-prints a rank-0 JSON line through the console sink (human or JSON form).
+void Relay(const std::string& line, ConsoleSink& sink, bool json) {
+  if (json) {
+    fmt::print("{}\n", line);
+    std::fflush(stdout);
+    return;
+  }
+  auto j = nlohmann::json::parse(line, nullptr, false);
+  if (j.is_discarded() || !j.is_object()) {
+    fmt::print("{}\n", line);
+    return;
+  }
+  const std::string type = j.value("type", "");
+  if (type == "step") {
+    engine::StepMetrics m;
+    m.step = j.value("step", 0);
+    m.total_steps = j.value("total_steps", 0);
+    m.loss = j.value("loss", 0.0);
+    m.lr = j.value("lr", 0.0f);
+    m.tokens_per_s = j.value("tokens_per_s", 0.0);
+    m.step_ms = j.value("step_ms", 0.0);
+    m.eta_s = j.value("eta_s", 0.0);
+    sink.OnStep(m);
+  } else if (type == "eval") {
+    sink.OnEval(j.value("step", 0), j.value("val_loss", 0.0));
+  } else if (type == "summary") {
+    engine::TrainSummary s;
+    s.steps = j.value("steps", 0);
+    s.final_loss = j.value("final_loss", 0.0);
+    s.val_loss = j["val_loss"].is_number() ? j["val_loss"].get<double>() : -1.0;
+    s.tokens_per_s = j.value("tokens_per_s", 0.0);
+    s.step_ms_median = j.value("step_ms_median", 0.0);
+    s.mfu = j.value("mfu", 0.0);
+    s.peak_rss_mib = j.value("peak_rss_mib", 0.0);
+    sink.OnSummary(s);
+  } else if (type == "event") {
+    sink.OnEvent(j.value("kind", ""), j.value("message", ""));
+  }
+}
+
+}  // namespace
+
+int LaunchLocalRanks(const engine::JobConfig& config, const LaunchOptions& o) {
+  const int n = o.ranks;
+  const int per_node = o.ranks_per_node > 0 ? o.ranks_per_node : n;
+  const unsigned cores = std::max(1u, std::thread::hardware_concurrency());
+  const int threads = o.threads_per_rank > 0
+                          ? o.threads_per_rank
+                          : (config.threads_per_rank > 0 ? config.threads_per_rank
+                                                         : std::max(1, int(cores) / n));
+  auto server = comm::TcpStoreServer::Start(0, "127.0.0.1");
+  if (!server.ok()) {
+    fmt::print(stderr, "error: rendezvous store: {}\n", std::string(server.status().message()));
+    return 1;
+  }
+  char tmpl[] = "/tmp/tern-launch-XXXXXX";
+  if (mkdtemp(tmpl) == nullptr) {
+    fmt::print(stderr, "error: cannot create a temporary directory\n");
+    return 1;
+  }
+  const std::string dir = tmpl;
+  const std::string spec_path = dir + "/spec.json";
+  std::ofstream(spec_path) << engine::JobSpecToJson(config.spec);
+  const std::string prefix = absl::StrCat("local-", getpid());
+
+  std::vector<Child> children(n);
+  for (int r = 0; r < n; ++r) {
+    int fds[2];
+    if (pipe2(fds, O_CLOEXEC) != 0) return 1;
+    std::vector<std::string> args = {
+        SelfExe(), "rank", "--spec-file", spec_path, "--rank", std::to_string(r),
+        "--world-size", std::to_string(n), "--ranks-per-node", std::to_string(per_node),
+        "--rendezvous", absl::StrCat("tcp://127.0.0.1:", (*server)->port()),
+        "--rendezvous-prefix", prefix, "--threads", std::to_string(threads), "--json",
+        "--collective-timeout-s", std::to_string(o.collective_timeout_s)};
+    if (!o.save_final.empty()) {
+      args.push_back("--save-final");
+      args.push_back(o.save_final);
+    }
+    pid_t pid = fork();
+    if (pid == 0) {
+      dup2(fds[1], STDOUT_FILENO);
+      std::vector<char*> argv;
+      for (auto& a : args) argv.push_back(a.data());
+      argv.push_back(nullptr);
+      execv(argv[0], argv.data());
+      _exit(127);
+    }
+    close(fds[1]);
+    children[r] = {r, pid, fds[0], "", false, 0};
+  }
+
+  ConsoleSink sink(o.json, config.steps_per_print);
+  int failed_rank = -1;
+  std::chrono::steady_clock::time_point kill_deadline{};
+  int alive = n;
+  while (alive > 0) {
+    std::vector<pollfd> pfds;
+    for (auto& c : children)
+      if (c.out_fd >= 0) pfds.push_back({c.out_fd, POLLIN, 0});
+    if (!pfds.empty()) poll(pfds.data(), pfds.size(), 200);
+    else std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    for (auto& c : children) {
+      if (c.out_fd < 0) continue;
+      char buf[65536];
+      pollfd p{c.out_fd, POLLIN, 0};
+      if (poll(&p, 1, 0) <= 0) continue;
+      ssize_t k = read(c.out_fd, buf, sizeof(buf));
+      if (k <= 0) {
+        close(c.out_fd);
+        c.out_fd = -1;
+        continue;
+      }
+      c.buffer.append(buf, size_t(k));
+      size_t nl;
+      while ((nl = c.buffer.find('\n')) != std::string::npos) {
+        std::string line = c.buffer.substr(0, nl);
+        c.buffer.erase(0, nl + 1);
+        if (c.rank == 0 || line.find("\"event\"") != std::string::npos) Relay(line, sink, o.json);
+      }
+    }
+    for (auto& c : children) {
+      if (c.exited) continue;
+      if (waitpid(c.pid, &c.status, WNOHANG) == c.pid) {
+        c.exited = true;
+        --alive;
+        const bool ok = WIFEXITED(c.status) && WEXITSTATUS(c.status) == 0;
+        if (!ok && failed_rank < 0) {
+          failed_rank = c.rank;
+          fmt::print(stderr, "error: rank {} {}; stopping the other ranks\n", c.rank, Describe(c.status));
+          // Survivors see the lost peer in their next collective; give them its timeout.
+          kill_deadline = std::chrono::steady_clock::now() +
+                          std::chrono::seconds(o.collective_timeout_s + 5);
+        }
+      }
+    }
+    if (failed_rank >= 0 && std::chrono::steady_clock::now() > kill_deadline) {
+      for (auto& c : children)
+        if (!c.exited) kill(c.pid, SIGKILL);
+    }
+  }
+  std::filesystem::remove_all(dir);
+  if (failed_rank >= 0) {
+    for (auto& c : children)
+      if (c.rank != failed_rank && !(WIFEXITED(c.status) && WEXITSTATUS(c.status) == 0))
+        fmt::print(stderr, "rank {} {}\n", c.rank, Describe(c.status));
+    return 1;
+  }
+  return 0;
+}
+
+}  // namespace tern::cli

@@ -1,0 +1,25 @@
+// `tern train --ranks N`: the standalone launcher (like `torchrun --standalone`). Hosts a TCP
+// rendezvous store, starts N `tern rank` processes on this machine, relays rank 0's metrics,
+// and stops every rank if one fails.
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include "worker/engine/spec.h"
+
+namespace tern::cli {
+
+struct LaunchOptions {
+  int ranks = 1;
+  int ranks_per_node = 0;      // 0 = all ranks on one node
+  int threads_per_rank = 0;    // 0 = cores / ranks
+  bool json = false;
+  std::string save_final;
+  int collective_timeout_s = 30;
+};
+
+// Returns the process exit code (0 success, 1 a rank failed, 2 bad input).
+int LaunchLocalRanks(const engine::JobConfig& config, const LaunchOptions& options);
+
+}  // namespace tern::cli

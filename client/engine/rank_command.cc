@@ -1,0 +1,105 @@
+// `tern rank`: one rank of a job, started by `tern train --ranks N` (local TCP store) or by
+// tern-worker (ternd's RendezvousService). See worker/agent/launch_contract.h.
+#include <fstream>
+#include <sstream>
+
+#include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "client/cluster/rendezvous_store.h"
+#include "client/commands.h"
+#include "client/engine/output.h"
+#include "spdlog/fmt/fmt.h"
+#include "worker/comm/tcp_store.h"
+#include "worker/core/status.h"
+#include "worker/engine/rank_runner.h"
+#include "worker/engine/spec.h"
+
+namespace tern::cli {
+namespace {
+
+struct RankArgs {
+  std::string spec_file, rendezvous, prefix, job_id, checkpoint_root, token_file, save_final;
+  int rank = 0, world = 1, ranks_per_node = 0, threads = 1, round = 0, timeout_s = 30;
+  bool json = false;
+};
+
+absl::StatusOr<std::unique_ptr<comm::Store>> ConnectStore(const RankArgs& a) {
+  if (absl::StartsWith(a.rendezvous, "tcp://")) {
+    const std::string hp = a.rendezvous.substr(6);
+    const size_t colon = hp.rfind(':');
+    int port = 0;
+    if (colon == std::string::npos || !absl::SimpleAtoi(hp.substr(colon + 1), &port))
+      return absl::InvalidArgumentError(absl::StrCat("--rendezvous ", a.rendezvous, ": expected tcp://HOST:PORT"));
+    TERN_ASSIGN_OR_RETURN(auto store, comm::TcpStore::Connect(hp.substr(0, colon), port,
+                                                              std::chrono::seconds(a.timeout_s)));
+    return std::unique_ptr<comm::Store>(std::move(store));
+  }
+  std::string token;
+  if (!a.token_file.empty()) {
+    std::ifstream in(a.token_file);
+    if (!in) return absl::NotFoundError(absl::StrCat("--token-file ", a.token_file, ": cannot open"));
+    std::getline(in, token);
+  }
+  return cluster::ConnectRendezvousStore(a.rendezvous, a.prefix, token);
+}
+
+int RunRankCommand(const RankArgs& a) {
+  auto spec = engine::LoadJobSpec(a.spec_file, {});
+  if (!spec.ok()) {
+    fmt::print(stderr, "error: {}\n", std::string(spec.status().message()));
+    return 2;
+  }
+  auto cfg = engine::ResolveJob(*spec, a.world);
+  if (!cfg.ok()) {
+    fmt::print(stderr, "error: {}\n", std::string(cfg.status().message()));
+    return 2;
+  }
+  auto store = ConnectStore(a);
+  if (!store.ok()) {
+    fmt::print(stderr, "error: rank {}: rendezvous: {}\n", a.rank, std::string(store.status().message()));
+    return 1;
+  }
+  ConsoleSink sink(a.json, cfg->steps_per_print);
+  engine::RankOptions ro;
+  ro.rank = a.rank;
+  ro.world_size = a.world;
+  ro.ranks_per_node = a.ranks_per_node > 0 ? a.ranks_per_node : a.world;
+  ro.threads = a.threads;
+  // The ternd store is already scoped by job and round; the TCP store is shared.
+  ro.prefix = absl::StartsWith(a.rendezvous, "tcp://") ? a.prefix : "ranks";
+  ro.collective_timeout = std::chrono::seconds(a.timeout_s);
+  ro.sink = &sink;
+  ro.save_final_dir = a.save_final;
+  absl::Status st = engine::RunRank(*cfg, **store, ro);
+  if (!st.ok()) {
+    fmt::print(stderr, "error: rank {}: {}\n", a.rank, std::string(st.message()));
+    return 1;
+  }
+  return 0;
+}
+
+}  // namespace
+
+void AddRankCommand(CLI::App& app, int* exit_code) {
+  auto a = std::make_shared<RankArgs>();
+  auto* cmd = app.add_subcommand("rank", "Run one rank of a job (started by launchers)");
+  cmd->add_option("--spec-file", a->spec_file, "Job spec JSON")->required();
+  cmd->add_option("--rank", a->rank, "Global rank")->required();
+  cmd->add_option("--world-size", a->world, "Number of ranks")->required();
+  cmd->add_option("--ranks-per-node", a->ranks_per_node, "Ranks per node (default: world size)");
+  cmd->add_option("--rendezvous", a->rendezvous, "tcp://HOST:PORT (local store) or ternd address")
+      ->required();
+  cmd->add_option("--rendezvous-prefix", a->prefix, "Key prefix of this job round");
+  cmd->add_option("--job-id", a->job_id, "Job id (cluster mode)");
+  cmd->add_option("--round", a->round, "Rendezvous round (cluster mode)");
+  cmd->add_option("--threads", a->threads, "Compute threads");
+  cmd->add_option("--checkpoint-root", a->checkpoint_root, "Default checkpoint root");
+  cmd->add_option("--token-file", a->token_file, "Worker token for ternd");
+  cmd->add_option("--save-final", a->save_final, "Write the final model here (rank 0)");
+  cmd->add_option("--collective-timeout-s", a->timeout_s, "Collective and rendezvous timeout");
+  cmd->add_flag("--json", a->json, "JSON lines on stdout");
+  cmd->callback([a, exit_code] { *exit_code = RunRankCommand(*a); });
+}
+
+}  // namespace tern::cli

@@ -1,0 +1,109 @@
+#include "worker/engine/rank_runner.h"
+
+#include "absl/strings/str_cat.h"
+#include "worker/comm/groups.h"
+#include "worker/comm/topology.h"
+#include "worker/core/status.h"
+#include "worker/engine/trainer.h"
+#include "worker/zero/state.h"
+
+namespace tern::engine {
+namespace {
+
+zero::ZeroOptions ZeroFromSpec(const tern::v1::ZeroConfig& z, int stage,
+                               std::chrono::milliseconds timeout) {
+  zero::ZeroOptions o;
+  o.stage = stage;
+  if (z.has_overlap_comm()) o.overlap_comm = z.overlap_comm();
+  if (z.has_reduce_bucket_size()) o.reduce_bucket_size = z.reduce_bucket_size();
+  if (z.has_allgather_bucket_size()) o.allgather_bucket_size = z.allgather_bucket_size();
+  if (z.has_stage3_prefetch_bucket_size()) o.prefetch_bucket_size = z.stage3_prefetch_bucket_size();
+  if (z.has_stage3_param_persistence_threshold())
+    o.persistence_threshold = z.stage3_param_persistence_threshold();
+  o.timeout = timeout;
+  return o;
+}
+
+// Sink wrapper that forwards only what rank 0 should report.
+class RankSink : public MetricsSink {
+ public:
+  RankSink(MetricsSink* inner, bool leader) : inner_(inner), leader_(leader) {}
+  void OnStep(const StepMetrics& m) override {
+    if (leader_ && inner_) inner_->OnStep(m);
+  }
+  void OnEval(int64_t step, double v) override {
+    if (leader_ && inner_) inner_->OnEval(step, v);
+  }
+  void OnSummary(const TrainSummary& s) override {
+    if (leader_ && inner_) inner_->OnSummary(s);
+  }
+  void OnEvent(const std::string& kind, const std::string& msg) override {
+    if (inner_) inner_->OnEvent(kind, msg);
+  }
+
+ private:
+  MetricsSink* inner_;
+  bool leader_;
+};
+
+}  // namespace
+
+absl::Status RunRank(const JobConfig& config, comm::Store& store, const RankOptions& o) {
+  comm::TopologyConfig tc;
+  tc.world_size = o.world_size;
+  tc.rank = o.rank;
+  tc.ranks_per_node = o.ranks_per_node;
+  tc.nodes = o.ranks_per_node > 0 ? o.world_size / o.ranks_per_node : 0;
+  TERN_RETURN_IF_ERROR(comm::Topology::Validate(tc));
+  TERN_ASSIGN_OR_RETURN(comm::Topology topo, comm::Topology::Create(tc));
+  comm::GlooOptions go;
+  go.timeout = o.collective_timeout;
+  TERN_ASSIGN_OR_RETURN(comm::CommGroups groups, comm::CreateCommGroups(store, o.prefix, topo, go));
+  comm::Communicator* dp = groups.data_parallel.get();
+  // The data-parallel group spans nodes unless every rank sits on one node.
+  const bool dp_cross_node = topo.nodes() > 1;
+
+  RankSink sink(o.sink, o.rank == 0);
+  TrainerOptions topts;
+  topts.rank = topo.dp_rank();
+  topts.threads = o.threads;
+  topts.sink = &sink;
+  topts.save_final_dir = o.save_final_dir;
+  const zero::ZeroOptions zo =
+      ZeroFromSpec(config.spec.zero_optimization(), config.zero_stage, o.collective_timeout);
+  topts.make_state = [dp, zo](const ParamTable& table, const std::vector<float>& init) {
+    return zero::CreateZeroState(table, init, zo, dp);
+  };
+  topts.all_reduce_sum = [dp, &o](double* values, int n) -> absl::Status {
+    std::vector<float> f(values, values + n);
+    comm::CollectiveOptions co;
+    co.timeout = o.collective_timeout;
+    TERN_RETURN_IF_ERROR(dp->AllReduce({f.data(), f.size()}, co));
+    for (int i = 0; i < n; ++i) values[i] = f[i];
+    return absl::OkStatus();
+  };
+  topts.take_comm_bytes = [&groups, dp_cross_node](uint64_t* intra, uint64_t* inter) {
+    *intra = *inter = 0;
+    for (const auto& [kind, stats] : groups.TakeStatsByKind()) {
+      if (kind == comm::kKindIntraNode) {
+        *intra += stats.total_bytes();
+      } else if (kind == comm::kKindInterNode) {
+        *inter += stats.total_bytes();
+      } else {
+        (dp_cross_node ? *inter : *intra) += stats.total_bytes();
+      }
+    }
+  };
+  TERN_ASSIGN_OR_RETURN(auto trainer, Trainer::Create(config, std::move(topts)));
+  const auto mem = trainer->state().memory();
+  sink.OnEvent("memory", absl::StrCat("{\"rank\":", o.rank, ",\"param_bytes\":", mem.param_bytes,
+                                      ",\"grad_bytes\":", mem.grad_bytes, ",\"optim_bytes\":",
+                                      mem.optim_bytes, ",\"zero_stage\":", config.zero_stage, "}"));
+  TERN_RETURN_IF_ERROR(trainer->Run());
+  // Leave together so no rank tears down connections while a peer still reads.
+  comm::CollectiveOptions co;
+  co.timeout = o.collective_timeout;
+  return groups.world->Barrier(co);
+}
+
+}  // namespace tern::engine

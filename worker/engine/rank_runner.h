@@ -1,0 +1,30 @@
+// One data-parallel rank of a job: rendezvous over a Store, communicator groups from the
+// topology, ZeRO state over the data-parallel group, then the Trainer's loop.
+#pragma once
+
+#include <chrono>
+#include <string>
+
+#include "absl/status/status.h"
+#include "worker/comm/store.h"
+#include "worker/engine/metrics.h"
+#include "worker/engine/spec.h"
+
+namespace tern::engine {
+
+struct RankOptions {
+  int rank = 0;
+  int world_size = 1;
+  int ranks_per_node = 1;
+  int threads = 1;
+  std::string prefix;                             // store key prefix of this job round
+  std::chrono::milliseconds collective_timeout{30000};
+  MetricsSink* sink = nullptr;                    // rank 0 reports metrics; every rank its memory
+  std::string save_final_dir;
+};
+
+// Runs the job as `options.rank` of `options.world_size`. `config` must have been resolved
+// for world_size ranks.
+absl::Status RunRank(const JobConfig& config, comm::Store& store, const RankOptions& options);
+
+}  // namespace tern::engine
