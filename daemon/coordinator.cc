@@ -291,8 +291,10 @@ void Coordinator::HandleRankExit(const std::string& worker, const std::string& j
   }
   if (exit_code != 0) {
     FailJob(*rt, "rank_exit",
-            absl::StrCat("rank ", rank, " exited with code ", exit_code, " on worker ", worker,
-                         detail.empty() ? "" : absl::StrCat(" (", detail, ")")),
+            absl::StrCat("rank ", rank, " on worker ", worker, " exited with code ", exit_code,
+                         detail.empty() || detail.rfind("exited", 0) == 0
+                             ? ""
+                             : absl::StrCat(" (", detail, ")")),
             rank, worker);
     return;
   }

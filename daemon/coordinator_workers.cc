@@ -102,13 +102,9 @@ void Coordinator::ReconcileReportedRanks(const std::string& worker,
       membership_.Send(worker, std::move(msg));
     }
   }
-  // Exits that happened while disconnected.
-  for (const auto& r : req.ranks()) {
-    if (!r.running() && reported.count({r.job_id(), r.rank()})) {
-      HandleRankExit(worker, r.job_id(), r.round(), r.rank(), r.exit_code(),
-                     "reported on reconnect");
-    }
-  }
+  // Exits that happened while disconnected are not handled here: the worker re-sends them
+  // on the new session after the metrics it buffered, so no metric is lost to a job that
+  // already ended.
 }
 
 absl::Status Coordinator::OpenSession(const std::string& worker, int64_t session_id,

@@ -75,8 +75,9 @@ class LogsReactor : public grpc::ServerWriteReactor<tern::v1::LogChunk> {
     }
     const bool active = coord_->IsJobActive(req_.job_id());  // before reading: no lost tail
     std::ifstream in(path_, std::ios::binary);
+    const bool exists = static_cast<bool>(in);
     std::string data;
-    if (in) {
+    if (exists) {
       in.seekg(offset_);
       data.resize(64 << 10);
       in.read(data.data(), static_cast<std::streamsize>(data.size()));
@@ -90,7 +91,7 @@ class LogsReactor : public grpc::ServerWriteReactor<tern::v1::LogChunk> {
       return;
     }
     if (!req_.follow() || !active) {
-      if (!in && !req_.follow()) {
+      if (!exists && !req_.follow()) {
         return Done(grpc::Status(grpc::StatusCode::NOT_FOUND,
                                  absl::StrCat("no log yet for rank ", req_.rank(), " of job ",
                                               req_.job_id())));

@@ -1,0 +1,31 @@
+// Rendering of control-plane objects for the CLI: JSON documents (`--json`), table rows and
+// the `tern watch` progress line. Pure functions.
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+#include <nlohmann/json.hpp>
+
+#include "tern/v1/cluster.pb.h"
+
+namespace tern::cluster {
+
+// "RUNNING" for JOB_STATE_RUNNING.
+std::string StateName(tern::v1::JobState s);
+// "1h02m", "3m05s", "12s".
+std::string FormatDuration(int64_t ms);
+
+// The proto's JSON mapping (proto field names) with `state` shortened to StateName.
+nlohmann::json JobToJson(const tern::v1::Job& job);
+nlohmann::json WorkerToJson(const tern::v1::WorkerInfo& w);
+// One `tern watch --json` line: {"type":"job"|"event"|"metric", "time_ms":.., ...}.
+nlohmann::json WatchItemToJson(const tern::v1::WatchJobResponse& item, int64_t now_ms);
+
+// "step 12/100  loss 3.2140  tok/s 12.3k  ETA 1m05s" from the newest step point.
+// `total` is train_iters; `step_ms` is the smoothed step time (0 = unknown).
+std::string ProgressLine(const tern::v1::MetricPoint& p, int64_t total, double step_ms);
+// "2026-11-29 12:00:01 [scheduled] round 1: ..." for an event.
+std::string EventLine(const tern::v1::JobEvent& e);
+
+}  // namespace tern::cluster

@@ -1,0 +1,74 @@
+#include "worker/agent/launch_contract.h"
+
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+
+#include <google/protobuf/util/json_util.h>
+
+#include "absl/strings/str_cat.h"
+
+namespace tern::agent {
+
+std::string JobDir(const LaunchContext& ctx, const std::string& job_id) {
+  return absl::StrCat(ctx.scratch, "/", job_id);
+}
+
+std::string SpecPath(const LaunchContext& ctx, const std::string& job_id) {
+  return absl::StrCat(JobDir(ctx, job_id), "/spec.json");
+}
+
+std::string RankLogPath(const LaunchContext& ctx, const std::string& job_id, int rank) {
+  return absl::StrCat(JobDir(ctx, job_id), "/rank-", rank, ".log");
+}
+
+std::vector<std::string> BuildRankArgv(const LaunchContext& ctx, const tern::v1::Assignment& a,
+                                       int rank) {
+  const auto& res = a.spec().resources();
+  const int threads = res.has_threads_per_rank() ? res.threads_per_rank() : ctx.threads_per_slot;
+  std::vector<std::string> argv = {
+      ctx.rank_binary,
+      "rank",
+      "--spec-file", SpecPath(ctx, a.job_id()),
+      "--rank", absl::StrCat(rank),
+      "--world-size", absl::StrCat(a.world_size()),
+      "--ranks-per-node", absl::StrCat(a.ranks_per_node()),
+      "--rendezvous", ctx.coordinator,
+      "--rendezvous-prefix", a.rendezvous_prefix(),
+      "--job-id", a.job_id(),
+      "--round", absl::StrCat(a.round()),
+      "--threads", absl::StrCat(std::max(1, threads)),
+      "--checkpoint-root", a.checkpoint_root(),
+      "--json",
+  };
+  if (!ctx.token_file.empty()) {
+    argv.push_back("--token-file");
+    argv.push_back(ctx.token_file);
+  }
+  return argv;
+}
+
+absl::Status WriteSpecFile(const std::string& path, const tern::v1::JobSpec& spec) {
+  google::protobuf::util::JsonPrintOptions opts;
+  opts.preserve_proto_field_names = true;
+  opts.add_whitespace = true;
+  std::string json;
+  auto st = google::protobuf::util::MessageToJsonString(spec, &json, opts);
+  if (!st.ok()) {
+    return absl::InternalError(absl::StrCat("cannot print job spec as JSON: ", st.ToString()));
+  }
+  std::error_code ec;
+  std::filesystem::create_directories(std::filesystem::path(path).parent_path(), ec);
+  const std::string tmp = path + ".tmp";
+  {
+    std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
+    out << json << "\n";
+    if (!out) return absl::UnavailableError(absl::StrCat("cannot write spec file ", tmp));
+  }
+  if (std::rename(tmp.c_str(), path.c_str()) != 0) {
+    return absl::UnavailableError(absl::StrCat("cannot rename ", tmp, " to ", path));
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace tern::agent

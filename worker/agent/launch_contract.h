@@ -1,0 +1,40 @@
+// The rank launch contract: how tern-worker starts one rank of an assignment.
+//
+//   <rank-binary> rank --spec-file <scratch>/<job>/spec.json --rank R --world-size W
+//     --ranks-per-node M --rendezvous <coordinator addr> --rendezvous-prefix <job>/<round>
+//     --job-id <job> --round <k> --threads T --checkpoint-root <dir> --json
+//     [--token-file F]
+//
+// T = resources.threads_per_rank if set, else max(1, cores / slots). The spec file is the
+// JobSpec in protobuf's JSON mapping with the proto field names. The rank runs in
+// <scratch>/<job>/ with stdout+stderr appended to <scratch>/<job>/rank-R.log. Pure
+// functions, any thread.
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "tern/v1/cluster.pb.h"
+
+namespace tern::agent {
+
+struct LaunchContext {
+  std::string rank_binary;   // absolute path
+  std::string coordinator;   // ternd address, also the rendezvous address
+  std::string scratch;       // worker scratch dir
+  std::string token_file;    // passed to ranks when non-empty
+  int threads_per_slot = 1;  // cores / slots
+};
+
+std::string JobDir(const LaunchContext& ctx, const std::string& job_id);
+std::string SpecPath(const LaunchContext& ctx, const std::string& job_id);
+std::string RankLogPath(const LaunchContext& ctx, const std::string& job_id, int rank);
+
+std::vector<std::string> BuildRankArgv(const LaunchContext& ctx, const tern::v1::Assignment& a,
+                                       int rank);
+
+// Writes `spec` as JSON (proto field names) to `path`, atomically (tmp + rename).
+absl::Status WriteSpecFile(const std::string& path, const tern::v1::JobSpec& spec);
+
+}  // namespace tern::agent
