@@ -1,0 +1,218 @@
+// End-to-end tests of the engine side of the `tern` CLI: data prepare, train (one and several
+// rank processes), generate, describe, and the bad-input contract (exit 2, nothing written).
+#include <gtest/gtest.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "nlohmann/json.hpp"
+
+namespace {
+
+namespace fs = std::filesystem;
+
+struct Result {
+  int code = -1;
+  std::string out;
+};
+
+std::string Bin() { return std::string(std::getenv("TERN_BIN_DIR")) + "/tern"; }
+
+Result Tern(const std::string& args) {
+  Result r;
+  FILE* p = popen((Bin() + " " + args + " 2>&1").c_str(), "r");
+  char buf[4096];
+  size_t n;
+  while ((n = fread(buf, 1, sizeof(buf), p)) > 0) r.out.append(buf, n);
+  int st = pclose(p);
+  r.code = WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+  return r;
+}
+
+std::vector<nlohmann::json> JsonLines(const std::string& out, const std::string& type) {
+  std::vector<nlohmann::json> v;
+  size_t pos = 0;
+  while (pos < out.size()) {
+    size_t nl = out.find('\n', pos);
+    if (nl == std::string::npos) nl = out.size();
+    auto j = nlohmann::json::parse(out.substr(pos, nl - pos), nullptr, false);
+    if (!j.is_discarded() && j.is_object() && j.value("type", "") == type) v.push_back(j);
+    pos = nl + 1;
+  }
+  return v;
+}
+
+class CliTest : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    dir_ = new fs::path(fs::temp_directory_path() / ("tern-cli-test-" + std::to_string(getpid())));
+    fs::create_directories(*dir_);
+    std::ofstream corpus(*dir_ / "corpus.txt");
+    const char* lines[] = {"The quick brown fox jumps over the lazy dog.",
+                           "A journey of a thousand miles begins with a single step.",
+                           "To be or not to be, that is the question.",
+                           "All that glitters is not gold."};
+    for (int d = 0; d < 400; ++d) corpus << lines[d % 4] << "\n" << lines[(d * 7) % 4] << "\n%\n";
+    corpus.close();
+    Result r = Tern("data prepare --tokenizer byte --input " + (*dir_ / "corpus.txt").string() +
+                   " --output " + (*dir_ / "corpus").string() + " --doc-separator % --seed 3");
+    ASSERT_EQ(r.code, 0) << r.out;
+    std::ofstream spec(*dir_ / "spec.json");
+    spec << R"({"model": {"model_type": "llama", "hidden_size": 32, "num_hidden_layers": 2,
+                "num_attention_heads": 4, "num_key_value_heads": 2},
+                "data": {"path": ")"
+         << (*dir_ / "corpus").string() << R"(", "seq_len": 32},
+                "train_micro_batch_size_per_gpu": 8,
+                "optimizer": {"params": {"lr": 0.01}},
+                "train_iters": 12, "eval_interval": 6, "eval_iters": 2, "steps_per_print": 4,
+                "zero_optimization": {"stage": 2}})";
+  }
+  static void TearDownTestSuite() {
+    fs::remove_all(*dir_);
+    delete dir_;
+  }
+  static std::string Path(const std::string& name) { return (*dir_ / name).string(); }
+  static fs::path* dir_;
+};
+fs::path* CliTest::dir_ = nullptr;
+
+TEST_F(CliTest, TrainJsonLossFallsAndGenerateIsDeterministic) {
+  Result r = Tern("train " + Path("spec.json") + " --json --threads 1 --save-final " + Path("model"));
+  ASSERT_EQ(r.code, 0) << r.out;
+  auto steps = JsonLines(r.out, "step");
+  ASSERT_EQ(steps.size(), 12u) << r.out;
+  for (const char* key : {"step", "loss", "lr", "tokens_per_s", "step_ms"})
+    EXPECT_TRUE(steps[0].contains(key)) << key;
+  EXPECT_LT(steps.back()["loss"].get<double>(), steps.front()["loss"].get<double>() - 1.0);
+  auto evals = JsonLines(r.out, "eval");
+  ASSERT_EQ(evals.size(), 2u);
+  EXPECT_EQ(evals[0]["step"], 6);
+  auto summary = JsonLines(r.out, "summary");
+  ASSERT_EQ(summary.size(), 1u);
+  for (const char* key : {"tokens_per_s", "step_ms_median", "mfu", "peak_rss_mib", "params",
+                          "final_loss", "val_loss"})
+    EXPECT_TRUE(summary[0].contains(key)) << key;
+  EXPECT_GT(summary[0]["mfu"].get<double>(), 0.0);
+  EXPECT_TRUE(fs::exists(Path("model/model.safetensors")));
+  Result g1 = Tern("generate --model-dir " + Path("model") + " --prompt 'The ' --max-new-tokens 20 --temperature 0");
+  Result g2 = Tern("generate --model-dir " + Path("model") + " --prompt 'The ' --max-new-tokens 20 --temperature 0");
+  ASSERT_EQ(g1.code, 0) << g1.out;
+  EXPECT_EQ(g1.out, g2.out);
+  EXPECT_EQ(g1.out.rfind("The ", 0), 0u);
+  EXPECT_GE(g1.out.size(), 24u);
+}
+
+TEST_F(CliTest, TwoRankProcessesMatchOneRank) {
+  // Same global batch (8): one rank x 8 rows vs two ranks x 4 rows, ZeRO-2.
+  Result one = Tern("train " + Path("spec.json") + " --json --threads 1 --set train_iters=6");
+  Result two = Tern("train " + Path("spec.json") +
+                   " --json --ranks 2 --threads 1 --set train_iters=6 --set train_micro_batch_size_per_gpu=4");
+  ASSERT_EQ(one.code, 0) << one.out;
+  ASSERT_EQ(two.code, 0) << two.out;
+  auto a = JsonLines(one.out, "step"), b = JsonLines(two.out, "step");
+  ASSERT_EQ(a.size(), 6u);
+  ASSERT_EQ(b.size(), 6u) << two.out;
+  for (size_t i = 0; i < a.size(); ++i) {
+    const double la = a[i]["loss"], lb = b[i]["loss"];
+    EXPECT_NEAR(la, lb, 1e-5 * la) << "step " << i + 1;
+  }
+  EXPECT_GT(b.back().value("bytes_intra_node", 0), 0);  // ZeRO-2 traffic was accounted
+}
+
+TEST_F(CliTest, KilledRankFailsTheJobWithinTheTimeout) {
+  const std::string cmd = Bin() + " train " + Path("spec.json") +
+                          " --json --ranks 2 --threads 1 --collective-timeout-s 5 --set train_iters=100000"
+                          " > " + Path("kill.out") + " 2>&1";
+  pid_t launcher = fork();
+  if (launcher == 0) {
+    execl("/bin/sh", "sh", "-c", ("exec " + cmd).c_str(), nullptr);
+    _exit(127);
+  }
+  // Wait until training runs, then SIGKILL rank 1 mid-step.
+  pid_t victim = -1;
+  for (int i = 0; i < 300 && victim < 0; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    std::ifstream out(Path("kill.out"));
+    std::string text((std::istreambuf_iterator<char>(out)), {});
+    if (text.find("\"step\":3") == std::string::npos) continue;
+    for (const auto& e : fs::directory_iterator("/proc")) {
+      const std::string name = e.path().filename().string();
+      if (name.find_first_not_of("0123456789") != std::string::npos) continue;
+      std::ifstream cmdline(e.path() / "cmdline");
+      std::string c((std::istreambuf_iterator<char>(cmdline)), {});
+      std::ifstream stat(e.path() / "stat");
+      std::string s((std::istreambuf_iterator<char>(stat)), {});
+      if (c.find(Path("spec")) == std::string::npos && c.find("tern-launch") == std::string::npos) continue;
+      // A child of our launcher (field 4 of /proc/PID/stat) running rank 1.
+      const size_t paren = s.rfind(')');
+      std::istringstream fields(paren == std::string::npos ? "" : s.substr(paren + 2));
+      std::string state;
+      pid_t ppid = -1;
+      fields >> state >> ppid;
+      if (ppid == launcher && c.find(std::string("--rank") + '\0' + "1" + '\0') != std::string::npos)
+        victim = std::stoi(name);
+    }
+  }
+  ASSERT_GT(victim, 0) << "rank 1 not found";
+  const auto t0 = std::chrono::steady_clock::now();
+  kill(victim, SIGKILL);
+  int status = 0;
+  waitpid(launcher, &status, 0);
+  const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  EXPECT_TRUE(WIFEXITED(status));
+  EXPECT_NE(WEXITSTATUS(status), 0);
+  EXPECT_LT(secs, 5 + 10);  // the collective timeout plus the launcher's grace
+  std::ifstream out(Path("kill.out"));
+  std::string text((std::istreambuf_iterator<char>(out)), {});
+  EXPECT_NE(text.find("rank 1 was killed by signal 9"), std::string::npos) << text;
+  EXPECT_NE(text.find("error: rank 0:"), std::string::npos) << text;  // the survivor's own error
+}
+
+TEST_F(CliTest, BadInputExitsTwoWithOneLineAndWritesNothing) {
+  std::ofstream(Path("bad.json")) << "{\"train_iters\": 5,";
+  struct Case {
+    std::string args, expect;
+  } cases[] = {
+      {"train " + Path("bad.json"), "malformed JSON"},
+      {"train " + Path("spec.json") + " --set zero_optimization.stagee=1", "unknown field 'zero_optimization.stagee'"},
+      {"train " + Path("spec.json") + " --set model.num_attention_heads=5", "not divisible by num_attention_heads 5"},
+      {"train " + Path("spec.json") + " --set model.num_key_value_heads=3", "num_key_value_heads: 3"},
+      {"train " + Path("spec.json") + " --set data.path=" + Path("missing"), "missing.bin does not exist"},
+      {"train " + Path("spec.json") + " --set model.vocab_size=50", "outside the vocabulary [0, 50)"},
+  };
+  for (const auto& c : cases) {
+    Result r = Tern(c.args + " --save-final " + Path("should-not-exist"));
+    EXPECT_EQ(r.code, 2) << c.args << "\n" << r.out;
+    EXPECT_NE(r.out.find(c.expect), std::string::npos) << c.args << "\n" << r.out;
+    EXPECT_FALSE(fs::exists(Path("should-not-exist")));
+  }
+  // Wrong magic and truncated data files.
+  fs::copy_file(Path("corpus.bin"), Path("broken.bin"));
+  std::ofstream(Path("broken.idx")) << "NOTMMIDIDX-----------------------------------";
+  Result r = Tern("train " + Path("spec.json") + " --set data.path=" + Path("broken"));
+  EXPECT_EQ(r.code, 2) << r.out;
+  EXPECT_NE(r.out.find("broken.idx"), std::string::npos) << r.out;
+}
+
+TEST_F(CliTest, DescribePhi3Mini) {
+  const std::string src = std::getenv("TERN_SOURCE_DIR");
+  Result r = Tern("describe " + src + "/config/phi3-mini.json --json --ranks 64 --set model.config_file=" +
+                 src + "/config/models/phi3-mini.json");
+  ASSERT_EQ(r.code, 0) << r.out;
+  auto j = nlohmann::json::parse(r.out);
+  EXPECT_EQ(j["params"], 3821079552ull);
+  EXPECT_EQ(j["zero_stage"], 3);
+  EXPECT_NEAR(j["per_rank"]["total_bytes"].get<double>(), 16.0 * 3821079552.0 / 64, 1e6);
+  EXPECT_GT(j["flops_per_token"].get<double>(), 6 * 3.8e9);
+}
+
+}  // namespace
