@@ -49,18 +49,9 @@ HeadView<T> MakeHeadView(const T* qkv, int b, int h, int Tn, int NH, int NKV, in
 // In place: row[0..len) = softmax(row[0..len)); row[len..width) = 0.
 template <typename T>
 inline void CausalSoftmaxRow(T* row, int len, int width) {
-  T mx = row[0];
-  for (int j = 1; j < len; ++j) mx = std::max(mx, row[j]);
-  T sum = 0;
-#pragma omp simd reduction(+ : sum)
-  for (int j = 0; j < len; ++j) {
-    const T e = detail::Exp<T>(row[j] - mx);
-    row[j] = e;
-    sum += e;
-  }
-  const T inv = T(1) / sum;
-#pragma omp simd
-  for (int j = 0; j < len; ++j) row[j] *= inv;
+  const T mx = detail::RowMax(row, len);
+  const T sum = detail::ExpShiftSum(row, row, len, mx);
+  detail::RowScale(row, len, T(1) / sum);
   std::fill(row + len, row + width, T(0));
 }
 

@@ -18,19 +18,9 @@ int crossentropy_softmax_forward(T* losses, T* probs, const T* logits, const int
   for (int n = 0; n < N; ++n) {
     const T* l = logits + static_cast<size_t>(n) * V;
     T* p = probs + static_cast<size_t>(n) * V;
-    T mx = l[0];
-#pragma omp simd reduction(max : mx)
-    for (int v = 0; v < V; ++v) mx = std::max(mx, l[v]);
-    T sum = 0;
-#pragma omp simd reduction(+ : sum)
-    for (int v = 0; v < V; ++v) {
-      const T e = detail::Exp<T>(l[v] - mx);
-      p[v] = e;
-      sum += e;
-    }
-    const T inv = T(1) / sum;
-#pragma omp simd
-    for (int v = 0; v < V; ++v) p[v] *= inv;
+    const T mx = detail::RowMax(l, V);
+    const T sum = detail::ExpShiftSum(p, l, V, mx);
+    detail::RowScale(p, V, T(1) / sum);
     const int32_t t = targets[n];
     if (t >= 0) {
       losses[n] = std::log(sum) + mx - l[t];

@@ -1,5 +1,6 @@
-// Internal helpers shared by the CPU kernels: vectorisable exp/sigmoid and the OpenMP
-// work thresholds. Not part of the public kernel API (see ops.h).
+// Internal helpers shared by the CPU kernels: vectorisable exp/sigmoid, softmax row
+// primitives (AVX-512 for float when the compiler targets it; the generic loops serve double
+// and other targets) and the OpenMP work thresholds. Not part of the public kernel API.
 #pragma once
 
 #include <cmath>
@@ -8,6 +9,10 @@
 #include <cstring>
 
 #include <omp.h>
+
+#if defined(__AVX512F__)
+#include <immintrin.h>
+#endif
 
 namespace tern::kernels::detail {
 
@@ -59,6 +64,120 @@ template <typename T>
 inline T Sigmoid(T x) {
   return T(1) / (T(1) + Exp<T>(-x));
 }
+
+#if defined(__AVX512F__)
+// 16-lane version of ExpFast (same clamp, reduction and polynomial), with vscalefps for 2^n.
+inline __m512 Exp512(__m512 x) {
+  x = _mm512_max_ps(x, _mm512_set1_ps(-87.3f));
+  x = _mm512_min_ps(x, _mm512_set1_ps(88.7f));
+  const __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
+                                        _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375f), x);
+  r = _mm512_fnmadd_ps(n, _mm512_set1_ps(-2.12194440e-4f), r);
+  __m512 p = _mm512_set1_ps(1.9875691500e-4f);
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.3981999507e-3f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(8.3334519073e-3f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(4.1665795894e-2f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.6666665459e-1f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(5.0000001201e-1f));
+  p = _mm512_fmadd_ps(p, _mm512_mul_ps(r, r), _mm512_add_ps(r, _mm512_set1_ps(1.0f)));
+  return _mm512_scalef_ps(p, n);
+}
+
+// 1 / (1 + exp(-x)), 16 lanes.
+inline __m512 Sigmoid512(__m512 x) {
+  const __m512 one = _mm512_set1_ps(1.0f);
+  return _mm512_div_ps(one, _mm512_add_ps(one, Exp512(_mm512_sub_ps(_mm512_setzero_ps(), x))));
+}
+
+// Lanes [0, n) of a 16-lane block, n in [0, 16].
+inline __mmask16 TailMask(int n) {
+  return n >= 16 ? static_cast<__mmask16>(0xFFFF) : static_cast<__mmask16>((1u << n) - 1u);
+}
+#endif
+
+// ---- Row primitives for softmax (generic loops; AVX-512 for float) ---------------------
+// max(x[0..n)), n >= 1.
+template <typename T>
+inline T RowMax(const T* x, int n) {
+  T mx = x[0];
+  for (int j = 1; j < n; ++j) mx = x[j] > mx ? x[j] : mx;
+  return mx;
+}
+
+// out[j] = exp(in[j] - shift) for j < n; returns the sum. out may alias in.
+template <typename T>
+inline T ExpShiftSum(T* out, const T* in, int n, T shift) {
+  T sum = 0;
+  for (int j = 0; j < n; ++j) {
+    const T e = Exp<T>(in[j] - shift);
+    out[j] = e;
+    sum += e;
+  }
+  return sum;
+}
+
+// x[0..n) *= s.
+template <typename T>
+inline void RowScale(T* x, int n, T s) {
+  for (int j = 0; j < n; ++j) x[j] *= s;
+}
+
+#if defined(__AVX512F__)
+template <>
+inline float RowMax<float>(const float* x, int n) {
+  __m512 mx = _mm512_set1_ps(-INFINITY);
+  int j = 0;
+  for (; j + 16 <= n; j += 16) mx = _mm512_max_ps(mx, _mm512_loadu_ps(x + j));
+  if (j < n) mx = _mm512_max_ps(mx, _mm512_mask_loadu_ps(mx, TailMask(n - j), x + j));
+  return _mm512_reduce_max_ps(mx);
+}
+
+template <>
+inline float ExpShiftSum<float>(float* out, const float* in, int n, float shift) {
+  const __m512 sh = _mm512_set1_ps(shift);
+  __m512 sum = _mm512_setzero_ps();
+  int j = 0;
+  for (; j + 16 <= n; j += 16) {
+    const __m512 e = Exp512(_mm512_sub_ps(_mm512_loadu_ps(in + j), sh));
+    _mm512_storeu_ps(out + j, e);
+    sum = _mm512_add_ps(sum, e);
+  }
+  if (j < n) {
+    const __mmask16 m = TailMask(n - j);
+    const __m512 e = Exp512(_mm512_sub_ps(_mm512_maskz_loadu_ps(m, in + j), sh));
+    _mm512_mask_storeu_ps(out + j, m, e);
+    sum = _mm512_mask_add_ps(sum, m, sum, e);
+  }
+  return _mm512_reduce_add_ps(sum);
+}
+
+template <>
+inline void RowScale<float>(float* x, int n, float s) {
+  const __m512 vs = _mm512_set1_ps(s);
+  int j = 0;
+  for (; j + 16 <= n; j += 16) _mm512_storeu_ps(x + j, _mm512_mul_ps(_mm512_loadu_ps(x + j), vs));
+  if (j < n) {
+    const __mmask16 m = TailMask(n - j);
+    _mm512_mask_storeu_ps(x + j, m, _mm512_mul_ps(_mm512_maskz_loadu_ps(m, x + j), vs));
+  }
+}
+#endif
+
+// Calls f(i, mask) for 16-element blocks i = 0, 16, ... of [0, n); mask covers the valid
+// lanes (all but possibly the last block). f loads/stores with _mm512_maskz_loadu_ps /
+// _mm512_mask_storeu_ps.
+#if defined(__AVX512F__)
+template <typename F>
+inline void For16(size_t n, F&& f) {
+  size_t i = 0;
+  for (; i + 16 <= n; i += 16) f(i, static_cast<__mmask16>(0xFFFF));
+  if (i < n) f(i, TailMask(static_cast<int>(n - i)));
+}
+#endif
+
+// Elementwise kernels run in chunks of this many elements (one OpenMP iteration each).
+inline constexpr size_t kChunkElems = 4096;
 
 // Splits [0, n) into `parts` nearly equal ranges; returns range `i` as [*begin, *end).
 inline void SplitRange(size_t n, int parts, int i, size_t* begin, size_t* end) {
