@@ -1,20 +1,24 @@
-// Causal self-attention with grouped-query heads over BLAS GEMMs.
+// Causal self-attention with grouped-query heads.
 // Parameter gradients accumulate (+=), activation gradients assign (=); attention has no
 // parameters and assigns dqkv.
 //
 // Each (batch, query head) is processed in blocks of `block_rows` query rows [i0, i1):
 // S = scale * Q[i0:i1] K[0:i1]^T (key columns past the block's last row are all masked and
 // skipped), a fused causal softmax over each row, then O = P V[0:i1]. Within a block the
-// entries above the diagonal are written as 0 so the P V GEMM needs no mask.
+// entries above the diagonal are written as 0 so the P V product needs no mask.
+// The per-block products run on detail::SmallGemm (register-blocked AVX-512; OpenBLAS spends
+// most of its time packing at these sizes) or, with AttentionTuning::blas_gemm or head sizes
+// above kMaxSmallHs, on OpenBLAS. Either way they are single-threaded: the parallelism is
+// over (block, batch, head) tasks.
 #include <omp.h>
 
 #include <algorithm>
 #include <cmath>
-#include <cstring>
 
 #include "kernels/cpu/attention_tuning.h"
 #include "kernels/cpu/gemm.h"
 #include "kernels/cpu/ops.h"
+#include "kernels/cpu/small_gemm.h"
 #include "kernels/cpu/vec_math.h"
 
 namespace tern::kernels {
@@ -28,13 +32,21 @@ AttentionTuning& MutableAttentionTuning() {
 
 namespace {
 
-// Views of one (batch, query head) inside the fused qkv / out tensors.
+// Below this many multiply-adds (B*NH*T*T*HS / 2) attention runs on one thread.
+constexpr double kParallelWork = 1 << 17;
+
+double Work(int B, int Tn, int NH, int HS) { return 0.5 * B * NH * double(Tn) * Tn * HS; }
+
+constexpr int kMaxSmallHs = 128;  // K^T blocks live on the stack: kMaxSmallHs x kKeyBlock
+constexpr int kKeyBlock = 64;
+
+// Views of one (batch, query head) inside the fused qkv tensor (row stride ld = QKV).
 template <typename T>
 struct HeadView {
-  const T* q;  // (T, HS), row stride ld
+  const T* q;
   const T* k;
   const T* v;
-  int ld;  // QKV
+  int ld;
 };
 
 template <typename T>
@@ -44,6 +56,55 @@ HeadView<T> MakeHeadView(const T* qkv, int b, int h, int Tn, int NH, int NKV, in
   const T* base = qkv + static_cast<size_t>(b) * Tn * ld;
   return {base + static_cast<size_t>(h) * HS, base + static_cast<size_t>(NH + kvh) * HS,
           base + static_cast<size_t>(NH + NKV + kvh) * HS, ld};
+}
+
+// The three product shapes of attention, on SmallGemm or BLAS.
+template <typename T>
+struct Products {
+  bool blas;
+
+  // C (m,n) = alpha * A (m,HS) @ Bk (n,HS)^T, all row-major with the given strides.
+  void ABt(T* c, int ldc, T alpha, const T* a, int lda, const T* bk, int ldb, int m, int n,
+           int HS) const {
+    if (blas) {
+      gemm(false, true, m, n, HS, alpha, a, lda, bk, ldb, T(0), c, ldc);
+      return;
+    }
+    alignas(64) T kt[kMaxSmallHs * kKeyBlock];  // Bk block transposed: (HS, kKeyBlock)
+    for (int j0 = 0; j0 < n; j0 += kKeyBlock) {
+      const int nb = std::min(kKeyBlock, n - j0);
+      for (int j = 0; j < nb; ++j) {
+        const T* row = bk + static_cast<size_t>(j0 + j) * ldb;
+        for (int x = 0; x < HS; ++x) kt[x * kKeyBlock + j] = row[x];
+      }
+      detail::SmallGemm(m, nb, HS, alpha, a, lda, 1, kt, kKeyBlock, false, c + j0, ldc);
+    }
+  }
+
+  // C (m,w) = alpha * A (m,k) @ B (k,w)  (+ C when accumulate).
+  void AB(T* c, int ldc, T alpha, bool accumulate, const T* a, int lda, const T* b, int ldb,
+          int m, int w, int k) const {
+    if (blas) {
+      gemm(false, false, m, w, k, alpha, a, lda, b, ldb, accumulate ? T(1) : T(0), c, ldc);
+    } else {
+      detail::SmallGemm(m, w, k, alpha, a, lda, 1, b, ldb, accumulate, c, ldc);
+    }
+  }
+
+  // C (n,w) = alpha * A^T @ B with A (m,n), B (m,w)  (+ C when accumulate).
+  void AtB(T* c, int ldc, T alpha, bool accumulate, const T* a, int lda, const T* b, int ldb,
+           int n, int w, int m) const {
+    if (blas) {
+      gemm(true, false, n, w, m, alpha, a, lda, b, ldb, accumulate ? T(1) : T(0), c, ldc);
+    } else {
+      detail::SmallGemm(n, w, m, alpha, a, 1, lda, b, ldb, accumulate, c, ldc);
+    }
+  }
+};
+
+template <typename T>
+Products<T> MakeProducts(int HS) {
+  return {detail::MutableAttentionTuning().blas_gemm || HS > kMaxSmallHs};
 }
 
 // In place: row[0..len) = softmax(row[0..len)); row[len..width) = 0.
@@ -57,16 +118,14 @@ inline void CausalSoftmaxRow(T* row, int len, int width) {
 
 // One query block [i0, i1) of one head: fills att rows i0..i1 (columns 0..i1) and out rows.
 template <typename T>
-void ForwardBlock(T* out, int ldo, T* att, const HeadView<T>& hv, int Tn, int HS, int i0,
-                  int i1) {
+void ForwardBlock(const Products<T>& prod, T* out, int ldo, T* att, const HeadView<T>& hv,
+                  int Tn, int HS, int i0, int i1) {
   const int m = i1 - i0;
   const T scale = T(1) / std::sqrt(static_cast<T>(HS));
   T* a = att + static_cast<size_t>(i0) * Tn;
-  gemm(false, true, m, i1, HS, scale, hv.q + static_cast<size_t>(i0) * hv.ld, hv.ld, hv.k,
-       hv.ld, T(0), a, Tn);
+  prod.ABt(a, Tn, scale, hv.q + static_cast<size_t>(i0) * hv.ld, hv.ld, hv.k, hv.ld, m, i1, HS);
   for (int r = 0; r < m; ++r) CausalSoftmaxRow(a + static_cast<size_t>(r) * Tn, i0 + r + 1, i1);
-  gemm(false, false, m, HS, i1, T(1), a, Tn, hv.v, hv.ld, T(0),
-       out + static_cast<size_t>(i0) * ldo, ldo);
+  prod.AB(out + static_cast<size_t>(i0) * ldo, ldo, T(1), false, a, Tn, hv.v, hv.ld, m, HS, i1);
 }
 
 }  // namespace
@@ -77,20 +136,28 @@ void attention_forward(T* out, T* att, const T* qkv, int B, int Tn, int NH, int 
   const int bq = std::max(1, tune.block_rows);
   const int nblocks = (Tn + bq - 1) / bq;
   const int ldo = NH * HS;
-  const long tasks = static_cast<long>(B) * NH * nblocks;
-  const bool per_head = tune.parallel != detail::AttentionParallel::kBlas;
   const long heads = static_cast<long>(B) * NH;
-  // Tasks are (query block, batch, head); later blocks have more keys, so hand them out
-  // dynamically, largest first.
-#pragma omp parallel for schedule(dynamic, 1) if (per_head && tasks > 1)
+  const bool per_head = tune.parallel != detail::AttentionParallel::kBlas;
+  // Serial over tasks (kBlas) means multithreaded OpenBLAS inside each product.
+  const Products<T> prod{MakeProducts<T>(HS).blas || !per_head};
+  // With enough heads, one task per (batch, head) runs its blocks back to back, so K/V of
+  // the head stay in cache; otherwise tasks are (query block, batch, head) for parallelism,
+  // largest blocks first.
+  const bool whole_heads = heads >= 4L * omp_get_max_threads();
+  const long tasks = whole_heads ? heads : heads * nblocks;
+  const bool par = tasks > 1 && Work(B, Tn, NH, HS) >= kParallelWork;
+#pragma omp parallel for schedule(dynamic, 1) if (per_head && par)
   for (long task = 0; task < tasks; ++task) {
-    const int blk = nblocks - 1 - static_cast<int>(task / heads);
     const int bh = static_cast<int>(task % heads);
     const int b = bh / NH, h = bh % NH;
     const HeadView<T> hv = MakeHeadView(qkv, b, h, Tn, NH, NKV, HS);
-    const int i0 = blk * bq, i1 = std::min(Tn, i0 + bq);
-    ForwardBlock(out + static_cast<size_t>(b) * Tn * ldo + static_cast<size_t>(h) * HS, ldo,
-                 att + static_cast<size_t>(bh) * Tn * Tn, hv, Tn, HS, i0, i1);
+    T* out_h = out + static_cast<size_t>(b) * Tn * ldo + static_cast<size_t>(h) * HS;
+    T* att_h = att + static_cast<size_t>(bh) * Tn * Tn;
+    const int first = whole_heads ? 0 : nblocks - 1 - static_cast<int>(task / heads);
+    const int last = whole_heads ? nblocks - 1 : first;
+    for (int blk = first; blk <= last; ++blk) {
+      ForwardBlock(prod, out_h, ldo, att_h, hv, Tn, HS, blk * bq, std::min(Tn, (blk + 1) * bq));
+    }
   }
 }
 
@@ -105,11 +172,13 @@ namespace {
 // Backward of one query block of head h (query rows [i0, i1)), accumulating into the
 // (already zeroed) dK/dV of its kv head. scratch holds 2 * bq * Tn elements.
 template <typename T>
-void BackwardBlock(T* dq, T* dk, T* dv, T* scratch, const T* dout, int ldo, const T* att,
-                   const HeadView<T>& hv, int Tn, int HS, int i0, int i1) {
+void BackwardBlock(const Products<T>& prod, T* dq, T* dk, T* dv, T* scratch, const T* dout,
+                   int ldo, const T* att, const HeadView<T>& hv, int Tn, int HS, int i0,
+                   int i1) {
   const int m = i1 - i0, n = i1;
+  const int ld = hv.ld;
   const T scale = T(1) / std::sqrt(static_cast<T>(HS));
-  T* p = scratch;                          // (m, n) causal-masked probabilities
+  T* p = scratch;                                // (m, n) causal-masked probabilities
   T* ds = scratch + static_cast<size_t>(m) * n;  // (m, n) dP, then dS in place
   for (int r = 0; r < m; ++r) {
     const int len = i0 + r + 1;
@@ -119,8 +188,8 @@ void BackwardBlock(T* dq, T* dk, T* dv, T* scratch, const T* dout, int ldo, cons
     std::fill(dst + len, dst + n, T(0));
   }
   const T* dob = dout + static_cast<size_t>(i0) * ldo;
-  gemm(true, false, n, HS, m, T(1), p, n, dob, ldo, T(1), dv, hv.ld);    // dV += P^T dO
-  gemm(false, true, m, n, HS, T(1), dob, ldo, hv.v, hv.ld, T(0), ds, n);  // dP = dO V^T
+  prod.AtB(dv, ld, T(1), true, p, n, dob, ldo, n, HS, m);  // dV += P^T dO
+  prod.ABt(ds, n, T(1), dob, ldo, hv.v, ld, m, n, HS);     // dP = dO V^T
   for (int r = 0; r < m; ++r) {
     const int len = i0 + r + 1;
     const T* pr = p + static_cast<size_t>(r) * n;
@@ -133,16 +202,14 @@ void BackwardBlock(T* dq, T* dk, T* dv, T* scratch, const T* dout, int ldo, cons
     std::fill(dr + len, dr + n, T(0));
   }
   // dQ = scale * dS K; dK += scale * dS^T Q.
-  gemm(false, false, m, HS, n, scale, ds, n, hv.k, hv.ld, T(0),
-       dq + static_cast<size_t>(i0) * hv.ld, hv.ld);
-  gemm(true, false, n, HS, m, scale, ds, n, hv.q + static_cast<size_t>(i0) * hv.ld, hv.ld, T(1),
-       dk, hv.ld);
+  prod.AB(dq + static_cast<size_t>(i0) * ld, ld, scale, false, ds, n, hv.k, ld, m, HS, n);
+  prod.AtB(dk, ld, scale, true, ds, n, hv.q + static_cast<size_t>(i0) * ld, ld, n, HS, m);
 }
 
 // All query heads of kv head `kvh` in batch b: they share (and accumulate into) dK/dV.
 template <typename T>
-void BackwardKvGroup(T* dqkv, T* scratch, const T* dout, const T* qkv, const T* att, int b,
-                     int kvh, int Tn, int NH, int NKV, int HS, int bq) {
+void BackwardKvGroup(const Products<T>& prod, T* dqkv, T* scratch, const T* dout, const T* qkv,
+                     const T* att, int b, int kvh, int Tn, int NH, int NKV, int HS, int bq) {
   const int ld = (NH + 2 * NKV) * HS;
   const int ldo = NH * HS;
   const int group = NH / NKV;
@@ -159,7 +226,7 @@ void BackwardKvGroup(T* dqkv, T* scratch, const T* dout, const T* qkv, const T* 
     const T* dout_h = dout + static_cast<size_t>(b) * Tn * ldo + static_cast<size_t>(h) * HS;
     const T* att_h = att + (static_cast<size_t>(b) * NH + h) * Tn * Tn;
     for (int i0 = 0; i0 < Tn; i0 += bq) {
-      BackwardBlock(dq, dk, dv, scratch, dout_h, ldo, att_h, hv, Tn, HS, i0,
+      BackwardBlock(prod, dq, dk, dv, scratch, dout_h, ldo, att_h, hv, Tn, HS, i0,
                     std::min(Tn, i0 + bq));
     }
   }
@@ -174,20 +241,24 @@ template <typename T>
 void attention_backward(T* dqkv, T* scratch, const T* dout, const T* qkv, const T* att, int B,
                         int Tn, int NH, int NKV, int HS) {
   const detail::AttentionTuning& tune = detail::MutableAttentionTuning();
+  const Products<T> prod = MakeProducts<T>(HS);
   const int bq = std::max(1, tune.block_rows);
   const size_t per_thread = 2 * static_cast<size_t>(std::min(bq, Tn)) * Tn;
   const int tasks = B * NKV;
   const int threads = omp_get_max_threads();
   bool per_head = tune.parallel == detail::AttentionParallel::kHeads;
   if (tune.parallel == detail::AttentionParallel::kAuto) {
-    // With fewer groups than threads, one thread per group would leave cores idle: use
-    // multithreaded BLAS inside each GEMM instead.
+    // With fewer groups than threads, one thread per group would leave cores idle: run the
+    // groups one after another with multithreaded BLAS inside each product instead.
     per_head = tasks >= threads;
   }
-#pragma omp parallel for schedule(dynamic, 1) if (per_head && tasks > 1)
+  const Products<T> serial_prod{prod.blas || !per_head};
+  const bool par = tasks > 1 && Work(B, Tn, NH, HS) >= kParallelWork;
+#pragma omp parallel for schedule(dynamic, 1) if (per_head && par)
   for (int task = 0; task < tasks; ++task) {
     T* s = scratch + static_cast<size_t>(omp_get_thread_num()) * per_thread;
-    BackwardKvGroup(dqkv, s, dout, qkv, att, task / NKV, task % NKV, Tn, NH, NKV, HS, bq);
+    BackwardKvGroup(serial_prod, dqkv, s, dout, qkv, att, task / NKV, task % NKV, Tn, NH, NKV,
+                    HS, bq);
   }
 }
 

@@ -155,14 +155,24 @@ void BenchAttentionVariants(Report* r, int B, int T, int C) {
   const int HS = C / kHeads;
   auto& tune = detail::MutableAttentionTuning();
   const detail::AttentionTuning saved = tune;
-  for (int block : {32, 64, 128, 256}) {
+  // parallel: per-head tasks (single-threaded products) or serial heads with multithreaded
+  // OpenBLAS; products: SmallGemm micro-kernels or OpenBLAS.
+  struct Variant {
+    const char* name;
+    detail::AttentionParallel parallel;
+    bool blas_gemm;
+  };
+  const Variant variants[] = {{"heads+smallgemm", detail::AttentionParallel::kHeads, false},
+                              {"heads+blas", detail::AttentionParallel::kHeads, true},
+                              {"serial+mt_blas", detail::AttentionParallel::kBlas, true}};
+  for (int block : {32, 64, 128}) {
     if (block > T) continue;
-    for (auto mode : {detail::AttentionParallel::kHeads, detail::AttentionParallel::kBlas}) {
+    for (const Variant& var : variants) {
       tune.block_rows = block;
-      tune.parallel = mode;
-      const std::string v = std::string("[") +
-                            (mode == detail::AttentionParallel::kHeads ? "heads" : "blas") +
-                            ",block=" + std::to_string(block) + "]";
+      tune.parallel = var.parallel;
+      tune.blas_gemm = var.blas_gemm;
+      const std::string v =
+          std::string("[") + var.name + ",block=" + std::to_string(block) + "]";
       BenchAttention(r, B, T, kHeads, kHeads, HS, 0, 0, v);
     }
   }

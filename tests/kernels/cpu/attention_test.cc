@@ -27,8 +27,8 @@ struct Shape {
 // Sets the attention tuning for one scope and restores the defaults afterwards.
 class TuningScope {
  public:
-  TuningScope(int block_rows, detail::AttentionParallel mode) {
-    detail::MutableAttentionTuning() = {mode, block_rows};
+  TuningScope(int block_rows, detail::AttentionParallel mode, bool blas_gemm = false) {
+    detail::MutableAttentionTuning() = {mode, block_rows, blas_gemm};
   }
   ~TuningScope() { detail::MutableAttentionTuning() = detail::AttentionTuning{}; }
 };
@@ -78,8 +78,8 @@ std::vector<double> LowerTriangle(const std::vector<double>& att, const Shape& s
   return LowerTriangle(std::vector<float>(att.begin(), att.end()), s);
 }
 
-void CheckForward(const Shape& s, int block_rows) {
-  TuningScope scope(block_rows, detail::AttentionParallel::kAuto);
+void CheckForward(const Shape& s, int block_rows, bool blas_gemm) {
+  TuningScope scope(block_rows, detail::AttentionParallel::kAuto, blas_gemm);
   const auto qkv = RandomVec(s.QkvSize(), 1, -2.0, 2.0);
   std::vector<double> want(s.OutSize()), want_att(s.AttSize(), 0.0);
   RefAttention(&want, &want_att, qkv, s);
@@ -88,17 +88,62 @@ void CheckForward(const Shape& s, int block_rows) {
   attention_forward(out.data(), att.data(), fqkv.data(), s.B, s.T, s.NH, s.NKV, s.HS);
   ExpectClose(out, want, 2e-6, "attention out");
   ExpectClose(LowerTriangle(att, s), LowerTriangle(want_att, s), 2e-6, "attention probs");
+  // The double instantiation (the one the finite-difference tests check) matches too.
+  std::vector<double> dout(s.OutSize()), datt(s.AttSize());
+  attention_forward(dout.data(), datt.data(), qkv.data(), s.B, s.T, s.NH, s.NKV, s.HS);
+  ExpectClose(dout, want, 1e-12, "attention out (double)");
 }
 
-TEST(AttentionTest, ForwardGqaSmallBlocks) { CheckForward({2, 7, 4, 2, 3}, 3); }
-TEST(AttentionTest, ForwardMhaSmallBlocks) { CheckForward({2, 7, 4, 4, 3}, 3); }
-TEST(AttentionTest, ForwardMqaDefaultBlocks) { CheckForward({2, 7, 4, 1, 3}, 64); }
-TEST(AttentionTest, ForwardGqaLongerThanDefaultBlock) { CheckForward({2, 70, 4, 2, 5}, 64); }
+// Both product back ends (register-blocked SmallGemm and OpenBLAS), several block sizes.
+class AttentionPathTest : public ::testing::TestWithParam<bool> {};
+
+TEST_P(AttentionPathTest, ForwardGqaSmallBlocks) { CheckForward({2, 7, 4, 2, 3}, 3, GetParam()); }
+TEST_P(AttentionPathTest, ForwardMhaSmallBlocks) { CheckForward({2, 7, 4, 4, 3}, 3, GetParam()); }
+TEST_P(AttentionPathTest, ForwardMqaDefaultBlocks) {
+  CheckForward({2, 7, 4, 1, 3}, 64, GetParam());
+}
+TEST_P(AttentionPathTest, ForwardGqaLongerThanDefaultBlock) {
+  CheckForward({2, 70, 4, 2, 5}, 64, GetParam());
+}
+// Head sizes spanning 1..4 AVX-512 vectors with partial last vectors, more than one key block.
+TEST_P(AttentionPathTest, ForwardWideHeads) {
+  for (int hs : {16, 24, 40, 64, 72}) CheckForward({1, 133, 2, 1, hs}, 64, GetParam());
+}
+
+// The float backward against the double backward (finite-difference-checked below).
+void CheckFloatBackward(const Shape& s, int block_rows, bool blas_gemm) {
+  TuningScope scope(block_rows, detail::AttentionParallel::kAuto, blas_gemm);
+  const auto qkv = RandomVec(s.QkvSize(), 6, -2.0, 2.0);
+  const auto dout = RandomVec(s.OutSize(), 7);
+  std::vector<double> out(s.OutSize()), att(s.AttSize()), dqkv(s.QkvSize());
+  std::vector<double> scratch(attention_scratch_elems(s.B, s.T, s.NH, s.NKV, s.HS, NumThreads()));
+  attention_forward(out.data(), att.data(), qkv.data(), s.B, s.T, s.NH, s.NKV, s.HS);
+  attention_backward(dqkv.data(), scratch.data(), dout.data(), qkv.data(), att.data(), s.B, s.T,
+                     s.NH, s.NKV, s.HS);
+  auto fqkv = ToFloat(qkv), fdout = ToFloat(dout);
+  std::vector<float> fout(s.OutSize()), fatt(s.AttSize()), fdqkv(s.QkvSize(), 5.0f);
+  std::vector<float> fscratch(scratch.size());
+  attention_forward(fout.data(), fatt.data(), fqkv.data(), s.B, s.T, s.NH, s.NKV, s.HS);
+  attention_backward(fdqkv.data(), fscratch.data(), fdout.data(), fqkv.data(), fatt.data(), s.B,
+                     s.T, s.NH, s.NKV, s.HS);
+  ExpectClose(fdqkv, dqkv, 2e-5, "float dqkv vs double");
+}
+
+TEST_P(AttentionPathTest, FloatBackwardMatchesDouble) {
+  CheckFloatBackward({2, 7, 4, 2, 3}, 3, GetParam());
+  CheckFloatBackward({2, 70, 4, 2, 5}, 64, GetParam());
+  for (int hs : {16, 40, 64}) CheckFloatBackward({1, 133, 4, 2, hs}, 64, GetParam());
+}
+
+INSTANTIATE_TEST_SUITE_P(Backends, AttentionPathTest, ::testing::Bool(),
+                         [](const ::testing::TestParamInfo<bool>& info) {
+                           return std::string(info.param ? "Blas" : "SmallGemm");
+                         });
 
 // Backward vs central differences of sum(out * dout) in double. dqkv is prefilled with junk
 // (it must be assigned) and att's upper triangle is overwritten (it is unspecified).
-void CheckAttentionGradient(const Shape& s, int block_rows) {
-  TuningScope scope(block_rows, detail::AttentionParallel::kAuto);
+void CheckAttentionGradient(const Shape& s, int block_rows, bool blas_gemm = false) {
+  TuningScope scope(block_rows, detail::AttentionParallel::kAuto, blas_gemm);
   auto qkv = RandomVec(s.QkvSize(), 2, -1.5, 1.5);
   const auto dout = RandomVec(s.OutSize(), 3);
   std::vector<double> out(s.OutSize()), att(s.AttSize());
@@ -122,6 +167,7 @@ TEST(AttentionTest, GradientGqaSmallBlocks) { CheckAttentionGradient({2, 7, 4, 2
 TEST(AttentionTest, GradientMhaSmallBlocks) { CheckAttentionGradient({2, 7, 4, 4, 3}, 3); }
 TEST(AttentionTest, GradientMqaOneBlock) { CheckAttentionGradient({1, 6, 3, 1, 4}, 64); }
 TEST(AttentionTest, GradientGqaLongerThanDefaultBlock) { CheckAttentionGradient({1, 70, 2, 1, 3}, 64); }
+TEST(AttentionTest, GradientBlasProducts) { CheckAttentionGradient({2, 7, 4, 2, 3}, 3, true); }
 
 struct Result {
   std::vector<float> out, dqkv;
