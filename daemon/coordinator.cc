@@ -18,6 +18,11 @@ bool IsTerminal(tern::v1::JobState s) {
          s == tern::v1::JOB_STATE_CANCELLED;
 }
 
+std::string StateName(tern::v1::JobState s) {
+  std::string n = tern::v1::JobState_Name(s);
+  return n.rfind("JOB_STATE_", 0) == 0 ? n.substr(10) : n;
+}
+
 int64_t NowMs() {
   return std::chrono::duration_cast<std::chrono::milliseconds>(
              std::chrono::system_clock::now().time_since_epoch())
@@ -122,7 +127,7 @@ absl::StatusOr<tern::v1::Job> Coordinator::Cancel(const std::string& id,
   if (!rt) return absl::NotFoundError(absl::StrCat("no job ", id));
   if (IsTerminal(rt->job.state())) {
     return absl::FailedPreconditionError(absl::StrCat(
-        "job ", id, " already ", tern::v1::JobState_Name(rt->job.state())));
+        "job ", id, " already ", StateName(rt->job.state())));
   }
   const std::string why = reason.empty() ? "cancelled by user" : reason;
   pending_.erase(std::remove(pending_.begin(), pending_.end(), id), pending_.end());

@@ -34,6 +34,7 @@ struct CoordinatorOptions {
 };
 
 bool IsTerminal(tern::v1::JobState s);
+std::string StateName(tern::v1::JobState s);  // "RUNNING"
 int64_t NowMs();
 
 class Coordinator {

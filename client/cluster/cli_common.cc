@@ -4,6 +4,7 @@
 
 #include <cstdlib>
 #include <iostream>
+#include <set>
 #include <thread>
 
 #include "absl/strings/str_cat.h"
@@ -82,7 +83,8 @@ int Fail(const std::string& cmd, const absl::Status& st, const std::string& addr
 
 int WatchJob(Conn& conn, const std::string& job_id, bool json, std::ostream& out) {
   const bool tty = !json && &out == &std::cout && ::isatty(1);
-  int64_t last_seq = 0, last_metric_ms = 0, last_step = -1, total = 0, prev_ms = 0, prev_step = 0;
+  int64_t last_seq = 0, last_metric_ms = 0, total = 0, prev_ms = 0, prev_step = 0;
+  std::set<std::string> keys_at_last_ms;
   double step_ms = 0;
   bool progress_open = false;  // a \r progress line is on screen
   tern::v1::JobState state = tern::v1::JOB_STATE_UNSPECIFIED;
@@ -124,12 +126,16 @@ int WatchJob(Conn& conn, const std::string& job_id, bool json, std::ostream& out
         }
         continue;
       }
+      // After a reconnect the history is sent again: skip the points already printed.
       const auto& m = item.metric();
-      if (m.time_ms() < last_metric_ms || (m.time_ms() == last_metric_ms && m.step() <= last_step)) {
+      const std::string key = absl::StrCat(m.kind(), "/", m.step(), "/", m.rank());
+      if (m.time_ms() < last_metric_ms ||
+          (m.time_ms() == last_metric_ms && keys_at_last_ms.count(key))) {
         continue;
       }
+      if (m.time_ms() > last_metric_ms) keys_at_last_ms.clear();
       last_metric_ms = m.time_ms();
-      last_step = m.step();
+      keys_at_last_ms.insert(key);
       if (json) {
         out << WatchItemToJson(item, NowMs()).dump() << std::endl;
         continue;

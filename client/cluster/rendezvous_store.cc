@@ -108,11 +108,12 @@ class RendezvousClientStore : public tern::comm::Store {
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<tern::comm::Store>> ConnectRendezvousStore(
-    const std::string& address, const std::string& prefix, const std::string& token) {
+    const std::string& address, const std::string& prefix, const std::string& token,
+    std::chrono::milliseconds connect_timeout) {
   if (prefix.empty()) return absl::InvalidArgumentError("rendezvous prefix is empty");
   auto channel = MakeChannel({address, token, ""});
   if (!channel.ok()) return channel.status();
-  if (!(*channel)->WaitForConnected(std::chrono::system_clock::now() + std::chrono::seconds(10))) {
+  if (!(*channel)->WaitForConnected(std::chrono::system_clock::now() + connect_timeout)) {
     return absl::UnavailableError(absl::StrCat(
         "cannot reach the rendezvous service at ", address, " --> hint: is ternd running?"));
   }

@@ -5,6 +5,7 @@
 // UNAVAILABLE until their timeout. Thread-safe (gRPC stubs are).
 #pragma once
 
+#include <chrono>
 #include <memory>
 #include <string>
 
@@ -15,8 +16,9 @@ namespace tern::cluster {
 
 // `token` is the worker bearer token itself (the contents of --token-file), "" for none.
 // TLS when $TERN_TLS_CA names a CA file. Fails with UNAVAILABLE when ternd cannot be reached
-// within 10 s.
+// within `connect_timeout`.
 absl::StatusOr<std::unique_ptr<tern::comm::Store>> ConnectRendezvousStore(
-    const std::string& address, const std::string& prefix, const std::string& token);
+    const std::string& address, const std::string& prefix, const std::string& token,
+    std::chrono::milliseconds connect_timeout = std::chrono::seconds(10));
 
 }  // namespace tern::cluster

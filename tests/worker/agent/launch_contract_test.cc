@@ -1,0 +1,57 @@
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+
+#include <google/protobuf/util/json_util.h>
+#include <gtest/gtest.h>
+
+#include "worker/agent/launch_contract.h"
+
+namespace tern::agent {
+namespace {
+
+TEST(LaunchContract, BuildsTheDocumentedCommandLine) {
+  LaunchContext ctx{"/opt/tern/bin/tern", "10.0.0.1:7070", "/scratch", "/etc/tern/worker.token", 4};
+  tern::v1::Assignment a;
+  a.set_job_id("j-000042");
+  a.set_round(3);
+  a.set_world_size(8);
+  a.set_ranks_per_node(2);
+  a.set_rendezvous_prefix("j-000042/3");
+  a.set_checkpoint_root("/ckpt");
+  const std::vector<std::string> expect = {
+      "/opt/tern/bin/tern", "rank", "--spec-file", "/scratch/j-000042/spec.json", "--rank", "5",
+      "--world-size", "8", "--ranks-per-node", "2", "--rendezvous", "10.0.0.1:7070",
+      "--rendezvous-prefix", "j-000042/3", "--job-id", "j-000042", "--round", "3",
+      "--threads", "4", "--checkpoint-root", "/ckpt", "--json",
+      "--token-file", "/etc/tern/worker.token"};
+  EXPECT_EQ(BuildRankArgv(ctx, a, 5), expect);
+  a.mutable_spec()->mutable_resources()->set_threads_per_rank(7);
+  ctx.token_file.clear();
+  auto argv = BuildRankArgv(ctx, a, 0);
+  EXPECT_EQ(argv.back(), "--json");
+  EXPECT_EQ(argv[argv.size() - 4], "7");
+  EXPECT_EQ(RankLogPath(ctx, "j-000042", 5), "/scratch/j-000042/rank-5.log");
+}
+
+TEST(LaunchContract, SpecFileIsProtoJsonWithFieldNames) {
+  char tmpl[] = "/tmp/tern-spec-XXXXXX";
+  std::string dir = ::mkdtemp(tmpl);
+  tern::v1::JobSpec spec;
+  spec.set_name("n");
+  spec.set_train_micro_batch_size_per_gpu(3);
+  spec.mutable_zero_optimization()->set_stage(2);
+  const std::string path = dir + "/j/spec.json";
+  ASSERT_TRUE(WriteSpecFile(path, spec).ok());
+  std::ifstream in(path);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  EXPECT_NE(ss.str().find("\"train_micro_batch_size_per_gpu\": 3"), std::string::npos) << ss.str();
+  tern::v1::JobSpec back;
+  ASSERT_TRUE(google::protobuf::util::JsonStringToMessage(ss.str(), &back).ok());
+  EXPECT_EQ(back.zero_optimization().stage(), 2);
+  std::filesystem::remove_all(dir);
+}
+
+}  // namespace
+}  // namespace tern::agent
