@@ -1,7 +1,8 @@
 // Row-major GEMM over OpenBLAS (the OpenMP build): C (M,N) = alpha * op(A) @ op(B) + beta * C,
 // op(X) = X^T when trans_x. Called inside an OpenMP parallel region, OpenBLAS runs the call
-// on the calling thread only (it checks omp_in_parallel), so per-head GEMMs in a parallel
-// loop do not oversubscribe the cores.
+// on the calling thread only (it checks omp_in_parallel, and libgomp's default
+// max-active-levels of 1 keeps nested regions inactive), so per-head GEMMs in a parallel
+// loop do not oversubscribe the cores (checked: the process keeps 2 threads).
 #pragma once
 
 #include <cblas.h>
