@@ -161,10 +161,16 @@ void attention_forward(T* out, T* att, const T* qkv, int B, int Tn, int NH, int 
   }
 }
 
+// Backward runs at most this many threads, so scratch sized for it stays valid when the
+// thread count is raised after the scratch was allocated (more threads than cores would only
+// oversubscribe them).
+int BackwardThreads() { return std::max(1, std::min(omp_get_max_threads(), omp_get_num_procs())); }
+
 size_t attention_scratch_elems(int B, int Tn, int NH, int NKV, int HS, int threads) {
   const int bq = std::max(1, detail::MutableAttentionTuning().block_rows);
   const size_t per_thread = 2 * static_cast<size_t>(std::min(bq, Tn)) * Tn;
-  return static_cast<size_t>(std::max(threads, 1)) * per_thread;
+  const int slots = std::max({threads, omp_get_num_procs(), 1});
+  return static_cast<size_t>(slots) * per_thread;
 }
 
 namespace {
@@ -235,8 +241,8 @@ void BackwardKvGroup(const Products<T>& prod, T* dqkv, T* scratch, const T* dout
 }  // namespace
 
 // Parallel over (batch, kv head) so that the query heads sharing a kv head accumulate into
-// its dK/dV on one thread (no races). Thread i uses scratch[i * 2*bq*Tn, ...): `threads`
-// given to attention_scratch_elems must be at least the OpenMP thread count used here.
+// its dK/dV on one thread (no races). Thread i uses scratch[i * 2*bq*Tn, ...), i below
+// BackwardThreads() <= the slots attention_scratch_elems reserved.
 template <typename T>
 void attention_backward(T* dqkv, T* scratch, const T* dout, const T* qkv, const T* att, int B,
                         int Tn, int NH, int NKV, int HS) {
@@ -245,16 +251,17 @@ void attention_backward(T* dqkv, T* scratch, const T* dout, const T* qkv, const 
   const int bq = std::max(1, tune.block_rows);
   const size_t per_thread = 2 * static_cast<size_t>(std::min(bq, Tn)) * Tn;
   const int tasks = B * NKV;
-  const int threads = omp_get_max_threads();
+  const int max_threads = BackwardThreads();
+  const int threads = std::min(max_threads, std::max(tasks, 1));
   bool per_head = tune.parallel == detail::AttentionParallel::kHeads;
   if (tune.parallel == detail::AttentionParallel::kAuto) {
     // With fewer groups than threads, one thread per group would leave cores idle: run the
     // groups one after another with multithreaded BLAS inside each product instead.
-    per_head = tasks >= threads;
+    per_head = tasks >= max_threads;
   }
   const Products<T> serial_prod{prod.blas || !per_head};
   const bool par = tasks > 1 && Work(B, Tn, NH, HS) >= kParallelWork;
-#pragma omp parallel for schedule(dynamic, 1) if (per_head && par)
+#pragma omp parallel for schedule(dynamic, 1) num_threads(threads) if (per_head && par)
   for (int task = 0; task < tasks; ++task) {
     T* s = scratch + static_cast<size_t>(omp_get_thread_num()) * per_thread;
     BackwardKvGroup(serial_prod, dqkv, s, dout, qkv, att, task / NKV, task % NKV, Tn, NH, NKV,

@@ -64,9 +64,9 @@ void rope_backward(T* dqkv, const T* cos, const T* sin, int B, int Tn, int NH, i
 // diagonal are left unspecified).
 template <typename T>
 void attention_forward(T* out, T* att, const T* qkv, int B, int Tn, int NH, int NKV, int HS);
-// dqkv (B,T,QKV) = ; scratch must hold attention_scratch_elems(...) elements, where
-// `threads` is at least the OpenMP thread count (NumThreads()) in effect when
-// attention_backward runs (scratch is split per thread).
+// dqkv (B,T,QKV) = ; scratch must hold attention_scratch_elems(...) elements (split per
+// thread; pass NumThreads()). The size covers at least omp_get_num_procs() threads and the
+// backward never uses more threads than that, so raising the thread count later is safe.
 template <typename T>
 void attention_backward(T* dqkv, T* scratch, const T* dout, const T* qkv, const T* att, int B,
                         int Tn, int NH, int NKV, int HS);

@@ -17,6 +17,7 @@
 #include <functional>
 #include <random>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "kernels/cpu/attention_tuning.h"
@@ -102,6 +103,13 @@ struct Report {
   }
 };
 
+// a + b + ... by append (GCC 12 warns falsely (-Wrestrict) on chained std::string operator+).
+std::string Cat(std::initializer_list<std::string_view> parts) {
+  std::string s;
+  for (std::string_view p : parts) s.append(p);
+  return s;
+}
+
 std::string Shape(std::initializer_list<std::pair<const char*, long>> dims) {
   std::string s;
   for (const auto& [k, v] : dims) {
@@ -120,10 +128,10 @@ void BenchMatmul(Report* r, const char* name, int N, int C, int OC, bool bias, W
   const float* bp = bias ? b.data() : nullptr;
   const double flops = 2.0 * N * C * OC;
   const std::string shape = Shape({{"N", N}, {"C", C}, {"OC", OC}, {"bias", bias}});
-  r->Emit(std::string("matmul_fwd_") + name, shape,
+  r->Emit(Cat({"matmul_fwd_", name}), shape,
           TimeMs([&] { matmul_forward(out.data(), x.data(), w.data(), bp, N, C, OC, layout); }),
           flops, 0, calls_llama, calls_gpt2);
-  r->Emit(std::string("matmul_bwd_") + name, shape, TimeMs([&] {
+  r->Emit(Cat({"matmul_bwd_", name}), shape, TimeMs([&] {
             matmul_backward(dx.data(), dw.data(), bias ? db.data() : nullptr, dout.data(),
                             x.data(), w.data(), N, C, OC, layout);
           }),
@@ -140,11 +148,11 @@ void BenchAttention(Report* r, int B, int T, int NH, int NKV, int HS, int calls_
   const double flops = 2.0 * 2.0 * B * NH * (T * (T + 1) / 2.0) * HS;
   const std::string shape =
       Shape({{"B", B}, {"T", T}, {"NH", NH}, {"NKV", NKV}, {"HS", HS}});
-  r->Emit("attention_fwd" + variant, shape, TimeMs([&] {
+  r->Emit(Cat({"attention_fwd", variant}), shape, TimeMs([&] {
             attention_forward(out.data(), att.data(), qkv.data(), B, T, NH, NKV, HS);
           }),
           flops, 0, calls_llama, calls_gpt2);
-  r->Emit("attention_bwd" + variant, shape, TimeMs([&] {
+  r->Emit(Cat({"attention_bwd", variant}), shape, TimeMs([&] {
             attention_backward(dqkv.data(), scratch.data(), dout.data(), qkv.data(), att.data(),
                                B, T, NH, NKV, HS);
           }),
@@ -171,8 +179,7 @@ void BenchAttentionVariants(Report* r, int B, int T, int C) {
       tune.block_rows = block;
       tune.parallel = var.parallel;
       tune.blas_gemm = var.blas_gemm;
-      const std::string v =
-          std::string("[") + var.name + ",block=" + std::to_string(block) + "]";
+      const std::string v = Cat({"[", var.name, ",block=", std::to_string(block), "]"});
       BenchAttention(r, B, T, kHeads, kHeads, HS, 0, 0, v);
     }
   }
@@ -335,7 +342,8 @@ int main(int argc, char** argv) {
   tern::kernels::g_threads = threads;
   tern::kernels::BenchPeak(threads);
   for (const auto& s : tern::kernels::kSizes) {
-    if (("," + sizes + ",").find("," + std::string(s.name) + ",") != std::string::npos) {
+    if (tern::kernels::Cat({",", sizes, ","}).find(tern::kernels::Cat({",", s.name, ","})) !=
+        std::string::npos) {
       tern::kernels::BenchSize(s, threads);
     }
   }
