@@ -42,11 +42,27 @@ struct TrainArgs {
   int ranks = 1;
   int ranks_per_node = 0;
   int collective_timeout_s = 30;
+  bool resume = false;
 };
+
+// --resume loads checkpoint.load ("latest" unless set); without it nothing is loaded.
+absl::Status ApplyResume(bool resume, tern::v1::JobSpec* spec) {
+  auto* c = spec->mutable_checkpoint();
+  if (!resume) {
+    c->clear_load();
+    return absl::OkStatus();
+  }
+  if (c->dir().empty())
+    return absl::InvalidArgumentError(
+        "--resume: the job spec sets no checkpoint.dir --> hint: --set checkpoint.dir=DIR");
+  if (c->load().empty()) c->set_load("latest");
+  return absl::OkStatus();
+}
 
 int RunTrain(const TrainArgs& a) {
   auto spec = engine::LoadJobSpec(a.spec, a.sets);
   if (!spec.ok()) return Fail(spec.status(), true);
+  if (auto st = ApplyResume(a.resume, &*spec); !st.ok()) return Fail(st, true);
   if (a.ranks < 1) return Fail(absl::InvalidArgumentError("--ranks: must be >= 1"), true);
   if (a.ranks > 1 || a.ranks_per_node > 0) {
     const int per_node = a.ranks_per_node > 0 ? a.ranks_per_node : a.ranks;
@@ -192,7 +208,10 @@ int RunGenerate(const GenerateArgs& a) {
 
 }  // namespace
 
+void AddCkptCommands(CLI::App& app, int* exit_code);  // ckpt_commands.cc
+
 void AddEngineCommands(CLI::App& app, int* exit_code) {
+  AddCkptCommands(app, exit_code);
   auto targs = std::make_shared<TrainArgs>();
   auto* train = app.add_subcommand("train", "Run a job in this process (no daemon)");
   train->add_option("spec", targs->spec, "Job spec JSON file")->required();
@@ -205,6 +224,8 @@ void AddEngineCommands(CLI::App& app, int* exit_code) {
                     "Ranks per (simulated) node; --ranks 4 --ranks-per-node 2 forms two nodes");
   train->add_option("--collective-timeout-s", targs->collective_timeout_s,
                     "Seconds a collective may wait for a peer before failing");
+  train->add_flag("--resume", targs->resume,
+                  "Continue from checkpoint.load (default: the newest complete checkpoint)");
   train->callback([targs, exit_code] { *exit_code = RunTrain(*targs); });
 
   auto dspec = std::make_shared<std::string>();

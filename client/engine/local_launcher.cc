@@ -3,6 +3,7 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
+#include <sys/prctl.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -118,12 +119,17 @@ int LaunchLocalRanks(const engine::JobConfig& config, const LaunchOptions& o) {
         "--rendezvous", absl::StrCat("tcp://127.0.0.1:", (*server)->port()),
         "--rendezvous-prefix", prefix, "--threads", std::to_string(threads), "--json",
         "--collective-timeout-s", std::to_string(o.collective_timeout_s)};
+    if (!config.spec.checkpoint().load().empty()) args.push_back("--resume");
     if (!o.save_final.empty()) {
       args.push_back("--save-final");
       args.push_back(o.save_final);
     }
+    const pid_t parent = getpid();
     pid_t pid = fork();
     if (pid == 0) {
+      // A rank never outlives its launcher.
+      prctl(PR_SET_PDEATHSIG, SIGKILL);
+      if (getppid() != parent) _exit(1);
       dup2(fds[1], STDOUT_FILENO);
       std::vector<char*> argv;
       for (auto& a : args) argv.push_back(a.data());
@@ -189,7 +195,9 @@ int LaunchLocalRanks(const engine::JobConfig& config, const LaunchOptions& o) {
     for (auto& c : children)
       if (c.rank != failed_rank && !(WIFEXITED(c.status) && WEXITSTATUS(c.status) == 0))
         fmt::print(stderr, "rank {} {}\n", c.rank, Describe(c.status));
-    return 1;
+    // Bad input (spec, data, checkpoint) on the first failing rank: exit 2 like `tern train`.
+    const int first = children[failed_rank].status;
+    return WIFEXITED(first) && WEXITSTATUS(first) == 2 ? 2 : 1;
   }
   return 0;
 }

@@ -22,7 +22,13 @@ struct RankArgs {
   std::string spec_file, rendezvous, prefix, job_id, checkpoint_root, token_file, save_final;
   int rank = 0, world = 1, ranks_per_node = 0, threads = 1, round = 0, timeout_s = 30;
   bool json = false;
+  bool resume = false;
 };
+
+bool IsInputError(const absl::Status& st) {
+  return absl::IsInvalidArgument(st) || absl::IsNotFound(st) || absl::IsFailedPrecondition(st) ||
+         absl::IsDataLoss(st) || absl::IsOutOfRange(st);
+}
 
 absl::StatusOr<std::unique_ptr<comm::Store>> ConnectStore(const RankArgs& a) {
   if (absl::StartsWith(a.rendezvous, "tcp://")) {
@@ -50,6 +56,12 @@ int RunRankCommand(const RankArgs& a) {
     fmt::print(stderr, "error: {}\n", std::string(spec.status().message()));
     return 2;
   }
+  // --resume loads checkpoint.load ("latest" unless set); without it nothing is loaded.
+  if (!a.resume) {
+    spec->mutable_checkpoint()->clear_load();
+  } else if (spec->checkpoint().load().empty()) {
+    spec->mutable_checkpoint()->set_load("latest");
+  }
   auto cfg = engine::ResolveJob(*spec, a.world);
   if (!cfg.ok()) {
     fmt::print(stderr, "error: {}\n", std::string(cfg.status().message()));
@@ -74,7 +86,7 @@ int RunRankCommand(const RankArgs& a) {
   absl::Status st = engine::RunRank(*cfg, **store, ro);
   if (!st.ok()) {
     fmt::print(stderr, "error: rank {}: {}\n", a.rank, std::string(st.message()));
-    return 1;
+    return IsInputError(st) ? 2 : 1;  // a bad checkpoint is bad input, like a bad spec
   }
   return 0;
 }
@@ -99,6 +111,7 @@ void AddRankCommand(CLI::App& app, int* exit_code) {
   cmd->add_option("--save-final", a->save_final, "Write the final model here (rank 0)");
   cmd->add_option("--collective-timeout-s", a->timeout_s, "Collective and rendezvous timeout");
   cmd->add_flag("--json", a->json, "JSON lines on stdout");
+  cmd->add_flag("--resume", a->resume, "Continue from checkpoint.load (default: latest)");
   cmd->callback([a, exit_code] { *exit_code = RunRankCommand(*a); });
 }
 

@@ -1,5 +1,8 @@
 #include "worker/engine/rank_runner.h"
 
+#include <algorithm>
+#include <span>
+
 #include "absl/strings/str_cat.h"
 #include "worker/comm/groups.h"
 #include "worker/comm/topology.h"
@@ -45,6 +48,28 @@ class RankSink : public MetricsSink {
   MetricsSink* inner_;
   bool leader_;
 };
+
+// One byte string per rank, in rank order: sizes first, then the strings padded to the longest.
+absl::StatusOr<std::vector<std::string>> AllGatherBytes(comm::Communicator& comm,
+                                                        const std::string& mine,
+                                                        std::chrono::milliseconds timeout) {
+  const int n = comm.size();
+  comm::CollectiveOptions co;
+  co.timeout = timeout;
+  uint64_t size = mine.size();
+  std::vector<uint64_t> sizes(n);
+  TERN_RETURN_IF_ERROR(comm.AllGather(std::as_bytes(std::span<const uint64_t>(&size, 1)),
+                                      std::as_writable_bytes(std::span<uint64_t>(sizes)), co));
+  const uint64_t longest = std::max<uint64_t>(1, *std::max_element(sizes.begin(), sizes.end()));
+  std::string padded = mine;
+  padded.resize(longest);
+  std::vector<char> all(longest * n);
+  TERN_RETURN_IF_ERROR(comm.AllGather(std::as_bytes(std::span<const char>(padded)),
+                                      std::as_writable_bytes(std::span<char>(all)), co));
+  std::vector<std::string> out(n);
+  for (int r = 0; r < n; ++r) out[r].assign(all.data() + r * longest, sizes[r]);
+  return out;
+}
 
 }  // namespace
 
@@ -93,6 +118,9 @@ absl::Status RunRank(const JobConfig& config, comm::Store& store, const RankOpti
         (dp_cross_node ? *inter : *intra) += stats.total_bytes();
       }
     }
+  };
+  topts.all_gather_bytes = [world = groups.world.get(), &o](const std::string& mine) {
+    return AllGatherBytes(*world, mine, o.collective_timeout);
   };
   TERN_ASSIGN_OR_RETURN(auto trainer, Trainer::Create(config, std::move(topts)));
   const auto mem = trainer->state().memory();

@@ -65,6 +65,7 @@ absl::StatusOr<std::unique_ptr<Trainer>> Trainer::Create(const JobConfig& config
 
 absl::Status Trainer::Init() {
   kernels::SetNumThreads(opts_.threads);
+  TERN_RETURN_IF_ERROR(InitCheckpointing());  // validates the checkpoint config; writes nothing
   // Data first: a bad data file must fail before anything is allocated or written.
   TERN_ASSIGN_OR_RETURN(train_data_, data::DataLoader::Open(cfg_.data_path, cfg_.seq_len, cfg_.seed));
   TERN_RETURN_IF_ERROR(train_data_->dataset().ValidateVocab(cfg_.dims.V));
@@ -86,7 +87,36 @@ absl::Status Trainer::Init() {
   model_->Reserve(cfg_.micro_batch, cfg_.seq_len);
   inputs_.resize(size_t(cfg_.micro_batch) * cfg_.seq_len);
   targets_.resize(inputs_.size());
+  if (ckpt_) {
+    TERN_ASSIGN_OR_RETURN(start_step_, ckpt_->Start(*state_, model_->params(), *train_data_));
+  }
   return absl::OkStatus();
+}
+
+absl::Status Trainer::InitCheckpointing() {
+  const auto& c = cfg_.spec.checkpoint();
+  if (c.dir().empty()) {
+    if (!c.load().empty())
+      return absl::InvalidArgumentError("checkpoint.load is set (resume) but checkpoint.dir is empty");
+    return absl::OkStatus();
+  }
+  CheckpointingOptions co;
+  co.rank = opts_.rank;
+  co.ranks = cfg_.dp_size;
+  co.gather = opts_.all_gather_bytes;
+  co.all_reduce = opts_.all_reduce_sum;
+  co.sink = opts_.sink;
+  TERN_ASSIGN_OR_RETURN(ckpt_, Checkpointing::Create(cfg_, std::move(co)));
+  return absl::OkStatus();
+}
+
+absl::StatusOr<double> Trainer::CheckpointStep(int64_t steps_done, const StepMetrics& m) {
+  if (!ckpt_) return 0.0;
+  auto t0 = Clock::now();
+  TERN_RETURN_IF_ERROR(ckpt_->Poll());
+  if (ckpt_->Due(steps_done))
+    TERN_RETURN_IF_ERROR(ckpt_->Save(steps_done, *state_, model_->params(), *train_data_, m));
+  return MsSince(t0);
 }
 
 absl::StatusOr<double> Trainer::TrainStep(int64_t step, StepMetrics* m) {
@@ -144,22 +174,24 @@ absl::Status Trainer::Run() {
   std::vector<double> step_ms;
   auto run_start = Clock::now();
   double last_loss = 0;
-  for (int64_t step = 0; step < cfg_.train_iters; ++step) {
+  for (int64_t step = start_step_; step < cfg_.train_iters; ++step) {
     StepMetrics m;
     m.step = step + 1;
     m.total_steps = cfg_.train_iters;
     auto t0 = Clock::now();
     TERN_ASSIGN_OR_RETURN(last_loss, TrainStep(step, &m));
-    m.step_ms = MsSince(t0);
-    step_ms.push_back(m.step_ms);
     m.loss = last_loss;
-    m.tokens_per_s = tokens_per_step / (m.step_ms / 1e3);
-    if (opts_.take_comm_bytes) opts_.take_comm_bytes(&m.bytes_intra_node, &m.bytes_inter_node);
-    const double elapsed = MsSince(run_start) / 1e3;
-    m.eta_s = elapsed / double(step + 1) * double(cfg_.train_iters - step - 1);
     if (!std::isfinite(m.loss))
       return absl::InternalError(absl::StrCat("step ", m.step, ": loss is ", m.loss,
                                               " --> hint: lower optimizer.params.lr"));
+    // The checkpoint stall (staging, or waiting for the previous write) is part of the step.
+    TERN_ASSIGN_OR_RETURN(m.checkpoint_ms, CheckpointStep(step + 1, m));
+    m.step_ms = MsSince(t0);
+    step_ms.push_back(m.step_ms);
+    m.tokens_per_s = tokens_per_step / (m.step_ms / 1e3);
+    if (opts_.take_comm_bytes) opts_.take_comm_bytes(&m.bytes_intra_node, &m.bytes_inter_node);
+    const double elapsed = MsSince(run_start) / 1e3;
+    m.eta_s = elapsed / double(step + 1 - start_step_) * double(cfg_.train_iters - step - 1);
     if (opts_.sink) opts_.sink->OnStep(m);
     const bool last = step + 1 == cfg_.train_iters;
     if ((cfg_.eval_interval > 0 && (step + 1) % cfg_.eval_interval == 0) || last) {
@@ -170,11 +202,13 @@ absl::Status Trainer::Run() {
       }
     }
   }
+  if (ckpt_) TERN_RETURN_IF_ERROR(ckpt_->Finish());
   // Steady-state figures skip the first step (allocation and warm-up).
   std::vector<double> timed(step_ms.begin() + (step_ms.size() > 2 ? 1 : 0), step_ms.end());
   summary_.steps = cfg_.train_iters;
   summary_.step_ms_median = Median(timed);
-  summary_.tokens_per_s = tokens_per_step / (summary_.step_ms_median / 1e3);
+  summary_.tokens_per_s =
+      timed.empty() ? 0.0 : tokens_per_step / (summary_.step_ms_median / 1e3);
   summary_.final_loss = last_loss;
   summary_.model_gflops = cost.flops_per_token * summary_.tokens_per_s / 1e9;
   summary_.sgemm_peak_gflops = MeasureSgemmPeakGflops(opts_.threads) * cfg_.dp_size;

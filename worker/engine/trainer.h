@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "worker/engine/checkpointing.h"
 #include "worker/engine/metrics.h"
 #include "worker/engine/spec.h"
 #include "worker/model/transformer.h"
@@ -30,6 +31,9 @@ struct TrainerOptions {
   std::function<absl::Status(double*, int)> all_reduce_sum;
   // Bytes sent this step per group (reset on read); null = none.
   std::function<void(uint64_t* intra, uint64_t* inter)> take_comm_bytes;
+  // All-gathers one byte string per rank over every rank of the job (result index = rank):
+  // checkpoint shard results and load verdicts. Null = single rank.
+  std::function<absl::StatusOr<std::vector<std::string>>(const std::string&)> all_gather_bytes;
 };
 
 class Trainer {
@@ -49,6 +53,9 @@ class Trainer {
   absl::Status Init();
   absl::StatusOr<double> TrainStep(int64_t step, StepMetrics* m);
   absl::Status SaveFinal();
+  absl::Status InitCheckpointing();
+  // Collects a finished write and saves when due; returns the stall in ms.
+  absl::StatusOr<double> CheckpointStep(int64_t steps_done, const StepMetrics& m);
 
   JobConfig cfg_;
   TrainerOptions opts_;
@@ -58,6 +65,8 @@ class Trainer {
   std::unique_ptr<optim::LrSchedule> schedule_;
   std::vector<int32_t> inputs_, targets_;
   TrainSummary summary_;
+  std::unique_ptr<Checkpointing> ckpt_;  // null without checkpoint.dir
+  int64_t start_step_ = 0;               // steps already done (resume)
 };
 
 // Measured cblas_sgemm GFLOP/s on `threads` threads (the MFU denominator).

@@ -1,0 +1,423 @@
+#include "worker/engine/checkpointing.h"
+
+#include <sys/stat.h>
+
+#include <algorithm>
+#include <chrono>
+#include <filesystem>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "worker/checkpoint/checkpoint.h"
+#include "worker/checkpoint/fs_util.h"
+#include "worker/checkpoint/manifest.h"
+#include "worker/core/status.h"
+#include "worker/data/data_loader.h"
+
+namespace tern::engine {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+double SecondsSince(Clock::time_point t0) {
+  return std::chrono::duration<double>(Clock::now() - t0).count();
+}
+
+// JSON text that never throws (invalid UTF-8 is replaced).
+std::string Dump(const nlohmann::json& j) {
+  return j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+}
+
+std::string Trim(std::string s) {
+  while (!s.empty() && (s.back() == '\n' || s.back() == ' ' || s.back() == '\r')) s.pop_back();
+  return s;
+}
+
+// The parameter table of the checkpoint must be this model's.
+absl::Status CheckSameModel(const ckpt::Checkpoint& ck, const ParamTable& table) {
+  const auto& saved = ck.params().entries();
+  const auto& ours = table.entries();
+  const std::string hint =
+      " --> hint: resume with the model config of the run that saved the checkpoint";
+  if (saved.size() != ours.size() || ck.params().total() != table.total()) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "checkpoint ", ck.dir(), " holds ", saved.size(), " parameters (", ck.params().total(),
+        " elements); this model has ", ours.size(), " (", table.total(), " elements)", hint));
+  }
+  for (size_t i = 0; i < ours.size(); ++i) {
+    if (saved[i].name != ours[i].name || saved[i].offset != ours[i].offset ||
+        saved[i].numel != ours[i].numel) {
+      return absl::FailedPreconditionError(
+          absl::StrCat("checkpoint ", ck.dir(), ": parameter ", i, " is '", saved[i].name, "' (",
+                       saved[i].numel, " elements at ", saved[i].offset, "); this model has '",
+                       ours[i].name, "' (", ours[i].numel, " at ", ours[i].offset, ")", hint));
+    }
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+nlohmann::json StatusToJson(const absl::Status& st) {
+  return {{"code", static_cast<int>(st.code())}, {"message", std::string(st.message())}};
+}
+
+absl::Status StatusFromJson(const nlohmann::json& j) {
+  if (!j.is_object() || !j.contains("code")) {
+    return absl::InternalError(absl::StrCat("malformed status from a peer: ", j.dump()));
+  }
+  return absl::Status(static_cast<absl::StatusCode>(j.value("code", 13)),
+                      j.value("message", std::string()));
+}
+
+std::pair<uint64_t, uint64_t> EvenShare(uint64_t total, int parts, int i) {
+  const uint64_t p = static_cast<uint64_t>(parts), k = static_cast<uint64_t>(i);
+  const uint64_t base = total / p, extra = total % p;
+  const uint64_t begin = k * base + std::min(k, extra);
+  return {begin, begin + base + (k < extra ? 1 : 0)};
+}
+
+std::vector<ckpt::Segment> SegmentsToSave(const std::vector<zero::StateSegment>& owned,
+                                          bool replicated, int rank, int ranks) {
+  std::vector<zero::StateSegment> pieces;
+  if (!replicated || ranks <= 1) {
+    pieces = owned;
+  } else {
+    // Every rank holds everything: rank r writes elements [begin, end) of the concatenation.
+    uint64_t total = 0;
+    for (const auto& s : owned) total += s.numel;
+    const auto [begin, end] = EvenShare(total, ranks, rank);
+    uint64_t pos = 0;
+    for (const auto& s : owned) {
+      const uint64_t lo = std::max(begin, pos), hi = std::min(end, pos + s.numel);
+      if (lo < hi) {
+        const uint64_t skip = lo - pos;
+        pieces.push_back({s.global_offset + skip, hi - lo, s.master + skip, s.exp_avg + skip,
+                          s.exp_avg_sq + skip});
+      }
+      pos += s.numel;
+    }
+  }
+  struct StateField {
+    const char* name;
+    float* zero::StateSegment::*data;
+  };
+  constexpr StateField kStates[] = {{"master", &zero::StateSegment::master},
+                                    {"exp_avg", &zero::StateSegment::exp_avg},
+                                    {"exp_avg_sq", &zero::StateSegment::exp_avg_sq}};
+  std::vector<ckpt::Segment> out;
+  for (const StateField& f : kStates) {
+    for (const auto& p : pieces) {
+      if (p.numel == 0) continue;
+      ckpt::Segment seg;
+      seg.state = f.name;
+      seg.global_offset = p.global_offset;
+      seg.numel = p.numel;
+      seg.dtype = "f32";
+      seg.data = p.*f.data;
+      out.push_back(seg);
+    }
+  }
+  return out;
+}
+
+Checkpointing::Checkpointing(const JobConfig& cfg, CheckpointingOptions options)
+    : cfg_(cfg),
+      opts_(std::move(options)),
+      result_(absl::FailedPreconditionError("no checkpoint pending")) {}
+
+Checkpointing::~Checkpointing() { JoinWaiter(); }
+
+absl::StatusOr<std::unique_ptr<Checkpointing>> Checkpointing::Create(
+    const JobConfig& cfg, CheckpointingOptions options) {
+  const auto& c = cfg.spec.checkpoint();
+  std::vector<std::string> errors;
+  if (c.dir().empty()) errors.push_back("checkpoint.dir: must be set");
+  if (c.has_interval() && c.interval() < 0)
+    errors.push_back(absl::StrCat("checkpoint.interval: ", c.interval(), " must be >= 0"));
+  if (c.has_keep_last() && c.keep_last() < 1)
+    errors.push_back(absl::StrCat("checkpoint.keep_last: ", c.keep_last(), " must be >= 1"));
+  const auto& w = c.writer();
+  if (w.has_block_size() && (w.block_size() <= 0 || w.block_size() % ckpt::kAlign != 0))
+    errors.push_back(absl::StrCat("checkpoint.writer.block_size: ", w.block_size(),
+                                  " must be a positive multiple of 4096"));
+  if (w.has_queue_depth() && (w.queue_depth() < 1 || w.queue_depth() > 1024))
+    errors.push_back(
+        absl::StrCat("checkpoint.writer.queue_depth: ", w.queue_depth(), " must be in [1, 1024]"));
+  if (w.has_io_buffer_size() && w.io_buffer_size() < 0)
+    errors.push_back(absl::StrCat("checkpoint.writer.io_buffer_size: ", w.io_buffer_size(),
+                                  " must be >= 0"));
+  if (!c.load().empty() && c.load() != "latest" && ckpt::ParseStepDirName(c.load()) < 0)
+    errors.push_back(absl::StrCat("checkpoint.load: '", c.load(),
+                                  "' is neither \"latest\" nor a step name like step-000120"));
+  if (!errors.empty()) return absl::InvalidArgumentError(absl::StrJoin(errors, "; "));
+
+  std::unique_ptr<Checkpointing> ck(new Checkpointing(cfg, std::move(options)));
+  ck->root_ = c.dir();
+  ck->interval_ = c.has_interval() ? c.interval() : 0;
+  ck->keep_last_ = c.has_keep_last() ? c.keep_last() : 2;
+  ck->async_ = c.has_async() ? c.async() : true;
+  if (w.has_block_size()) ck->io_.block_size = static_cast<uint64_t>(w.block_size());
+  if (w.has_queue_depth()) ck->io_.queue_depth = w.queue_depth();
+  ckpt::AsyncOptions ao;
+  ao.blocking = !ck->async_;
+  ao.writer.io = ck->io_;
+  ck->writer_ = std::make_unique<ckpt::AsyncCheckpointer>(ao);
+  return ck;
+}
+
+bool Checkpointing::Due(int64_t steps_done) const {
+  return steps_done == cfg_.train_iters || (interval_ > 0 && steps_done % interval_ == 0);
+}
+
+absl::Status Checkpointing::Agree(const absl::Status& mine) {
+  if (!opts_.gather) return mine;
+  TERN_ASSIGN_OR_RETURN(auto all, opts_.gather(Dump(StatusToJson(mine))));
+  for (size_t r = 0; r < all.size(); ++r) {
+    absl::Status st = StatusFromJson(nlohmann::json::parse(all[r], nullptr, false));
+    if (st.ok()) continue;
+    if (static_cast<int>(r) == opts_.rank) return st;
+    return absl::Status(st.code(), absl::StrCat("rank ", r, ": ", st.message()));
+  }
+  return absl::OkStatus();
+}
+
+// Steps this run would checkpoint must not hold a committed manifest already.
+absl::Status Checkpointing::CheckFreeSteps(int64_t first_done) const {
+  std::error_code ec;
+  if (!std::filesystem::exists(root_, ec)) return absl::OkStatus();
+  for (const auto& e : std::filesystem::directory_iterator(root_, ec)) {
+    const int64_t step = ckpt::ParseStepDirName(e.path().filename().string());
+    if (step <= first_done || step > cfg_.train_iters || !Due(step)) continue;
+    if (std::filesystem::exists(e.path() / ckpt::kManifestName, ec)) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "checkpoint.dir ", root_, " already holds a committed ", e.path().filename().string(),
+          " that this run would write --> hint: resume from it with --resume, or use another "
+          "checkpoint.dir"));
+    }
+  }
+  return absl::OkStatus();
+}
+
+// Rank 0: cleanup, choice of the checkpoint to load ("" = fresh run), overwrite checks.
+absl::StatusOr<std::string> Checkpointing::PrepareOnLeader(bool resume, int64_t* done_hint) {
+  std::error_code ec;
+  const bool exists = std::filesystem::exists(root_, ec);
+  if (exists) TERN_RETURN_IF_ERROR(ckpt::CleanupIncomplete(root_).status());
+  std::vector<ckpt::StepInfo> steps;
+  if (exists) {
+    TERN_ASSIGN_OR_RETURN(steps, ckpt::ListCheckpoints(root_));
+  }
+  const ckpt::StepInfo* newest = nullptr;
+  for (const auto& s : steps)
+    if (s.complete) newest = &s;
+  std::string name;
+  if (!resume) {
+    if (newest != nullptr) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "checkpoint.dir ", root_, " already holds checkpoints (newest ", newest->name,
+          ") --> hint: pass --resume to continue from it, or use another checkpoint.dir"));
+    }
+  } else {
+    name = cfg_.spec.checkpoint().load();
+    if (name.empty() || name == "latest") {
+      auto latest = ckpt::ReadSmallFile(root_ + "/" + ckpt::kLatestName);
+      if (latest.ok()) {
+        name = Trim(*latest);
+        // A manifest committed just before a crash that kept `latest` behind is the newest.
+        if (newest != nullptr && newest->step > ckpt::ParseStepDirName(name)) name = newest->name;
+      } else if (newest != nullptr) {
+        name = newest->name;
+      } else {
+        return absl::NotFoundError(absl::StrCat("no complete checkpoint under ", root_,
+                                                " to resume from --> hint: run without --resume "
+                                                "to start from scratch"));
+      }
+    }
+  }
+  *done_hint = name.empty() ? 0 : std::max<int64_t>(0, ckpt::ParseStepDirName(name));
+  TERN_RETURN_IF_ERROR(CheckFreeSteps(*done_hint));
+  return name;
+}
+
+absl::StatusOr<int64_t> Checkpointing::Start(zero::TrainingState& state, const ParamTable& table,
+                                             const data::DataLoader& train) {
+  table_ = &table;
+  const bool resume = !cfg_.spec.checkpoint().load().empty();
+  nlohmann::json mine = {{"status", StatusToJson(absl::OkStatus())}, {"name", ""}};
+  if (opts_.rank == 0) {
+    int64_t hint = 0;
+    auto name = PrepareOnLeader(resume, &hint);
+    if (name.ok()) {
+      mine["name"] = *name;
+    } else {
+      mine["status"] = StatusToJson(name.status());
+    }
+  }
+  // Everyone learns rank 0's verdict and the checkpoint it chose.
+  std::string name = mine["name"];
+  absl::Status leader = StatusFromJson(mine["status"]);
+  if (opts_.gather) {
+    TERN_ASSIGN_OR_RETURN(auto all, opts_.gather(Dump(mine)));
+    auto j = nlohmann::json::parse(all.at(0), nullptr, false);
+    if (j.is_discarded()) return absl::InternalError("malformed checkpoint plan from rank 0");
+    name = j.value("name", "");
+    leader = StatusFromJson(j["status"]);
+  }
+  TERN_RETURN_IF_ERROR(leader);
+  if (!resume) return int64_t{0};
+
+  int64_t done = 0;
+  const auto t0 = Clock::now();
+  TERN_RETURN_IF_ERROR(Agree(Load(name, state, table, train, &done)));
+  TERN_RETURN_IF_ERROR(state.SyncAfterLoad());
+  if (opts_.rank == 0 && opts_.sink) {
+    opts_.sink->OnEvent("resume", nlohmann::json{{"step", done},
+                                                 {"checkpoint", root_ + "/" + name},
+                                                 {"seconds", SecondsSince(t0)}}
+                                      .dump(-1, ' ', false, nlohmann::json::error_handler_t::replace));
+  }
+  return done;
+}
+
+absl::Status Checkpointing::Load(const std::string& name, zero::TrainingState& state,
+                                 const ParamTable& table, const data::DataLoader& train,
+                                 int64_t* steps_done) {
+  TERN_ASSIGN_OR_RETURN(auto ck, ckpt::Checkpoint::Open(root_, name, io_));
+  TERN_RETURN_IF_ERROR(CheckSameModel(*ck, table));
+  const nlohmann::json& extra = ck->extra();
+  if (!extra.is_object() || !extra.contains("data_position")) {
+    return absl::DataLossError(
+        absl::StrCat(ck->dir(), "/manifest.json has no extra.data_position; it was not written "
+                                "by tern train and cannot be resumed"));
+  }
+  TERN_ASSIGN_OR_RETURN(data::DataPosition pos,
+                        data::DataPosition::FromJson(extra["data_position"]));
+  TERN_RETURN_IF_ERROR(train.CheckResume(pos));
+  const int64_t step = ck->step();
+  if (pos.samples_consumed != static_cast<uint64_t>(step) * cfg_.global_batch) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "checkpoint ", ck->dir(), " consumed ", pos.samples_consumed, " samples in ", step,
+        " steps; this job's global batch is ", cfg_.global_batch,
+        " --> hint: keep train_batch_size equal to the run that saved it"));
+  }
+  if (step > cfg_.train_iters) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("checkpoint ", ck->dir(), " is at step ", step, ", past train_iters ",
+                     cfg_.train_iters, " --> hint: raise train_iters to continue training"));
+  }
+  for (const auto& seg : state.owned_segments()) {
+    if (seg.numel == 0) continue;
+    TERN_RETURN_IF_ERROR(ck->ReadState("master", seg.global_offset, seg.numel, seg.master));
+    TERN_RETURN_IF_ERROR(ck->ReadState("exp_avg", seg.global_offset, seg.numel, seg.exp_avg));
+    TERN_RETURN_IF_ERROR(
+        ck->ReadState("exp_avg_sq", seg.global_offset, seg.numel, seg.exp_avg_sq));
+  }
+  *steps_done = step;
+  return absl::OkStatus();
+}
+
+absl::Status Checkpointing::Save(int64_t steps_done, zero::TrainingState& state,
+                                 const ParamTable& table, const data::DataLoader& train,
+                                 const StepMetrics& last) {
+  table_ = &table;
+  TERN_RETURN_IF_ERROR(Collect());
+  const auto segments = SegmentsToSave(state.owned_segments(), state.replicated(), opts_.rank,
+                                       opts_.ranks);
+  pending_extra_ = {
+      {"data_position",
+       train.Position(static_cast<uint64_t>(steps_done) * cfg_.global_batch).ToJson()},
+      {"rng", {{"seed", cfg_.seed}, {"note", "no dropout: data order derives from the seed"}}},
+      {"job_spec", nlohmann::json::parse(JobSpecToJson(cfg_.spec), nullptr, false)},
+      {"metrics",
+       {{"step", last.step}, {"loss", last.loss}, {"lr", last.lr}, {"grad_norm", last.grad_norm}}},
+      {"lr_schedule", {{"step", steps_done}, {"type", cfg_.spec.scheduler().type()}}},
+  };
+  pending_ = true;
+  pending_step_ = steps_done;
+  written_.store(false);
+  absl::Status st = writer_->Save(root_, steps_done, opts_.rank, segments, table);
+  if (!st.ok() || !async_) {
+    // Failed to start, or blocking mode (persisted inline): collect now.
+    result_ = st.ok() ? writer_->Wait() : absl::StatusOr<ckpt::RankShardResult>(st);
+    written_.store(true);
+    return async_ ? absl::OkStatus() : Collect();  // async: the error surfaces at collection
+  }
+  waiter_ = std::thread([this] {
+    result_ = writer_->Wait();
+    written_.store(true, std::memory_order_release);
+  });
+  return absl::OkStatus();
+}
+
+absl::Status Checkpointing::Poll() {
+  if (!pending_) return absl::OkStatus();
+  double done = written_.load(std::memory_order_acquire) ? 1 : 0;
+  if (opts_.all_reduce) TERN_RETURN_IF_ERROR(opts_.all_reduce(&done, 1));
+  if (done + 0.5 < opts_.ranks) return absl::OkStatus();
+  return Collect();
+}
+
+absl::Status Checkpointing::Finish() { return Collect(); }
+
+void Checkpointing::JoinWaiter() {
+  if (waiter_.joinable()) waiter_.join();
+}
+
+absl::Status Checkpointing::Collect() {
+  if (!pending_) return absl::OkStatus();
+  JoinWaiter();
+  pending_ = false;
+  const std::string step_name = ckpt::StepDirName(pending_step_);
+  nlohmann::json mine;
+  if (result_.ok()) {
+    mine = {{"status", StatusToJson(absl::OkStatus())}, {"result", result_->ToJson()}};
+  } else {
+    mine = {{"status", StatusToJson(result_.status())}};
+  }
+  std::vector<std::string> all = {Dump(mine)};
+  if (opts_.gather) {
+    TERN_ASSIGN_OR_RETURN(all, opts_.gather(all[0]));
+  }
+  std::vector<ckpt::RankShardResult> shards;
+  uint64_t bytes = 0;
+  double seconds = 0;
+  for (size_t r = 0; r < all.size(); ++r) {
+    auto j = nlohmann::json::parse(all[r], nullptr, false);
+    if (j.is_discarded() || !j.contains("status"))
+      return absl::InternalError(absl::StrCat("rank ", r, " sent a malformed checkpoint result"));
+    absl::Status st = StatusFromJson(j["status"]);
+    if (!st.ok()) {
+      return absl::Status(st.code(), absl::StrCat("checkpoint ", step_name, ": rank ", r,
+                                                  " failed to write its shard: ", st.message()));
+    }
+    TERN_ASSIGN_OR_RETURN(auto shard, ckpt::RankShardResult::FromJson(j["result"]));
+    bytes += shard.size;
+    seconds = std::max(seconds, shard.write_seconds);
+    shards.push_back(std::move(shard));
+  }
+  if (opts_.rank != 0) return absl::OkStatus();
+  ckpt::CommitOptions co;
+  co.world = {{"dp_size", cfg_.dp_size}, {"zero_stage", cfg_.zero_stage}, {"ranks", opts_.ranks}};
+  co.extra = std::move(pending_extra_);
+  co.keep_last = keep_last_;
+  const auto t0 = Clock::now();
+  TERN_RETURN_IF_ERROR(ckpt::CommitManifest(root_, pending_step_, shards, *table_, co));
+  if (opts_.sink) {
+    const double gib = double(bytes) / double(1ull << 30);
+    opts_.sink->OnEvent(
+        "checkpoint",
+        nlohmann::json{{"step", pending_step_},
+                       {"dir", root_ + "/" + step_name},
+                       {"bytes", bytes},
+                       {"seconds", seconds},
+                       {"gibps", seconds > 0 ? gib / seconds : 0.0},
+                       {"stage_ms", writer_->last_stage_seconds() * 1e3},
+                       {"commit_ms", SecondsSince(t0) * 1e3},
+                       {"io_path", shards.empty() ? "" : shards[0].io_path},
+                       {"async", async_}}
+            .dump(-1, ' ', false, nlohmann::json::error_handler_t::replace));
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace tern::engine

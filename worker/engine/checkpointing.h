@@ -1,0 +1,124 @@
+// Checkpointing inside the trainer: FastPersist writes of this rank's optimizer state
+// (worker/checkpoint/) every `checkpoint.interval` steps and at the end, overlapped with
+// training, committed by rank 0; and resuming from a committed checkpoint.
+//
+// Protocol (every rank runs the same sequence, so the collectives stay matched):
+//  - Start(): rank 0 removes incomplete step directories and picks the checkpoint to load
+//    (resume) or checks that the directory holds none (fresh run); all ranks agree on the
+//    outcome; each rank reads exactly its own segments, then TrainingState::SyncAfterLoad().
+//  - Save(k) after step k: stages master / exp_avg / exp_avg_sq of this rank's segments (at
+//    ZeRO stage 0, where every rank holds everything, each rank stages a 1/N share) and the
+//    write continues in the background. Blocking mode (checkpoint.async=false) writes and
+//    commits inline.
+//  - Poll() after every step while a write is in flight: one float all-reduce says whether
+//    every rank's write is done; when so, the RankShardResults are all-gathered (JSON bytes) and
+//    rank 0 commits the manifest (world layout + data position, RNG seed, job spec, metrics).
+//    Save() and Finish() collect a write still in flight the same way (waiting for it).
+//
+// Threading: one trainer thread calls everything; an internal waiter thread only waits for the
+// background write so Poll() can ask whether it finished without blocking.
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "nlohmann/json.hpp"
+#include "worker/checkpoint/async_checkpointer.h"
+#include "worker/core/param_table.h"
+#include "worker/engine/metrics.h"
+#include "worker/engine/spec.h"
+#include "worker/zero/state.h"
+
+namespace tern::data {
+class DataLoader;
+}
+
+namespace tern::engine {
+
+// All-gathers one byte string per rank (result index = rank). Null = single rank.
+using GatherBytesFn =
+    std::function<absl::StatusOr<std::vector<std::string>>(const std::string& mine)>;
+// Sums doubles across ranks in place. Null = single rank.
+using AllReduceSumFn = std::function<absl::Status(double*, int)>;
+
+struct CheckpointingOptions {
+  int rank = 0;                 // data-parallel rank: names this rank's file
+  int ranks = 1;                // data-parallel ranks (gathers return this many entries)
+  GatherBytesFn gather;         // over every rank of the job
+  AllReduceSumFn all_reduce;    // over the same ranks
+  MetricsSink* sink = nullptr;  // rank 0 emits "checkpoint" and "resume" events
+};
+
+// Returns a status with the same code whose message is prefixed (gathers keep the code).
+absl::Status StatusFromJson(const nlohmann::json& j);
+nlohmann::json StatusToJson(const absl::Status& st);
+
+// Splits `total` elements into `parts` near-equal ranges; [begin, end) of part `i`.
+std::pair<uint64_t, uint64_t> EvenShare(uint64_t total, int parts, int i);
+
+// The segments a rank writes: its owned segments, or (replicated) its share of them.
+std::vector<ckpt::Segment> SegmentsToSave(const std::vector<zero::StateSegment>& owned,
+                                          bool replicated, int rank, int ranks);
+
+class Checkpointing {
+ public:
+  // Validates cfg.spec.checkpoint (dir must be set). INVALID_ARGUMENT names the field.
+  static absl::StatusOr<std::unique_ptr<Checkpointing>> Create(const JobConfig& cfg,
+                                                               CheckpointingOptions options);
+  ~Checkpointing();
+
+  // Cleans up, then loads when cfg.spec.checkpoint.load is set (resume). Returns the number of
+  // steps already done (0 for a fresh run). Errors are the same on every rank; input errors
+  // (corrupt or missing file, other model or data) are DATA_LOSS / NOT_FOUND /
+  // FAILED_PRECONDITION and nothing has been written.
+  absl::StatusOr<int64_t> Start(zero::TrainingState& state, const ParamTable& table,
+                                const data::DataLoader& train);
+  // True when a checkpoint is due after `steps_done` steps.
+  bool Due(int64_t steps_done) const;
+  // Collects a finished background write (call after every step; a collective while pending).
+  absl::Status Poll();
+  // Stages the state after `steps_done` steps and starts writing it.
+  absl::Status Save(int64_t steps_done, zero::TrainingState& state, const ParamTable& table,
+                    const data::DataLoader& train, const StepMetrics& last);
+  // Waits for and commits the write in flight, if any.
+  absl::Status Finish();
+
+  const std::string& root() const { return root_; }
+
+ private:
+  Checkpointing(const JobConfig& cfg, CheckpointingOptions options);
+  absl::StatusOr<std::string> PrepareOnLeader(bool resume, int64_t* done_hint);
+  absl::Status Load(const std::string& name, zero::TrainingState& state, const ParamTable& table,
+                    const data::DataLoader& train, int64_t* steps_done);
+  absl::Status CheckFreeSteps(int64_t first_done) const;
+  absl::Status Agree(const absl::Status& mine);
+  absl::Status Collect();  // waits for the write in flight, gathers, commits (rank 0)
+  void JoinWaiter();
+
+  JobConfig cfg_;
+  CheckpointingOptions opts_;
+  std::string root_;
+  int64_t interval_ = 0;
+  int keep_last_ = 2;
+  bool async_ = true;
+  ckpt::IoOptions io_;
+  std::unique_ptr<ckpt::AsyncCheckpointer> writer_;
+  const ParamTable* table_ = nullptr;
+
+  // The write in flight.
+  bool pending_ = false;
+  int64_t pending_step_ = 0;
+  nlohmann::json pending_extra_;
+  std::thread waiter_;
+  std::atomic<bool> written_{false};
+  absl::StatusOr<ckpt::RankShardResult> result_;
+};
+
+}  // namespace tern::engine
