@@ -1,5 +1,7 @@
 // JobStore: ternd's durable state (jobs, rounds, workers, events, downsampled metric
-// history). Owned by the EventLoop thread; implementations need not be thread-safe.
+// history). Owned by the EventLoop thread; implementations need not be thread-safe. (The
+// SQLite one checkpoints its WAL from a background thread on a second connection, so the
+// loop thread never waits for a checkpoint's fsync.)
 #pragma once
 
 #include <memory>

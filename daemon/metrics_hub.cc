@@ -12,9 +12,10 @@ void MetricsHub::Publish(const std::string& job_id, const tern::v1::WatchJobResp
   auto it = watchers_.find(job_id);
   if (it == watchers_.end()) return;
   auto& sinks = it->second;
+  auto shared = std::make_shared<const tern::v1::WatchJobResponse>(item);
   // Send to each; drop the ones that are closed (watcher gone or too slow).
   sinks.erase(std::remove_if(sinks.begin(), sinks.end(),
-                             [&](const std::shared_ptr<WatchSink>& s) { return !s->Send(item); }),
+                             [&](const std::shared_ptr<WatchSink>& s) { return !s->Send(shared); }),
               sinks.end());
   if (sinks.empty()) watchers_.erase(it);
 }

@@ -3,7 +3,12 @@
 // columns queries need.
 #include <sqlite3.h>
 
+#include <chrono>
+#include <condition_variable>
 #include <map>
+#include <memory>
+#include <mutex>
+#include <thread>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
@@ -90,10 +95,45 @@ absl::StatusOr<std::vector<Msg>> LoadAll(sqlite3* db, const char* sql, const std
   return out;
 }
 
+// Checkpoints the WAL into the database once a second on its own connection.
+class Checkpointer {
+ public:
+  explicit Checkpointer(sqlite3* db) : db_(db), thread_([this] { Run(); }) {}
+  ~Checkpointer() {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      stop_ = true;
+    }
+    cv_.notify_all();
+    thread_.join();
+    sqlite3_close(db_);
+  }
+
+ private:
+  void Run() {
+    std::unique_lock<std::mutex> lock(mu_);
+    while (!cv_.wait_for(lock, std::chrono::seconds(1), [this] { return stop_; })) {
+      lock.unlock();
+      sqlite3_wal_checkpoint_v2(db_, nullptr, SQLITE_CHECKPOINT_PASSIVE, nullptr, nullptr);
+      lock.lock();
+    }
+  }
+  sqlite3* db_;
+  std::mutex mu_;
+  std::condition_variable cv_;
+  bool stop_ = false;
+  std::thread thread_;
+};
+
 class SqliteJobStore : public JobStore {
  public:
-  SqliteJobStore(sqlite3* db, int max_step_points) : db_(db), max_step_points_(max_step_points) {}
-  ~SqliteJobStore() override { sqlite3_close(db_); }
+  SqliteJobStore(sqlite3* db, sqlite3* checkpoint_db, int max_step_points)
+      : db_(db), max_step_points_(max_step_points),
+        checkpointer_(std::make_unique<Checkpointer>(checkpoint_db)) {}
+  ~SqliteJobStore() override {
+    checkpointer_.reset();
+    sqlite3_close(db_);
+  }
 
   absl::StatusOr<std::string> NextJobId() override {
     Stmt q(db_,
@@ -209,6 +249,7 @@ class SqliteJobStore : public JobStore {
   sqlite3* db_;
   const int max_step_points_;
   std::map<std::string, Stride> strides_;
+  std::unique_ptr<Checkpointer> checkpointer_;
 };
 
 }  // namespace
@@ -224,14 +265,22 @@ absl::StatusOr<std::unique_ptr<JobStore>> OpenSqliteJobStore(const std::string& 
   }
   char* err = nullptr;
   std::string sql = absl::StrCat(
-      "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA busy_timeout=5000;", kSchema);
+      "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA busy_timeout=5000;"
+      "PRAGMA wal_autocheckpoint=0;", kSchema);
   if (sqlite3_exec(db, sql.c_str(), nullptr, nullptr, &err) != SQLITE_OK) {
     std::string msg = err ? err : "unknown error";
     sqlite3_free(err);
     sqlite3_close(db);
     return absl::InternalError(absl::StrCat("cannot initialise state db ", path, ": ", msg));
   }
-  return std::unique_ptr<JobStore>(new SqliteJobStore(db, max_step_points));
+  sqlite3* checkpoint_db = nullptr;
+  if (sqlite3_open_v2(path.c_str(), &checkpoint_db, SQLITE_OPEN_READWRITE, nullptr) != SQLITE_OK) {
+    sqlite3_close(checkpoint_db);
+    sqlite3_close(db);
+    return absl::UnavailableError(absl::StrCat("cannot open state db ", path, " twice"));
+  }
+  sqlite3_busy_timeout(checkpoint_db, 100);
+  return std::unique_ptr<JobStore>(new SqliteJobStore(db, checkpoint_db, max_step_points));
 }
 
 }  // namespace tern::daemon

@@ -7,6 +7,7 @@
 #include <cstddef>
 #include <deque>
 #include <functional>
+#include <memory>
 #include <mutex>
 #include <utility>
 
@@ -26,7 +27,9 @@ class StreamSink {
 
   // Queues `msg`. False when the stream is closed; a full queue (slow reader) closes the
   // stream with RESOURCE_EXHAUSTED.
-  bool Send(Msg msg) {
+  bool Send(Msg msg) { return Send(std::make_shared<const Msg>(std::move(msg))); }
+  // The same message may be queued on many sinks (fan-out without copies).
+  bool Send(std::shared_ptr<const Msg> msg) {
     std::lock_guard<std::mutex> lock(mu_);
     if (closing_ || detached_) return false;
     if (queue_.size() >= max_queue_) {
@@ -39,7 +42,7 @@ class StreamSink {
     queue_.push_back(std::move(msg));
     if (!writing_) {
       writing_ = true;
-      write_(&queue_.front());
+      write_(queue_.front().get());
     }
     return true;
   }
@@ -67,7 +70,7 @@ class StreamSink {
     }
     if (!queue_.empty() && !detached_) {
       writing_ = true;
-      write_(&queue_.front());
+      write_(queue_.front().get());
       return;
     }
     MaybeFinishLocked();
@@ -96,7 +99,7 @@ class StreamSink {
   std::function<void(const Msg*)> write_;
   std::function<void(grpc::Status)> finish_;
   const size_t max_queue_;
-  std::deque<Msg> queue_;
+  std::deque<std::shared_ptr<const Msg>> queue_;
   bool writing_ = false;
   bool closing_ = false;
   bool finished_ = false;

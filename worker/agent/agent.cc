@@ -68,12 +68,13 @@ void Agent::Start() { thread_ = std::thread([this] { ConnectLoop(); }); }
 void Agent::Stop() {
   if (!supervisor_) return;
   // Stop the ranks while the session still runs, so their exits reach ternd.
+  const bool had_ranks = supervisor_->running() > 0;
   supervisor_->CancelAll();
   const auto give_up = std::chrono::steady_clock::now() + options_.grace + std::chrono::seconds(2);
   while (supervisor_->running() > 0 && std::chrono::steady_clock::now() < give_up) {
     std::this_thread::sleep_for(std::chrono::milliseconds(50));
   }
-  std::this_thread::sleep_for(std::chrono::milliseconds(300));  // last uploads
+  if (had_ranks) std::this_thread::sleep_for(std::chrono::milliseconds(300));  // last uploads
   {
     std::lock_guard<std::mutex> lock(mu_);
     stopping_ = true;
