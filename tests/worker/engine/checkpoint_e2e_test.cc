@@ -1,0 +1,360 @@
+// End-to-end tests of checkpointing in `tern train` with the real binary: bit-exact resume
+// (one rank, two ranks at ZeRO-2 and ZeRO-0, one rank -> two ranks), async vs blocking, crashes
+// at every fault point of a write and an external SIGKILL during an async write, corruption
+// detected by --resume and `tern ckpt verify`, `tern ckpt list`, and the overwrite guard.
+#include <gtest/gtest.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <sstream>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "nlohmann/json.hpp"
+
+namespace {
+
+namespace fs = std::filesystem;
+
+struct Result {
+  int code = -1;  // exit code; -1 when killed by a signal
+  int signal = 0;
+  std::string out;
+};
+
+std::string Bin() { return std::string(std::getenv("TERN_BIN_DIR")) + "/tern"; }
+
+Result Tern(const std::string& args, const std::string& env = "") {
+  Result r;
+  FILE* p = popen((env + " " + Bin() + " " + args + " 2>&1").c_str(), "r");
+  char buf[4096];
+  size_t n;
+  while ((n = fread(buf, 1, sizeof(buf), p)) > 0) r.out.append(buf, n);
+  int st = pclose(p);
+  r.code = WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+  r.signal = WIFSIGNALED(st) ? WTERMSIG(st) : 0;
+  return r;
+}
+
+std::vector<nlohmann::json> JsonLines(const std::string& out, const std::string& type) {
+  std::vector<nlohmann::json> v;
+  std::istringstream in(out);
+  std::string line;
+  while (std::getline(in, line)) {
+    auto j = nlohmann::json::parse(line, nullptr, false);
+    if (!j.is_discarded() && j.is_object() && j.value("type", "") == type) v.push_back(j);
+  }
+  return v;
+}
+
+// step -> loss, from --json output.
+std::map<int, double> Losses(const Result& r) {
+  std::map<int, double> m;
+  for (const auto& j : JsonLines(r.out, "step")) m[j["step"].get<int>()] = j["loss"].get<double>();
+  return m;
+}
+
+std::vector<nlohmann::json> Events(const Result& r, const std::string& kind) {
+  std::vector<nlohmann::json> v;
+  for (const auto& j : JsonLines(r.out, "event"))
+    if (j.value("kind", "") == kind) v.push_back(nlohmann::json::parse(j["message"].get<std::string>()));
+  return v;
+}
+
+std::string ReadFile(const fs::path& p) {
+  std::ifstream in(p, std::ios::binary);
+  return std::string((std::istreambuf_iterator<char>(in)), {});
+}
+
+class CheckpointE2E : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    dir_ = new fs::path(fs::temp_directory_path() / ("tern-ckpt-e2e-" + std::to_string(getpid())));
+    fs::create_directories(*dir_);
+    std::ofstream corpus(*dir_ / "corpus.txt");
+    const char* lines[] = {"The quick brown fox jumps over the lazy dog.",
+                           "A journey of a thousand miles begins with a single step.",
+                           "To be or not to be, that is the question.",
+                           "All that glitters is not gold."};
+    for (int d = 0; d < 400; ++d) corpus << lines[d % 4] << "\n" << lines[(d * 7) % 4] << "\n%\n";
+    corpus.close();
+    Result r = Tern("data prepare --tokenizer byte --input " + (*dir_ / "corpus.txt").string() +
+                    " --output " + (*dir_ / "corpus").string() + " --doc-separator % --seed 3");
+    ASSERT_EQ(r.code, 0) << r.out;
+    // The LR schedule ends at a fixed step, so an 8-step run follows the 12-step run's curve.
+    std::ofstream spec(*dir_ / "spec.json");
+    spec << R"({"model": {"model_type": "llama", "hidden_size": 32, "num_hidden_layers": 2,
+                "num_attention_heads": 4, "num_key_value_heads": 2},
+                "data": {"path": ")"
+         << (*dir_ / "corpus").string() << R"(", "seq_len": 32},
+                "train_micro_batch_size_per_gpu": 8,
+                "optimizer": {"params": {"lr": 0.01}},
+                "scheduler": {"type": "WarmupDecayLR", "params": {"warmup_num_steps": 3,
+                              "warmup_type": "linear", "total_num_steps": 12}},
+                "train_iters": 12, "eval_iters": 1, "steps_per_print": 4,
+                "checkpoint": {"interval": 4, "keep_last": 2}})";
+    spec.close();
+    reference_ = new std::map<int, double>(
+        Losses(Train("ref", "--set checkpoint.async=false")));  // with checkpoints, blocking
+    ASSERT_EQ(reference_->size(), 12u);
+  }
+  static void TearDownTestSuite() {
+    fs::remove_all(*dir_);
+    delete dir_;
+    delete reference_;
+  }
+  static std::string Path(const std::string& name) { return (*dir_ / name).string(); }
+  // `tern train` of the spec with checkpoints under <dir>/<ckpt>.
+  static Result Train(const std::string& ckpt, const std::string& extra,
+                      const std::string& env = "") {
+    return Tern("train " + Path("spec.json") + " --json --threads 1 --set checkpoint.dir=" +
+                    Path(ckpt) + " " + extra,
+                env);
+  }
+  static void ExpectReference(const std::map<int, double>& got, int first, int last) {
+    for (int s = first; s <= last; ++s) {
+      ASSERT_TRUE(got.count(s)) << "step " << s << " missing";
+      EXPECT_EQ(got.at(s), reference_->at(s)) << "step " << s;  // bit-equal doubles
+    }
+  }
+  static fs::path* dir_;
+  static std::map<int, double>* reference_;
+};
+fs::path* CheckpointE2E::dir_ = nullptr;
+std::map<int, double>* CheckpointE2E::reference_ = nullptr;
+
+TEST_F(CheckpointE2E, SingleRankResumeIsBitExactAndAsyncMatchesBlocking) {
+  Result full = Train("async", "");  // async (default), every 4 steps, keep_last 2
+  ASSERT_EQ(full.code, 0) << full.out;
+  ExpectReference(Losses(full), 1, 12);
+  auto saved = Events(full, "checkpoint");
+  ASSERT_EQ(saved.size(), 3u) << full.out;
+  EXPECT_EQ(saved[2]["step"], 12);
+  EXPECT_GT(saved[2]["bytes"].get<uint64_t>(), 0u);
+  EXPECT_GT(saved[2]["gibps"].get<double>(), 0.0);
+  for (const auto& j : JsonLines(full.out, "step")) EXPECT_TRUE(j.contains("checkpoint_ms"));
+  // keep_last 2: steps 8 and 12 remain; latest names 12.
+  EXPECT_FALSE(fs::exists(Path("async/step-000004")));
+  EXPECT_TRUE(fs::exists(Path("async/step-000008/manifest.json")));
+  EXPECT_EQ(ReadFile(Path("async/latest")), "step-000012\n");
+
+  Result first = Train("resume1", "--set train_iters=8");
+  ASSERT_EQ(first.code, 0) << first.out;
+  Result rest = Train("resume1", "--resume");
+  ASSERT_EQ(rest.code, 0) << rest.out;
+  auto losses = Losses(rest);
+  EXPECT_EQ(losses.begin()->first, 9);
+  ExpectReference(losses, 9, 12);
+  auto resumed = Events(rest, "resume");
+  ASSERT_EQ(resumed.size(), 1u);
+  EXPECT_EQ(resumed[0]["step"], 8);
+
+  // The manifest records the layout and everything a resume needs.
+  auto m = nlohmann::json::parse(ReadFile(Path("resume1/step-000012/manifest.json")));
+  EXPECT_EQ(m["world"]["dp_size"], 1);
+  EXPECT_EQ(m["extra"]["data_position"]["samples_consumed"], 12 * 8);
+  EXPECT_EQ(m["extra"]["rng"]["seed"], 1234);
+  EXPECT_EQ(m["extra"]["lr_schedule"]["step"], 12);
+  EXPECT_EQ(m["extra"]["metrics"]["loss"].get<double>(), reference_->at(12));
+  EXPECT_EQ(m["extra"]["job_spec"]["train_iters"], "12");  // int64 maps to a JSON string
+
+  // A fresh run refuses a directory that already holds checkpoints (exit 2, nothing written).
+  Result again = Train("resume1", "");
+  EXPECT_EQ(again.code, 2) << again.out;
+  EXPECT_NE(again.out.find("already holds checkpoints"), std::string::npos) << again.out;
+}
+
+TEST_F(CheckpointE2E, TwoRanksZero2ResumeIsBitExact) {
+  const std::string two = "--ranks 2 --set train_micro_batch_size_per_gpu=4 "
+                          "--set zero_optimization.stage=2 ";
+  Result full = Train("z2full", two);
+  ASSERT_EQ(full.code, 0) << full.out;
+  Result first = Train("z2", two + "--set train_iters=8");
+  ASSERT_EQ(first.code, 0) << first.out;
+  EXPECT_TRUE(fs::exists(Path("z2/step-000008/rank-00001.bin")));
+  Result rest = Train("z2", two + "--resume");
+  ASSERT_EQ(rest.code, 0) << rest.out;
+  auto a = Losses(full), b = Losses(rest);
+  ASSERT_EQ(b.size(), 4u) << rest.out;
+  for (int s = 9; s <= 12; ++s) EXPECT_EQ(a.at(s), b.at(s)) << "step " << s;
+  for (int s = 1; s <= 12; ++s) EXPECT_NEAR(a.at(s), reference_->at(s), 1e-5) << "step " << s;
+  auto m = nlohmann::json::parse(ReadFile(Path("z2/step-000012/manifest.json")));
+  EXPECT_EQ(m["world"]["dp_size"], 2);
+  EXPECT_EQ(m["world"]["zero_stage"], 2);
+}
+
+TEST_F(CheckpointE2E, ReplicatedStateIsSplitAndOneRankResumesOnTwo) {
+  // ZeRO-0: every rank holds everything; each writes half.
+  const std::string two = "--ranks 2 --set train_micro_batch_size_per_gpu=4 ";
+  Result z0 = Train("z0", two + "--set zero_optimization.stage=0 --set train_iters=4");
+  ASSERT_EQ(z0.code, 0) << z0.out;
+  auto m = nlohmann::json::parse(ReadFile(Path("z0/step-000004/manifest.json")));
+  for (const auto& [state, body] : m["states"].items()) {
+    std::map<std::string, int64_t> per_file;
+    for (const auto& p : body["params"])
+      for (const auto& f : p["fragments"]) per_file[f["file"]] += f["numel"].get<int64_t>();
+    ASSERT_EQ(per_file.size(), 2u) << state;
+    const int64_t total = body["numel"];
+    EXPECT_LE(std::abs(per_file["rank-00000.bin"] - per_file["rank-00001.bin"]), 1) << state;
+    EXPECT_EQ(per_file["rank-00000.bin"] + per_file["rank-00001.bin"], total) << state;
+  }
+  Result z0b = Train("z0", two + "--set zero_optimization.stage=0 --set train_iters=6 --resume");
+  ASSERT_EQ(z0b.code, 0) << z0b.out;
+  auto losses = Losses(z0b);
+  ASSERT_EQ(losses.size(), 2u) << z0b.out;
+  for (int s = 5; s <= 6; ++s) EXPECT_NEAR(losses.at(s), reference_->at(s), 1e-5) << s;
+
+  // Saved by one rank, resumed by two at ZeRO-1: each reads only its own slices.
+  Result one = Train("grow", "--set train_iters=8");
+  ASSERT_EQ(one.code, 0) << one.out;
+  Result grown = Train("grow", two + "--set zero_optimization.stage=1 --resume");
+  ASSERT_EQ(grown.code, 0) << grown.out;
+  losses = Losses(grown);
+  ASSERT_EQ(losses.size(), 4u) << grown.out;
+  for (int s = 9; s <= 12; ++s) EXPECT_NEAR(losses.at(s), reference_->at(s), 1e-5) << s;
+}
+
+TEST_F(CheckpointE2E, CrashAtEveryFaultPointKeepsThePreviousCheckpoint) {
+  struct Case {
+    std::string point;
+    int resumed_from;  // the newest committed checkpoint after the crash
+  } cases[] = {{"after_shard_write", 4},
+               {"before_manifest_rename", 4},
+               {"after_manifest_rename_before_latest", 8}};
+  for (const auto& c : cases) {
+    SCOPED_TRACE(c.point);
+    const std::string d = "fault-" + c.point;
+    ASSERT_EQ(Train(d, "--set train_iters=4").code, 0);
+    Result crash = Train(d, "--resume", "TERN_CKPT_FAULT=" + c.point);
+    // Killed by its own fault point (the shell in between reports 128 + 9).
+    EXPECT_TRUE(crash.signal == SIGKILL || crash.code == 128 + SIGKILL) << crash.out;
+    EXPECT_NE(crash.out.find("TERN_CKPT_FAULT=" + c.point + ": killing process"), std::string::npos);
+    EXPECT_TRUE(fs::exists(Path(d + "/step-000008"))) << crash.out;  // died writing step 8
+    Result list = Tern("ckpt list --json " + Path(d));
+    ASSERT_EQ(list.code, 0) << list.out;
+    auto steps = nlohmann::json::parse(list.out);
+    ASSERT_EQ(steps.size(), 2u) << list.out;
+    EXPECT_TRUE(steps[0]["complete"]) << list.out;
+    EXPECT_EQ(steps[1]["complete"].get<bool>(), c.resumed_from == 8) << list.out;
+    EXPECT_EQ(Tern("ckpt verify " + Path(d) + " --step step-00000" + std::to_string(c.resumed_from)).code, 0);
+    Result rest = Train(d, "--resume");
+    ASSERT_EQ(rest.code, 0) << rest.out;
+    auto losses = Losses(rest);
+    EXPECT_EQ(losses.begin()->first, c.resumed_from + 1) << rest.out;
+    ExpectReference(losses, c.resumed_from + 1, 12);
+  }
+}
+
+TEST_F(CheckpointE2E, TwoRanksCrashInTheShardWriteThenResume) {
+  const std::string two = "--ranks 2 --set train_micro_batch_size_per_gpu=4 "
+                          "--set zero_optimization.stage=1 --collective-timeout-s 5 ";
+  ASSERT_EQ(Train("fault2", two + "--set train_iters=4").code, 0);
+  Result crash = Train("fault2", two + "--resume", "TERN_CKPT_FAULT=after_shard_write");
+  EXPECT_EQ(crash.code, 1) << crash.out;
+  EXPECT_NE(crash.out.find("was killed by signal 9"), std::string::npos) << crash.out;
+  EXPECT_FALSE(fs::exists(Path("fault2/step-000008/manifest.json")));
+  Result rest = Train("fault2", two + "--resume");
+  ASSERT_EQ(rest.code, 0) << rest.out;
+  auto losses = Losses(rest);
+  EXPECT_EQ(losses.begin()->first, 5);
+  for (int s = 5; s <= 12; ++s) EXPECT_NEAR(losses.at(s), reference_->at(s), 1e-5) << s;
+}
+
+TEST_F(CheckpointE2E, SigkillDuringAnAsyncWriteLeavesTheLastCommittedCheckpoint) {
+  // Checkpoint every step; SIGKILL the process while a step's shard is written but not yet
+  // committed (its rank file exists, its manifest does not).
+  const std::string out = Path("sigkill.out");
+  const std::string cmd = Bin() + " train " + Path("spec.json") +
+                          " --json --threads 1 --set checkpoint.interval=1 --set checkpoint.dir=" +
+                          Path("sigkill") + " --set train_iters=100000 > " + out + " 2>&1";
+  pid_t pid = fork();
+  if (pid == 0) {
+    execl("/bin/sh", "sh", "-c", ("exec " + cmd).c_str(), nullptr);
+    _exit(127);
+  }
+  int killed_at = -1;
+  for (int i = 0; i < 20000 && killed_at < 0; ++i) {
+    for (int s = 4; s <= 11 && killed_at < 0; ++s) {
+      char name[32];
+      std::snprintf(name, sizeof(name), "sigkill/step-%06d", s);
+      if (fs::exists(Path(name) + "/rank-00000.bin") && !fs::exists(Path(name) + "/manifest.json")) {
+        kill(pid, SIGKILL);
+        killed_at = s;
+      }
+    }
+    if (killed_at < 0) std::this_thread::sleep_for(std::chrono::microseconds(500));
+  }
+  if (killed_at < 0) kill(pid, SIGKILL);
+  int status = 0;
+  waitpid(pid, &status, 0);
+  ASSERT_GT(killed_at, 0) << "no write in flight was seen";
+  ASSERT_TRUE(WIFSIGNALED(status));
+  // Every committed step verifies; the newest one is where the next run starts.
+  Result verify = Tern("ckpt verify " + Path("sigkill"));
+  EXPECT_EQ(verify.code, 0) << verify.out;
+  auto steps = nlohmann::json::parse(Tern("ckpt list --json " + Path("sigkill")).out);
+  int newest = 0;
+  for (const auto& s : steps)
+    if (s["complete"]) newest = s["step"];
+  EXPECT_GE(newest, killed_at - 1);
+  ASSERT_LT(newest, 12);
+  Result rest = Train("sigkill", "--resume --set checkpoint.interval=1");
+  ASSERT_EQ(rest.code, 0) << rest.out;
+  auto losses = Losses(rest);
+  EXPECT_EQ(losses.begin()->first, newest + 1);
+  ExpectReference(losses, newest + 1, 12);
+}
+
+TEST_F(CheckpointE2E, FlippedByteFailsResumeAndVerifyNamingTheFile) {
+  ASSERT_EQ(Train("flip", "").code, 0);
+  const std::string victim = Path("flip/step-000012/rank-00000.bin");
+  {
+    std::fstream f(victim, std::ios::in | std::ios::out | std::ios::binary);
+    f.seekg(100);
+    char c = 0;
+    f.read(&c, 1);
+    c ^= 0x10;
+    f.seekp(100);
+    f.write(&c, 1);
+  }
+  const std::string flipped = ReadFile(victim);
+  Result verify = Tern("ckpt verify " + Path("flip"));
+  EXPECT_EQ(verify.code, 1) << verify.out;
+  EXPECT_NE(verify.out.find("step-000012/rank-00000.bin"), std::string::npos) << verify.out;
+  EXPECT_NE(verify.out.find("step-000008: ok"), std::string::npos) << verify.out;
+  Result one = Tern("ckpt verify " + Path("flip") + " --step step-000008");
+  EXPECT_EQ(one.code, 0) << one.out;
+
+  Result resume = Train("flip", "--resume --set train_iters=16");
+  EXPECT_EQ(resume.code, 2) << resume.out;
+  EXPECT_NE(resume.out.find("step-000012/rank-00000.bin"), std::string::npos) << resume.out;
+  EXPECT_NE(resume.out.find("step-000008 is complete"), std::string::npos) << resume.out;
+  EXPECT_TRUE(JsonLines(resume.out, "step").empty());
+  EXPECT_EQ(ReadFile(victim), flipped);  // nothing overwritten
+  EXPECT_FALSE(fs::exists(Path("flip/step-000016")));
+
+  // The previous checkpoint named by the hint resumes.
+  Result prev = Train("flip", "--resume --set checkpoint.load=step-000008 --set train_iters=10");
+  ASSERT_EQ(prev.code, 0) << prev.out;
+  ExpectReference(Losses(prev), 9, 10);
+
+  // A missing shard file fails the same way (two ranks: both exit with the same error).
+  ASSERT_EQ(Train("gone", "--ranks 2 --set train_micro_batch_size_per_gpu=4 "
+                          "--set zero_optimization.stage=2 --set train_iters=4").code, 0);
+  fs::remove(Path("gone/step-000004/rank-00001.bin"));
+  Result gone = Train("gone", "--ranks 2 --set train_micro_batch_size_per_gpu=4 "
+                              "--set zero_optimization.stage=2 --set train_iters=8 --resume");
+  EXPECT_EQ(gone.code, 2) << gone.out;
+  EXPECT_NE(gone.out.find("rank-00001.bin"), std::string::npos) << gone.out;
+  Result vgone = Tern("ckpt verify " + Path("gone"));
+  EXPECT_EQ(vgone.code, 1) << vgone.out;
+}
+
+}  // namespace
