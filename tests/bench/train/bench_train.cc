@@ -8,7 +8,19 @@
 #include <random>
 #include <vector>
 
+#include <signal.h>
+#include <sys/prctl.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <map>
+#include <span>
+
 #include <CLI/CLI.hpp>
+
+#include "worker/comm/groups.h"
+#include "worker/comm/tcp_store.h"
+#include "worker/comm/topology.h"
 
 #include "kernels/cpu/threads.h"
 #include "nlohmann/json.hpp"
@@ -25,11 +37,200 @@ struct Args {
   float lr = 1e-3f, wd = 0.1f, clip = 0.0f;
   std::string data = "fixed";
   uint64_t seed = 1234;
+  int ranks = 1;
+  int ranks_per_node = 0;
+  int zero_stage = 0;
 };
 
 double Median(std::vector<double> v) {
   std::sort(v.begin(), v.end());
   return v.size() % 2 ? v[v.size() / 2] : 0.5 * (v[v.size() / 2 - 1] + v[v.size() / 2]);
+}
+
+int RunOne(const Args& a, int rank, tern::comm::Communicator* dp, tern::comm::CommGroups* groups) {
+  tern::v1::ModelConfig mc;
+  mc.set_model_type(a.arch);
+  mc.set_vocab_size(a.vocab);
+  mc.set_hidden_size(a.dim);
+  mc.set_num_hidden_layers(a.layers);
+  mc.set_num_attention_heads(a.heads);
+  mc.set_max_position_embeddings(a.seq);
+  if (a.ffn > 0) mc.set_intermediate_size(a.ffn);
+  if (a.tie >= 0) mc.set_tie_word_embeddings(a.tie == 1);
+  auto dims = tern::model::ResolveModelDims(mc, a.seq);
+  if (!dims.ok()) {
+    std::fprintf(stderr, "error: %s\n", std::string(dims.status().message()).c_str());
+    return 2;
+  }
+  const double peak = tern::engine::MeasureSgemmPeakGflops(a.threads);
+  tern::kernels::SetNumThreads(a.threads);
+  tern::model::Transformer<float> model(*dims);
+  std::vector<float> init(model.params().total());
+  model.InitParams(init.data(), a.seed);
+  std::unique_ptr<tern::zero::TrainingState> state;
+  if (dp == nullptr) {
+    state = tern::zero::CreateLocalState(model.params(), init);
+  } else {
+    tern::zero::ZeroOptions zo;
+    zo.stage = a.zero_stage;
+    auto st = tern::zero::CreateZeroState(model.params(), init, zo, dp);
+    if (!st.ok()) {
+      std::fprintf(stderr, "error: %s\n", std::string(st.status().message()).c_str());
+      return 1;
+    }
+    state = std::move(*st);
+  }
+  tern::optim::AdamWConfig adamw{a.lr, 0.9f, 0.95f, 1e-8f, a.wd};
+
+  std::mt19937_64 rng(a.seed + 1 + uint64_t(rank) * 7919);
+  const size_t n = size_t(a.batch) * a.seq;
+  std::vector<int32_t> window(size_t(a.batch) * (a.seq + 1)), inp(n), tgt(n);
+  auto draw = [&] {
+    for (auto& t : window) t = int32_t(rng() % a.vocab);
+    for (int b = 0; b < a.batch; ++b)
+      for (int t = 0; t < a.seq; ++t) {
+        inp[size_t(b) * a.seq + t] = window[size_t(b) * (a.seq + 1) + t];
+        tgt[size_t(b) * a.seq + t] = window[size_t(b) * (a.seq + 1) + t + 1];
+      }
+  };
+  draw();
+  std::vector<double> times, losses;
+  std::map<std::string, uint64_t> bytes;
+  for (int step = 0; step < a.warmup + a.steps; ++step) {
+    if (a.data == "random") draw();
+    auto t0 = std::chrono::steady_clock::now();
+    state->BeginMicroStep(true);
+    double loss = model.Forward(state->source(), inp.data(), tgt.data(), a.batch, a.seq);
+    model.Backward(state->source(), 1.0f);
+    double norm = std::sqrt(*state->FinishBackward());
+    float mult = (a.clip > 0 && norm > a.clip) ? float(a.clip / (norm + 1e-6)) : 1.0f;
+    (void)state->OptimizerStep(adamw, a.lr, step + 1, mult);
+    if (dp != nullptr) {
+      float l = float(loss);
+      (void)dp->AllReduce({&l, 1}, {});
+      loss = l / a.ranks;
+      if (step >= a.warmup) {
+        for (const auto& [kind, stats] : groups->TakeStatsByKind()) bytes[kind] += stats.total_bytes();
+      } else {
+        groups->TakeStatsByKind();
+      }
+    }
+    double dt = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    losses.push_back(loss);
+    if (step >= a.warmup) times.push_back(dt);
+  }
+  const double med = Median(times);
+  const double tokens = double(n) * a.ranks;
+  const auto cost = tern::model::EstimateCost(*dims, a.seq);
+  const double gflops = cost.flops_per_token * tokens / med / 1e9;
+  const double all_peak = peak * a.ranks;  // every rank measured its own threads' sgemm peak
+  nlohmann::json out = {{"peer", "tern"},
+                        {"arch", a.arch},
+                        {"vocab", a.vocab},
+                        {"dim", a.dim},
+                        {"layers", a.layers},
+                        {"heads", a.heads},
+                        {"seq", a.seq},
+                        {"ffn", dims->F},
+                        {"tied", dims->tied},
+                        {"batch", a.batch},
+                        {"threads", a.threads},
+                        {"steps", a.steps},
+                        {"warmup", a.warmup},
+                        {"data", a.data},
+                        {"params", cost.params},
+                        {"tokens_per_s", std::round(tokens / med * 10) / 10},
+                        {"step_ms_median", med * 1e3},
+                        {"step_ms_min", *std::min_element(times.begin(), times.end()) * 1e3},
+                        {"step_ms_max", *std::max_element(times.begin(), times.end()) * 1e3},
+                        {"est_gflops", gflops},
+                        {"sgemm_peak_gflops", peak},
+                        {"mfu", gflops / all_peak},
+                        {"peak_rss_mib", tern::engine::PeakRssMib()},
+                        {"first_loss", losses.front()},
+                        {"final_loss", losses.back()},
+                        {"blas", "openblas-openmp"}};
+  if (dp != nullptr) {
+    out["world"] = a.ranks;
+    out["ranks_per_node"] = a.ranks_per_node > 0 ? a.ranks_per_node : a.ranks;
+    out["zero_stage"] = a.zero_stage;
+    out["mode"] = "zero" + std::to_string(a.zero_stage);
+    out["batch_per_rank"] = a.batch;
+    out["threads_per_rank"] = a.threads;
+    for (const auto& [kind, b] : bytes) out["bytes_per_step"][kind] = b / a.steps;
+    // The data-parallel group crosses nodes unless every rank shares one node.
+    const bool cross = a.ranks_per_node > 0 && a.ranks_per_node < a.ranks;
+    uint64_t intra = bytes["intra_node"], inter = bytes["inter_node"];
+    (cross ? inter : intra) += bytes["data_parallel"] + bytes["world"];
+    out["bytes_intra_node_per_step"] = intra / a.steps;
+    out["bytes_inter_node_per_step"] = inter / a.steps;
+    const auto mem = state->memory();
+    out["rank0_state_bytes"] = {{"params", mem.param_bytes}, {"grads", mem.grad_bytes},
+                                {"optimizer", mem.optim_bytes}};
+    // Peak RSS of every rank (all-gathered), like the peer's peak_rss_mib_per_rank.
+    std::vector<float> rss(a.ranks, 0.0f);
+    float mine = float(tern::engine::PeakRssMib());
+    (void)dp->AllGather(std::as_bytes(std::span<float>(&mine, 1)),
+                        std::as_writable_bytes(std::span<float>(rss)), {});
+    out["peak_rss_mib_per_rank"] = rss;
+    if (rank != 0) return 0;
+  }
+  std::printf("%s\n", out.dump().c_str());
+  std::fflush(stdout);
+  return 0;
+}
+
+// --ranks N: N processes (forked before any thread exists), rendezvous over a TCP store hosted
+// by the parent, ZeRO over Gloo on loopback. Rank 0 prints the JSON line.
+int RunRanks(const Args& a) {
+  std::vector<int> port_pipes;
+  std::vector<pid_t> pids;
+  for (int r = 0; r < a.ranks; ++r) {
+    int fds[2];
+    if (pipe(fds) != 0) return 1;
+    pid_t pid = fork();
+    if (pid == 0) {
+      prctl(PR_SET_PDEATHSIG, SIGKILL);
+      close(fds[1]);
+      int port = 0;
+      if (read(fds[0], &port, sizeof(port)) != sizeof(port)) _exit(1);
+      auto store = tern::comm::TcpStore::Connect("127.0.0.1", port, std::chrono::seconds(30));
+      if (!store.ok()) _exit(1);
+      tern::comm::TopologyConfig tc;
+      tc.world_size = a.ranks;
+      tc.rank = r;
+      tc.ranks_per_node = a.ranks_per_node > 0 ? a.ranks_per_node : a.ranks;
+      tc.nodes = a.ranks / tc.ranks_per_node;
+      auto topo = tern::comm::Topology::Create(tc);
+      if (!topo.ok()) {
+        std::fprintf(stderr, "error: %s\n", std::string(topo.status().message()).c_str());
+        _exit(2);
+      }
+      auto groups = tern::comm::CreateCommGroups(**store, "bench", *topo, {});
+      if (!groups.ok()) {
+        std::fprintf(stderr, "error: %s\n", std::string(groups.status().message()).c_str());
+        _exit(1);
+      }
+      _exit(RunOne(a, r, groups->data_parallel.get(), &*groups));
+    }
+    close(fds[0]);
+    port_pipes.push_back(fds[1]);
+    pids.push_back(pid);
+  }
+  auto server = tern::comm::TcpStoreServer::Start(0, "127.0.0.1");
+  if (!server.ok()) return 1;
+  int port = (*server)->port();
+  for (int fd : port_pipes) {
+    if (write(fd, &port, sizeof(port)) != sizeof(port)) return 1;
+    close(fd);
+  }
+  int rc = 0;
+  for (pid_t pid : pids) {
+    int st = 0;
+    waitpid(pid, &st, 0);
+    if (!WIFEXITED(st) || WEXITSTATUS(st) != 0) rc = 1;
+  }
+  return rc;
 }
 
 }  // namespace
@@ -54,86 +255,11 @@ int main(int argc, char** argv) {
   app.add_option("--clip", a.clip);
   app.add_option("--data", a.data)->check(CLI::IsMember({"fixed", "random"}));
   app.add_option("--seed", a.seed);
+  app.add_option("--ranks", a.ranks, "Data-parallel rank processes (batch and threads are per rank)");
+  app.add_option("--ranks-per-node", a.ranks_per_node, "Ranks per simulated node (default: all)");
+  app.add_option("--zero-stage", a.zero_stage, "ZeRO stage 0-3 (with --ranks > 1)");
   CLI11_PARSE(app, argc, argv);
+  if (a.ranks > 1) return RunRanks(a);
 
-  tern::v1::ModelConfig mc;
-  mc.set_model_type(a.arch);
-  mc.set_vocab_size(a.vocab);
-  mc.set_hidden_size(a.dim);
-  mc.set_num_hidden_layers(a.layers);
-  mc.set_num_attention_heads(a.heads);
-  mc.set_max_position_embeddings(a.seq);
-  if (a.ffn > 0) mc.set_intermediate_size(a.ffn);
-  if (a.tie >= 0) mc.set_tie_word_embeddings(a.tie == 1);
-  auto dims = tern::model::ResolveModelDims(mc, a.seq);
-  if (!dims.ok()) {
-    std::fprintf(stderr, "error: %s\n", std::string(dims.status().message()).c_str());
-    return 2;
-  }
-  const double peak = tern::engine::MeasureSgemmPeakGflops(a.threads);
-  tern::kernels::SetNumThreads(a.threads);
-  tern::model::Transformer<float> model(*dims);
-  std::vector<float> init(model.params().total());
-  model.InitParams(init.data(), a.seed);
-  auto state = tern::zero::CreateLocalState(model.params(), init);
-  tern::optim::AdamWConfig adamw{a.lr, 0.9f, 0.95f, 1e-8f, a.wd};
-
-  std::mt19937_64 rng(a.seed + 1);
-  const size_t n = size_t(a.batch) * a.seq;
-  std::vector<int32_t> window(size_t(a.batch) * (a.seq + 1)), inp(n), tgt(n);
-  auto draw = [&] {
-    for (auto& t : window) t = int32_t(rng() % a.vocab);
-    for (int b = 0; b < a.batch; ++b)
-      for (int t = 0; t < a.seq; ++t) {
-        inp[size_t(b) * a.seq + t] = window[size_t(b) * (a.seq + 1) + t];
-        tgt[size_t(b) * a.seq + t] = window[size_t(b) * (a.seq + 1) + t + 1];
-      }
-  };
-  draw();
-  std::vector<double> times, losses;
-  for (int step = 0; step < a.warmup + a.steps; ++step) {
-    if (a.data == "random") draw();
-    auto t0 = std::chrono::steady_clock::now();
-    state->BeginMicroStep(true);
-    double loss = model.Forward(state->source(), inp.data(), tgt.data(), a.batch, a.seq);
-    model.Backward(state->source(), 1.0f);
-    double norm = std::sqrt(*state->FinishBackward());
-    float mult = (a.clip > 0 && norm > a.clip) ? float(a.clip / (norm + 1e-6)) : 1.0f;
-    (void)state->OptimizerStep(adamw, a.lr, step + 1, mult);
-    double dt = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-    losses.push_back(loss);
-    if (step >= a.warmup) times.push_back(dt);
-  }
-  const double med = Median(times);
-  const double tokens = double(n);
-  const auto cost = tern::model::EstimateCost(*dims, a.seq);
-  const double gflops = cost.flops_per_token * tokens / med / 1e9;
-  nlohmann::json out = {{"peer", "tern"},
-                        {"arch", a.arch},
-                        {"vocab", a.vocab},
-                        {"dim", a.dim},
-                        {"layers", a.layers},
-                        {"heads", a.heads},
-                        {"seq", a.seq},
-                        {"ffn", dims->F},
-                        {"tied", dims->tied},
-                        {"batch", a.batch},
-                        {"threads", a.threads},
-                        {"steps", a.steps},
-                        {"warmup", a.warmup},
-                        {"data", a.data},
-                        {"params", cost.params},
-                        {"tokens_per_s", std::round(tokens / med * 10) / 10},
-                        {"step_ms_median", med * 1e3},
-                        {"step_ms_min", *std::min_element(times.begin(), times.end()) * 1e3},
-                        {"step_ms_max", *std::max_element(times.begin(), times.end()) * 1e3},
-                        {"est_gflops", gflops},
-                        {"sgemm_peak_gflops", peak},
-                        {"mfu", gflops / peak},
-                        {"peak_rss_mib", tern::engine::PeakRssMib()},
-                        {"first_loss", losses.front()},
-                        {"final_loss", losses.back()},
-                        {"blas", "openblas-openmp"}};
-  std::printf("%s\n", out.dump().c_str());
-  return 0;
+  return RunOne(a, 0, nullptr, nullptr);
 }
