@@ -134,9 +134,20 @@ TEST_F(CliTest, KilledRankFailsTheJobWithinTheTimeout) {
                           " > " + Path("kill.out") + " 2>&1";
   pid_t launcher = fork();
   if (launcher == 0) {
+    setpgid(0, 0);
     execl("/bin/sh", "sh", "-c", ("exec " + cmd).c_str(), nullptr);
     _exit(127);
   }
+  setpgid(launcher, launcher);
+  // Whatever happens below, nothing this test started outlives it.
+  struct Reaper {
+    pid_t pgid;
+    ~Reaper() {
+      kill(-pgid, SIGKILL);
+      while (waitpid(-pgid, nullptr, WNOHANG) > 0) {
+      }
+    }
+  } reaper{launcher};
   // Wait until training runs, then SIGKILL rank 1 mid-step.
   pid_t victim = -1;
   for (int i = 0; i < 300 && victim < 0; ++i) {
