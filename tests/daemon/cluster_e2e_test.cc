@@ -279,5 +279,47 @@ TEST_F(ClusterTest, LostWorkerFailsItsJobNamingTheNode) {
   EXPECT_NE(w.out.find("worker w2 lost"), std::string::npos) << w.out;
 }
 
+
+// The real `tern rank` (engine) launched by tern-worker, rendezvousing through ternd.
+TEST_F(ClusterTest, RealRanksTrainAcrossTwoWorkers) {
+  Cluster c;
+  ASSERT_TRUE(c.StartTernd());
+  {
+    std::ofstream text(c.dir() + "/corpus.txt");
+    for (int i = 0; i < 400; ++i) text << "the quick brown fox " << i << " jumps over the lazy dog\n%\n";
+  }
+  CliResult prep = c.Tern({"data", "prepare", "--tokenizer", "byte", "--input", c.dir() + "/corpus.txt",
+                           "--output", c.dir() + "/corpus", "--doc-separator", "%",
+                           "--val-fraction", "0.1"});
+  ASSERT_EQ(prep.code, 0) << prep.out << prep.err;
+  // Workers whose rank binary is the real `tern`.
+  for (const char* name : {"r1", "r2"}) {
+    c.AddWorker(name, 1, {}, "", "1s", "tern");
+  }
+  ASSERT_TRUE(c.WaitForWorkers(2, seconds(10)));
+  nlohmann::json spec = {
+      {"name", "real"},
+      {"model", {{"model_type", "gpt2"}, {"vocab_size", 256}, {"n_embd", 32}, {"n_layer", 1},
+                 {"n_head", 2}, {"n_positions", 32}}},
+      {"data", {{"path", c.dir() + "/corpus"}, {"seq_len", 32}}},
+      {"train_micro_batch_size_per_gpu", 2},
+      {"steps_per_print", 1},
+      {"train_iters", 4},
+      {"eval_iters", 1},
+      {"resources", {{"nodes", 2}, {"ranks_per_node", 1}, {"threads_per_rank", 1}}}};
+  std::ofstream(c.dir() + "/real.json") << spec.dump();
+  CliResult r = c.Tern({"submit", c.dir() + "/real.json", "--watch", "--json"}, "", seconds(60));
+  ASSERT_EQ(r.code, 0) << r.out << r.err << c.ReadFile(c.dir() + "/r1.log");
+  int steps = 0;
+  for (const auto& j : JsonLines(r.out)) {
+    if (j.value("kind", "") == "step") {
+      ++steps;
+      EXPECT_GT(j["loss"].get<double>(), 0.0);
+      EXPECT_LT(j["loss"].get<double>(), 10.0);
+    }
+  }
+  EXPECT_EQ(steps, 4);
+}
+
 }  // namespace
 }  // namespace tern::testing

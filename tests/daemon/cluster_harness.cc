@@ -139,10 +139,12 @@ void Cluster::KillTernd(int sig) {
 }
 
 Process* Cluster::AddWorker(const std::string& name, int slots, std::vector<std::string> env,
-                            const std::string& token, const std::string& grace) {
+                            const std::string& token, const std::string& grace,
+                            const std::string& rank_binary) {
   std::vector<std::string> argv = {bin("tern-worker"), "--coordinator", address(),
                                    "--name", name, "--slots", std::to_string(slots),
-                                   "--scratch", dir_ + "/" + name, "--rank-binary", fake_rank(),
+                                   "--scratch", dir_ + "/" + name,
+                                   "--rank-binary", rank_binary.empty() ? fake_rank() : bin(rank_binary),
                                    "--grace", grace, "--max-backoff", "500ms"};
   if (!token.empty()) {
     const std::string f = dir_ + "/" + name + ".token";

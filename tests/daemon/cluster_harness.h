@@ -52,8 +52,10 @@ class Cluster {
   void KillTernd(int sig);
   // Starts a worker running the fake rank; `env` is added to its environment (inherited by
   // its ranks, e.g. FAKE_RANK_STEP_MS=50).
+  // `rank_binary` "" = the fake rank; "tern" = the real `tern` next to ternd.
   Process* AddWorker(const std::string& name, int slots, std::vector<std::string> env = {},
-                     const std::string& token = "", const std::string& grace = "1s");
+                     const std::string& token = "", const std::string& grace = "1s",
+                     const std::string& rank_binary = "");
   // Waits until `tern workers --json` shows `n` connected workers.
   bool WaitForWorkers(int n, std::chrono::milliseconds timeout);
   // Runs `tern <args>` against this cluster (TERN_COORDINATOR set), with TERN_TOKEN=token.
