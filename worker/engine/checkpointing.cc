@@ -125,7 +125,10 @@ Checkpointing::Checkpointing(const JobConfig& cfg, CheckpointingOptions options)
       opts_(std::move(options)),
       result_(absl::FailedPreconditionError("no checkpoint pending")) {}
 
-Checkpointing::~Checkpointing() { JoinWaiter(); }
+Checkpointing::~Checkpointing() {
+  JoinWaiter();
+  if (committer_.joinable()) committer_.join();
+}
 
 absl::StatusOr<std::unique_ptr<Checkpointing>> Checkpointing::Create(
     const JobConfig& cfg, CheckpointingOptions options) {
@@ -350,6 +353,7 @@ absl::Status Checkpointing::Save(int64_t steps_done, zero::TrainingState& state,
 }
 
 absl::Status Checkpointing::Poll() {
+  TERN_RETURN_IF_ERROR(ReapCommit(/*wait=*/false));
   if (!pending_) return absl::OkStatus();
   double done = written_.load(std::memory_order_acquire) ? 1 : 0;
   if (opts_.all_reduce) TERN_RETURN_IF_ERROR(opts_.all_reduce(&done, 1));
@@ -357,7 +361,10 @@ absl::Status Checkpointing::Poll() {
   return Collect();
 }
 
-absl::Status Checkpointing::Finish() { return Collect(); }
+absl::Status Checkpointing::Finish() {
+  TERN_RETURN_IF_ERROR(Collect());
+  return ReapCommit(/*wait=*/true);
+}
 
 void Checkpointing::JoinWaiter() {
   if (waiter_.joinable()) waiter_.join();
@@ -396,26 +403,48 @@ absl::Status Checkpointing::Collect() {
     shards.push_back(std::move(shard));
   }
   if (opts_.rank != 0) return absl::OkStatus();
+  TERN_RETURN_IF_ERROR(ReapCommit(/*wait=*/true));  // commits stay in step order
   ckpt::CommitOptions co;
   co.world = {{"dp_size", cfg_.dp_size}, {"zero_stage", cfg_.zero_stage}, {"ranks", opts_.ranks}};
   co.extra = std::move(pending_extra_);
   co.keep_last = keep_last_;
-  const auto t0 = Clock::now();
-  TERN_RETURN_IF_ERROR(ckpt::CommitManifest(root_, pending_step_, shards, *table_, co));
+  const double gib = double(bytes) / double(1ull << 30);
+  commit_event_ = {{"step", pending_step_},
+                   {"dir", root_ + "/" + step_name},
+                   {"bytes", bytes},
+                   {"seconds", seconds},
+                   {"gibps", seconds > 0 ? gib / seconds : 0.0},
+                   {"stage_ms", writer_->last_stage_seconds() * 1e3},
+                   {"io_path", shards.empty() ? "" : shards[0].io_path},
+                   {"async", async_}};
+  committed_.store(false);
+  auto commit = [this, step = pending_step_, shards = std::move(shards), co = std::move(co)] {
+    const auto t0 = Clock::now();
+    commit_status_ = ckpt::CommitManifest(root_, step, shards, *table_, co);
+    commit_event_["commit_ms"] = SecondsSince(t0) * 1e3;
+    committed_.store(true, std::memory_order_release);
+  };
+  if (!async_) {
+    commit();
+    return ReapCommit(/*wait=*/true);
+  }
+  committer_ = std::thread(std::move(commit));
+  return absl::OkStatus();
+}
+
+absl::Status Checkpointing::ReapCommit(bool wait) {
+  if (!committer_.joinable()) {
+    if (!committed_.exchange(false)) return absl::OkStatus();  // inline commit (blocking mode)
+  } else {
+    if (!wait && !committed_.load(std::memory_order_acquire)) return absl::OkStatus();
+    committer_.join();
+    committed_.store(false);
+  }
+  TERN_RETURN_IF_ERROR(commit_status_);
   if (opts_.sink) {
-    const double gib = double(bytes) / double(1ull << 30);
     opts_.sink->OnEvent(
         "checkpoint",
-        nlohmann::json{{"step", pending_step_},
-                       {"dir", root_ + "/" + step_name},
-                       {"bytes", bytes},
-                       {"seconds", seconds},
-                       {"gibps", seconds > 0 ? gib / seconds : 0.0},
-                       {"stage_ms", writer_->last_stage_seconds() * 1e3},
-                       {"commit_ms", SecondsSince(t0) * 1e3},
-                       {"io_path", shards.empty() ? "" : shards[0].io_path},
-                       {"async", async_}}
-            .dump(-1, ' ', false, nlohmann::json::error_handler_t::replace));
+        commit_event_.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace));
   }
   return absl::OkStatus();
 }

@@ -12,11 +12,15 @@
 //    commits inline.
 //  - Poll() after every step while a write is in flight: one float all-reduce says whether
 //    every rank's write is done; when so, the RankShardResults are all-gathered (JSON bytes) and
-//    rank 0 commits the manifest (world layout + data position, RNG seed, job spec, metrics).
-//    Save() and Finish() collect a write still in flight the same way (waiting for it).
+//    rank 0 commits the manifest (world layout + data position, RNG seed, job spec, metrics) on
+//    a background thread (async mode; inline when blocking). Save() and Finish() collect a
+//    write still in flight the same way (waiting for it); Finish() also waits for the commit.
+//  - checkpoint.writer.{block_size, queue_depth} configure the I/O engine; io_buffer_size is
+//    accepted but unused: the staging area holds the whole shard (AsyncCheckpointer).
 //
-// Threading: one trainer thread calls everything; an internal waiter thread only waits for the
-// background write so Poll() can ask whether it finished without blocking.
+// Threading: one trainer thread calls everything. Internal threads: a waiter that only waits for
+// the background write (so Poll() can ask whether it finished without blocking) and, on rank 0,
+// the committer; events are emitted from the trainer thread.
 #pragma once
 
 #include <atomic>
@@ -101,6 +105,9 @@ class Checkpointing {
   absl::Status Agree(const absl::Status& mine);
   absl::Status Collect();  // waits for the write in flight, gathers, commits (rank 0)
   void JoinWaiter();
+  // Rank 0: waits for the commit thread (if `wait`, else only when it finished), then reports
+  // its result as a "checkpoint" event or an error.
+  absl::Status ReapCommit(bool wait);
 
   JobConfig cfg_;
   CheckpointingOptions opts_;
@@ -119,6 +126,12 @@ class Checkpointing {
   std::thread waiter_;
   std::atomic<bool> written_{false};
   absl::StatusOr<ckpt::RankShardResult> result_;
+
+  // The commit in flight (rank 0).
+  std::thread committer_;
+  std::atomic<bool> committed_{false};
+  absl::Status commit_status_;
+  nlohmann::json commit_event_;  // "checkpoint" event payload, completed by the committer
 };
 
 }  // namespace tern::engine

@@ -239,10 +239,15 @@ TEST_F(CheckpointE2E, CrashAtEveryFaultPointKeepsThePreviousCheckpoint) {
     EXPECT_TRUE(fs::exists(Path(d + "/step-000008"))) << crash.out;  // died writing step 8
     Result list = Tern("ckpt list --json " + Path(d));
     ASSERT_EQ(list.code, 0) << list.out;
+    // Step 4 and (if its manifest was renamed into place) step 8 are complete; a later write
+    // may have started while step 8 was being committed in the background: incomplete.
     auto steps = nlohmann::json::parse(list.out);
-    ASSERT_EQ(steps.size(), 2u) << list.out;
+    ASSERT_GE(steps.size(), 2u) << list.out;
+    EXPECT_EQ(steps[0]["name"], "step-000004") << list.out;
     EXPECT_TRUE(steps[0]["complete"]) << list.out;
+    EXPECT_EQ(steps[1]["name"], "step-000008") << list.out;
     EXPECT_EQ(steps[1]["complete"].get<bool>(), c.resumed_from == 8) << list.out;
+    for (size_t i = 2; i < steps.size(); ++i) EXPECT_FALSE(steps[i]["complete"]) << list.out;
     EXPECT_EQ(Tern("ckpt verify " + Path(d) + " --step step-00000" + std::to_string(c.resumed_from)).code, 0);
     Result rest = Train(d, "--resume");
     ASSERT_EQ(rest.code, 0) << rest.out;
@@ -303,7 +308,9 @@ TEST_F(CheckpointE2E, SigkillDuringAnAsyncWriteLeavesTheLastCommittedCheckpoint)
   int newest = 0;
   for (const auto& s : steps)
     if (s["complete"]) newest = s["step"];
-  EXPECT_GE(newest, killed_at - 1);
+  // When step k's shard is written, step k-1 may still be committing in the background;
+  // step k-2 is committed.
+  EXPECT_GE(newest, killed_at - 2);
   ASSERT_LT(newest, 12);
   Result rest = Train("sigkill", "--resume --set checkpoint.interval=1");
   ASSERT_EQ(rest.code, 0) << rest.out;
