@@ -150,7 +150,7 @@ int RunDescribe(const std::string& path, const std::vector<std::string>& sets, i
 }
 
 struct GenerateArgs {
-  std::string model_dir, prompt;
+  std::string model_dir, checkpoint, prompt;
   int max_new_tokens = 200;
   float temperature = 0.8f;
   int top_k = 0;
@@ -159,7 +159,10 @@ struct GenerateArgs {
 };
 
 int RunGenerate(const GenerateArgs& a) {
-  auto loaded = engine::LoadModel(a.model_dir);
+  if (a.model_dir.empty() == a.checkpoint.empty())
+    return Fail(absl::InvalidArgumentError("give exactly one of --model-dir and --checkpoint"), true);
+  auto loaded = a.checkpoint.empty() ? engine::LoadModel(a.model_dir)
+                                     : engine::LoadModelFromCheckpoint(a.checkpoint);
   if (!loaded.ok()) return Fail(loaded.status(), true);
   kernels::SetNumThreads(a.threads > 0 ? a.threads : DefaultThreads());
   const auto& d = loaded->dims;
@@ -241,7 +244,8 @@ void AddEngineCommands(CLI::App& app, int* exit_code) {
 
   auto gargs = std::make_shared<GenerateArgs>();
   auto* gen = app.add_subcommand("generate", "Sample text from a trained model");
-  gen->add_option("--model-dir", gargs->model_dir, "Directory written by --save-final")->required();
+  gen->add_option("--model-dir", gargs->model_dir, "Directory written by --save-final");
+  gen->add_option("--checkpoint", gargs->checkpoint, "Checkpoint root (loads its latest step)");
   gen->add_option("--prompt", gargs->prompt, "Prompt text");
   gen->add_option("--max-new-tokens", gargs->max_new_tokens, "Tokens to generate");
   gen->add_option("--temperature", gargs->temperature, "Sampling temperature (0 = greedy)");

@@ -8,7 +8,9 @@
 
 #include "absl/strings/str_cat.h"
 #include "nlohmann/json.hpp"
+#include "worker/checkpoint/checkpoint.h"
 #include "worker/core/status.h"
+#include "worker/engine/spec.h"
 #include "worker/model/transformer.h"
 
 namespace tern::engine {
@@ -116,6 +118,26 @@ absl::StatusOr<LoadedModel> LoadModel(const std::string& dir) {
     in.read(reinterpret_cast<char*>(out.params.data() + e.offset), e.numel * 4);
     if (!in) return absl::DataLossError(absl::StrCat(path, ": short read of ", e.name));
   }
+  return out;
+}
+
+absl::StatusOr<LoadedModel> LoadModelFromCheckpoint(const std::string& root,
+                                                    const std::string& which) {
+  TERN_ASSIGN_OR_RETURN(auto ckpt, ckpt::Checkpoint::Open(root, which));
+  const auto& extra = ckpt->extra();
+  if (!extra.contains("job_spec"))
+    return absl::DataLossError(absl::StrCat(root, ": the checkpoint's manifest has no job spec"));
+  TERN_ASSIGN_OR_RETURN(auto spec, ParseJobSpec(extra["job_spec"].dump(), {}, root + " (job spec)"));
+  const int seq_len = spec.data().has_seq_len() ? spec.data().seq_len() : 1024;
+  LoadedModel out;
+  TERN_ASSIGN_OR_RETURN(out.dims, model::ResolveModelDims(spec.model(), seq_len));
+  model::Transformer<float> shape_only(out.dims);
+  const ParamTable& table = shape_only.params();
+  if (ckpt->params().total() != table.total())
+    return absl::DataLossError(absl::StrCat(root, ": checkpoint holds ", ckpt->params().total(),
+                                            " parameters, the model in its spec ", table.total()));
+  out.params.resize(table.total());
+  TERN_RETURN_IF_ERROR(ckpt->ReadState("master", 0, table.total(), out.params.data()));
   return out;
 }
 

@@ -26,4 +26,9 @@ struct LoadedModel {
 // present with its shape (errors name the file and tensor).
 absl::StatusOr<LoadedModel> LoadModel(const std::string& dir);
 
+// Reads the fp32 master weights of a committed checkpoint (`which` = "latest" or
+// "step-NNNNNN" under the checkpoint root), with the model taken from its job spec.
+absl::StatusOr<LoadedModel> LoadModelFromCheckpoint(const std::string& root,
+                                                    const std::string& which = "latest");
+
 }  // namespace tern::engine
