@@ -49,41 +49,44 @@ absl::StatusOr<std::vector<std::string>> Authorizer::ReadTokenFile(const std::st
 }
 
 grpc::Status Authorizer::Check(const grpc::CallbackServerContext* ctx, Role role) const {
+  const auto& md = ctx->client_metadata();
+  auto it = md.find("authorization");
+  absl::Status st = CheckHeader(
+      it == md.end() ? std::string() : std::string(it->second.data(), it->second.size()), role);
+  if (st.ok()) return grpc::Status::OK;
+  return grpc::Status(static_cast<grpc::StatusCode>(st.code()), std::string(st.message()));
+}
+
+absl::Status Authorizer::CheckHeader(const std::string& value, Role role) const {
   // Which tokens this role accepts; an empty set means the role is not protected.
   const bool protected_role = role == Role::kAdmin    ? !admin_.empty()
                               : role == Role::kWorker ? !worker_.empty()
                                                       : (!admin_.empty() || !read_.empty());
-  if (!protected_role) return grpc::Status::OK;
-  const auto& md = ctx->client_metadata();
-  auto it = md.find("authorization");
-  if (it == md.end()) {
-    return grpc::Status(grpc::StatusCode::UNAUTHENTICATED,
-                        "missing bearer token --> hint: pass --token-file or set TERN_TOKEN");
+  if (!protected_role) return absl::OkStatus();
+  if (value.empty()) {
+    return absl::UnauthenticatedError(
+        "missing bearer token --> hint: pass --token-file or set TERN_TOKEN");
   }
-  std::string value(it->second.data(), it->second.size());
   constexpr char kPrefix[] = "Bearer ";
   if (value.rfind(kPrefix, 0) != 0) {
-    return grpc::Status(grpc::StatusCode::UNAUTHENTICATED,
-                        "authorization metadata must be 'Bearer <token>'");
+    return absl::UnauthenticatedError("authorization metadata must be 'Bearer <token>'");
   }
   const std::string token = value.substr(sizeof(kPrefix) - 1);
   const bool is_admin = Contains(admin_, token);
   const bool is_worker = Contains(worker_, token);
   const bool is_read = Contains(read_, token);
-  if (!is_admin && !is_worker && !is_read) {
-    return grpc::Status(grpc::StatusCode::UNAUTHENTICATED, "invalid bearer token");
-  }
+  if (!is_admin && !is_worker && !is_read) return absl::UnauthenticatedError("invalid bearer token");
   switch (role) {
     case Role::kRead:
-      return grpc::Status::OK;
+      return absl::OkStatus();
     case Role::kAdmin:
-      if (is_admin) return grpc::Status::OK;
-      return grpc::Status(grpc::StatusCode::PERMISSION_DENIED, "this call needs the admin token");
+      if (is_admin) return absl::OkStatus();
+      return absl::PermissionDeniedError("this call needs the admin token");
     case Role::kWorker:
-      if (is_worker || is_admin) return grpc::Status::OK;
-      return grpc::Status(grpc::StatusCode::PERMISSION_DENIED, "this call needs the worker token");
+      if (is_worker || is_admin) return absl::OkStatus();
+      return absl::PermissionDeniedError("this call needs the worker token");
   }
-  return grpc::Status(grpc::StatusCode::INTERNAL, "unknown role");
+  return absl::InternalError("unknown role");
 }
 
 }  // namespace tern::daemon

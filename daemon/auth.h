@@ -7,6 +7,7 @@
 
 #include <grpcpp/grpcpp.h>
 
+#include "absl/status/status.h"
 #include "absl/status/statusor.h"
 
 namespace tern::daemon {
@@ -28,6 +29,9 @@ class Authorizer {
 
   // OK, UNAUTHENTICATED (no/unknown token) or PERMISSION_DENIED (valid token, wrong role).
   grpc::Status Check(const grpc::CallbackServerContext* ctx, Role role) const;
+  // The same check for an "authorization" value ("Bearer <token>"; empty when absent).
+  absl::Status CheckHeader(const std::string& authorization, Role role) const;
+  bool admin_enabled() const { return !admin_.empty(); }
   bool enabled() const { return !admin_.empty() || !worker_.empty() || !read_.empty(); }
 
  private:

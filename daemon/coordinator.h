@@ -53,6 +53,8 @@ class Coordinator {
   // Sends the snapshot and history to `sink`, then subscribes it (or closes it if finished).
   absl::Status Watch(const std::string& id, std::shared_ptr<WatchSink> sink);
   std::vector<tern::v1::WorkerInfo> ListWorkers() const;
+  // The fan-out hub of events and metric points (observers: dashboard stats, TensorBoard).
+  MetricsHub* hub() { return &hub_; }
 
   // ---- WorkerService.
   absl::StatusOr<tern::v1::RegisterResponse> RegisterWorker(const tern::v1::RegisterRequest& req);

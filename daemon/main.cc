@@ -12,6 +12,8 @@
 int main(int argc, char** argv) {
   tern::daemon::DaemonOptions opts;
   std::string heartbeat_timeout = "5s", reconnect_grace = "15s", port_file, log_level = "info";
+  std::string http_port_file;
+  bool no_tensorboard = false;
   CLI::App app{"ternd: the Tern coordinator (jobs, workers, rendezvous)"};
   app.add_option("--listen", opts.listen, "host:port to serve on (port 0 = pick one)")
       ->capture_default_str();
@@ -35,9 +37,22 @@ int main(int argc, char** argv) {
   app.add_option("--max-streams-per-client", opts.limits.max_streams_per_client,
                  "open WatchJob/GetLogs streams allowed per client IP")
       ->capture_default_str();
+  auto* http = app.add_option("--http", opts.http.address,
+                              "dashboard, /api and Prometheus /metrics at host:port (port 0 = "
+                              "pick one; \"off\" = none)")
+                   ->capture_default_str();
+  app.add_option("--http-port-file", http_port_file,
+                 "write the bound --http port to this file once serving");
+  app.add_option("--http-allow-host", opts.http.allowed_hosts,
+                 "a host name the dashboard may be reached by (besides IPs and localhost)");
+  app.add_flag("--no-tensorboard", no_tensorboard,
+               "do not write TensorBoard event files under each job's log dir");
   app.add_option("--port-file", port_file, "write the bound port to this file once serving");
   app.add_option("--log-level", log_level, "trace, debug, info, warn, error")->capture_default_str();
   CLI11_PARSE(app, argc, argv);
+  opts.http_enabled = opts.http.address != "off" && !opts.http.address.empty();
+  opts.http_required = http->count() > 0;
+  opts.tensorboard = !no_tensorboard;
 
   spdlog::set_level(spdlog::level::from_str(log_level));
   spdlog::set_pattern("%Y-%m-%dT%H:%M:%S.%e %^%l%$ ternd: %v");
@@ -66,10 +81,13 @@ int main(int argc, char** argv) {
   }
   std::printf("ternd listening on port %d\n", daemon.port());
   std::fflush(stdout);
-  if (!port_file.empty()) {
-    const std::string tmp = port_file + ".tmp";
-    std::ofstream(tmp) << daemon.port() << "\n";
-    std::rename(tmp.c_str(), port_file.c_str());
+  // The HTTP port first: a test that sees --port-file may read both.
+  for (auto [file, port] : {std::pair{&http_port_file, daemon.http_port()},
+                            std::pair{&port_file, daemon.port()}}) {
+    if (file->empty()) continue;
+    const std::string tmp = *file + ".tmp";
+    std::ofstream(tmp) << port << "\n";
+    std::rename(tmp.c_str(), file->c_str());
   }
   int sig = 0;
   sigwait(&stop, &sig);

@@ -9,6 +9,7 @@ void MetricsHub::Subscribe(const std::string& job_id, std::shared_ptr<WatchSink>
 }
 
 void MetricsHub::Publish(const std::string& job_id, const tern::v1::WatchJobResponse& item) {
+  for (const auto& observe : observers_) observe(job_id, item);
   auto it = watchers_.find(job_id);
   if (it == watchers_.end()) return;
   auto& sinks = it->second;

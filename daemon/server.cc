@@ -71,8 +71,24 @@ absl::Status Daemon::Start() {
   rendezvous_ = std::make_unique<RendezvousStore>();
   coord_ = std::make_unique<Coordinator>(copts, loop_.get(), std::move(store),
                                          NewFifoGangScheduler(), rendezvous_.get());
+  stats_ = std::make_unique<JobStats>();
+  if (options_.tensorboard) {
+    tensorboard_ = std::make_unique<TensorBoardLogger>(options_.state_dir, coord_.get());
+  }
   absl::Status recovered;
-  loop_->RunSync([&] { recovered = coord_->Recover(); });
+  loop_->RunSync([&] {
+    coord_->hub()->AddObserver([stats = stats_.get()](const std::string& id, const auto& item) {
+      stats->Observe(id, item);
+      if (item.has_event() && IsTerminal(item.event().state())) stats->Trim(4096);
+    });
+    if (tensorboard_) {
+      coord_->hub()->AddObserver([tb = tensorboard_.get()](const std::string& id,
+                                                           const auto& item) {
+        tb->Observe(id, item);
+      });
+    }
+    recovered = coord_->Recover();
+  });
   TERN_RETURN_IF_ERROR(recovered);
 
   job_service_ = std::make_unique<JobServiceImpl>(coord_.get(), loop_.get(), auth_.get(),
@@ -99,12 +115,22 @@ absl::Status Daemon::Start() {
   }
   spdlog::info("ternd serving on port {} (state {}, auth {}, tls {})", port_, options_.state_dir,
                auth_->enabled() ? "on" : "off", options_.tls_cert.empty() ? "off" : "on");
+  if (options_.http_enabled) {
+    http_ = std::make_unique<HttpServer>(options_.http, coord_.get(), loop_.get(), auth_.get(),
+                                         stats_.get());
+    if (auto st = http_->Start(); !st.ok()) {
+      http_.reset();
+      if (options_.http_required) return st;
+      spdlog::warn("no dashboard: {}", st.ToString());
+    }
+  }
   return absl::OkStatus();
 }
 
 void Daemon::Shutdown() {
   if (shut_down_) return;
   shut_down_ = true;
+  if (http_) http_->Stop();  // before the loop: its handlers post to it
   if (rendezvous_) rendezvous_->Shutdown();
   if (server_) server_->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
   if (loop_) loop_->Stop();

@@ -11,8 +11,11 @@
 #include "daemon/auth.h"
 #include "daemon/coordinator.h"
 #include "daemon/event_loop.h"
+#include "daemon/http_server.h"
+#include "daemon/job_stats.h"
 #include "daemon/rendezvous_store.h"
 #include "daemon/services.h"
+#include "daemon/tensorboard.h"
 
 namespace tern::daemon {
 
@@ -28,6 +31,12 @@ struct DaemonOptions {
   int64_t reconnect_grace_ms = 15000;
   int max_message_bytes = 16 << 20;        // largest request/response accepted
   ServiceLimits limits;
+  // Dashboard, /api and /metrics (daemon/http_server.h); empty = off. When `http_required`
+  // is false (the default address), a port in use only costs a warning.
+  HttpOptions http;
+  bool http_enabled = true;
+  bool http_required = false;
+  bool tensorboard = true;                 // event files under each job's log dir
 };
 
 class Daemon {
@@ -38,6 +47,7 @@ class Daemon {
   // Opens the state, recovers jobs and starts serving. The bound port is in port().
   absl::Status Start();
   int port() const { return port_; }
+  int http_port() const { return http_ ? http_->port() : 0; }
   void Shutdown();
 
  private:
@@ -48,6 +58,9 @@ class Daemon {
   std::unique_ptr<RendezvousStore> rendezvous_;
   std::unique_ptr<Authorizer> auth_;
   std::unique_ptr<Coordinator> coord_;
+  std::unique_ptr<JobStats> stats_;
+  std::unique_ptr<TensorBoardLogger> tensorboard_;
+  std::unique_ptr<HttpServer> http_;
   std::unique_ptr<JobServiceImpl> job_service_;
   std::unique_ptr<WorkerServiceImpl> worker_service_;
   std::unique_ptr<RendezvousServiceImpl> rendezvous_service_;

@@ -3,7 +3,8 @@ TERN_PACKAGES=(build-essential cmake pkg-config git
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler
   libgloo-dev liburing-dev libopenblas-dev libopenblas0-openmp libspdlog-dev libabsl-dev
   nlohmann-json3-dev libgtest-dev libgmock-dev googletest libbenchmark-dev libsqlite3-dev
-  libcpp-httplib-dev libcli11-dev fortunes fortunes-min iproute2 procps)
+  libcpp-httplib-dev libcli11-dev fortunes fortunes-min iproute2 procps
+  libjs-chart.js chromium chromium-driver)
 
 tern_sudo() {
   if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi

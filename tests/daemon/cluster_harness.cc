@@ -104,11 +104,15 @@ std::string Cluster::fake_rank() const {
 
 bool Cluster::StartTernd() {
   const std::string port_file = dir_ + "/ternd.port";
+  const std::string http_port_file = dir_ + "/ternd.http-port";
   std::filesystem::remove(port_file);
+  std::filesystem::remove(http_port_file);
   std::vector<std::string> argv = {bin("ternd"),
                                    "--listen", "127.0.0.1:" + std::to_string(port_),
                                    "--state-dir", dir_ + "/state",
                                    "--port-file", port_file,
+                                   "--http", "127.0.0.1:" + std::to_string(http_port_),
+                                   "--http-port-file", http_port_file,
                                    "--heartbeat-timeout", options_.heartbeat_timeout,
                                    "--reconnect-grace", options_.reconnect_grace};
   if (!options_.admin_token.empty()) {
@@ -125,6 +129,8 @@ bool Cluster::StartTernd() {
     int port = 0;
     if (in >> port && port > 0) {
       port_ = port;
+      std::ifstream http_in(http_port_file);  // written before the gRPC port file
+      http_in >> http_port_;
       return true;
     }
     std::this_thread::sleep_for(std::chrono::milliseconds(10));
@@ -140,12 +146,14 @@ void Cluster::KillTernd(int sig) {
 
 Process* Cluster::AddWorker(const std::string& name, int slots, std::vector<std::string> env,
                             const std::string& token, const std::string& grace,
-                            const std::string& rank_binary) {
+                            const std::string& rank_binary,
+                            const std::vector<std::string>& extra_args) {
   std::vector<std::string> argv = {bin("tern-worker"), "--coordinator", address(),
                                    "--name", name, "--slots", std::to_string(slots),
                                    "--scratch", dir_ + "/" + name,
                                    "--rank-binary", rank_binary.empty() ? fake_rank() : bin(rank_binary),
                                    "--grace", grace, "--max-backoff", "500ms"};
+  argv.insert(argv.end(), extra_args.begin(), extra_args.end());
   if (!token.empty()) {
     const std::string f = dir_ + "/" + name + ".token";
     std::ofstream(f) << token << "\n";

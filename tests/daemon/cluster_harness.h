@@ -53,9 +53,11 @@ class Cluster {
   // Starts a worker running the fake rank; `env` is added to its environment (inherited by
   // its ranks, e.g. FAKE_RANK_STEP_MS=50).
   // `rank_binary` "" = the fake rank; "tern" = the real `tern` next to ternd.
+  // `extra_args` go to tern-worker (e.g. --metrics 127.0.0.1:0).
   Process* AddWorker(const std::string& name, int slots, std::vector<std::string> env = {},
                      const std::string& token = "", const std::string& grace = "1s",
-                     const std::string& rank_binary = "");
+                     const std::string& rank_binary = "",
+                     const std::vector<std::string>& extra_args = {});
   // Waits until `tern workers --json` shows `n` connected workers.
   bool WaitForWorkers(int n, std::chrono::milliseconds timeout);
   // Runs `tern <args>` against this cluster (TERN_COORDINATOR set), with TERN_TOKEN=token.
@@ -70,6 +72,8 @@ class Cluster {
 
   const std::string& dir() const { return dir_; }
   std::string address() const { return "127.0.0.1:" + std::to_string(port_); }
+  // ternd's dashboard/API/metrics port (--http 127.0.0.1:0, kept across restarts).
+  int http_port() const { return http_port_; }
   std::string bin(const std::string& name) const;
   std::string fake_rank() const;
 
@@ -77,6 +81,7 @@ class Cluster {
   ClusterOptions options_;
   std::string dir_;
   int port_ = 0;
+  int http_port_ = 0;
   int ternd_starts_ = 0;
   std::unique_ptr<Process> ternd_;
   std::vector<std::unique_ptr<Process>> workers_;

@@ -89,7 +89,20 @@ absl::Status Agent::fatal() {
   return fatal_;
 }
 
+std::string Agent::MetricsText() {
+  AgentMetrics::Gauges g;
+  g.worker = options_.name;
+  g.slots = options_.slots;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    g.outbound_queue = outbound_.size();
+  }
+  g.running_ranks = supervisor_->running();  // callers stop scraping before Stop()
+  return metrics_.Render(g);
+}
+
 void Agent::Enqueue(tern::v1::WorkerMessage msg) {
+  metrics_.OnQueued(msg);
   {
     std::lock_guard<std::mutex> lock(mu_);
     if (outbound_.size() >= kMaxOutbound) outbound_.pop_front();  // oldest first
@@ -179,6 +192,7 @@ absl::Status Agent::RunSession(tern::v1::WorkerService::Stub* stub) {
     reader_done_ = false;
   }
   std::thread reader([this, s = stream.get()] { ReadLoop(s); });
+  metrics_.OnSessionUp();
   const auto interval = std::chrono::milliseconds(std::max(100, resp.heartbeat_interval_ms()));
   auto next_heartbeat = std::chrono::steady_clock::now();
   bool ok = true;
@@ -202,14 +216,20 @@ absl::Status Agent::RunSession(tern::v1::WorkerService::Stub* stub) {
       hb.mutable_heartbeat()->set_time_ms(NowMs());
       hb.mutable_heartbeat()->set_running_ranks(supervisor_->running());
       ok = stream->Write(hb);
+      if (ok) metrics_.OnSent(hb);
       next_heartbeat = std::chrono::steady_clock::now() + interval;
     }
     while (ok && !batch.empty()) {
       ok = stream->Write(batch.front());
+      if (ok) metrics_.OnSent(batch.front());
       batch.pop_front();
     }
-    for (size_t i = 0; ok && i < uploads.size(); ++i) ok = stream->Write(uploads[i]);
+    for (size_t i = 0; ok && i < uploads.size(); ++i) {
+      ok = stream->Write(uploads[i]);
+      if (ok) metrics_.OnSent(uploads[i]);
+    }
   }
+  metrics_.OnSessionDown();
   ctx.TryCancel();
   reader.join();
   grpc::Status fin = stream->Finish();

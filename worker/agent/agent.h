@@ -18,6 +18,7 @@
 
 #include "absl/status/status.h"
 #include "tern/v1/cluster.grpc.pb.h"
+#include "worker/agent/agent_metrics.h"
 #include "worker/agent/launch_contract.h"
 #include "worker/agent/rank_supervisor.h"
 
@@ -48,6 +49,8 @@ class Agent {
   void Stop();
   // Set when the coordinator refused us for good (bad token, bad flags).
   absl::Status fatal();
+  // The Prometheus text exposition of this agent's metrics (for --metrics). Not after Stop().
+  std::string MetricsText();
 
  private:
   void ConnectLoop();
@@ -61,6 +64,7 @@ class Agent {
   const AgentOptions options_;
   LaunchContext launch_;
   std::unique_ptr<RankSupervisor> supervisor_;
+  AgentMetrics metrics_;
   std::mutex mu_;
   std::condition_variable cv_;
   std::deque<tern::v1::WorkerMessage> outbound_;  // buffered while disconnected (bounded)

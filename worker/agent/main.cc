@@ -10,12 +10,15 @@
 #include <thread>
 
 #include <CLI/CLI.hpp>
+#include <httplib.h>
 #include <spdlog/spdlog.h>
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
 #include "worker/agent/duration.h"
 #include "worker/agent/agent.h"
+#include "worker/agent/http_listener.h"
+#include "worker/agent/prometheus_text.h"
 
 namespace {
 
@@ -40,7 +43,7 @@ int main(int argc, char** argv) {
   opts.rank_binary = SelfDir() + "/tern";
   opts.cores = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
   opts.scratch = ".tern/worker";
-  std::string grace = "10s", max_backoff = "2s", log_level = "info";
+  std::string grace = "10s", max_backoff = "2s", log_level = "info", metrics_addr, metrics_port_file;
   CLI::App app{"tern-worker: the Tern node agent (runs ranks for ternd)"};
   app.add_option("--coordinator", opts.coordinator, "ternd address host:port")->capture_default_str();
   app.add_option("--name", opts.name, "unique worker name")->capture_default_str();
@@ -56,6 +59,10 @@ int main(int argc, char** argv) {
   app.add_option("--max-backoff", max_backoff, "longest wait between reconnect attempts")
       ->capture_default_str();
   app.add_option("--tls-ca", opts.tls_ca, "PEM root certificates: connect with TLS");
+  app.add_option("--metrics", metrics_addr,
+                 "serve Prometheus metrics at http://ADDR/metrics (host:port, port 0 = pick one)");
+  app.add_option("--metrics-port-file", metrics_port_file,
+                 "write the bound --metrics port to this file once serving");
   app.add_option("--log-level", log_level, "trace, debug, info, warn, error")->capture_default_str();
   CLI11_PARSE(app, argc, argv);
 
@@ -94,6 +101,25 @@ int main(int argc, char** argv) {
   std::signal(SIGPIPE, SIG_IGN);
 
   tern::agent::Agent agent(opts);
+  httplib::Server metrics_server;
+  tern::agent::HttpListener metrics_listener;
+  if (!metrics_addr.empty()) {
+    metrics_server.Get("/metrics", [&agent](const httplib::Request&, httplib::Response& res) {
+      res.set_content(agent.MetricsText(), tern::agent::PrometheusText::kContentType);
+    });
+    auto port = metrics_listener.Start(&metrics_server, metrics_addr, "--metrics");
+    if (!port.ok()) {
+      std::fprintf(stderr, "tern-worker: %s\n", std::string(port.status().message()).c_str());
+      return 2;
+    }
+    spdlog::info("metrics at http://{}:{}/metrics", metrics_addr.substr(0, metrics_addr.rfind(':')),
+                 *port);
+    if (!metrics_port_file.empty()) {
+      const std::string tmp = metrics_port_file + ".tmp";
+      std::ofstream(tmp) << *port << "\n";
+      std::rename(tmp.c_str(), metrics_port_file.c_str());
+    }
+  }
   agent.Start();
   int rc = 0;
   while (true) {
@@ -108,6 +134,7 @@ int main(int argc, char** argv) {
       break;
     }
   }
+  metrics_listener.Stop();
   agent.Stop();
   return rc;
 }
