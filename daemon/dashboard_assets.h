@@ -10,7 +10,7 @@
 namespace tern::daemon {
 
 struct DashboardAsset {
-  const char* path;            // URL path: "/", "/assets/app.js", ...
+  const char* path;  // URL path: "/", "/assets/app.js", ...
   const unsigned char* data;
   size_t size;
   std::string_view text() const { return {reinterpret_cast<const char*>(data), size}; }

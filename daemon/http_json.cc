@@ -28,19 +28,19 @@ nlohmann::json WorkerJson(const tern::v1::WorkerInfo& w, int64_t now_ms) {
           {"connected", w.connected()},
           {"state", w.connected() ? "CONNECTED" : "DISCONNECTED"},
           {"last_heartbeat_ms", w.last_heartbeat_ms()},
-          {"heartbeat_age_ms",
-           w.last_heartbeat_ms() > 0 ? nlohmann::json(now_ms - w.last_heartbeat_ms())
-                                     : nlohmann::json()},
+          {"heartbeat_age_ms", w.last_heartbeat_ms() > 0
+                                   ? nlohmann::json(now_ms - w.last_heartbeat_ms())
+                                   : nlohmann::json()},
           {"registered_ms", w.registered_ms()},
           {"jobs", jobs}};
 }
 
-nlohmann::json JobSummaryJson(const tern::v1::Job& job, const JobAggregate* agg,
-                              int64_t now_ms) {
+nlohmann::json JobSummaryJson(const tern::v1::Job& job, const JobAggregate* agg, int64_t now_ms) {
   const auto& m = job.last_metric();
   const int64_t iters = job.spec().train_iters();
   nlohmann::json placement = nlohmann::json::array();
-  for (const auto& p : job.placement()) placement.push_back({{"rank", p.rank()}, {"worker", p.worker()}});
+  for (const auto& p : job.placement())
+    placement.push_back({{"rank", p.rank()}, {"worker", p.worker()}});
   const auto& res = job.spec().resources();
   nlohmann::json out = {
       {"id", job.id()},
@@ -53,8 +53,8 @@ nlohmann::json JobSummaryJson(const tern::v1::Job& job, const JobAggregate* agg,
       {"ranks_per_node", res.has_ranks_per_node() ? res.ranks_per_node() : 1},
       {"train_iters", iters},
       {"step", m.step()},
-      {"progress", iters > 0 ? Num(std::min(1.0, static_cast<double>(m.step()) / iters))
-                             : nlohmann::json()},
+      {"progress",
+       iters > 0 ? Num(std::min(1.0, static_cast<double>(m.step()) / iters)) : nlohmann::json()},
       {"values", Values(m.values())},
       {"eta_s", Num(EtaSeconds(job, now_ms))},
       {"created_ms", job.created_ms()},
@@ -81,14 +81,14 @@ nlohmann::json JobSummaryJson(const tern::v1::Job& job, const JobAggregate* agg,
 }
 
 nlohmann::json EventJson(const tern::v1::JobEvent& e) {
-  return {{"seq", e.seq()},         {"time_ms", e.time_ms()}, {"kind", e.kind()},
-          {"message", e.message()}, {"state", StateName(e.state())},
-          {"rank", e.rank()},       {"worker", e.worker()}};
+  return {{"seq", e.seq()},         {"time_ms", e.time_ms()},        {"kind", e.kind()},
+          {"message", e.message()}, {"state", StateName(e.state())}, {"rank", e.rank()},
+          {"worker", e.worker()}};
 }
 
 nlohmann::json MetricJson(const tern::v1::MetricPoint& p) {
-  return {{"kind", p.kind()},       {"step", p.step()}, {"time_ms", p.time_ms()},
-          {"rank", p.rank()},       {"round", p.round()}, {"values", Values(p.values())}};
+  return {{"kind", p.kind()}, {"step", p.step()},   {"time_ms", p.time_ms()},
+          {"rank", p.rank()}, {"round", p.round()}, {"values", Values(p.values())}};
 }
 
 std::string Dump(const nlohmann::json& j) {

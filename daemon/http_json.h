@@ -5,10 +5,9 @@
 
 #include <cstdint>
 #include <map>
+#include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
-
-#include <nlohmann/json.hpp>
 
 #include "daemon/job_stats.h"
 #include "tern/v1/cluster.pb.h"
@@ -18,10 +17,10 @@ namespace tern::daemon {
 // Everything the dashboard and /metrics read, copied on the EventLoop thread.
 struct ClusterSnapshot {
   int64_t now_ms = 0;
-  std::vector<tern::v1::Job> jobs;                  // newest first
-  std::vector<tern::v1::WorkerInfo> workers;        // by name
-  std::map<std::string, JobAggregate> stats;        // by job id (jobs seen since start)
-  size_t watch_streams = 0;                         // open WatchJob/SSE streams
+  std::vector<tern::v1::Job> jobs;            // newest first
+  std::vector<tern::v1::WorkerInfo> workers;  // by name
+  std::map<std::string, JobAggregate> stats;  // by job id (jobs seen since start)
+  size_t watch_streams = 0;                   // open WatchJob/SSE streams
 };
 
 nlohmann::json WorkerJson(const tern::v1::WorkerInfo& w, int64_t now_ms);

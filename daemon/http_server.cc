@@ -1,15 +1,14 @@
 #include "daemon/http_server.h"
 
 #include <arpa/inet.h>
+#include <google/protobuf/util/json_util.h>
+#include <httplib.h>
+#include <spdlog/spdlog.h>
 
 #include <chrono>
 #include <condition_variable>
 #include <filesystem>
 #include <fstream>
-
-#include <google/protobuf/util/json_util.h>
-#include <httplib.h>
-#include <spdlog/spdlog.h>
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
@@ -32,15 +31,24 @@ constexpr int64_t kMaxLogTail = 1 << 20;
 
 int HttpCode(absl::StatusCode c) {
   switch (c) {
-    case absl::StatusCode::kOk: return 200;
-    case absl::StatusCode::kNotFound: return 404;
-    case absl::StatusCode::kInvalidArgument: return 400;
-    case absl::StatusCode::kFailedPrecondition: return 409;
-    case absl::StatusCode::kUnauthenticated: return 401;
-    case absl::StatusCode::kPermissionDenied: return 403;
-    case absl::StatusCode::kResourceExhausted: return 503;
-    case absl::StatusCode::kUnavailable: return 503;
-    default: return 500;
+    case absl::StatusCode::kOk:
+      return 200;
+    case absl::StatusCode::kNotFound:
+      return 404;
+    case absl::StatusCode::kInvalidArgument:
+      return 400;
+    case absl::StatusCode::kFailedPrecondition:
+      return 409;
+    case absl::StatusCode::kUnauthenticated:
+      return 401;
+    case absl::StatusCode::kPermissionDenied:
+      return 403;
+    case absl::StatusCode::kResourceExhausted:
+      return 503;
+    case absl::StatusCode::kUnavailable:
+      return 503;
+    default:
+      return 500;
   }
 }
 
@@ -158,23 +166,29 @@ std::optional<ClusterSnapshot> HttpServer::Snapshot() {
 void HttpServer::Routes() {
   auto& s = *server_;
   s.set_pre_routing_handler([this](const httplib::Request& req, httplib::Response& res) {
-    if (HostAllowed(req.get_header_value("Host"))) return httplib::Server::HandlerResponse::Unhandled;
-    Error(res, 421, "unexpected Host header --> hint: use an IP address or localhost, or start "
-                    "ternd with --http-allow-host <name>");
+    if (HostAllowed(req.get_header_value("Host")))
+      return httplib::Server::HandlerResponse::Unhandled;
+    Error(res, 421,
+          "unexpected Host header --> hint: use an IP address or localhost, or start "
+          "ternd with --http-allow-host <name>");
     return httplib::Server::HandlerResponse::Handled;
   });
-  auto asset = [this](const httplib::Request& req, httplib::Response& res) { ServeAsset(req, res); };
+  auto asset = [this](const httplib::Request& req, httplib::Response& res) {
+    ServeAsset(req, res);
+  };
   s.Get("/", asset);
   s.Get(R"(/assets/[A-Za-z0-9._-]+)", asset);
   s.Get("/healthz", [](const httplib::Request&, httplib::Response& res) {
     res.set_content("ok\n", "text/plain; charset=utf-8");
   });
   s.Get("/metrics", [this](const httplib::Request&, httplib::Response& res) { ServeMetrics(res); });
-  s.Get("/api/cluster", [this](const httplib::Request&, httplib::Response& res) { ServeCluster(res); });
+  s.Get("/api/cluster",
+        [this](const httplib::Request&, httplib::Response& res) { ServeCluster(res); });
   s.Get("/api/jobs", [this](const httplib::Request&, httplib::Response& res) { ServeJobs(res); });
-  s.Get(absl::StrCat("/api/jobs/", kJobId), [this](const httplib::Request& req, httplib::Response& res) {
-    ServeJob(req.matches[1], res);
-  });
+  s.Get(absl::StrCat("/api/jobs/", kJobId),
+        [this](const httplib::Request& req, httplib::Response& res) {
+          ServeJob(req.matches[1], res);
+        });
   s.Get(absl::StrCat("/api/jobs/", kJobId, "/events"),
         [this](const httplib::Request& req, httplib::Response& res) {
           ServeEvents(req.matches[1], req, res);
@@ -189,8 +203,9 @@ void HttpServer::Routes() {
          });
   s.set_error_handler([](const httplib::Request& req, httplib::Response& res) {
     if (res.body.empty()) {
-      Error(res, res.status, res.status == 404 ? absl::StrCat("no such page: ", req.path)
-                                               : absl::StrCat("HTTP ", res.status));
+      Error(res, res.status,
+            res.status == 404 ? absl::StrCat("no such page: ", req.path)
+                              : absl::StrCat("HTTP ", res.status));
     }
   });
 }
@@ -227,7 +242,8 @@ void HttpServer::ServeJobs(httplib::Response& res) {
   nlohmann::json jobs = nlohmann::json::array();
   for (const auto& j : snap->jobs) {
     auto it = snap->stats.find(j.id());
-    jobs.push_back(JobSummaryJson(j, it == snap->stats.end() ? nullptr : &it->second, snap->now_ms));
+    jobs.push_back(
+        JobSummaryJson(j, it == snap->stats.end() ? nullptr : &it->second, snap->now_ms));
   }
   Json(res, {{"now_ms", snap->now_ms}, {"jobs", jobs}});
 }
@@ -280,8 +296,8 @@ void HttpServer::ServeEvents(const std::string& id, const httplib::Request& req,
   });
   res.set_header("Cache-Control", "no-store");
   res.set_header("X-Accel-Buffering", "no");
-  auto last_write = std::make_shared<std::chrono::steady_clock::time_point>(
-      std::chrono::steady_clock::now());
+  auto last_write =
+      std::make_shared<std::chrono::steady_clock::time_point>(std::chrono::steady_clock::now());
   auto first = std::make_shared<bool>(true);
   res.set_chunked_content_provider(
       "text/event-stream; charset=utf-8",

@@ -50,12 +50,12 @@ namespace tern::daemon {
 class SseStream;
 
 struct HttpOptions {
-  std::string address = "127.0.0.1:8080";   // host:port; port 0 picks a free one
-  std::vector<std::string> allowed_hosts;   // Host names accepted besides IPs and localhost
-  int threads = 32;                         // handler threads (each event stream holds one)
-  int max_event_streams = 24;               // open /events streams; more get 503
-  size_t max_stream_queue = 8192;           // queued items per stream before it is cut off
-  int max_jobs = 200;                       // newest jobs listed in /api/jobs and /metrics
+  std::string address = "127.0.0.1:8080";  // host:port; port 0 picks a free one
+  std::vector<std::string> allowed_hosts;  // Host names accepted besides IPs and localhost
+  int threads = 32;                        // handler threads (each event stream holds one)
+  int max_event_streams = 24;              // open /events streams; more get 503
+  size_t max_stream_queue = 8192;          // queued items per stream before it is cut off
+  int max_jobs = 200;                      // newest jobs listed in /api/jobs and /metrics
 };
 
 class HttpServer {

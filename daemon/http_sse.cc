@@ -68,9 +68,9 @@ std::string SseStream::Format(const tern::v1::WatchJobResponse& item) {
       cursor_.metric_n = 0;
     }
     ++cursor_.metric_n;
-    skip = resume_ && (m.time_ms() < resume_->metric_time_ms ||
-                       (m.time_ms() == resume_->metric_time_ms &&
-                        cursor_.metric_n <= resume_->metric_n));
+    skip = resume_ &&
+           (m.time_ms() < resume_->metric_time_ms ||
+            (m.time_ms() == resume_->metric_time_ms && cursor_.metric_n <= resume_->metric_n));
     kind = "metric";
     if (!skip) data = Dump(MetricJson(m));
   }
@@ -79,8 +79,7 @@ std::string SseStream::Format(const tern::v1::WatchJobResponse& item) {
                       "\n\n");
 }
 
-SseStream::Next SseStream::Pop(std::chrono::milliseconds wait, size_t max_bytes,
-                               std::string* out) {
+SseStream::Next SseStream::Pop(std::chrono::milliseconds wait, size_t max_bytes, std::string* out) {
   std::unique_lock<std::mutex> lock(mu_);
   cv_.wait_for(lock, wait, [this] { return pending_ || finished_ || interrupted_; });
   bool any = false;
@@ -96,9 +95,12 @@ SseStream::Next SseStream::Pop(std::chrono::milliseconds wait, size_t max_bytes,
   if (any) return Next::kData;
   if (finished_ || interrupted_) {
     const bool ok = finished_ && status_.ok();
-    nlohmann::json end = {{"code", ok ? "OK" : finished_ ? "CUT_OFF" : "SHUTDOWN"},
-                          {"message", ok ? "job ended" : finished_ ? status_.error_message()
-                                                                   : "ternd is shutting down"}};
+    nlohmann::json end = {{"code", ok          ? "OK"
+                                   : finished_ ? "CUT_OFF"
+                                               : "SHUTDOWN"},
+                          {"message", ok          ? "job ended"
+                                      : finished_ ? status_.error_message()
+                                                  : "ternd is shutting down"}};
     *out += absl::StrCat("event: end\ndata: ", Dump(end), "\n\n");
     return Next::kEnd;
   }

@@ -1,7 +1,6 @@
 #include "daemon/job_stats.h"
 
 #include <algorithm>
-
 #include <nlohmann/json.hpp>
 
 #include "daemon/coordinator.h"

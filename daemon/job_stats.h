@@ -13,17 +13,17 @@
 namespace tern::daemon {
 
 struct JobAggregate {
-  tern::v1::MetricPoint last_step;         // newest "step" point (empty before the first)
-  double val_loss = -1;                    // newest eval val_loss; -1 = none yet
+  tern::v1::MetricPoint last_step;  // newest "step" point (empty before the first)
+  double val_loss = -1;             // newest eval val_loss; -1 = none yet
   int64_t val_step = 0;
-  int64_t max_step = 0;                    // highest step seen (a resume may go back)
-  double productive_ms = 0;                // sum over new steps of (step_ms - checkpoint_ms)
+  int64_t max_step = 0;      // highest step seen (a resume may go back)
+  double productive_ms = 0;  // sum over new steps of (step_ms - checkpoint_ms)
   int64_t metric_points = 0;
   int64_t checkpoints = 0;
-  double checkpoint_bytes = 0;             // total bytes of committed checkpoints
-  double checkpoint_seconds = 0;           // total seconds writing them
+  double checkpoint_bytes = 0;    // total bytes of committed checkpoints
+  double checkpoint_seconds = 0;  // total seconds writing them
   double last_checkpoint_gibps = 0;
-  std::map<std::string, double> memory;    // "param_bytes", ..., "peak_rss_mib"
+  std::map<std::string, double> memory;  // "param_bytes", ..., "peak_rss_mib"
   std::map<std::string, int64_t> events_by_kind;
 };
 

@@ -6,8 +6,8 @@
 namespace tern::daemon {
 namespace {
 
-using agent::PromLabels;
 using agent::PrometheusText;
+using agent::PromLabels;
 
 // Per-job series: newest step values (name, value key, scale to base units, help).
 struct StepSeries {
@@ -20,7 +20,8 @@ constexpr StepSeries kStepSeries[] = {
     {"tern_job_loss", "loss", 1, "Training loss of the newest step."},
     {"tern_job_learning_rate", "lr", 1, "Learning rate of the newest step."},
     {"tern_job_grad_norm", "grad_norm", 1, "Gradient norm (before clipping) of the newest step."},
-    {"tern_job_tokens_per_second", "tokens_per_s", 1, "Global training throughput of the newest step."},
+    {"tern_job_tokens_per_second", "tokens_per_s", 1,
+     "Global training throughput of the newest step."},
     {"tern_job_step_seconds", "step_ms", 1e-3, "Wall time of the newest step."},
     {"tern_job_step_bytes_intra_node", "bytes_intra_node", 1,
      "Bytes rank 0 sent to ranks on its own node in the newest step."},

@@ -1,5 +1,6 @@
 #include "daemon/tensorboard.h"
 
+#include <spdlog/spdlog.h>
 #include <unistd.h>
 
 #include <array>
@@ -7,9 +8,7 @@
 #include <climits>
 #include <cstring>
 #include <filesystem>
-
 #include <nlohmann/json.hpp>
-#include <spdlog/spdlog.h>
 
 #include "absl/strings/str_cat.h"
 #include "daemon/coordinator.h"
@@ -131,9 +130,8 @@ absl::StatusOr<std::unique_ptr<TfEventWriter>> TfEventWriter::Open(const std::st
   }
   static std::atomic<int> counter{0};
   const double now = static_cast<double>(NowMs()) / 1000.0;
-  const std::string path =
-      absl::StrCat(dir, "/events.out.tfevents.", static_cast<int64_t>(now), ".", HostName(), ".",
-                   ::getpid(), ".", counter++);
+  const std::string path = absl::StrCat(dir, "/events.out.tfevents.", static_cast<int64_t>(now),
+                                        ".", HostName(), ".", ::getpid(), ".", counter++);
   FILE* f = std::fopen(path.c_str(), "wbx");  // never append to someone else's file
   if (!f) {
     return absl::UnavailableError(
@@ -182,8 +180,7 @@ TfEventWriter* TensorBoardLogger::Writer(const std::string& job_id) {
   return (writers_[job_id] = std::move(*w)).get();
 }
 
-void TensorBoardLogger::Observe(const std::string& job_id,
-                                const tern::v1::WatchJobResponse& item) {
+void TensorBoardLogger::Observe(const std::string& job_id, const tern::v1::WatchJobResponse& item) {
   double wall = 0;
   int64_t step = 0;
   Scalars scalars;

@@ -4,6 +4,8 @@
 // SUCCEEDED, the page requests nothing from another host (and trips no CSP report), the job
 // name renders as text, and a screenshot is kept under <build>/Testing/dashboard/.
 // Chromium missing is a failure, not a skip: deploy/lib.sh installs it.
+#include <gtest/gtest.h>
+#include <httplib.h>
 #include <signal.h>
 #include <sys/prctl.h>
 #include <sys/wait.h>
@@ -11,12 +13,9 @@
 
 #include <filesystem>
 #include <fstream>
+#include <nlohmann/json.hpp>
 #include <regex>
 #include <thread>
-
-#include <gtest/gtest.h>
-#include <httplib.h>
-#include <nlohmann/json.hpp>
 
 #include "tests/daemon/cluster_harness.h"
 
@@ -95,16 +94,21 @@ class Browser {
  public:
   Browser(int driver_port, const std::string& profile) : http_("127.0.0.1", driver_port) {
     http_.set_read_timeout(60, 0);
-    nlohmann::json args = {"--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
-                           "--no-first-run", "--disable-background-networking",
-                           "--disable-component-update", "--disable-sync",
-                           "--disable-dev-shm-usage", "--window-size=1400,2000",
+    nlohmann::json args = {"--headless",
+                           "--no-sandbox",
+                           "--disable-gpu",
+                           "--disable-quic",
+                           "--no-first-run",
+                           "--disable-background-networking",
+                           "--disable-component-update",
+                           "--disable-sync",
+                           "--disable-dev-shm-usage",
+                           "--window-size=1400,2000",
                            "--user-data-dir=" + profile};
-    nlohmann::json caps = {
-        {"capabilities",
-         {{"alwaysMatch",
-           {{"browserName", "chrome"},
-            {"goog:chromeOptions", {{"binary", kChromium}, {"args", args}}}}}}}};
+    nlohmann::json caps = {{"capabilities",
+                            {{"alwaysMatch",
+                              {{"browserName", "chrome"},
+                               {"goog:chromeOptions", {{"binary", kChromium}, {"args", args}}}}}}}};
     auto v = Call("POST", "/session", caps);
     if (v.is_object() && v.contains("sessionId")) session_ = v["sessionId"];
   }
@@ -130,9 +134,10 @@ class Browser {
   // The response's "value"; discarded JSON on a transport or WebDriver error (see error()).
   nlohmann::json Call(const std::string& method, const std::string& path,
                       const nlohmann::json& body) {
-    httplib::Result res = method == "GET"      ? http_.Get(path.c_str())
-                          : method == "DELETE" ? http_.Delete(path.c_str())
-                                               : http_.Post(path.c_str(), body.dump(), "application/json");
+    httplib::Result res = method == "GET" ? http_.Get(path.c_str())
+                          : method == "DELETE"
+                              ? http_.Delete(path.c_str())
+                              : http_.Post(path.c_str(), body.dump(), "application/json");
     if (!res) {
       error_ = method + " " + path + ": no response from chromedriver";
       return nlohmann::json::value_t::discarded;
@@ -185,11 +190,12 @@ TEST(DashboardBrowserTest, LiveJobInHeadlessChromium) {
   ASSERT_TRUE(c.StartTernd());
   {
     std::ofstream text(c.dir() + "/corpus.txt");
-    for (int i = 0; i < 400; ++i) text << "the quick brown fox " << i << " jumps over the lazy dog\n%\n";
+    for (int i = 0; i < 400; ++i)
+      text << "the quick brown fox " << i << " jumps over the lazy dog\n%\n";
   }
-  CliResult prep = c.Tern({"data", "prepare", "--tokenizer", "byte", "--input",
-                           c.dir() + "/corpus.txt", "--output", c.dir() + "/corpus",
-                           "--doc-separator", "%", "--val-fraction", "0.1"});
+  CliResult prep =
+      c.Tern({"data", "prepare", "--tokenizer", "byte", "--input", c.dir() + "/corpus.txt",
+              "--output", c.dir() + "/corpus", "--doc-separator", "%", "--val-fraction", "0.1"});
   ASSERT_EQ(prep.code, 0) << prep.out << prep.err;
   for (const char* name : {"r1", "r2"}) c.AddWorker(name, 1, {}, "", "1s", "tern");
   ASSERT_TRUE(c.WaitForWorkers(2, seconds(10)));
@@ -207,8 +213,13 @@ TEST(DashboardBrowserTest, LiveJobInHeadlessChromium) {
   const int iters = 600;
   nlohmann::json spec = {
       {"name", name},
-      {"model", {{"model_type", "gpt2"}, {"vocab_size", 256}, {"n_embd", 32}, {"n_layer", 1},
-                 {"n_head", 2}, {"n_positions", 32}}},
+      {"model",
+       {{"model_type", "gpt2"},
+        {"vocab_size", 256},
+        {"n_embd", 32},
+        {"n_layer", 1},
+        {"n_head", 2},
+        {"n_positions", 32}}},
       {"data", {{"path", c.dir() + "/corpus"}, {"seq_len", 32}}},
       {"train_micro_batch_size_per_gpu", 2},
       {"steps_per_print", 1},
@@ -244,7 +255,8 @@ TEST(DashboardBrowserTest, LiveJobInHeadlessChromium) {
   // Keep what the browser showed, pass or fail.
   const std::filesystem::path artifacts =
       std::filesystem::path(std::getenv("TERN_BIN_DIR") ? std::getenv("TERN_BIN_DIR") : "build/bin")
-          .parent_path() / "Testing" / "dashboard";
+          .parent_path() /
+      "Testing" / "dashboard";
   std::filesystem::create_directories(artifacts);
   const std::string png = browser.ScreenshotPng();
   std::ofstream(artifacts / "dashboard.png", std::ios::binary) << png;
@@ -272,7 +284,8 @@ TEST(DashboardBrowserTest, LiveJobInHeadlessChromium) {
     EXPECT_NE(std::find(kinds.begin(), kinds.end(), k), kinds.end()) << "event kind " << k;
   }
   bool logs = false;
-  for (const auto& l : last["logs"]) logs |= l.get<std::string>().find("\"type\":\"step\"") != std::string::npos;
+  for (const auto& l : last["logs"])
+    logs |= l.get<std::string>().find("\"type\":\"step\"") != std::string::npos;
   EXPECT_TRUE(logs) << "a rank's log tail is shown";
   // Nothing from another host: every resource the page loaded came from ternd, and the
   // same-origin CSP never had to block anything.

@@ -2,18 +2,17 @@
 // the SSE job stream and its Last-Event-ID resume, rank log tails, the admin-only cancel,
 // the Host check, Prometheus /metrics on ternd and on each tern-worker, and the job's
 // TensorBoard event file read back by an independent Python reader.
+#include <gtest/gtest.h>
+#include <httplib.h>
 #include <sys/wait.h>
 
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <nlohmann/json.hpp>
 #include <sstream>
 #include <thread>
-
-#include <gtest/gtest.h>
-#include <httplib.h>
-#include <nlohmann/json.hpp>
 
 #include "tests/daemon/cluster_harness.h"
 #include "tests/daemon/prom_check.h"
@@ -64,11 +63,10 @@ std::string ReadEvents(const Cluster& c, const std::string& id, const std::strin
   httplib::Headers h;
   if (!last_id.empty()) h.emplace("Last-Event-ID", last_id);
   std::string body;
-  auto res = cli->Get(("/api/jobs/" + id + "/events").c_str(), h,
-                      [&](const char* data, size_t n) {
-                        body.append(data, n);
-                        return true;
-                      });
+  auto res = cli->Get(("/api/jobs/" + id + "/events").c_str(), h, [&](const char* data, size_t n) {
+    body.append(data, n);
+    return true;
+  });
   EXPECT_TRUE(res && res->status == 200) << (res ? res->status : -1);
   if (res) {
     EXPECT_EQ(res->get_header_value("Content-Type"), "text/event-stream; charset=utf-8");
@@ -231,8 +229,8 @@ TEST(DashboardE2ETest, FakeJobThroughApiStreamMetricsAndTensorBoard) {
     EXPECT_EQ(ws["tern_worker_rank_starts_total" + wl], 1);
     EXPECT_EQ(ws["tern_worker_rank_exits_total" + wl], 1);
     EXPECT_GT(ws["tern_worker_heartbeats_sent_total" + wl], 0);
-    const std::string rs = std::string("tern_worker_rank_step{worker=\"") + w + "\",job=\"" + id +
-                           "\",rank=\"0\"}";
+    const std::string rs =
+        std::string("tern_worker_rank_step{worker=\"") + w + "\",job=\"" + id + "\",rank=\"0\"}";
     if (ws.count(rs)) relayed_step += ws[rs];
   }
   EXPECT_EQ(relayed_step, 8);
@@ -259,7 +257,8 @@ TEST(DashboardE2ETest, FakeJobThroughApiStreamMetricsAndTensorBoard) {
     if (!e["values"].contains("train/loss")) continue;
     ++seen;
     EXPECT_EQ(e["step"], seen);
-    EXPECT_EQ(e["values"]["train/loss"].get<double>(), static_cast<double>(static_cast<float>(FakeLoss(seen))));
+    EXPECT_EQ(e["values"]["train/loss"].get<double>(),
+              static_cast<double>(static_cast<float>(FakeLoss(seen))));
     EXPECT_EQ(e["values"]["train/tokens_per_s"].get<double>(), 12345.5);
   }
   EXPECT_EQ(seen, 8);

@@ -43,7 +43,8 @@ void AgentMetrics::OnQueued(const tern::v1::WorkerMessage& msg) {
     auto j = nlohmann::json::parse(msg.event().message(), nullptr, /*allow_exceptions=*/false);
     if (!j.is_object()) return;
     ++checkpoints_;
-    if (j.contains("bytes") && j["bytes"].is_number()) checkpoint_bytes_ += j["bytes"].get<double>();
+    if (j.contains("bytes") && j["bytes"].is_number())
+      checkpoint_bytes_ += j["bytes"].get<double>();
     if (j.contains("seconds") && j["seconds"].is_number()) {
       checkpoint_seconds_ += j["seconds"].get<double>();
     }
@@ -85,7 +86,8 @@ std::string AgentMetrics::Render(const Gauges& g) const {
       connected_ ? 1 : 0);
   one("tern_worker_slots", "gauge", "Rank slots this worker offers.", g.slots);
   one("tern_worker_running_ranks", "gauge", "Rank processes running now.", g.running_ranks);
-  one("tern_worker_outbound_queue", "gauge", "Messages buffered for ternd (grows while disconnected).",
+  one("tern_worker_outbound_queue", "gauge",
+      "Messages buffered for ternd (grows while disconnected).",
       static_cast<double>(g.outbound_queue));
   one("tern_worker_sessions_total", "counter", "Sessions opened with ternd (1 + reconnects).",
       static_cast<double>(sessions_));

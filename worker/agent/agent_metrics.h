@@ -16,7 +16,7 @@ namespace tern::agent {
 class AgentMetrics {
  public:
   struct Gauges {
-    std::string worker;       // worker name (a label on every per-worker series)
+    std::string worker;  // worker name (a label on every per-worker series)
     int slots = 0;
     int running_ranks = 0;
     size_t outbound_queue = 0;

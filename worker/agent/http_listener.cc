@@ -1,8 +1,8 @@
 #include "worker/agent/http_listener.h"
 
-#include <chrono>
-
 #include <httplib.h>
+
+#include <chrono>
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
@@ -32,10 +32,12 @@ absl::StatusOr<int> HttpListener::Start(httplib::Server* server, const std::stri
   auto hp = SplitHostPort(address, flag);
   if (!hp.ok()) return hp.status();
   const auto& [host, want] = *hp;
-  int port = want == 0 ? server->bind_to_any_port(host) : (server->bind_to_port(host, want) ? want : -1);
+  int port =
+      want == 0 ? server->bind_to_any_port(host) : (server->bind_to_port(host, want) ? want : -1);
   if (port <= 0) {
-    return absl::UnavailableError(absl::StrCat("cannot listen on ", flag, " ", address,
-                                               " --> hint: is the port in use? (port 0 picks a free one)"));
+    return absl::UnavailableError(
+        absl::StrCat("cannot listen on ", flag, " ", address,
+                     " --> hint: is the port in use? (port 0 picks a free one)"));
   }
   server_ = server;
   port_ = port;

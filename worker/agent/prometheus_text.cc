@@ -19,8 +19,7 @@ bool PrometheusText::ValidName(std::string_view name) {
 }
 
 bool PrometheusText::ValidLabelName(std::string_view name) {
-  return ValidName(name) && name.find(':') == std::string_view::npos &&
-         name.rfind("__", 0) != 0;
+  return ValidName(name) && name.find(':') == std::string_view::npos && name.rfind("__", 0) != 0;
 }
 
 std::string PrometheusText::EscapeLabelValue(std::string_view v) {
@@ -52,8 +51,7 @@ std::string PrometheusText::FormatValue(double v) {
   return buf;
 }
 
-void PrometheusText::Family(std::string_view name, std::string_view type,
-                            std::string_view help) {
+void PrometheusText::Family(std::string_view name, std::string_view type, std::string_view help) {
   TERN_CHECK(ValidName(name)) << "bad metric name " << std::string(name);
   TERN_CHECK(type == "gauge" || type == "counter" || type == "untyped") << std::string(type);
   TERN_CHECK(std::find(families_.begin(), families_.end(), name) == families_.end())
@@ -92,8 +90,8 @@ void PrometheusText::Sample(double value, const PromLabels& labels) {
   out_ += '\n';
 }
 
-void PrometheusText::Single(std::string_view name, std::string_view type,
-                            std::string_view help, double value) {
+void PrometheusText::Single(std::string_view name, std::string_view type, std::string_view help,
+                            double value) {
   Family(name, type, help);
   Sample(value);
 }

@@ -25,15 +25,14 @@ class PrometheusText {
   // A sample of the current family. NaN and infinities are written as NaN / +Inf / -Inf.
   void Sample(double value, const PromLabels& labels = {});
   // Family() + Sample() for a family with one unlabelled sample.
-  void Single(std::string_view name, std::string_view type, std::string_view help,
-              double value);
+  void Single(std::string_view name, std::string_view type, std::string_view help, double value);
 
   const std::string& text() const { return out_; }
   std::string Take() { return std::move(out_); }
 
   // Helpers, exposed for tests.
-  static bool ValidName(std::string_view name);        // [a-zA-Z_:][a-zA-Z0-9_:]*
-  static bool ValidLabelName(std::string_view name);   // [a-zA-Z_][a-zA-Z0-9_]*
+  static bool ValidName(std::string_view name);             // [a-zA-Z_:][a-zA-Z0-9_:]*
+  static bool ValidLabelName(std::string_view name);        // [a-zA-Z_][a-zA-Z0-9_]*
   static std::string EscapeLabelValue(std::string_view v);  // \ " and newline
   static std::string FormatValue(double v);
 
