@@ -79,7 +79,8 @@ int RunVerify(const std::string& root, const std::string& step, bool json) {
   std::vector<std::string> dirs;  // step directories to check
   std::vector<std::string> skipped;
   if (!step.empty()) {
-    if (!Exists(root + "/" + step)) return BadInput(absl::StrCat(root, "/", step, " does not exist"));
+    if (!Exists(root + "/" + step))
+      return BadInput(absl::StrCat(root, "/", step, " does not exist"));
     dirs.push_back(step);
   } else if (Exists(root + "/" + ckpt::kManifestName)) {
     dirs.push_back("");  // DIR is itself a step directory
@@ -105,8 +106,8 @@ int RunVerify(const std::string& root, const std::string& step, bool json) {
     const std::string problem = VerifyStep(dir, &fragments);
     if (!problem.empty()) ++bad;
     if (json) {
-      out.push_back({{"dir", dir}, {"ok", problem.empty()}, {"fragments", fragments},
-                     {"problem", problem}});
+      out.push_back(
+          {{"dir", dir}, {"ok", problem.empty()}, {"fragments", fragments}, {"problem", problem}});
     } else if (problem.empty()) {
       fmt::print("{}: ok ({} fragments)\n", dir, fragments);
     } else {
@@ -143,7 +144,8 @@ void AddCkptCommands(CLI::App& app, int* exit_code) {
   auto* verify = ckpt->add_subcommand(
       "verify", "Check every fragment's CRC32C (exit 0 ok, 1 corrupt, 2 bad arguments)");
   verify->add_option("dir", *vroot, "Checkpoint root, or one step directory")->required();
-  verify->add_option("--step", *vstep, "Only this step (step-NNNNNN); default: every committed one");
+  verify->add_option("--step", *vstep,
+                     "Only this step (step-NNNNNN); default: every committed one");
   verify->add_flag("--json", *vjson, "Print JSON");
   verify->callback([=] { *exit_code = RunVerify(*vroot, *vstep, *vjson); });
 }

@@ -130,8 +130,8 @@ Checkpointing::~Checkpointing() {
   if (committer_.joinable()) committer_.join();
 }
 
-absl::StatusOr<std::unique_ptr<Checkpointing>> Checkpointing::Create(
-    const JobConfig& cfg, CheckpointingOptions options) {
+absl::StatusOr<std::unique_ptr<Checkpointing>> Checkpointing::Create(const JobConfig& cfg,
+                                                                     CheckpointingOptions options) {
   const auto& c = cfg.spec.checkpoint();
   std::vector<std::string> errors;
   if (c.dir().empty()) errors.push_back("checkpoint.dir: must be set");
@@ -147,8 +147,8 @@ absl::StatusOr<std::unique_ptr<Checkpointing>> Checkpointing::Create(
     errors.push_back(
         absl::StrCat("checkpoint.writer.queue_depth: ", w.queue_depth(), " must be in [1, 1024]"));
   if (w.has_io_buffer_size() && w.io_buffer_size() < 0)
-    errors.push_back(absl::StrCat("checkpoint.writer.io_buffer_size: ", w.io_buffer_size(),
-                                  " must be >= 0"));
+    errors.push_back(
+        absl::StrCat("checkpoint.writer.io_buffer_size: ", w.io_buffer_size(), " must be >= 0"));
   if (!c.load().empty() && c.load() != "latest" && ckpt::ParseStepDirName(c.load()) < 0)
     errors.push_back(absl::StrCat("checkpoint.load: '", c.load(),
                                   "' is neither \"latest\" nor a step name like step-000120"));
@@ -274,10 +274,11 @@ absl::StatusOr<int64_t> Checkpointing::Start(zero::TrainingState& state, const P
   TERN_RETURN_IF_ERROR(Agree(Load(name, state, table, train, &done)));
   TERN_RETURN_IF_ERROR(state.SyncAfterLoad());
   if (opts_.rank == 0 && opts_.sink) {
-    opts_.sink->OnEvent("resume", nlohmann::json{{"step", done},
-                                                 {"checkpoint", root_ + "/" + name},
-                                                 {"seconds", SecondsSince(t0)}}
-                                      .dump(-1, ' ', false, nlohmann::json::error_handler_t::replace));
+    opts_.sink->OnEvent(
+        "resume",
+        nlohmann::json{
+            {"step", done}, {"checkpoint", root_ + "/" + name}, {"seconds", SecondsSince(t0)}}
+            .dump(-1, ' ', false, nlohmann::json::error_handler_t::replace));
   }
   return done;
 }
@@ -290,18 +291,19 @@ absl::Status Checkpointing::Load(const std::string& name, zero::TrainingState& s
   const nlohmann::json& extra = ck->extra();
   if (!extra.is_object() || !extra.contains("data_position")) {
     return absl::DataLossError(
-        absl::StrCat(ck->dir(), "/manifest.json has no extra.data_position; it was not written "
-                                "by tern train and cannot be resumed"));
+        absl::StrCat(ck->dir(),
+                     "/manifest.json has no extra.data_position; it was not written "
+                     "by tern train and cannot be resumed"));
   }
   TERN_ASSIGN_OR_RETURN(data::DataPosition pos,
                         data::DataPosition::FromJson(extra["data_position"]));
   TERN_RETURN_IF_ERROR(train.CheckResume(pos));
   const int64_t step = ck->step();
   if (pos.samples_consumed != static_cast<uint64_t>(step) * cfg_.global_batch) {
-    return absl::FailedPreconditionError(absl::StrCat(
-        "checkpoint ", ck->dir(), " consumed ", pos.samples_consumed, " samples in ", step,
-        " steps; this job's global batch is ", cfg_.global_batch,
-        " --> hint: keep train_batch_size equal to the run that saved it"));
+    return absl::FailedPreconditionError(
+        absl::StrCat("checkpoint ", ck->dir(), " consumed ", pos.samples_consumed, " samples in ",
+                     step, " steps; this job's global batch is ", cfg_.global_batch,
+                     " --> hint: keep train_batch_size equal to the run that saved it"));
   }
   if (step > cfg_.train_iters) {
     return absl::FailedPreconditionError(
@@ -312,8 +314,7 @@ absl::Status Checkpointing::Load(const std::string& name, zero::TrainingState& s
     if (seg.numel == 0) continue;
     TERN_RETURN_IF_ERROR(ck->ReadState("master", seg.global_offset, seg.numel, seg.master));
     TERN_RETURN_IF_ERROR(ck->ReadState("exp_avg", seg.global_offset, seg.numel, seg.exp_avg));
-    TERN_RETURN_IF_ERROR(
-        ck->ReadState("exp_avg_sq", seg.global_offset, seg.numel, seg.exp_avg_sq));
+    TERN_RETURN_IF_ERROR(ck->ReadState("exp_avg_sq", seg.global_offset, seg.numel, seg.exp_avg_sq));
   }
   *steps_done = step;
   return absl::OkStatus();
@@ -324,8 +325,8 @@ absl::Status Checkpointing::Save(int64_t steps_done, zero::TrainingState& state,
                                  const StepMetrics& last) {
   table_ = &table;
   TERN_RETURN_IF_ERROR(Collect());
-  const auto segments = SegmentsToSave(state.owned_segments(), state.replicated(), opts_.rank,
-                                       opts_.ranks);
+  const auto segments =
+      SegmentsToSave(state.owned_segments(), state.replicated(), opts_.rank, opts_.ranks);
   pending_extra_ = {
       {"data_position",
        train.Position(static_cast<uint64_t>(steps_done) * cfg_.global_batch).ToJson()},
@@ -443,8 +444,7 @@ absl::Status Checkpointing::ReapCommit(bool wait) {
   TERN_RETURN_IF_ERROR(commit_status_);
   if (opts_.sink) {
     opts_.sink->OnEvent(
-        "checkpoint",
-        commit_event_.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace));
+        "checkpoint", commit_event_.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace));
   }
   return absl::OkStatus();
 }

@@ -64,7 +64,8 @@ std::map<int, double> Losses(const Result& r) {
 std::vector<nlohmann::json> Events(const Result& r, const std::string& kind) {
   std::vector<nlohmann::json> v;
   for (const auto& j : JsonLines(r.out, "event"))
-    if (j.value("kind", "") == kind) v.push_back(nlohmann::json::parse(j["message"].get<std::string>()));
+    if (j.value("kind", "") == kind)
+      v.push_back(nlohmann::json::parse(j["message"].get<std::string>()));
   return v;
 }
 
@@ -114,8 +115,8 @@ class CheckpointE2E : public ::testing::Test {
   // `tern train` of the spec with checkpoints under <dir>/<ckpt>.
   static Result Train(const std::string& ckpt, const std::string& extra,
                       const std::string& env = "") {
-    return Tern("train " + Path("spec.json") + " --json --threads 1 --set checkpoint.dir=" +
-                    Path(ckpt) + " " + extra,
+    return Tern("train " + Path("spec.json") +
+                    " --json --threads 1 --set checkpoint.dir=" + Path(ckpt) + " " + extra,
                 env);
   }
   static void ExpectReference(const std::map<int, double>& got, int first, int last) {
@@ -172,8 +173,9 @@ TEST_F(CheckpointE2E, SingleRankResumeIsBitExactAndAsyncMatchesBlocking) {
 }
 
 TEST_F(CheckpointE2E, TwoRanksZero2ResumeIsBitExact) {
-  const std::string two = "--ranks 2 --set train_micro_batch_size_per_gpu=4 "
-                          "--set zero_optimization.stage=2 ";
+  const std::string two =
+      "--ranks 2 --set train_micro_batch_size_per_gpu=4 "
+      "--set zero_optimization.stage=2 ";
   Result full = Train("z2full", two);
   ASSERT_EQ(full.code, 0) << full.out;
   Result first = Train("z2", two + "--set train_iters=8");
@@ -235,7 +237,8 @@ TEST_F(CheckpointE2E, CrashAtEveryFaultPointKeepsThePreviousCheckpoint) {
     Result crash = Train(d, "--resume", "TERN_CKPT_FAULT=" + c.point);
     // Killed by its own fault point (the shell in between reports 128 + 9).
     EXPECT_TRUE(crash.signal == SIGKILL || crash.code == 128 + SIGKILL) << crash.out;
-    EXPECT_NE(crash.out.find("TERN_CKPT_FAULT=" + c.point + ": killing process"), std::string::npos);
+    EXPECT_NE(crash.out.find("TERN_CKPT_FAULT=" + c.point + ": killing process"),
+              std::string::npos);
     EXPECT_TRUE(fs::exists(Path(d + "/step-000008"))) << crash.out;  // died writing step 8
     Result list = Tern("ckpt list --json " + Path(d));
     ASSERT_EQ(list.code, 0) << list.out;
@@ -248,7 +251,9 @@ TEST_F(CheckpointE2E, CrashAtEveryFaultPointKeepsThePreviousCheckpoint) {
     EXPECT_EQ(steps[1]["name"], "step-000008") << list.out;
     EXPECT_EQ(steps[1]["complete"].get<bool>(), c.resumed_from == 8) << list.out;
     for (size_t i = 2; i < steps.size(); ++i) EXPECT_FALSE(steps[i]["complete"]) << list.out;
-    EXPECT_EQ(Tern("ckpt verify " + Path(d) + " --step step-00000" + std::to_string(c.resumed_from)).code, 0);
+    EXPECT_EQ(
+        Tern("ckpt verify " + Path(d) + " --step step-00000" + std::to_string(c.resumed_from)).code,
+        0);
     Result rest = Train(d, "--resume");
     ASSERT_EQ(rest.code, 0) << rest.out;
     auto losses = Losses(rest);
@@ -258,8 +263,9 @@ TEST_F(CheckpointE2E, CrashAtEveryFaultPointKeepsThePreviousCheckpoint) {
 }
 
 TEST_F(CheckpointE2E, TwoRanksCrashInTheShardWriteThenResume) {
-  const std::string two = "--ranks 2 --set train_micro_batch_size_per_gpu=4 "
-                          "--set zero_optimization.stage=1 --collective-timeout-s 5 ";
+  const std::string two =
+      "--ranks 2 --set train_micro_batch_size_per_gpu=4 "
+      "--set zero_optimization.stage=1 --collective-timeout-s 5 ";
   ASSERT_EQ(Train("fault2", two + "--set train_iters=4").code, 0);
   Result crash = Train("fault2", two + "--resume", "TERN_CKPT_FAULT=after_shard_write");
   EXPECT_EQ(crash.code, 1) << crash.out;
@@ -276,9 +282,10 @@ TEST_F(CheckpointE2E, SigkillDuringAnAsyncWriteLeavesTheLastCommittedCheckpoint)
   // Checkpoint every step; SIGKILL the process while a step's shard is written but not yet
   // committed (its rank file exists, its manifest does not).
   const std::string out = Path("sigkill.out");
-  const std::string cmd = Bin() + " train " + Path("spec.json") +
-                          " --json --threads 1 --set checkpoint.interval=1 --set checkpoint.dir=" +
-                          Path("sigkill") + " --set train_iters=100000 > " + out + " 2>&1";
+  const std::string cmd =
+      Bin() + " train " + Path("spec.json") +
+      " --json --threads 1 --set checkpoint.interval=1 --set checkpoint.dir=" + Path("sigkill") +
+      " --set train_iters=100000 > " + out + " 2>&1";
   pid_t pid = fork();
   if (pid == 0) {
     execl("/bin/sh", "sh", "-c", ("exec " + cmd).c_str(), nullptr);
@@ -289,7 +296,8 @@ TEST_F(CheckpointE2E, SigkillDuringAnAsyncWriteLeavesTheLastCommittedCheckpoint)
     for (int s = 4; s <= 11 && killed_at < 0; ++s) {
       char name[32];
       std::snprintf(name, sizeof(name), "sigkill/step-%06d", s);
-      if (fs::exists(Path(name) + "/rank-00000.bin") && !fs::exists(Path(name) + "/manifest.json")) {
+      if (fs::exists(Path(name) + "/rank-00000.bin") &&
+          !fs::exists(Path(name) + "/manifest.json")) {
         kill(pid, SIGKILL);
         killed_at = s;
       }
@@ -353,11 +361,15 @@ TEST_F(CheckpointE2E, FlippedByteFailsResumeAndVerifyNamingTheFile) {
   ExpectReference(Losses(prev), 9, 10);
 
   // A missing shard file fails the same way (two ranks: both exit with the same error).
-  ASSERT_EQ(Train("gone", "--ranks 2 --set train_micro_batch_size_per_gpu=4 "
-                          "--set zero_optimization.stage=2 --set train_iters=4").code, 0);
+  ASSERT_EQ(Train("gone",
+                  "--ranks 2 --set train_micro_batch_size_per_gpu=4 "
+                  "--set zero_optimization.stage=2 --set train_iters=4")
+                .code,
+            0);
   fs::remove(Path("gone/step-000004/rank-00001.bin"));
-  Result gone = Train("gone", "--ranks 2 --set train_micro_batch_size_per_gpu=4 "
-                              "--set zero_optimization.stage=2 --set train_iters=8 --resume");
+  Result gone = Train("gone",
+                      "--ranks 2 --set train_micro_batch_size_per_gpu=4 "
+                      "--set zero_optimization.stage=2 --set train_iters=8 --resume");
   EXPECT_EQ(gone.code, 2) << gone.out;
   EXPECT_NE(gone.out.find("rank-00001.bin"), std::string::npos) << gone.out;
   Result vgone = Tern("ckpt verify " + Path("gone"));
