@@ -300,7 +300,9 @@ void HttpServer::ServeEvents(const std::string& id, const httplib::Request& req,
       std::make_shared<std::chrono::steady_clock::time_point>(std::chrono::steady_clock::now());
   auto first = std::make_shared<bool>(true);
   res.set_chunked_content_provider(
-      "text/event-stream; charset=utf-8",
+      // Exactly "text/event-stream": cpp-httplib gzips any other text/* type for clients that
+      // accept it, and its compressor holds events back until a block fills.
+      "text/event-stream",
       [stream, last_write, first](size_t, httplib::DataSink& sink) {
         std::string out = *first ? "retry: 1000\n\n" : "";
         *first = false;

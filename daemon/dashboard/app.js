@@ -1,7 +1,8 @@
 // Tern dashboard: polls /api/cluster and /api/jobs, follows the selected job's server-sent
 // events (/api/jobs/<id>/events; the browser resumes with Last-Event-ID after a reconnect)
 // and draws them with Chart.js. Every string from ternd is rendered with textContent, never
-// as HTML. Test hooks: tr[data-job-id], td[data-state], canvas[data-points],
+// as HTML. Test hooks: tr[data-job-id], td[data-state], #job-state[data-state],
+// #job[data-stream-items], canvas[data-points],
 // body[data-csp-violations].
 'use strict';
 (() => {
@@ -18,7 +19,7 @@
 
   const state = {
     selected: null, stream: null, streamDone: false, t0: 0, events: [], kinds: new Map(),
-    charts: {}, redrawPending: false, logsTimer: null, terminal: false, placement: [],
+    charts: {}, redrawPending: false, logsTimer: null, terminal: false, placement: [], items: 0,
   };
   let cspViolations = 0;
   document.body.dataset.cspViolations = '0';
@@ -230,20 +231,30 @@
     setTimeout(() => {
       state.redrawPending = false;
       for (const c of Object.values(state.charts)) {
+        // Dots only while few: drawing thousands of them makes every redraw slow.
+        for (const ds of c.data.datasets) {
+          if (c.config.type === 'line' && ds.showLine && ds.data.length > 200) ds.pointRadius = 0;
+        }
         c.update('none');
         c.canvas.dataset.points = String(c.data.datasets[0].data.filter((p) => p !== 0).length);
       }
       if (state.charts.loss) state.charts.loss.canvas.dataset.valPoints = String(state.charts.loss.data.datasets[1].data.length);
-    }, 200);
+    }, 300);
   }
 
   // ---- the selected job --------------------------------------------------------------------
-  function showJobMeta(j) {
+  function setJobState(value) {
+    const st = $('job-state');
+    st.textContent = value;
+    st.dataset.state = value;
+  }
+
+  // From the jobs table (polled) or the stream's snapshot. The stream's events own the state
+  // badge once they flow: a poll answered before the newest event must not roll it back.
+  function showJobMeta(j, fromStream) {
     $('job-id').textContent = j.id;
     $('job-name').textContent = j.name;
-    const st = $('job-state');
-    st.textContent = j.state;
-    st.dataset.state = j.state;
+    if (fromStream || j.terminal || !state.items) setJobState(j.state);
     const parts = [`round ${j.round}`, `${j.world_size || 0} ranks`, `step ${j.step}/${j.train_iters}`];
     if (finite(j.goodput)) parts.push(`goodput ${(j.goodput * 100).toFixed(0)}%`);
     if (!j.terminal) parts.push(`ETA ${fmtDuration(j.eta_s)}`);
@@ -257,7 +268,7 @@
 
   function onJob(j) {
     if (!state.t0) state.t0 = j.created_ms;
-    showJobMeta(j);
+    showJobMeta(j, true);
   }
 
   function onMetric(m) {
@@ -305,9 +316,7 @@
     const body = $('events').tBodies[0];
     body.appendChild(tr);
     while (body.rows.length > MAX_EVENT_ROWS) body.deleteRow(0);
-    const st = $('job-state');
-    st.textContent = e.state;
-    st.dataset.state = e.state;
+    setJobState(e.state);
     const details = parseObject(e.message);
     if (e.kind === 'checkpoint' && details) push('ckpt', 0, t, details.gibps);
     if (e.kind === 'memory' && details && !(details.rank > 0)) {
@@ -332,6 +341,8 @@
       if (state.stream !== es) return;
       const data = parseObject(ev.data);
       if (data) fn(data);
+      state.items += 1;
+      $('job').dataset.streamItems = String(state.items);
     };
     es.addEventListener('job', guard(onJob));
     es.addEventListener('event', guard(onEvent));
@@ -383,7 +394,7 @@
     clearInterval(state.logsTimer);
     Object.assign(state, {
       selected: id, stream: null, t0: 0, events: [], kinds: new Map(), placement: [],
-      terminal: false,
+      terminal: false, items: 0,
     });
     $('events').tBodies[0].replaceChildren();
     $('logs').replaceChildren();

@@ -165,6 +165,9 @@ return {
   state: row ? row.querySelector('td[data-state]').dataset.state : '',
   name: row ? row.querySelector('.name-cell').textContent : '',
   selected: document.getElementById('job-id').textContent,
+  live_state: document.getElementById('job-state').dataset.state || '',
+  stream_items: Number(document.getElementById('job').dataset.streamItems || 0),
+  now: performance.now(),
   points: n(document.getElementById('chart-loss')),
   time_points: n(document.getElementById('chart-time')),
   ckpt_points: n(document.getElementById('chart-ckpt')),
@@ -210,7 +213,7 @@ TEST(DashboardBrowserTest, LiveJobInHeadlessChromium) {
 
   // A real job, submitted after the page is up; its name is markup that must stay text.
   const std::string name = "<img src=x onerror=alert(1)><script>alert(2)</script>";
-  const int iters = 600;
+  const int iters = 1500;
   nlohmann::json spec = {
       {"name", name},
       {"model",
@@ -224,9 +227,9 @@ TEST(DashboardBrowserTest, LiveJobInHeadlessChromium) {
       {"train_micro_batch_size_per_gpu", 2},
       {"steps_per_print", 1},
       {"train_iters", iters},
-      {"eval_interval", 200},
+      {"eval_interval", 500},
       {"eval_iters", 1},
-      {"checkpoint", {{"dir", c.dir() + "/ckpt"}, {"interval", 200}}},
+      {"checkpoint", {{"dir", c.dir() + "/ckpt"}, {"interval", 500}}},
       {"resources", {{"nodes", 2}, {"ranks_per_node", 1}, {"threads_per_rank", 1}}}};
   std::ofstream(c.dir() + "/job.json") << spec.dump();
   CliResult sub = c.Tern({"submit", c.dir() + "/job.json"});
@@ -234,7 +237,7 @@ TEST(DashboardBrowserTest, LiveJobInHeadlessChromium) {
   const std::string id = sub.out.substr(0, sub.out.find('\n'));
 
   // Poll the page until it shows the job finished with every step charted.
-  nlohmann::json last;
+  nlohmann::json last, samples = nlohmann::json::array();
   int running_samples = 0, grew_while_running = 0, prev_running_points = -1;
   bool saw_row = false;
   const auto deadline = std::chrono::steady_clock::now() + seconds(40);
@@ -242,8 +245,11 @@ TEST(DashboardBrowserTest, LiveJobInHeadlessChromium) {
     auto probe = browser.Execute(kProbe, {id});
     ASSERT_FALSE(probe.is_discarded()) << browser.error();  // e.g. an alert() popped up
     last = probe;
+    samples.push_back({probe["now"], probe["live_state"], probe["state"], probe["points"],
+                       probe["stream_items"]});
     saw_row |= probe["row"].get<bool>();
-    if (probe["state"] == "RUNNING") {
+    // The selected job's state as its live event stream reports it.
+    if (probe["selected"] == id && probe["live_state"] == "RUNNING") {
       const int points = probe["points"];
       ++running_samples;
       if (prev_running_points >= 0 && points > prev_running_points) ++grew_while_running;
@@ -261,6 +267,7 @@ TEST(DashboardBrowserTest, LiveJobInHeadlessChromium) {
   const std::string png = browser.ScreenshotPng();
   std::ofstream(artifacts / "dashboard.png", std::ios::binary) << png;
   std::ofstream(artifacts / "probe.json") << last.dump(2) << "\n";
+  std::ofstream(artifacts / "samples.json") << samples.dump() << "\n";
   EXPECT_GT(png.size(), 1000u);
   EXPECT_EQ(png.substr(1, 3), "PNG");
 
