@@ -18,41 +18,17 @@
 #include <vector>
 
 #include "nlohmann/json.hpp"
+#include "tests/worker/engine/tern_cli.h"
 
 namespace {
 
 namespace fs = std::filesystem;
 
-struct Result {
-  int code = -1;  // exit code; -1 when killed by a signal
-  int signal = 0;
-  std::string out;
-};
-
-std::string Bin() { return std::string(std::getenv("TERN_BIN_DIR")) + "/tern"; }
-
-Result Tern(const std::string& args, const std::string& env = "") {
-  Result r;
-  FILE* p = popen((env + " " + Bin() + " " + args + " 2>&1").c_str(), "r");
-  char buf[4096];
-  size_t n;
-  while ((n = fread(buf, 1, sizeof(buf), p)) > 0) r.out.append(buf, n);
-  int st = pclose(p);
-  r.code = WIFEXITED(st) ? WEXITSTATUS(st) : -1;
-  r.signal = WIFSIGNALED(st) ? WTERMSIG(st) : 0;
-  return r;
-}
-
-std::vector<nlohmann::json> JsonLines(const std::string& out, const std::string& type) {
-  std::vector<nlohmann::json> v;
-  std::istringstream in(out);
-  std::string line;
-  while (std::getline(in, line)) {
-    auto j = nlohmann::json::parse(line, nullptr, false);
-    if (!j.is_discarded() && j.is_object() && j.value("type", "") == type) v.push_back(j);
-  }
-  return v;
-}
+using tern::testing::JsonLines;
+using tern::testing::ReadFile;
+using tern::testing::Result;
+using tern::testing::Tern;
+using tern::testing::TernBin;
 
 // step -> loss, from --json output.
 std::map<int, double> Losses(const Result& r) {
@@ -69,25 +45,12 @@ std::vector<nlohmann::json> Events(const Result& r, const std::string& kind) {
   return v;
 }
 
-std::string ReadFile(const fs::path& p) {
-  std::ifstream in(p, std::ios::binary);
-  return std::string((std::istreambuf_iterator<char>(in)), {});
-}
-
 class CheckpointE2E : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
     dir_ = new fs::path(fs::temp_directory_path() / ("tern-ckpt-e2e-" + std::to_string(getpid())));
     fs::create_directories(*dir_);
-    std::ofstream corpus(*dir_ / "corpus.txt");
-    const char* lines[] = {"The quick brown fox jumps over the lazy dog.",
-                           "A journey of a thousand miles begins with a single step.",
-                           "To be or not to be, that is the question.",
-                           "All that glitters is not gold."};
-    for (int d = 0; d < 400; ++d) corpus << lines[d % 4] << "\n" << lines[(d * 7) % 4] << "\n%\n";
-    corpus.close();
-    Result r = Tern("data prepare --tokenizer byte --input " + (*dir_ / "corpus.txt").string() +
-                    " --output " + (*dir_ / "corpus").string() + " --doc-separator % --seed 3");
+    Result r = tern::testing::PrepareCorpus(*dir_);
     ASSERT_EQ(r.code, 0) << r.out;
     // The LR schedule ends at a fixed step, so an 8-step run follows the 12-step run's curve.
     std::ofstream spec(*dir_ / "spec.json");
@@ -283,7 +246,7 @@ TEST_F(CheckpointE2E, SigkillDuringAnAsyncWriteLeavesTheLastCommittedCheckpoint)
   // committed (its rank file exists, its manifest does not).
   const std::string out = Path("sigkill.out");
   const std::string cmd =
-      Bin() + " train " + Path("spec.json") +
+      TernBin() + " train " + Path("spec.json") +
       " --json --threads 1 --set checkpoint.interval=1 --set checkpoint.dir=" + Path("sigkill") +
       " --set train_iters=100000 > " + out + " 2>&1";
   pid_t pid = fork();

@@ -15,56 +15,24 @@
 #include <vector>
 
 #include "nlohmann/json.hpp"
+#include "tests/worker/engine/tern_cli.h"
 
 namespace {
 
 namespace fs = std::filesystem;
 
-struct Result {
-  int code = -1;
-  std::string out;
-};
+using tern::testing::JsonLines;
+using tern::testing::Result;
+using tern::testing::Tern;
 
-std::string Bin() { return std::string(std::getenv("TERN_BIN_DIR")) + "/tern"; }
-
-Result Tern(const std::string& args) {
-  Result r;
-  FILE* p = popen((Bin() + " " + args + " 2>&1").c_str(), "r");
-  char buf[4096];
-  size_t n;
-  while ((n = fread(buf, 1, sizeof(buf), p)) > 0) r.out.append(buf, n);
-  int st = pclose(p);
-  r.code = WIFEXITED(st) ? WEXITSTATUS(st) : -1;
-  return r;
-}
-
-std::vector<nlohmann::json> JsonLines(const std::string& out, const std::string& type) {
-  std::vector<nlohmann::json> v;
-  size_t pos = 0;
-  while (pos < out.size()) {
-    size_t nl = out.find('\n', pos);
-    if (nl == std::string::npos) nl = out.size();
-    auto j = nlohmann::json::parse(out.substr(pos, nl - pos), nullptr, false);
-    if (!j.is_discarded() && j.is_object() && j.value("type", "") == type) v.push_back(j);
-    pos = nl + 1;
-  }
-  return v;
-}
+std::string Bin() { return tern::testing::TernBin(); }
 
 class CliTest : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
     dir_ = new fs::path(fs::temp_directory_path() / ("tern-cli-test-" + std::to_string(getpid())));
     fs::create_directories(*dir_);
-    std::ofstream corpus(*dir_ / "corpus.txt");
-    const char* lines[] = {"The quick brown fox jumps over the lazy dog.",
-                           "A journey of a thousand miles begins with a single step.",
-                           "To be or not to be, that is the question.",
-                           "All that glitters is not gold."};
-    for (int d = 0; d < 400; ++d) corpus << lines[d % 4] << "\n" << lines[(d * 7) % 4] << "\n%\n";
-    corpus.close();
-    Result r = Tern("data prepare --tokenizer byte --input " + (*dir_ / "corpus.txt").string() +
-                   " --output " + (*dir_ / "corpus").string() + " --doc-separator % --seed 3");
+    Result r = tern::testing::PrepareCorpus(*dir_);
     ASSERT_EQ(r.code, 0) << r.out;
     std::ofstream spec(*dir_ / "spec.json");
     spec << R"({"model": {"model_type": "llama", "hidden_size": 32, "num_hidden_layers": 2,
