@@ -157,11 +157,18 @@ absl::StatusOr<double> Trainer::Evaluate() {
   if (!val_data_ || cfg_.eval_iters == 0) return -1.0;
   // Every rank evaluates a disjoint share of the eval batches; the sum is all-reduced.
   double sums[2] = {0, 0};
-  for (int i = opts_.rank; i < cfg_.eval_iters; i += cfg_.dp_size) {
-    val_data_->EvalBatch(i, cfg_.micro_batch, inputs_.data(), targets_.data());
-    sums[0] += model_->Forward(state_->source(), inputs_.data(), targets_.data(), cfg_.micro_batch,
-                               cfg_.seq_len);
-    sums[1] += 1;
+  // Every rank runs the same number of forwards (ZeRO-3 gathers parameters collectively);
+  // a rank past the last batch recomputes one and does not count it.
+  const int rounds = (cfg_.eval_iters + cfg_.dp_size - 1) / cfg_.dp_size;
+  for (int k = 0; k < rounds; ++k) {
+    const int i = opts_.rank + k * cfg_.dp_size;
+    val_data_->EvalBatch(i % cfg_.eval_iters, cfg_.micro_batch, inputs_.data(), targets_.data());
+    const double loss = model_->Forward(state_->source(), inputs_.data(), targets_.data(),
+                                        cfg_.micro_batch, cfg_.seq_len);
+    if (i < cfg_.eval_iters) {
+      sums[0] += loss;
+      sums[1] += 1;
+    }
   }
   if (opts_.all_reduce_sum) TERN_RETURN_IF_ERROR(opts_.all_reduce_sum(sums, 2));
   return sums[1] > 0 ? sums[0] / sums[1] : -1.0;

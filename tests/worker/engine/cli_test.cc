@@ -96,6 +96,28 @@ TEST_F(CliTest, TwoRankProcessesMatchOneRank) {
   EXPECT_GT(b.back().value("bytes_intra_node", 0), 0);  // ZeRO-2 traffic was accounted
 }
 
+TEST_F(CliTest, FourRanksOnTwoNodesReportCrossNodeBytesAndMemory) {
+  Result r = Tern("train " + Path("spec.json") +
+                  " --json --ranks 4 --ranks-per-node 2 --threads 1 --set train_iters=3"
+                  " --set train_micro_batch_size_per_gpu=2 --set zero_optimization.stage=3"
+                  " --set zero_optimization.stage3_param_persistence_threshold=0");
+  ASSERT_EQ(r.code, 0) << r.out;
+  auto steps = JsonLines(r.out, "step");
+  ASSERT_EQ(steps.size(), 3u) << r.out;
+  // A data-parallel group spanning two nodes: its traffic is cross-node.
+  EXPECT_GT(steps.back()["bytes_inter_node"].get<uint64_t>(), 0u);
+  // Every rank reports what it holds; at ZeRO-3 that is about a quarter of the model each.
+  int memory_events = 0;
+  for (const auto& e : JsonLines(r.out, "event")) {
+    if (e.value("kind", "") != "memory") continue;
+    ++memory_events;
+    auto m = nlohmann::json::parse(e["message"].get<std::string>());
+    EXPECT_EQ(m["zero_stage"], 3);
+    EXPECT_GT(m["optim_bytes"].get<uint64_t>(), 0u);
+  }
+  EXPECT_EQ(memory_events, 4);
+}
+
 TEST_F(CliTest, KilledRankFailsTheJobWithinTheTimeout) {
   const std::string cmd = Bin() + " train " + Path("spec.json") +
                           " --json --ranks 2 --threads 1 --collective-timeout-s 5 --set train_iters=100000"
