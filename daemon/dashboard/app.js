@@ -2,7 +2,8 @@
 // events (/api/jobs/<id>/events; the browser resumes with Last-Event-ID after a reconnect)
 // and draws them with Chart.js. Every string from ternd is rendered with textContent, never
 // as HTML. Test hooks: tr[data-job-id], td[data-state], #job-state[data-state],
-// #job[data-stream-items], canvas[data-points],
+// #job[data-stream-items], canvas[data-points], #chart-loss[data-running-growth] (redraws
+// that added loss points while the live state was RUNNING), #job[data-redraw-ms],
 // body[data-csp-violations].
 'use strict';
 (() => {
@@ -16,10 +17,12 @@
   ];
   const MEMORY = [['params', 'param_bytes'], ['grads', 'grad_bytes'], ['optimizer', 'optim_bytes']];
   const MAX_EVENT_ROWS = 500;
+  const REDRAW_MS = 500;
 
   const state = {
     selected: null, stream: null, streamDone: false, t0: 0, events: [], kinds: new Map(),
-    charts: {}, redrawPending: false, logsTimer: null, terminal: false, placement: [], items: 0,
+    charts: {}, redrawPending: false, lastRedraw: 0, logsTimer: null, terminal: false,
+    placement: [], items: 0, liveState: '', runningPoints: -1, runningGrowth: 0,
   };
   let cspViolations = 0;
   document.body.dataset.cspViolations = '0';
@@ -225,25 +228,44 @@
     scheduleRedraw();
   }
 
+  // Redraws at most every REDRAW_MS: from a timer, or from the stream's own handler when
+  // messages keep coming (a busy page may run its timers late).
   function scheduleRedraw() {
+    if (performance.now() - state.lastRedraw >= REDRAW_MS) return redraw();
     if (state.redrawPending) return;
     state.redrawPending = true;
-    setTimeout(() => {
-      state.redrawPending = false;
-      for (const c of Object.values(state.charts)) {
-        // Dots only while few: drawing thousands of them makes every redraw slow.
-        for (const ds of c.data.datasets) {
-          if (c.config.type === 'line' && ds.showLine && ds.data.length > 200) ds.pointRadius = 0;
-        }
-        c.update('none');
-        c.canvas.dataset.points = String(c.data.datasets[0].data.filter((p) => p !== 0).length);
+    setTimeout(redraw, REDRAW_MS);
+  }
+
+  function redraw() {
+    state.redrawPending = false;
+    state.lastRedraw = performance.now();
+    for (const c of Object.values(state.charts)) {
+      // Dots only while few: drawing thousands of them makes every redraw slow.
+      for (const ds of c.data.datasets) {
+        if (c.config.type === 'line' && ds.showLine && ds.data.length > 200) ds.pointRadius = 0;
       }
-      if (state.charts.loss) state.charts.loss.canvas.dataset.valPoints = String(state.charts.loss.data.datasets[1].data.length);
-    }, 300);
+      c.update('none');
+      c.canvas.dataset.points = String(c.data.datasets[0].data.filter((p) => p !== 0).length);
+    }
+    const loss = state.charts.loss;
+    if (loss) {
+      // Attests that the chart grew while the job's live state was RUNNING.
+      const points = loss.data.datasets[0].data.length;
+      if (state.liveState === 'RUNNING' && !state.endedAtConnect && points > state.runningPoints) {
+        if (state.runningPoints >= 0) state.runningGrowth += 1;
+        state.runningPoints = points;
+      }
+      loss.canvas.dataset.valPoints = String(loss.data.datasets[1].data.length);
+      loss.canvas.dataset.runningGrowth = String(state.runningGrowth);
+    }
+    $('job').dataset.streamItems = String(state.items);
+    $('job').dataset.redrawMs = String(Math.round(performance.now() - state.lastRedraw));
   }
 
   // ---- the selected job --------------------------------------------------------------------
   function setJobState(value) {
+    state.liveState = value;
     const st = $('job-state');
     st.textContent = value;
     st.dataset.state = value;
@@ -267,7 +289,10 @@
   }
 
   function onJob(j) {
-    if (!state.t0) state.t0 = j.created_ms;
+    if (!state.t0) {
+      state.t0 = j.created_ms;
+      state.endedAtConnect = j.terminal;  // a replayed history is not a running job
+    }
     showJobMeta(j, true);
   }
 
@@ -342,7 +367,6 @@
       const data = parseObject(ev.data);
       if (data) fn(data);
       state.items += 1;
-      $('job').dataset.streamItems = String(state.items);
     };
     es.addEventListener('job', guard(onJob));
     es.addEventListener('event', guard(onEvent));
@@ -394,7 +418,8 @@
     clearInterval(state.logsTimer);
     Object.assign(state, {
       selected: id, stream: null, t0: 0, events: [], kinds: new Map(), placement: [],
-      terminal: false, items: 0,
+      terminal: false, items: 0, liveState: '', runningPoints: -1, runningGrowth: 0,
+      endedAtConnect: false,
     });
     $('events').tBodies[0].replaceChildren();
     $('logs').replaceChildren();
