@@ -59,7 +59,8 @@ if [ "${1:-}" = "--local" ]; then
   exit 0
 fi
 
-# The local cluster: one coordinator and two single-slot workers (one "node" each).
+# The local cluster: one coordinator and two single-slot workers (one "node" each). The job
+# keeps the single-process run's global batch (2 ranks x 16 sequences).
 down >/dev/null
 mkdir -p "$STATE/pids" "$STATE/logs"
 start() {  # name, command...
@@ -79,11 +80,13 @@ for _ in $(seq 100); do
   sleep 0.2
 done
 "$BIN/tern" workers
+echo "dashboard: http://127.0.0.1:8080/  (Prometheus: /metrics)"
 
 CKPT=$STATE/checkpoints/llama-tiny
 rm -rf "$CKPT"
 "$BIN/tern" submit config/llama-tiny.json --watch \
   --set data.path="$ROOT/data/fortunes" --set resources.nodes=2 --set resources.ranks_per_node=1 \
+  --set train_micro_batch_size_per_gpu=16 \
   --set checkpoint.dir="$CKPT"
 sample --checkpoint "$CKPT"
 echo
