@@ -6,7 +6,7 @@
 #include <CLI/CLI.hpp>
 #include <spdlog/spdlog.h>
 
-#include "daemon/duration.h"
+#include "worker/core/duration.h"
 #include "daemon/server.h"
 
 int main(int argc, char** argv) {
@@ -58,7 +58,7 @@ int main(int argc, char** argv) {
   spdlog::set_pattern("%Y-%m-%dT%H:%M:%S.%e %^%l%$ ternd: %v");
   for (auto [text, out] : {std::pair{&heartbeat_timeout, &opts.heartbeat_timeout_ms},
                            std::pair{&reconnect_grace, &opts.reconnect_grace_ms}}) {
-    auto ms = tern::daemon::ParseDurationMs(*text);
+    auto ms = tern::ParseDurationMs(*text);
     if (!ms.ok()) {
       std::fprintf(stderr, "ternd: %s\n", std::string(ms.status().message()).c_str());
       return 2;

@@ -15,7 +15,7 @@
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
-#include "worker/agent/duration.h"
+#include "worker/core/duration.h"
 #include "worker/agent/agent.h"
 #include "worker/agent/http_listener.h"
 #include "worker/agent/prometheus_text.h"
@@ -69,7 +69,7 @@ int main(int argc, char** argv) {
   spdlog::set_level(spdlog::level::from_str(log_level));
   spdlog::set_pattern(absl::StrCat("%Y-%m-%dT%H:%M:%S.%e %^%l%$ tern-worker[", opts.name, "]: %v"));
   for (auto [text, out] : {std::pair{&grace, &opts.grace}, std::pair{&max_backoff, &opts.max_backoff}}) {
-    auto ms = tern::agent::ParseDurationMs(*text);
+    auto ms = tern::ParseDurationMs(*text);
     if (!ms.ok()) {
       std::fprintf(stderr, "tern-worker: %s\n", std::string(ms.status().message()).c_str());
       return 2;

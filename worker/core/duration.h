@@ -6,8 +6,8 @@
 
 #include "absl/status/statusor.h"
 
-namespace tern::agent {
+namespace tern {
 
 absl::StatusOr<int64_t> ParseDurationMs(const std::string& text);
 
-}  // namespace tern::agent
+}  // namespace tern

@@ -1,10 +1,10 @@
-#include "daemon/duration.h"
+#include "worker/core/duration.h"
 
 #include <cstdlib>
 
 #include "absl/strings/str_cat.h"
 
-namespace tern::daemon {
+namespace tern {
 
 absl::StatusOr<int64_t> ParseDurationMs(const std::string& text) {
   char* end = nullptr;
@@ -21,4 +21,4 @@ absl::StatusOr<int64_t> ParseDurationMs(const std::string& text) {
   return static_cast<int64_t>(v * scale);
 }
 
-}  // namespace tern::daemon
+}  // namespace tern
