@@ -1,7 +1,6 @@
 // `tern`: the command-line interface. Flags and wiring only; commands live in *_commands.cc.
-#include <cstdio>
-
 #include <CLI/CLI.hpp>
+#include <cstdio>
 
 #include "client/commands.h"
 

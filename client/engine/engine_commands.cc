@@ -88,8 +88,9 @@ int RunTrain(const TrainArgs& a) {
   if (!cfg.ok()) return Fail(cfg.status(), true);
   ConsoleSink sink(a.json, cfg->steps_per_print);
   engine::TrainerOptions opts;
-  opts.threads = a.threads > 0 ? a.threads
-                               : (cfg->threads_per_rank > 0 ? cfg->threads_per_rank : DefaultThreads());
+  opts.threads = a.threads > 0
+                     ? a.threads
+                     : (cfg->threads_per_rank > 0 ? cfg->threads_per_rank : DefaultThreads());
   opts.sink = &sink;
   opts.save_final_dir = a.save_final;
   auto trainer = engine::Trainer::Create(*cfg, std::move(opts));
@@ -99,7 +100,8 @@ int RunTrain(const TrainArgs& a) {
   return 0;
 }
 
-int RunDescribe(const std::string& path, const std::vector<std::string>& sets, int ranks, bool json) {
+int RunDescribe(const std::string& path, const std::vector<std::string>& sets, int ranks,
+                bool json) {
   auto spec = engine::LoadJobSpec(path, sets);
   if (!spec.ok()) return Fail(spec.status(), true);
   auto cfg = engine::ResolveJob(*spec, ranks, /*check_files=*/false);
@@ -127,9 +129,11 @@ int RunDescribe(const std::string& path, const std::vector<std::string>& sets, i
                       {"adam_state_bytes", 8 * P},
                       {"ranks", n},
                       {"zero_stage", stage},
-                      {"per_rank", {{"param_bytes", params_rank}, {"grad_bytes", grads_rank},
-                                    {"optim_bytes", optim_rank},
-                                    {"total_bytes", params_rank + grads_rank + optim_rank}}}};
+                      {"per_rank",
+                       {{"param_bytes", params_rank},
+                        {"grad_bytes", grads_rank},
+                        {"optim_bytes", optim_rank},
+                        {"total_bytes", params_rank + grads_rank + optim_rank}}}};
   if (json) {
     fmt::print("{}\n", j.dump(2));
     return 0;
@@ -138,14 +142,16 @@ int RunDescribe(const std::string& path, const std::vector<std::string>& sets, i
   fmt::print("model          {} ({} layers, hidden {}, {} heads / {} kv, ffn {}, vocab {})\n",
              d.model_type, d.L, d.C, d.NH, d.NKV, d.F, d.V);
   fmt::print("parameters     {:.3f} B ({})\n", P / 1e9, cost.params);
-  fmt::print("FLOPs/token    {:.3f} GFLOP (training, seq {})\n", cost.flops_per_token / 1e9, cfg->seq_len);
+  fmt::print("FLOPs/token    {:.3f} GFLOP (training, seq {})\n", cost.flops_per_token / 1e9,
+             cfg->seq_len);
   fmt::print("weights        {:.2f} GiB fp32\n", gib(4 * P));
   fmt::print("gradients      {:.2f} GiB fp32\n", gib(4 * P));
   fmt::print("Adam state     {:.2f} GiB (exp_avg + exp_avg_sq)\n", gib(8 * P));
-  fmt::print("per rank       {:.2f} GiB params + {:.2f} GiB grads + {:.2f} GiB optimizer = {:.2f} GiB "
-             "(ZeRO-{}, {} ranks)\n",
-             gib(params_rank), gib(grads_rank), gib(optim_rank),
-             gib(params_rank + grads_rank + optim_rank), stage, n);
+  fmt::print(
+      "per rank       {:.2f} GiB params + {:.2f} GiB grads + {:.2f} GiB optimizer = {:.2f} GiB "
+      "(ZeRO-{}, {} ranks)\n",
+      gib(params_rank), gib(grads_rank), gib(optim_rank),
+      gib(params_rank + grads_rank + optim_rank), stage, n);
   return 0;
 }
 
@@ -160,7 +166,8 @@ struct GenerateArgs {
 
 int RunGenerate(const GenerateArgs& a) {
   if (a.model_dir.empty() == a.checkpoint.empty())
-    return Fail(absl::InvalidArgumentError("give exactly one of --model-dir and --checkpoint"), true);
+    return Fail(absl::InvalidArgumentError("give exactly one of --model-dir and --checkpoint"),
+                true);
   auto loaded = a.checkpoint.empty() ? engine::LoadModel(a.model_dir)
                                      : engine::LoadModelFromCheckpoint(a.checkpoint);
   if (!loaded.ok()) return Fail(loaded.status(), true);
@@ -221,7 +228,8 @@ void AddEngineCommands(CLI::App& app, int* exit_code) {
   train->add_option("--set", targs->sets, "Override a spec field: key.path=value")->take_all();
   train->add_flag("--json", targs->json, "One JSON object per line");
   train->add_option("--threads", targs->threads, "Compute threads (default: all cores)");
-  train->add_option("--save-final", targs->save_final, "Write config.json + model.safetensors here");
+  train->add_option("--save-final", targs->save_final,
+                    "Write config.json + model.safetensors here");
   train->add_option("--ranks", targs->ranks, "Data-parallel rank processes on this machine");
   train->add_option("--ranks-per-node", targs->ranks_per_node,
                     "Ranks per (simulated) node; --ranks 4 --ranks-per-node 2 forms two nodes");
@@ -260,7 +268,8 @@ void AddEngineCommands(CLI::App& app, int* exit_code) {
   auto* prep = data->add_subcommand("prepare", "Tokenize text into a Megatron indexed dataset");
   prep->add_option("--tokenizer", popts->tokenizer, "Tokenizer (byte)");
   prep->add_option("--input", popts->inputs, "Input text files")->required()->take_all();
-  prep->add_option("--output", popts->output_prefix, "Output prefix (PREFIX.bin/.idx, PREFIX_val)")->required();
+  prep->add_option("--output", popts->output_prefix, "Output prefix (PREFIX.bin/.idx, PREFIX_val)")
+      ->required();
   prep->add_option("--doc-separator", popts->doc_separator, "A line equal to this ends a document");
   prep->add_option("--val-fraction", popts->val_fraction, "Fraction of documents held out");
   prep->add_option("--seed", popts->seed, "Seed of the validation split");

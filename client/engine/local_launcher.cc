@@ -90,10 +90,10 @@ int LaunchLocalRanks(const engine::JobConfig& config, const LaunchOptions& o) {
   const int n = o.ranks;
   const int per_node = o.ranks_per_node > 0 ? o.ranks_per_node : n;
   const unsigned cores = std::max(1u, std::thread::hardware_concurrency());
-  const int threads = o.threads_per_rank > 0
-                          ? o.threads_per_rank
-                          : (config.threads_per_rank > 0 ? config.threads_per_rank
-                                                         : std::max(1, int(cores) / n));
+  const int threads =
+      o.threads_per_rank > 0
+          ? o.threads_per_rank
+          : (config.threads_per_rank > 0 ? config.threads_per_rank : std::max(1, int(cores) / n));
   auto server = comm::TcpStoreServer::Start(0, "127.0.0.1");
   if (!server.ok()) {
     fmt::print(stderr, "error: rendezvous store: {}\n", std::string(server.status().message()));
@@ -113,12 +113,25 @@ int LaunchLocalRanks(const engine::JobConfig& config, const LaunchOptions& o) {
   for (int r = 0; r < n; ++r) {
     int fds[2];
     if (pipe2(fds, O_CLOEXEC) != 0) return 1;
-    std::vector<std::string> args = {
-        SelfExe(), "rank", "--spec-file", spec_path, "--rank", std::to_string(r),
-        "--world-size", std::to_string(n), "--ranks-per-node", std::to_string(per_node),
-        "--rendezvous", absl::StrCat("tcp://127.0.0.1:", (*server)->port()),
-        "--rendezvous-prefix", prefix, "--threads", std::to_string(threads), "--json",
-        "--collective-timeout-s", std::to_string(o.collective_timeout_s)};
+    std::vector<std::string> args = {SelfExe(),
+                                     "rank",
+                                     "--spec-file",
+                                     spec_path,
+                                     "--rank",
+                                     std::to_string(r),
+                                     "--world-size",
+                                     std::to_string(n),
+                                     "--ranks-per-node",
+                                     std::to_string(per_node),
+                                     "--rendezvous",
+                                     absl::StrCat("tcp://127.0.0.1:", (*server)->port()),
+                                     "--rendezvous-prefix",
+                                     prefix,
+                                     "--threads",
+                                     std::to_string(threads),
+                                     "--json",
+                                     "--collective-timeout-s",
+                                     std::to_string(o.collective_timeout_s)};
     if (!config.spec.checkpoint().load().empty()) args.push_back("--resume");
     if (!o.save_final.empty()) {
       args.push_back("--save-final");
@@ -149,8 +162,10 @@ int LaunchLocalRanks(const engine::JobConfig& config, const LaunchOptions& o) {
     std::vector<pollfd> pfds;
     for (auto& c : children)
       if (c.out_fd >= 0) pfds.push_back({c.out_fd, POLLIN, 0});
-    if (!pfds.empty()) poll(pfds.data(), pfds.size(), 200);
-    else std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    if (!pfds.empty())
+      poll(pfds.data(), pfds.size(), 200);
+    else
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
     for (auto& c : children) {
       if (c.out_fd < 0) continue;
       char buf[65536];
@@ -178,10 +193,11 @@ int LaunchLocalRanks(const engine::JobConfig& config, const LaunchOptions& o) {
         const bool ok = WIFEXITED(c.status) && WEXITSTATUS(c.status) == 0;
         if (!ok && failed_rank < 0) {
           failed_rank = c.rank;
-          fmt::print(stderr, "error: rank {} {}; stopping the other ranks\n", c.rank, Describe(c.status));
+          fmt::print(stderr, "error: rank {} {}; stopping the other ranks\n", c.rank,
+                     Describe(c.status));
           // Survivors see the lost peer in their next collective; give them its timeout.
-          kill_deadline = std::chrono::steady_clock::now() +
-                          std::chrono::seconds(o.collective_timeout_s + 5);
+          kill_deadline =
+              std::chrono::steady_clock::now() + std::chrono::seconds(o.collective_timeout_s + 5);
         }
       }
     }

@@ -12,8 +12,8 @@ namespace tern::cli {
 
 struct LaunchOptions {
   int ranks = 1;
-  int ranks_per_node = 0;      // 0 = all ranks on one node
-  int threads_per_rank = 0;    // 0 = cores / ranks
+  int ranks_per_node = 0;    // 0 = all ranks on one node
+  int threads_per_rank = 0;  // 0 = cores / ranks
   bool json = false;
   std::string save_final;
   int collective_timeout_s = 30;

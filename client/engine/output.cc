@@ -35,15 +35,18 @@ void ConsoleSink::OnStep(const engine::StepMetrics& m) {
                         {"eta_s", m.eta_s}};
     fmt::print(out_, "{}\n", j.dump());
   } else if (m.step % every_ == 0 || m.step == m.total_steps || m.step == 1) {
-    fmt::print(out_, "step {:>6}/{:<6} | loss {:.4f} | lr {:.3e} | {:>8.0f} tok/s | {:>7.1f} ms/step | ETA {}\n",
-               m.step, m.total_steps, m.loss, m.lr, m.tokens_per_s, m.step_ms, FormatDuration(m.eta_s));
+    fmt::print(
+        out_,
+        "step {:>6}/{:<6} | loss {:.4f} | lr {:.3e} | {:>8.0f} tok/s | {:>7.1f} ms/step | ETA {}\n",
+        m.step, m.total_steps, m.loss, m.lr, m.tokens_per_s, m.step_ms, FormatDuration(m.eta_s));
   }
   std::fflush(out_);
 }
 
 void ConsoleSink::OnEval(int64_t step, double val_loss) {
   if (json_) {
-    fmt::print(out_, "{}\n", nlohmann::json{{"type", "eval"}, {"step", step}, {"val_loss", val_loss}}.dump());
+    fmt::print(out_, "{}\n",
+               nlohmann::json{{"type", "eval"}, {"step", step}, {"val_loss", val_loss}}.dump());
   } else {
     fmt::print(out_, "eval at step {}: val_loss {:.4f}\n", step, val_loss);
   }
@@ -79,7 +82,8 @@ void ConsoleSink::OnSummary(const engine::TrainSummary& s) {
 
 void ConsoleSink::OnEvent(const std::string& kind, const std::string& message) {
   if (json_) {
-    fmt::print(out_, "{}\n", nlohmann::json{{"type", "event"}, {"kind", kind}, {"message", message}}.dump());
+    fmt::print(out_, "{}\n",
+               nlohmann::json{{"type", "event"}, {"kind", kind}, {"message", message}}.dump());
   } else {
     fmt::print(out_, "[{}] {}\n", kind, message);
   }

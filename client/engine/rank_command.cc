@@ -36,7 +36,8 @@ absl::StatusOr<std::unique_ptr<comm::Store>> ConnectStore(const RankArgs& a) {
     const size_t colon = hp.rfind(':');
     int port = 0;
     if (colon == std::string::npos || !absl::SimpleAtoi(hp.substr(colon + 1), &port))
-      return absl::InvalidArgumentError(absl::StrCat("--rendezvous ", a.rendezvous, ": expected tcp://HOST:PORT"));
+      return absl::InvalidArgumentError(
+          absl::StrCat("--rendezvous ", a.rendezvous, ": expected tcp://HOST:PORT"));
     TERN_ASSIGN_OR_RETURN(auto store, comm::TcpStore::Connect(hp.substr(0, colon), port,
                                                               std::chrono::seconds(a.timeout_s)));
     return std::unique_ptr<comm::Store>(std::move(store));
@@ -44,7 +45,8 @@ absl::StatusOr<std::unique_ptr<comm::Store>> ConnectStore(const RankArgs& a) {
   std::string token;
   if (!a.token_file.empty()) {
     std::ifstream in(a.token_file);
-    if (!in) return absl::NotFoundError(absl::StrCat("--token-file ", a.token_file, ": cannot open"));
+    if (!in)
+      return absl::NotFoundError(absl::StrCat("--token-file ", a.token_file, ": cannot open"));
     std::getline(in, token);
   }
   return cluster::ConnectRendezvousStore(a.rendezvous, a.prefix, token);
@@ -69,7 +71,8 @@ int RunRankCommand(const RankArgs& a) {
   }
   auto store = ConnectStore(a);
   if (!store.ok()) {
-    fmt::print(stderr, "error: rank {}: rendezvous: {}\n", a.rank, std::string(store.status().message()));
+    fmt::print(stderr, "error: rank {}: rendezvous: {}\n", a.rank,
+               std::string(store.status().message()));
     return 1;
   }
   ConsoleSink sink(a.json, cfg->steps_per_print);

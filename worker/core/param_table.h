@@ -10,12 +10,12 @@
 namespace tern {
 
 struct ParamEntry {
-  std::string name;              // Hugging Face name, e.g. "model.layers.0.self_attn.q_proj.weight"
-  std::vector<int64_t> shape;    // global shape, row-major
-  uint64_t offset = 0;           // element offset in the flat buffer
-  uint64_t numel = 0;            // product of shape
-  bool decay = true;             // AdamW weight decay applies (false for norms and biases)
-  int unit = 0;                  // gather/release unit (0 = embeddings, 1..L = blocks, L+1 = head)
+  std::string name;            // Hugging Face name, e.g. "model.layers.0.self_attn.q_proj.weight"
+  std::vector<int64_t> shape;  // global shape, row-major
+  uint64_t offset = 0;         // element offset in the flat buffer
+  uint64_t numel = 0;          // product of shape
+  bool decay = true;           // AdamW weight decay applies (false for norms and biases)
+  int unit = 0;                // gather/release unit (0 = embeddings, 1..L = blocks, L+1 = head)
 };
 
 // A contiguous group of parameters gathered and released together (ZeRO-3's unit).
@@ -37,7 +37,8 @@ class ParamTable {
     e.decay = decay;
     e.unit = unit;
     total_ += e.numel;
-    if (static_cast<int>(units_.size()) <= unit) units_.resize(unit + 1, ParamUnit{total_ - e.numel, 0});
+    if (static_cast<int>(units_.size()) <= unit)
+      units_.resize(unit + 1, ParamUnit{total_ - e.numel, 0});
     if (units_[unit].numel == 0) units_[unit].offset = e.offset;
     units_[unit].numel = e.offset + e.numel - units_[unit].offset;
     entries_.push_back(std::move(e));

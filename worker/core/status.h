@@ -42,10 +42,10 @@ inline std::string ToStd(absl::string_view s) { return std::string(s.data(), s.s
 #define TERN_STATUS_CONCAT(a, b) TERN_STATUS_CONCAT_INNER(a, b)
 
 // Returns the status from the enclosing function if `expr` is not OK.
-#define TERN_RETURN_IF_ERROR(expr)                 \
-  do {                                             \
-    ::absl::Status _tern_status = (expr);          \
-    if (!_tern_status.ok()) return _tern_status;   \
+#define TERN_RETURN_IF_ERROR(expr)               \
+  do {                                           \
+    ::absl::Status _tern_status = (expr);        \
+    if (!_tern_status.ok()) return _tern_status; \
   } while (0)
 
 // `lhs = value of expr` or return its error status.

@@ -1,10 +1,10 @@
 #include "worker/engine/export.h"
 
+#include <google/protobuf/util/json_util.h>
+
 #include <cstring>
 #include <filesystem>
 #include <fstream>
-
-#include <google/protobuf/util/json_util.h>
 
 #include "absl/strings/str_cat.h"
 #include "nlohmann/json.hpp"
@@ -39,7 +39,8 @@ absl::Status SaveModel(const std::string& dir, const tern::v1::ModelConfig& conf
                        const std::vector<float>& params) {
   std::error_code ec;
   std::filesystem::create_directories(dir, ec);
-  if (ec) return absl::PermissionDeniedError(absl::StrCat("cannot create ", dir, ": ", ec.message()));
+  if (ec)
+    return absl::PermissionDeniedError(absl::StrCat("cannot create ", dir, ": ", ec.message()));
   // config.json: HF field names with every dimension resolved.
   tern::v1::ModelConfig c = config;
   c.clear_config_file();
@@ -96,7 +97,8 @@ absl::StatusOr<LoadedModel> LoadModel(const std::string& dir) {
   if (!in) return absl::NotFoundError(absl::StrCat("cannot open ", path));
   uint64_t len = 0;
   in.read(reinterpret_cast<char*>(&len), 8);
-  if (!in || len > (1u << 30)) return absl::DataLossError(absl::StrCat(path, ": bad header length"));
+  if (!in || len > (1u << 30))
+    return absl::DataLossError(absl::StrCat(path, ": bad header length"));
   std::string h(len, '\0');
   in.read(h.data(), len);
   nlohmann::json header = nlohmann::json::parse(h, nullptr, false);
@@ -127,7 +129,8 @@ absl::StatusOr<LoadedModel> LoadModelFromCheckpoint(const std::string& root,
   const auto& extra = ckpt->extra();
   if (!extra.contains("job_spec"))
     return absl::DataLossError(absl::StrCat(root, ": the checkpoint's manifest has no job spec"));
-  TERN_ASSIGN_OR_RETURN(auto spec, ParseJobSpec(extra["job_spec"].dump(), {}, root + " (job spec)"));
+  TERN_ASSIGN_OR_RETURN(auto spec,
+                        ParseJobSpec(extra["job_spec"].dump(), {}, root + " (job spec)"));
   const int seq_len = spec.data().has_seq_len() ? spec.data().seq_len() : 1024;
   LoadedModel out;
   TERN_ASSIGN_OR_RETURN(out.dims, model::ResolveModelDims(spec.model(), seq_len));

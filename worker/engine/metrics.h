@@ -7,12 +7,12 @@
 namespace tern::engine {
 
 struct StepMetrics {
-  int64_t step = 0;             // 1-based optimizer step just finished
+  int64_t step = 0;  // 1-based optimizer step just finished
   int64_t total_steps = 0;
-  double loss = 0;              // mean training loss over the global batch
+  double loss = 0;  // mean training loss over the global batch
   float lr = 0;
-  double grad_norm = 0;         // before clipping
-  double tokens_per_s = 0;      // global tokens / step wall time
+  double grad_norm = 0;     // before clipping
+  double tokens_per_s = 0;  // global tokens / step wall time
   double step_ms = 0;
   double forward_ms = 0, backward_ms = 0, comm_ms = 0, optimizer_ms = 0, checkpoint_ms = 0;
   uint64_t bytes_intra_node = 0, bytes_inter_node = 0;  // bytes this rank sent this step
@@ -20,16 +20,16 @@ struct StepMetrics {
 };
 
 struct TrainSummary {
-  double tokens_per_s = 0;      // global tokens per step / median step time
+  double tokens_per_s = 0;  // global tokens per step / median step time
   double step_ms_median = 0;
-  double mfu = 0;               // model FLOP/s / measured sgemm peak of all ranks' threads
+  double mfu = 0;  // model FLOP/s / measured sgemm peak of all ranks' threads
   double peak_rss_mib = 0;
   uint64_t params = 0;
   double final_loss = 0;
-  double val_loss = -1;         // -1 when no validation set
+  double val_loss = -1;  // -1 when no validation set
   int64_t steps = 0;
   double sgemm_peak_gflops = 0;
-  double model_gflops = 0;      // achieved model GFLOP/s
+  double model_gflops = 0;                                    // achieved model GFLOP/s
   uint64_t param_bytes = 0, grad_bytes = 0, optim_bytes = 0;  // this rank's state
 };
 

@@ -17,9 +17,9 @@ struct RankOptions {
   int world_size = 1;
   int ranks_per_node = 1;
   int threads = 1;
-  std::string prefix;                             // store key prefix of this job round
+  std::string prefix;  // store key prefix of this job round
   std::chrono::milliseconds collective_timeout{30000};
-  MetricsSink* sink = nullptr;                    // rank 0 reports metrics; every rank its memory
+  MetricsSink* sink = nullptr;  // rank 0 reports metrics; every rank its memory
   std::string save_final_dir;
 };
 

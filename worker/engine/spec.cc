@@ -1,11 +1,11 @@
 #include "worker/engine/spec.h"
 
+#include <google/protobuf/descriptor.h>
+#include <google/protobuf/util/json_util.h>
+
 #include <filesystem>
 #include <fstream>
 #include <sstream>
-
-#include <google/protobuf/descriptor.h>
-#include <google/protobuf/util/json_util.h>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
@@ -120,12 +120,14 @@ absl::StatusOr<JobConfig> ResolveJob(const tern::v1::JobSpec& spec, int world_si
   } else {
     c.dims = *dims;
     if (c.seq_len > c.dims.max_T)
-      errors.push_back(absl::StrCat("data.seq_len: ", c.seq_len, " exceeds model.max_position_embeddings ",
-                                    c.dims.max_T));
+      errors.push_back(absl::StrCat("data.seq_len: ", c.seq_len,
+                                    " exceeds model.max_position_embeddings ", c.dims.max_T));
   }
   auto adamw = optim::ResolveAdamW(spec.optimizer());
-  if (!adamw.ok()) errors.push_back(std::string(adamw.status().message()));
-  else c.adamw = *adamw;
+  if (!adamw.ok())
+    errors.push_back(std::string(adamw.status().message()));
+  else
+    c.adamw = *adamw;
 
   const auto& r = spec.resources();
   c.nodes = r.has_nodes() ? r.nodes() : 1;
@@ -133,12 +135,14 @@ absl::StatusOr<JobConfig> ResolveJob(const tern::v1::JobSpec& spec, int world_si
   c.threads_per_rank = r.has_threads_per_rank() ? r.threads_per_rank() : 0;
   if (c.nodes < 1) errors.push_back(absl::StrCat("resources.nodes: must be >= 1, got ", c.nodes));
   if (c.ranks_per_node < 1)
-    errors.push_back(absl::StrCat("resources.ranks_per_node: must be >= 1, got ", c.ranks_per_node));
+    errors.push_back(
+        absl::StrCat("resources.ranks_per_node: must be >= 1, got ", c.ranks_per_node));
   if (c.threads_per_rank < 0) errors.push_back("resources.threads_per_rank: must be >= 0");
   c.dp_size = world_size > 0 ? world_size : c.nodes * c.ranks_per_node;
   if (c.dp_size < 1) c.dp_size = 1;
 
-  c.micro_batch = spec.has_train_micro_batch_size_per_gpu() ? spec.train_micro_batch_size_per_gpu() : 0;
+  c.micro_batch =
+      spec.has_train_micro_batch_size_per_gpu() ? spec.train_micro_batch_size_per_gpu() : 0;
   c.accum = spec.has_gradient_accumulation_steps() ? spec.gradient_accumulation_steps() : 0;
   const int64_t tbs = spec.has_train_batch_size() ? spec.train_batch_size() : 0;
   // DeepSpeed's rule: any two of (train_batch_size, micro, accum) determine the third.
@@ -168,7 +172,8 @@ absl::StatusOr<JobConfig> ResolveJob(const tern::v1::JobSpec& spec, int world_si
   if (c.grad_clip < 0) errors.push_back("gradient_clipping: must be >= 0");
   c.zero_stage = spec.zero_optimization().has_stage() ? spec.zero_optimization().stage() : 0;
   if (c.zero_stage < 0 || c.zero_stage > 3)
-    errors.push_back(absl::StrCat("zero_optimization.stage: must be 0, 1, 2 or 3, got ", c.zero_stage));
+    errors.push_back(
+        absl::StrCat("zero_optimization.stage: must be 0, 1, 2 or 3, got ", c.zero_stage));
 
   c.data_path = spec.data().path();
   if (c.data_path.empty()) {
@@ -187,7 +192,8 @@ absl::StatusOr<JobConfig> ResolveJob(const tern::v1::JobSpec& spec, int world_si
       !std::filesystem::exists(c.val_path + ".idx"))
     errors.push_back(absl::StrCat("data.val_path: ", c.val_path, ".idx does not exist"));
   if (!spec.data().tokenizer().empty() && spec.data().tokenizer() != "byte")
-    errors.push_back(absl::StrCat("data.tokenizer: '", spec.data().tokenizer(), "' is not supported (byte)"));
+    errors.push_back(
+        absl::StrCat("data.tokenizer: '", spec.data().tokenizer(), "' is not supported (byte)"));
   if (!errors.empty()) return absl::InvalidArgumentError(absl::StrJoin(errors, "; "));
   return c;
 }

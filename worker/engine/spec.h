@@ -29,10 +29,10 @@ struct JobConfig {
   model::ModelDims dims;
   optim::AdamWConfig adamw;
   int seq_len = 0;
-  int micro_batch = 1;        // train_micro_batch_size_per_gpu
-  int accum = 1;              // gradient_accumulation_steps
-  int dp_size = 1;            // data-parallel ranks
-  int64_t global_batch = 1;   // samples per optimizer step = micro x accum x dp
+  int micro_batch = 1;       // train_micro_batch_size_per_gpu
+  int accum = 1;             // gradient_accumulation_steps
+  int dp_size = 1;           // data-parallel ranks
+  int64_t global_batch = 1;  // samples per optimizer step = micro x accum x dp
   int64_t train_iters = 0;
   int64_t eval_interval = 0;
   int eval_iters = 8;

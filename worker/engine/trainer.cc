@@ -1,13 +1,12 @@
 #include "worker/engine/trainer.h"
 
+#include <cblas.h>
 #include <sys/resource.h>
 
 #include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <vector>
-
-#include <cblas.h>
 
 #include "absl/strings/str_cat.h"
 #include "kernels/cpu/threads.h"
@@ -69,10 +68,12 @@ absl::Status Trainer::Init() {
   kernels::SetNumThreads(opts_.threads);
   TERN_RETURN_IF_ERROR(InitCheckpointing());  // validates the checkpoint config; writes nothing
   // Data first: a bad data file must fail before anything is allocated or written.
-  TERN_ASSIGN_OR_RETURN(train_data_, data::DataLoader::Open(cfg_.data_path, cfg_.seq_len, cfg_.seed));
+  TERN_ASSIGN_OR_RETURN(train_data_,
+                        data::DataLoader::Open(cfg_.data_path, cfg_.seq_len, cfg_.seed));
   TERN_RETURN_IF_ERROR(train_data_->dataset().ValidateVocab(cfg_.dims.V));
   if (!cfg_.val_path.empty()) {
-    TERN_ASSIGN_OR_RETURN(val_data_, data::DataLoader::Open(cfg_.val_path, cfg_.seq_len, cfg_.seed));
+    TERN_ASSIGN_OR_RETURN(val_data_,
+                          data::DataLoader::Open(cfg_.val_path, cfg_.seq_len, cfg_.seed));
     TERN_RETURN_IF_ERROR(val_data_->dataset().ValidateVocab(cfg_.dims.V));
   }
   TERN_ASSIGN_OR_RETURN(auto sched, optim::LrSchedule::Create(cfg_.spec.scheduler(), cfg_.adamw.lr,
@@ -99,7 +100,8 @@ absl::Status Trainer::InitCheckpointing() {
   const auto& c = cfg_.spec.checkpoint();
   if (c.dir().empty()) {
     if (!c.load().empty())
-      return absl::InvalidArgumentError("checkpoint.load is set (resume) but checkpoint.dir is empty");
+      return absl::InvalidArgumentError(
+          "checkpoint.load is set (resume) but checkpoint.dir is empty");
     return absl::OkStatus();
   }
   CheckpointingOptions co;
@@ -129,8 +131,8 @@ absl::StatusOr<double> Trainer::TrainStep(int64_t step, StepMetrics* m) {
     const bool last = micro + 1 == cfg_.accum;
     state_->BeginMicroStep(last);
     auto t0 = Clock::now();
-    loss_sum += model_->Forward(state_->source(), inputs_.data(), targets_.data(),
-                                cfg_.micro_batch, cfg_.seq_len);
+    loss_sum += model_->Forward(state_->source(), inputs_.data(), targets_.data(), cfg_.micro_batch,
+                                cfg_.seq_len);
     m->forward_ms += MsSince(t0);
     t0 = Clock::now();
     model_->Backward(state_->source(), 1.0f / float(cfg_.accum * cfg_.dp_size));
@@ -216,8 +218,7 @@ absl::Status Trainer::Run() {
   std::vector<double> timed(step_ms.begin() + (step_ms.size() > 2 ? 1 : 0), step_ms.end());
   summary_.steps = cfg_.train_iters;
   summary_.step_ms_median = Median(timed);
-  summary_.tokens_per_s =
-      timed.empty() ? 0.0 : tokens_per_step / (summary_.step_ms_median / 1e3);
+  summary_.tokens_per_s = timed.empty() ? 0.0 : tokens_per_step / (summary_.step_ms_median / 1e3);
   summary_.final_loss = last_loss;
   summary_.model_gflops = cost.flops_per_token * summary_.tokens_per_s / 1e9;
   summary_.sgemm_peak_gflops = MeasureSgemmPeakGflops(opts_.threads) * cfg_.dp_size;

@@ -24,8 +24,8 @@ struct TrainerOptions {
   MetricsSink* sink = nullptr;  // receives metrics (rank 0 reports the global values)
   std::string save_final_dir;   // write model.safetensors + config.json at the end
   // Builds the partitioned training state; null = single rank, nothing partitioned.
-  std::function<absl::StatusOr<std::unique_ptr<zero::TrainingState>>(
-      const ParamTable&, const std::vector<float>&)>
+  std::function<absl::StatusOr<std::unique_ptr<zero::TrainingState>>(const ParamTable&,
+                                                                     const std::vector<float>&)>
       make_state;
   // Sums a few doubles across data-parallel ranks (loss, token counts); null = single rank.
   std::function<absl::Status(double*, int)> all_reduce_sum;

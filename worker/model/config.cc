@@ -1,10 +1,10 @@
 #include "worker/model/config.h"
 
+#include <google/protobuf/util/json_util.h>
+
 #include <fstream>
 #include <sstream>
 #include <vector>
-
-#include <google/protobuf/util/json_util.h>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
@@ -27,12 +27,14 @@ absl::StatusOr<tern::v1::ModelConfig> LoadHfConfig(const std::string& path) {
   ss << in.rdbuf();
   nlohmann::json j = nlohmann::json::parse(ss.str(), nullptr, /*allow_exceptions=*/false);
   if (j.is_discarded() || !j.is_object())
-    return absl::InvalidArgumentError(absl::StrCat("model.config_file: ", path, " is not a JSON object"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("model.config_file: ", path, " is not a JSON object"));
   // Keep only the fields ModelConfig knows; HF configs carry many others.
   const auto* desc = tern::v1::ModelConfig::descriptor();
   nlohmann::json kept = nlohmann::json::object();
   for (auto it = j.begin(); it != j.end(); ++it) {
-    if (desc->FindFieldByName(it.key()) != nullptr && !it.value().is_null()) kept[it.key()] = it.value();
+    if (desc->FindFieldByName(it.key()) != nullptr && !it.value().is_null())
+      kept[it.key()] = it.value();
   }
   tern::v1::ModelConfig config;
   google::protobuf::util::JsonParseOptions opts;
@@ -62,8 +64,8 @@ absl::StatusOr<ModelDims> ResolveModelDims(const tern::v1::ModelConfig& in, int 
   } else if (d.model_type == "phi3") {
     d.arch = Arch::kPhi3;
   } else {
-    errors.push_back(absl::StrCat("model.model_type: '", d.model_type,
-                                  "' is not one of gpt2, llama, phi3"));
+    errors.push_back(
+        absl::StrCat("model.model_type: '", d.model_type, "' is not one of gpt2, llama, phi3"));
   }
   const bool gpt2 = d.arch == Arch::kGpt2;
   d.V = Or(c.has_vocab_size(), c.vocab_size(), 256);
@@ -122,10 +124,11 @@ absl::StatusOr<ModelDims> ResolveModelDims(const tern::v1::ModelConfig& in, int 
   if (d.max_T <= 0)
     errors.push_back(absl::StrCat("model.max_position_embeddings: must be > 0, got ", d.max_T));
   if (d.norm_eps <= 0) errors.push_back("model: the norm epsilon must be > 0");
-  for (auto [has, v, name] : {std::tuple{c.has_attention_dropout(), c.attention_dropout(), "attention_dropout"},
-                              std::tuple{c.has_resid_pdrop(), c.resid_pdrop(), "resid_pdrop"},
-                              std::tuple{c.has_embd_pdrop(), c.embd_pdrop(), "embd_pdrop"},
-                              std::tuple{c.has_attn_pdrop(), c.attn_pdrop(), "attn_pdrop"}}) {
+  for (auto [has, v, name] :
+       {std::tuple{c.has_attention_dropout(), c.attention_dropout(), "attention_dropout"},
+        std::tuple{c.has_resid_pdrop(), c.resid_pdrop(), "resid_pdrop"},
+        std::tuple{c.has_embd_pdrop(), c.embd_pdrop(), "embd_pdrop"},
+        std::tuple{c.has_attn_pdrop(), c.attn_pdrop(), "attn_pdrop"}}) {
     if (has && v != 0.0f)
       errors.push_back(absl::StrCat("model.", name, ": dropout is not supported, set it to 0"));
   }

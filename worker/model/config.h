@@ -13,19 +13,19 @@ enum class Arch { kGpt2, kLlama, kPhi3 };
 
 struct ModelDims {
   Arch arch = Arch::kLlama;
-  std::string model_type;   // "gpt2", "llama", "phi3"
-  int V = 256;              // vocab_size
-  int C = 0;                // hidden_size
-  int L = 0;                // num_hidden_layers
-  int NH = 0;               // num_attention_heads
-  int NKV = 0;              // num_key_value_heads
-  int HS = 0;               // head size = C / NH
-  int F = 0;                // intermediate_size
-  int max_T = 0;            // max_position_embeddings
-  float norm_eps = 1e-5f;   // rms_norm_eps or layer_norm_epsilon
+  std::string model_type;  // "gpt2", "llama", "phi3"
+  int V = 256;             // vocab_size
+  int C = 0;               // hidden_size
+  int L = 0;               // num_hidden_layers
+  int NH = 0;              // num_attention_heads
+  int NKV = 0;             // num_key_value_heads
+  int HS = 0;              // head size = C / NH
+  int F = 0;               // intermediate_size
+  int max_T = 0;           // max_position_embeddings
+  float norm_eps = 1e-5f;  // rms_norm_eps or layer_norm_epsilon
   float rope_theta = 10000.0f;
-  bool tied = false;        // tie_word_embeddings
-  float init_std = 0.02f;   // initializer_range
+  bool tied = false;       // tie_word_embeddings
+  float init_std = 0.02f;  // initializer_range
 
   int QKV() const { return (NH + 2 * NKV) * HS; }
   bool is_gpt2() const { return arch == Arch::kGpt2; }
@@ -41,9 +41,9 @@ absl::StatusOr<tern::v1::ModelConfig> LoadHfConfig(const std::string& path);
 
 // Sizes for planning (`tern describe`).
 struct ModelCost {
-  uint64_t params = 0;            // total parameters
-  uint64_t matmul_params = 0;     // parameters used in matmuls (incl. tied head)
-  double flops_per_token = 0;     // training FLOPs per token at seq_len (6N + 12 L T C)
+  uint64_t params = 0;         // total parameters
+  uint64_t matmul_params = 0;  // parameters used in matmuls (incl. tied head)
+  double flops_per_token = 0;  // training FLOPs per token at seq_len (6N + 12 L T C)
 };
 ModelCost EstimateCost(const ModelDims& dims, int seq_len);
 

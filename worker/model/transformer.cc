@@ -81,11 +81,12 @@ void Transformer<T>::BuildTable() {
         rel(*x);
     }
   }
-  const uint64_t head_base =
-      d.is_gpt2() ? table_.Add("transformer.ln_f.weight", {C}, false, head_unit)
-                  : table_.Add("model.norm.weight", {C}, false, head_unit);
+  const uint64_t head_base = d.is_gpt2()
+                                 ? table_.Add("transformer.ln_f.weight", {C}, false, head_unit)
+                                 : table_.Add("model.norm.weight", {C}, false, head_unit);
   lnf_w_off_ = 0;
-  if (d.is_gpt2()) lnf_b_off_ = table_.Add("transformer.ln_f.bias", {C}, false, head_unit) - head_base;
+  if (d.is_gpt2())
+    lnf_b_off_ = table_.Add("transformer.ln_f.bias", {C}, false, head_unit) - head_base;
   if (!d.tied) head_off_ = table_.Add("lm_head.weight", {V, C}, true, head_unit) - head_base;
 }
 
@@ -135,7 +136,8 @@ void Transformer<T>::InitParams(T* params, uint64_t seed) const {
 
 template <typename T>
 void Transformer<T>::Reserve(int B, int Tn) {
-  TERN_CHECK(Tn <= dims_.max_T) << "sequence " << Tn << " > max_position_embeddings " << dims_.max_T;
+  TERN_CHECK(Tn <= dims_.max_T) << "sequence " << Tn << " > max_position_embeddings "
+                                << dims_.max_T;
   if (B == B_ && Tn == T_) return;
   B_ = B;
   T_ = Tn;
@@ -188,8 +190,8 @@ uint64_t Transformer<T>::activation_bytes() const {
   auto add = [&n](const std::vector<T>& v) { n += v.size(); };
   for (const auto& r : resid_) add(r);
   for (const auto& a : acts_) {
-    for (const auto* v : {&a.ln1, &a.ln1_mean, &a.ln1_rstd, &a.qkv, &a.att, &a.atty, &a.mid,
-                          &a.ln2, &a.ln2_mean, &a.ln2_rstd, &a.fc, &a.act})
+    for (const auto* v : {&a.ln1, &a.ln1_mean, &a.ln1_rstd, &a.qkv, &a.att, &a.atty, &a.mid, &a.ln2,
+                          &a.ln2_mean, &a.ln2_rstd, &a.fc, &a.act})
       add(*v);
   }
   for (const auto* v : {&lnf_, &lnf_mean_, &lnf_rstd_, &logits_, &probs_, &losses_, &dx_, &dtmp_,
@@ -209,8 +211,8 @@ void Transformer<T>::NormForward(T* out, T* mean, T* rstd, const T* inp, const T
 }
 
 template <typename T>
-void Transformer<T>::NormBackward(T* dinp, T* dw, T* db, const T* dout, const T* inp,
-                                  const T* w, const T* mean, const T* rstd, int N) {
+void Transformer<T>::NormBackward(T* dinp, T* dw, T* db, const T* dout, const T* inp, const T* w,
+                                  const T* mean, const T* rstd, int N) {
   if (dims_.is_gpt2()) {
     k::layernorm_backward(dinp, dw, db, dout, inp, w, mean, rstd, N, dims_.C);
   } else {

@@ -65,8 +65,7 @@ class Transformer {
 
   // Forward pass. With targets, returns the mean cross-entropy over the targets >= 0 and keeps
   // what backward needs; without, only computes logits (B*Tn, V).
-  double Forward(ParamSource<T>& src, const int32_t* tokens, const int32_t* targets, int B,
-                 int Tn);
+  double Forward(ParamSource<T>& src, const int32_t* tokens, const int32_t* targets, int B, int Tn);
   // Backward of the last Forward: accumulates d(loss * grad_scale) into src.Grads.
   void Backward(ParamSource<T>& src, float grad_scale);
 
@@ -89,8 +88,8 @@ class Transformer {
 
   void BuildTable();
   void NormForward(T* out, T* mean, T* rstd, const T* inp, const T* w, const T* b, int N);
-  void NormBackward(T* dinp, T* dw, T* db, const T* dout, const T* inp, const T* w,
-                    const T* mean, const T* rstd, int N);
+  void NormBackward(T* dinp, T* dw, T* db, const T* dout, const T* inp, const T* w, const T* mean,
+                    const T* rstd, int N);
   void BlockForward(const T* p, LayerActs& a, const T* x, T* out, int B, int Tn);
   void BlockBackward(const T* p, T* g, const LayerActs& a, const T* x, T* dx, int B, int Tn);
 

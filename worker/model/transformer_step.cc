@@ -21,9 +21,11 @@ void Transformer<T>::BlockForward(const T* p, LayerActs& a, const T* x, T* out, 
   NormForward(a.ln1.data(), a.ln1_mean.data(), a.ln1_rstd.data(), x, p + lo_.ln1_w, nb, N);
   k::matmul_forward(a.qkv.data(), a.ln1.data(), p + lo_.qkv_w, g2 ? p + lo_.qkv_b : nullptr, N, C,
                     QKV, wl);
-  if (!g2) k::rope_forward(a.qkv.data(), rope_cos_.data(), rope_sin_.data(), B, Tn, d.NH, d.NKV, d.HS);
+  if (!g2)
+    k::rope_forward(a.qkv.data(), rope_cos_.data(), rope_sin_.data(), B, Tn, d.NH, d.NKV, d.HS);
   k::attention_forward(a.atty.data(), a.att.data(), a.qkv.data(), B, Tn, d.NH, d.NKV, d.HS);
-  k::matmul_forward(proj_.data(), a.atty.data(), p + lo_.o_w, g2 ? p + lo_.o_b : nullptr, N, A, C, wl);
+  k::matmul_forward(proj_.data(), a.atty.data(), p + lo_.o_w, g2 ? p + lo_.o_b : nullptr, N, A, C,
+                    wl);
   k::residual_forward(a.mid.data(), x, proj_.data(), size_t(N) * C);
   NormForward(a.ln2.data(), a.ln2_mean.data(), a.ln2_rstd.data(), a.mid.data(), p + lo_.ln2_w,
               g2 ? p + lo_.ln2_b : nullptr, N);
@@ -31,17 +33,18 @@ void Transformer<T>::BlockForward(const T* p, LayerActs& a, const T* x, T* out, 
     k::matmul_forward(a.fc.data(), a.ln2.data(), p + lo_.fc_w, p + lo_.fc_b, N, C, F, wl);
     k::gelu_forward(a.act.data(), a.fc.data(), size_t(N) * F);
   } else {
-    k::matmul_forward(a.fc.data(), a.ln2.data(), p + lo_.fc_w, static_cast<const T*>(nullptr), N, C, 2 * F, wl);
+    k::matmul_forward(a.fc.data(), a.ln2.data(), p + lo_.fc_w, static_cast<const T*>(nullptr), N, C,
+                      2 * F, wl);
     k::swiglu_forward(a.act.data(), a.fc.data(), N, F);
   }
-  k::matmul_forward(proj_.data(), a.act.data(), p + lo_.proj_w, g2 ? p + lo_.proj_b : nullptr, N,
-                    F, C, wl);
+  k::matmul_forward(proj_.data(), a.act.data(), p + lo_.proj_w, g2 ? p + lo_.proj_b : nullptr, N, F,
+                    C, wl);
   k::residual_forward(out, a.mid.data(), proj_.data(), size_t(N) * C);
 }
 
 template <typename T>
-double Transformer<T>::Forward(ParamSource<T>& src, const int32_t* tokens,
-                               const int32_t* targets, int B, int Tn) {
+double Transformer<T>::Forward(ParamSource<T>& src, const int32_t* tokens, const int32_t* targets,
+                               int B, int Tn) {
   Reserve(B, Tn);
   const auto& d = dims_;
   const int N = B * Tn, C = d.C;
@@ -49,7 +52,8 @@ double Transformer<T>::Forward(ParamSource<T>& src, const int32_t* tokens,
   targets_ = targets;
   const T* p0 = src.Acquire(0);
   k::embedding_forward(resid_[0].data(), tokens, p0 + (wte_off_ - table_.units()[0].offset),
-                       d.is_gpt2() ? p0 + (wpe_off_ - table_.units()[0].offset) : nullptr, B, Tn, C);
+                       d.is_gpt2() ? p0 + (wpe_off_ - table_.units()[0].offset) : nullptr, B, Tn,
+                       C);
   src.Release(0);
   for (int l = 0; l < d.L; ++l) {
     const T* p = src.Acquire(l + 1);
@@ -107,7 +111,8 @@ void Transformer<T>::BlockBackward(const T* p, T* g, const LayerActs& a, const T
                      N, A, C, wl);
   k::attention_backward(dqkv_.data(), att_scratch_.data(), datty_.data(), a.qkv.data(),
                         a.att.data(), B, Tn, d.NH, d.NKV, d.HS);
-  if (!g2) k::rope_backward(dqkv_.data(), rope_cos_.data(), rope_sin_.data(), B, Tn, d.NH, d.NKV, d.HS);
+  if (!g2)
+    k::rope_backward(dqkv_.data(), rope_cos_.data(), rope_sin_.data(), B, Tn, d.NH, d.NKV, d.HS);
   k::matmul_backward(dln_.data(), g + lo_.qkv_w, bias(g, lo_.qkv_b), dqkv_.data(), a.ln1.data(),
                      p + lo_.qkv_w, N, C, QKV, wl);
   NormBackward(dtmp_.data(), g + lo_.ln1_w, bias(g, lo_.ln1_b), dln_.data(), x, p + lo_.ln1_w,
@@ -129,9 +134,8 @@ void Transformer<T>::Backward(ParamSource<T>& src, float grad_scale) {
   if (d.tied) {
     const T* pe = src.Acquire(0);
     T* ge = src.Grads(0);
-    k::matmul_backward(dln_.data(), ge + (wte_off_ - u0), static_cast<T*>(nullptr),
-                       dlogits_.data(), lnf_.data(), pe + (wte_off_ - u0), N, C, d.V,
-                       WeightLayout::kOutIn);
+    k::matmul_backward(dln_.data(), ge + (wte_off_ - u0), static_cast<T*>(nullptr), dlogits_.data(),
+                       lnf_.data(), pe + (wte_off_ - u0), N, C, d.V, WeightLayout::kOutIn);
     src.Release(0);
   } else {
     k::matmul_backward(dln_.data(), gh + head_off_, static_cast<T*>(nullptr), dlogits_.data(),
@@ -155,12 +159,12 @@ void Transformer<T>::Backward(ParamSource<T>& src, float grad_scale) {
   src.GradsReady(0);
 }
 
-#define TERN_INSTANTIATE(T)                                                                  \
-  template void Transformer<T>::BlockForward(const T*, LayerActs&, const T*, T*, int, int);  \
-  template double Transformer<T>::Forward(ParamSource<T>&, const int32_t*, const int32_t*,   \
-                                          int, int);                                         \
-  template void Transformer<T>::BlockBackward(const T*, T*, const LayerActs&, const T*, T*,  \
-                                              int, int);                                     \
+#define TERN_INSTANTIATE(T)                                                                      \
+  template void Transformer<T>::BlockForward(const T*, LayerActs&, const T*, T*, int, int);      \
+  template double Transformer<T>::Forward(ParamSource<T>&, const int32_t*, const int32_t*, int,  \
+                                          int);                                                  \
+  template void Transformer<T>::BlockBackward(const T*, T*, const LayerActs&, const T*, T*, int, \
+                                              int);                                              \
   template void Transformer<T>::Backward(ParamSource<T>&, float);
 TERN_INSTANTIATE(float)
 TERN_INSTANTIATE(double)

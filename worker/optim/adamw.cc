@@ -17,11 +17,13 @@ absl::StatusOr<AdamWConfig> ResolveAdamW(const tern::v1::OptimizerConfig& c) {
     errors.push_back(absl::StrCat("optimizer.type: '", type, "' is not supported (use AdamW)"));
   const auto& p = c.params();
   if ((type == "Adam" || type == "adam") && p.has_adam_w_mode() && !p.adam_w_mode())
-    errors.push_back("optimizer.params.adam_w_mode: only decoupled weight decay (true) is supported");
+    errors.push_back(
+        "optimizer.params.adam_w_mode: only decoupled weight decay (true) is supported");
   AdamWConfig cfg;
   if (p.has_lr()) cfg.lr = p.lr();
   if (p.betas_size() != 0 && p.betas_size() != 2)
-    errors.push_back(absl::StrCat("optimizer.params.betas: expected 2 values, got ", p.betas_size()));
+    errors.push_back(
+        absl::StrCat("optimizer.params.betas: expected 2 values, got ", p.betas_size()));
   if (p.betas_size() == 2) {
     cfg.beta1 = p.betas(0);
     cfg.beta2 = p.betas(1);
@@ -37,8 +39,8 @@ absl::StatusOr<AdamWConfig> ResolveAdamW(const tern::v1::OptimizerConfig& c) {
   return cfg;
 }
 
-void AdamWStep(const ParamTable& table, const AdamWConfig& cfg, float lr, int64_t step,
-               uint64_t lo, uint64_t n, float* params, const float* grads, float* m, float* v) {
+void AdamWStep(const ParamTable& table, const AdamWConfig& cfg, float lr, int64_t step, uint64_t lo,
+               uint64_t n, float* params, const float* grads, float* m, float* v) {
   const uint64_t hi = lo + n;
   // Walk the parameters overlapping [lo, hi), merging neighbours with the same decay flag.
   const auto& entries = table.entries();
@@ -83,8 +85,8 @@ absl::StatusOr<LrSchedule> LrSchedule::Create(const tern::v1::SchedulerConfig& c
   } else if (p.warmup_type() == "linear") {
     s.log_warmup_ = false;
   } else {
-    errors.push_back(absl::StrCat("scheduler.params.warmup_type: '", p.warmup_type(),
-                                  "' is not log or linear"));
+    errors.push_back(
+        absl::StrCat("scheduler.params.warmup_type: '", p.warmup_type(), "' is not log or linear"));
   }
   if (s.warmup_ < 0) errors.push_back("scheduler.params.warmup_num_steps: must be >= 0");
   if ((s.type_ == "WarmupDecayLR" || s.type_ == "WarmupCosineLR") && s.total_ < s.warmup_)
@@ -96,7 +98,8 @@ absl::StatusOr<LrSchedule> LrSchedule::Create(const tern::v1::SchedulerConfig& c
 
 float LrSchedule::Gamma(int64_t step) const {  // warmup progress in [0, 1]
   if (step >= warmup_) return 1.0f;
-  if (log_warmup_) return warmup_ <= 1 ? 1.0f : std::log(float(step + 1)) / std::log(float(warmup_));
+  if (log_warmup_)
+    return warmup_ <= 1 ? 1.0f : std::log(float(step + 1)) / std::log(float(warmup_));
   return float(step) / float(warmup_);
 }
 
@@ -105,14 +108,16 @@ float LrSchedule::At(int64_t step) const {
   if (type_ == "WarmupLR") return min_lr_ + (max_lr_ - min_lr_) * Gamma(step);
   if (type_ == "WarmupDecayLR") {
     if (step < warmup_) return min_lr_ + (max_lr_ - min_lr_) * Gamma(step);
-    const float frac = total_ > warmup_ ? std::max(0.0f, float(total_ - step) / float(total_ - warmup_)) : 0.0f;
+    const float frac =
+        total_ > warmup_ ? std::max(0.0f, float(total_ - step) / float(total_ - warmup_)) : 0.0f;
     return min_lr_ + (max_lr_ - min_lr_) * frac;
   }
   // WarmupCosineLR: ratios of the optimizer's lr.
   if (step < warmup_) return base_lr_ * (warmup_min_ratio_ + (1 - warmup_min_ratio_) * Gamma(step));
   const float progress =
       total_ > warmup_ ? std::min(1.0f, float(step - warmup_) / float(total_ - warmup_)) : 1.0f;
-  const float ratio = cos_min_ratio_ + (1 - cos_min_ratio_) * 0.5f * (1 + std::cos(float(M_PI) * progress));
+  const float ratio =
+      cos_min_ratio_ + (1 - cos_min_ratio_) * 0.5f * (1 + std::cos(float(M_PI) * progress));
   return base_lr_ * ratio;
 }
 

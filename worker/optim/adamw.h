@@ -22,8 +22,8 @@ absl::StatusOr<AdamWConfig> ResolveAdamW(const tern::v1::OptimizerConfig& config
 
 // Applies one AdamW step to the elements [lo, lo + n) of the global flat space; `params`,
 // `grads`, `m`, `v` point at element `lo`. Weight decay follows each parameter's `decay` flag.
-void AdamWStep(const ParamTable& table, const AdamWConfig& cfg, float lr, int64_t step,
-               uint64_t lo, uint64_t n, float* params, const float* grads, float* m, float* v);
+void AdamWStep(const ParamTable& table, const AdamWConfig& cfg, float lr, int64_t step, uint64_t lo,
+               uint64_t n, float* params, const float* grads, float* m, float* v);
 
 // DeepSpeed's WarmupLR, WarmupDecayLR, WarmupCosineLR (or a constant lr when type is empty).
 class LrSchedule {

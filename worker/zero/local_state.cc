@@ -10,8 +10,12 @@ namespace {
 class LocalState : public TrainingState {
  public:
   LocalState(const ParamTable& table, const std::vector<float>& init)
-      : table_(table), params_(init), grads_(init.size(), 0.0f), m_(init.size(), 0.0f),
-        v_(init.size(), 0.0f), source_(&table_, params_.data(), grads_.data()) {}
+      : table_(table),
+        params_(init),
+        grads_(init.size(), 0.0f),
+        m_(init.size(), 0.0f),
+        v_(init.size(), 0.0f),
+        source_(&table_, params_.data(), grads_.data()) {}
 
   model::ParamSource<float>& source() override { return source_; }
   void BeginMicroStep(bool) override {}

@@ -21,9 +21,9 @@ namespace tern::zero {
 
 // Bytes this rank holds for each kind of state.
 struct MemoryReport {
-  uint64_t param_bytes = 0;   // fp32 parameters (full or shard, plus gathered working copies)
-  uint64_t grad_bytes = 0;    // fp32 gradients
-  uint64_t optim_bytes = 0;   // AdamW exp_avg + exp_avg_sq
+  uint64_t param_bytes = 0;  // fp32 parameters (full or shard, plus gathered working copies)
+  uint64_t grad_bytes = 0;   // fp32 gradients
+  uint64_t optim_bytes = 0;  // AdamW exp_avg + exp_avg_sq
   uint64_t total() const { return param_bytes + grad_bytes + optim_bytes; }
 };
 
@@ -80,9 +80,8 @@ std::unique_ptr<TrainingState> CreateLocalState(const ParamTable& table,
 
 // ZeRO stage 0-3 over the data-parallel communicator `dp` (which must outlive the state).
 // Every rank passes the same init_params; each keeps what its stage needs.
-absl::StatusOr<std::unique_ptr<TrainingState>> CreateZeroState(const ParamTable& table,
-                                                               const std::vector<float>& init_params,
-                                                               const ZeroOptions& options,
-                                                               comm::Communicator* dp);
+absl::StatusOr<std::unique_ptr<TrainingState>> CreateZeroState(
+    const ParamTable& table, const std::vector<float>& init_params, const ZeroOptions& options,
+    comm::Communicator* dp);
 
 }  // namespace tern::zero

@@ -42,7 +42,11 @@ std::span<const std::byte> CBytes(const float* p, uint64_t n) {
 class ZeroState : public TrainingState, public model::ParamSource<float> {
  public:
   ZeroState(const ParamTable& table, const ZeroOptions& opts, comm::Communicator* dp)
-      : table_(table), opts_(opts), comm_(dp), n_(dp->size()), r_(dp->rank()),
+      : table_(table),
+        opts_(opts),
+        comm_(dp),
+        n_(dp->size()),
+        r_(dp->rank()),
         units_(LayoutUnits(table, dp->size())) {
     coll_.timeout = opts.timeout;
     for (const auto& u : units_) {
@@ -143,7 +147,8 @@ class ZeroState : public TrainingState, public model::ParamSource<float> {
   void BeginMicroStep(bool last) override {
     last_micro_ = last;
     if (opts_.stage == 3) {
-      if (trace_.empty() && !trace_done_) recording_ = true;
+      if (trace_.empty() && !trace_done_)
+        recording_ = true;
       else if (recording_) {
         recording_ = false;
         trace_done_ = true;
@@ -190,7 +195,8 @@ class ZeroState : public TrainingState, public model::ParamSource<float> {
       std::fill(full_grads_.begin(), full_grads_.end(), 0.0f);
       return absl::OkStatus();
     }
-    if (grad_mult != 1.0f) kernels::scale_inplace(grad_shard_.data(), grad_mult, grad_shard_.size());
+    if (grad_mult != 1.0f)
+      kernels::scale_inplace(grad_shard_.data(), grad_mult, grad_shard_.size());
     for (const auto& u : units_) {
       const uint64_t own = u.owned(r_);
       if (own == 0) continue;
@@ -233,8 +239,8 @@ class ZeroState : public TrainingState, public model::ParamSource<float> {
     std::vector<StateSegment> segs;
     for (const auto& u : units_) {
       if (opts_.stage == 0) {
-        segs.push_back({u.offset, u.numel, &full_params_[u.padded_off], &m_[u.padded_off],
-                        &v_[u.padded_off]});
+        segs.push_back(
+            {u.offset, u.numel, &full_params_[u.padded_off], &m_[u.padded_off], &v_[u.padded_off]});
       } else if (u.owned(r_) > 0) {
         segs.push_back({u.offset + r_ * u.chunk, u.owned(r_), MasterChunk(u), &m_[u.shard_off],
                         &v_[u.shard_off]});
@@ -243,14 +249,16 @@ class ZeroState : public TrainingState, public model::ParamSource<float> {
     return segs;
   }
   bool replicated() const override { return opts_.stage == 0; }
-  absl::Status SyncAfterLoad() override { return opts_.stage == 0 ? absl::OkStatus() : PublishParams(); }
+  absl::Status SyncAfterLoad() override {
+    return opts_.stage == 0 ? absl::OkStatus() : PublishParams();
+  }
 
  private:
   struct PendingReduce {
     Work work;
     int unit;
-    float* out;       // reduce-scatter output, added into grad_shard_
-    float* release;   // full-unit gradient buffer to give back (stage 2/3)
+    float* out;      // reduce-scatter output, added into grad_shard_
+    float* release;  // full-unit gradient buffer to give back (stage 2/3)
   };
 
   bool IsPersistent(int unit) const {
@@ -295,8 +303,10 @@ class ZeroState : public TrainingState, public model::ParamSource<float> {
   void FlushBucket() {
     if (bucket_n_ == 0) return;
     Work w = comm_->AllReduceAsync({&full_grads_[bucket_lo_], bucket_n_}, coll_);
-    if (opts_.overlap_comm) pending_ar_.push_back(w);
-    else Check(w.Wait());
+    if (opts_.overlap_comm)
+      pending_ar_.push_back(w);
+    else
+      Check(w.Wait());
     bucket_n_ = 0;
   }
 
@@ -360,11 +370,11 @@ class ZeroState : public TrainingState, public model::ParamSource<float> {
   // Working buffers of max_unit_ floats (gathered params, unit gradients, reduce outputs).
   std::deque<std::vector<float>> storage_;
   std::vector<float*> pool_;
-  std::vector<float*> live_;                 // stage 3: gathered unit params (or null)
+  std::vector<float*> live_;  // stage 3: gathered unit params (or null)
   std::vector<Work> pending_gather_;
   std::vector<int> persistent_;
   std::deque<std::vector<float>> persistent_bufs_;
-  std::vector<float*> unit_grads_;           // stages 2-3: full-unit gradient buffers
+  std::vector<float*> unit_grads_;  // stages 2-3: full-unit gradient buffers
   std::vector<PendingReduce> pending_rs_;
   std::vector<Work> pending_ar_;
   uint64_t bucket_lo_ = 0, bucket_n_ = 0;

@@ -1,29 +1,26 @@
 // tern-bench-train: one training step (forward, cross-entropy, backward, optional clip, AdamW)
 // timed like ../shared/peers/torch_train_step.py, with the same flags and JSON fields, plus
 // `mfu` against the cblas_sgemm peak measured for the same thread count.
-#include <algorithm>
-#include <chrono>
-#include <cmath>
-#include <cstdio>
-#include <random>
-#include <vector>
-
 #include <signal.h>
 #include <sys/prctl.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include <map>
-#include <span>
-
 #include <CLI/CLI.hpp>
-
-#include "worker/comm/groups.h"
-#include "worker/comm/tcp_store.h"
-#include "worker/comm/topology.h"
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <map>
+#include <random>
+#include <span>
+#include <vector>
 
 #include "kernels/cpu/threads.h"
 #include "nlohmann/json.hpp"
+#include "worker/comm/groups.h"
+#include "worker/comm/tcp_store.h"
+#include "worker/comm/topology.h"
 #include "worker/engine/trainer.h"
 #include "worker/model/transformer.h"
 #include "worker/zero/state.h"
@@ -110,7 +107,8 @@ int RunOne(const Args& a, int rank, tern::comm::Communicator* dp, tern::comm::Co
       (void)dp->AllReduce({&l, 1}, {});
       loss = l / a.ranks;
       if (step >= a.warmup) {
-        for (const auto& [kind, stats] : groups->TakeStatsByKind()) bytes[kind] += stats.total_bytes();
+        for (const auto& [kind, stats] : groups->TakeStatsByKind())
+          bytes[kind] += stats.total_bytes();
       } else {
         groups->TakeStatsByKind();
       }
@@ -165,8 +163,8 @@ int RunOne(const Args& a, int rank, tern::comm::Communicator* dp, tern::comm::Co
     out["bytes_intra_node_per_step"] = intra / a.steps;
     out["bytes_inter_node_per_step"] = inter / a.steps;
     const auto mem = state->memory();
-    out["rank0_state_bytes"] = {{"params", mem.param_bytes}, {"grads", mem.grad_bytes},
-                                {"optimizer", mem.optim_bytes}};
+    out["rank0_state_bytes"] = {
+        {"params", mem.param_bytes}, {"grads", mem.grad_bytes}, {"optimizer", mem.optim_bytes}};
     // Peak RSS of every rank (all-gathered), like the peer's peak_rss_mib_per_rank.
     std::vector<float> rss(a.ranks, 0.0f);
     float mine = float(tern::engine::PeakRssMib());
@@ -255,7 +253,8 @@ int main(int argc, char** argv) {
   app.add_option("--clip", a.clip);
   app.add_option("--data", a.data)->check(CLI::IsMember({"fixed", "random"}));
   app.add_option("--seed", a.seed);
-  app.add_option("--ranks", a.ranks, "Data-parallel rank processes (batch and threads are per rank)");
+  app.add_option("--ranks", a.ranks,
+                 "Data-parallel rank processes (batch and threads are per rank)");
   app.add_option("--ranks-per-node", a.ranks_per_node, "Ranks per simulated node (default: all)");
   app.add_option("--zero-stage", a.zero_stage, "ZeRO stage 0-3 (with --ranks > 1)");
   CLI11_PARSE(app, argc, argv);

@@ -54,7 +54,8 @@ class CliTest : public ::testing::Test {
 fs::path* CliTest::dir_ = nullptr;
 
 TEST_F(CliTest, TrainJsonLossFallsAndGenerateIsDeterministic) {
-  Result r = Tern("train " + Path("spec.json") + " --json --threads 1 --save-final " + Path("model"));
+  Result r =
+      Tern("train " + Path("spec.json") + " --json --threads 1 --save-final " + Path("model"));
   ASSERT_EQ(r.code, 0) << r.out;
   auto steps = JsonLines(r.out, "step");
   ASSERT_EQ(steps.size(), 12u) << r.out;
@@ -71,8 +72,10 @@ TEST_F(CliTest, TrainJsonLossFallsAndGenerateIsDeterministic) {
     EXPECT_TRUE(summary[0].contains(key)) << key;
   EXPECT_GT(summary[0]["mfu"].get<double>(), 0.0);
   EXPECT_TRUE(fs::exists(Path("model/model.safetensors")));
-  Result g1 = Tern("generate --model-dir " + Path("model") + " --prompt 'The ' --max-new-tokens 20 --temperature 0");
-  Result g2 = Tern("generate --model-dir " + Path("model") + " --prompt 'The ' --max-new-tokens 20 --temperature 0");
+  Result g1 = Tern("generate --model-dir " + Path("model") +
+                   " --prompt 'The ' --max-new-tokens 20 --temperature 0");
+  Result g2 = Tern("generate --model-dir " + Path("model") +
+                   " --prompt 'The ' --max-new-tokens 20 --temperature 0");
   ASSERT_EQ(g1.code, 0) << g1.out;
   EXPECT_EQ(g1.out, g2.out);
   EXPECT_EQ(g1.out.rfind("The ", 0), 0u);
@@ -82,8 +85,9 @@ TEST_F(CliTest, TrainJsonLossFallsAndGenerateIsDeterministic) {
 TEST_F(CliTest, TwoRankProcessesMatchOneRank) {
   // Same global batch (8): one rank x 8 rows vs two ranks x 4 rows, ZeRO-2.
   Result one = Tern("train " + Path("spec.json") + " --json --threads 1 --set train_iters=6");
-  Result two = Tern("train " + Path("spec.json") +
-                   " --json --ranks 2 --threads 1 --set train_iters=6 --set train_micro_batch_size_per_gpu=4");
+  Result two = Tern(
+      "train " + Path("spec.json") +
+      " --json --ranks 2 --threads 1 --set train_iters=6 --set train_micro_batch_size_per_gpu=4");
   ASSERT_EQ(one.code, 0) << one.out;
   ASSERT_EQ(two.code, 0) << two.out;
   auto a = JsonLines(one.out, "step"), b = JsonLines(two.out, "step");
@@ -119,9 +123,11 @@ TEST_F(CliTest, FourRanksOnTwoNodesReportCrossNodeBytesAndMemory) {
 }
 
 TEST_F(CliTest, KilledRankFailsTheJobWithinTheTimeout) {
-  const std::string cmd = Bin() + " train " + Path("spec.json") +
-                          " --json --ranks 2 --threads 1 --collective-timeout-s 5 --set train_iters=100000"
-                          " > " + Path("kill.out") + " 2>&1";
+  const std::string cmd =
+      Bin() + " train " + Path("spec.json") +
+      " --json --ranks 2 --threads 1 --collective-timeout-s 5 --set train_iters=100000"
+      " > " +
+      Path("kill.out") + " 2>&1";
   pid_t launcher = fork();
   if (launcher == 0) {
     setpgid(0, 0);
@@ -152,14 +158,16 @@ TEST_F(CliTest, KilledRankFailsTheJobWithinTheTimeout) {
       std::string c((std::istreambuf_iterator<char>(cmdline)), {});
       std::ifstream stat(e.path() / "stat");
       std::string s((std::istreambuf_iterator<char>(stat)), {});
-      if (c.find(Path("spec")) == std::string::npos && c.find("tern-launch") == std::string::npos) continue;
+      if (c.find(Path("spec")) == std::string::npos && c.find("tern-launch") == std::string::npos)
+        continue;
       // A child of our launcher (field 4 of /proc/PID/stat) running rank 1.
       const size_t paren = s.rfind(')');
       std::istringstream fields(paren == std::string::npos ? "" : s.substr(paren + 2));
       std::string state;
       pid_t ppid = -1;
       fields >> state >> ppid;
-      if (ppid == launcher && c.find(std::string("--rank") + '\0' + "1" + '\0') != std::string::npos)
+      if (ppid == launcher &&
+          c.find(std::string("--rank") + '\0' + "1" + '\0') != std::string::npos)
         victim = std::stoi(name);
     }
   }
@@ -184,11 +192,16 @@ TEST_F(CliTest, BadInputExitsTwoWithOneLineAndWritesNothing) {
     std::string args, expect;
   } cases[] = {
       {"train " + Path("bad.json"), "malformed JSON"},
-      {"train " + Path("spec.json") + " --set zero_optimization.stagee=1", "unknown field 'zero_optimization.stagee'"},
-      {"train " + Path("spec.json") + " --set model.num_attention_heads=5", "not divisible by num_attention_heads 5"},
-      {"train " + Path("spec.json") + " --set model.num_key_value_heads=3", "num_key_value_heads: 3"},
-      {"train " + Path("spec.json") + " --set data.path=" + Path("missing"), "missing.bin does not exist"},
-      {"train " + Path("spec.json") + " --set model.vocab_size=50", "outside the vocabulary [0, 50)"},
+      {"train " + Path("spec.json") + " --set zero_optimization.stagee=1",
+       "unknown field 'zero_optimization.stagee'"},
+      {"train " + Path("spec.json") + " --set model.num_attention_heads=5",
+       "not divisible by num_attention_heads 5"},
+      {"train " + Path("spec.json") + " --set model.num_key_value_heads=3",
+       "num_key_value_heads: 3"},
+      {"train " + Path("spec.json") + " --set data.path=" + Path("missing"),
+       "missing.bin does not exist"},
+      {"train " + Path("spec.json") + " --set model.vocab_size=50",
+       "outside the vocabulary [0, 50)"},
   };
   for (const auto& c : cases) {
     Result r = Tern(c.args + " --save-final " + Path("should-not-exist"));
@@ -206,8 +219,9 @@ TEST_F(CliTest, BadInputExitsTwoWithOneLineAndWritesNothing) {
 
 TEST_F(CliTest, DescribePhi3Mini) {
   const std::string src = std::getenv("TERN_SOURCE_DIR");
-  Result r = Tern("describe " + src + "/config/phi3-mini.json --json --ranks 64 --set model.config_file=" +
-                 src + "/config/models/phi3-mini.json");
+  Result r = Tern("describe " + src +
+                  "/config/phi3-mini.json --json --ranks 64 --set model.config_file=" + src +
+                  "/config/models/phi3-mini.json");
   ASSERT_EQ(r.code, 0) << r.out;
   auto j = nlohmann::json::parse(r.out);
   EXPECT_EQ(j["params"], 3821079552ull);

@@ -30,9 +30,9 @@ TEST(JobSpec, ParsesDeepSpeedKeysAndResolvesDefaults) {
 }
 
 TEST(JobSpec, SetOverridesAnyField) {
-  auto spec = ParseJobSpec(kSpec, {"train_iters=7", "optimizer.params.lr=0.5", "name=my run",
-                                   "resources.nodes=2"},
-                           "spec.json");
+  auto spec = ParseJobSpec(
+      kSpec, {"train_iters=7", "optimizer.params.lr=0.5", "name=my run", "resources.nodes=2"},
+      "spec.json");
   ASSERT_TRUE(spec.ok()) << spec.status();
   EXPECT_EQ(spec->train_iters(), 7);
   EXPECT_FLOAT_EQ(spec->optimizer().params().lr(), 0.5f);
@@ -44,7 +44,8 @@ TEST(JobSpec, MalformedJsonNamesFileAndPosition) {
   auto spec = ParseJobSpec("{\"train_iters\": 5,", {}, "bad.json");
   ASSERT_FALSE(spec.ok());
   EXPECT_TRUE(absl::IsInvalidArgument(spec.status()));
-  EXPECT_NE(std::string(spec.status().message()).find("bad.json: malformed JSON"), std::string::npos);
+  EXPECT_NE(std::string(spec.status().message()).find("bad.json: malformed JSON"),
+            std::string::npos);
 }
 
 TEST(JobSpec, UnknownFieldsNamedWithPath) {
@@ -57,16 +58,16 @@ TEST(JobSpec, UnknownFieldsNamedWithPath) {
 
 TEST(JobSpec, ValidationListsEveryOffendingField) {
   auto spec = ParseJobSpec(kSpec,
-                           {"model.num_attention_heads=5", "train_iters=0", "zero_optimization.stage=4",
-                            "train_batch_size=100"},
+                           {"model.num_attention_heads=5", "train_iters=0",
+                            "zero_optimization.stage=4", "train_batch_size=100"},
                            "spec.json");
   ASSERT_TRUE(spec.ok());
   auto cfg = ResolveJob(*spec, 2, /*check_files=*/true);
   ASSERT_FALSE(cfg.ok());
   const std::string msg(cfg.status().message());
-  for (const char* field : {"model.hidden_size: 64 is not divisible by num_attention_heads 5",
-                            "train_iters", "zero_optimization.stage", "train_batch_size",
-                            "/nonexistent/corpus.bin does not exist"})
+  for (const char* field :
+       {"model.hidden_size: 64 is not divisible by num_attention_heads 5", "train_iters",
+        "zero_optimization.stage", "train_batch_size", "/nonexistent/corpus.bin does not exist"})
     EXPECT_NE(msg.find(field), std::string::npos) << field << " missing in: " << msg;
 }
 

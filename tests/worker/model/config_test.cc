@@ -60,7 +60,8 @@ TEST(ModelConfig, ReportsEveryBadField) {
   EXPECT_NE(msg.find("not divisible by num_attention_heads 3"), std::string::npos) << msg;
   EXPECT_NE(msg.find("num_key_value_heads"), std::string::npos) << msg;
   c.set_model_type("bert");
-  EXPECT_NE(std::string(ResolveModelDims(c, 16).status().message()).find("model_type"), std::string::npos);
+  EXPECT_NE(std::string(ResolveModelDims(c, 16).status().message()).find("model_type"),
+            std::string::npos);
 }
 
 }  // namespace

@@ -58,7 +58,7 @@ TEST(LrSchedule, DeepSpeedFormulas) {
   c.mutable_params()->set_warmup_num_steps(10);
   auto s = LrSchedule::Create(c, 0.5f, 100);
   ASSERT_TRUE(s.ok());
-  EXPECT_NEAR(s->At(0), 0.0f, 1e-7);                               // log(1)/log(10)
+  EXPECT_NEAR(s->At(0), 0.0f, 1e-7);  // log(1)/log(10)
   EXPECT_NEAR(s->At(4), std::log(5.0) / std::log(10.0), 1e-6);
   EXPECT_FLOAT_EQ(s->At(50), 1.0f);
   c.set_type("WarmupDecayLR");
@@ -67,7 +67,7 @@ TEST(LrSchedule, DeepSpeedFormulas) {
   s = LrSchedule::Create(c, 0.5f, 100);
   ASSERT_TRUE(s.ok());
   EXPECT_NEAR(s->At(5), 0.5f, 1e-6);
-  EXPECT_NEAR(s->At(60), 0.5f, 1e-6);   // (110-60)/(110-10)
+  EXPECT_NEAR(s->At(60), 0.5f, 1e-6);  // (110-60)/(110-10)
   EXPECT_NEAR(s->At(110), 0.0f, 1e-6);
   c.set_type("WarmupCosineLR");
   c.mutable_params()->set_cos_min_ratio(0.1f);

@@ -9,9 +9,9 @@
 #include <thread>
 
 #include "kernels/cpu/threads.h"
-#include "worker/core/status.h"
 #include "worker/comm/gloo_communicator.h"
 #include "worker/comm/in_memory_store.h"
+#include "worker/core/status.h"
 
 namespace tern::zero {
 namespace {
@@ -57,7 +57,9 @@ void Batch(int step, int row0, int rows, int T, int V, std::vector<int32_t>* in,
 RunResult Train(TrainingState* state, model::Transformer<float>& model, int rank, int ranks,
                 int accum, comm::Communicator* comm) {
   const int T = 8, V = model.dims().V;
-  optim::AdamWConfig cfg{0.01f, 0.9f, 0.95f, 1e-4f, 0.1f};  // eps keeps Adam from amplifying rounding noise in near-zero gradients
+  optim::AdamWConfig cfg{
+      0.01f, 0.9f, 0.95f, 1e-4f,
+      0.1f};  // eps keeps Adam from amplifying rounding noise in near-zero gradients
   RunResult out;
   std::vector<int32_t> in, tgt;
   for (int step = 0; step < kSteps; ++step) {
@@ -95,7 +97,9 @@ RunResult Reference(bool tied, int ranks, int accum) {
   model.InitParams(init.data(), 5);
   auto state = CreateLocalState(model.params(), init);
   const int T = 8, rows = ranks * accum * kRowsPerRank;
-  optim::AdamWConfig cfg{0.01f, 0.9f, 0.95f, 1e-4f, 0.1f};  // eps keeps Adam from amplifying rounding noise in near-zero gradients
+  optim::AdamWConfig cfg{
+      0.01f, 0.9f, 0.95f, 1e-4f,
+      0.1f};  // eps keeps Adam from amplifying rounding noise in near-zero gradients
   RunResult out;
   std::vector<int32_t> in, tgt;
   for (int step = 0; step < kSteps; ++step) {
@@ -148,7 +152,8 @@ void ExpectClose(const ParamTable& table, const RunResult& ref, const RunResult&
                  const std::string& what) {
   ASSERT_EQ(ref.losses.size(), got.losses.size());
   for (size_t i = 0; i < ref.losses.size(); ++i)
-    EXPECT_NEAR(got.losses[i], ref.losses[i], 1e-5 * std::abs(ref.losses[i])) << what << " step " << i;
+    EXPECT_NEAR(got.losses[i], ref.losses[i], 1e-5 * std::abs(ref.losses[i]))
+        << what << " step " << i;
   ASSERT_EQ(ref.params.size(), got.params.size());
   for (const auto& e : table.entries()) {
     double max_diff = 0, max_abs = 0;
@@ -178,17 +183,19 @@ TEST_P(ZeroMatchesSingleRank, LossesAndParams) {
     ExpectClose(shape.params(), ref, results[r], "rank " + std::to_string(r));
 }
 
-INSTANTIATE_TEST_SUITE_P(
-    Stages, ZeroMatchesSingleRank,
-    ::testing::Values(Case{0, 2, 1, false}, Case{0, 3, 1, true}, Case{0, 4, 2, false},
-                      Case{1, 2, 1, true}, Case{1, 3, 2, false}, Case{1, 4, 1, false},
-                      Case{2, 2, 2, false}, Case{2, 3, 1, true}, Case{2, 4, 1, false},
-                      Case{3, 2, 1, true}, Case{3, 3, 2, false}, Case{3, 4, 1, true}),
-    [](const auto& info) {
-      const Case& c = info.param;
-      return "stage" + std::to_string(c.stage) + "_ranks" + std::to_string(c.ranks) + "_accum" +
-             std::to_string(c.accum) + (c.tied ? "_tied" : "");
-    });
+INSTANTIATE_TEST_SUITE_P(Stages, ZeroMatchesSingleRank,
+                         ::testing::Values(Case{0, 2, 1, false}, Case{0, 3, 1, true},
+                                           Case{0, 4, 2, false}, Case{1, 2, 1, true},
+                                           Case{1, 3, 2, false}, Case{1, 4, 1, false},
+                                           Case{2, 2, 2, false}, Case{2, 3, 1, true},
+                                           Case{2, 4, 1, false}, Case{3, 2, 1, true},
+                                           Case{3, 3, 2, false}, Case{3, 4, 1, true}),
+                         [](const auto& info) {
+                           const Case& c = info.param;
+                           return "stage" + std::to_string(c.stage) + "_ranks" +
+                                  std::to_string(c.ranks) + "_accum" + std::to_string(c.accum) +
+                                  (c.tied ? "_tied" : "");
+                         });
 
 TEST(ZeroMemory, Stage3HoldsAboutOneNthOfStage0) {
   kernels::SetNumThreads(1);
@@ -206,7 +213,8 @@ TEST(ZeroMemory, Stage3HoldsAboutOneNthOfStage0) {
   // Units under the persistence threshold stay gathered on every rank (next to the owned
   // master chunk): with every unit persistent that is the full model plus 1/n.
   const auto s3p = RunZero(false, n, 3, 1, /*persist=*/1000000);
-  EXPECT_NEAR(double(s3p[0].memory.param_bytes), s0[0].memory.param_bytes * (1 + 1.0 / n), 64 * 4 * n);
+  EXPECT_NEAR(double(s3p[0].memory.param_bytes), s0[0].memory.param_bytes * (1 + 1.0 / n),
+              64 * 4 * n);
 }
 
 }  // namespace
