@@ -178,8 +178,8 @@ int main(int argc, char** argv) {
     ::dup2(fd, 1);
     ::dup2(fd, 2);
     ::execl(ternd_bin.c_str(), ternd_bin.c_str(), "--listen", "127.0.0.1:0", "--state-dir",
-            (dir + "/state").c_str(), "--port-file", (dir + "/port").c_str(), "--log-level",
-            "warn", nullptr);
+            (dir + "/state").c_str(), "--port-file", (dir + "/port").c_str(), "--http", "off",
+            "--log-level", "warn", nullptr);
     ::_exit(127);
   }
   int port = 0;
