@@ -84,6 +84,88 @@ void Relay(const std::string& line, ConsoleSink& sink, bool json) {
   }
 }
 
+// Forks and execs `args` with stdout on a pipe; the child dies with its launcher.
+bool SpawnRank(int rank, std::vector<std::string> args, Child* child) {
+  int fds[2];
+  if (pipe2(fds, O_CLOEXEC) != 0) return false;
+  const pid_t parent = getpid();
+  pid_t pid = fork();
+  if (pid == 0) {
+    prctl(PR_SET_PDEATHSIG, SIGKILL);
+    if (getppid() != parent) _exit(1);
+    dup2(fds[1], STDOUT_FILENO);
+    std::vector<char*> argv;
+    for (auto& a : args) argv.push_back(a.data());
+    argv.push_back(nullptr);
+    execv(argv[0], argv.data());
+    _exit(127);
+  }
+  close(fds[1]);
+  *child = {rank, pid, fds[0], "", false, 0};
+  return pid > 0;
+}
+
+// Reads what the ranks printed; relays rank 0's lines and every rank's events.
+void DrainOutput(std::vector<Child>& children, ConsoleSink& sink, bool json) {
+  std::vector<pollfd> pfds;
+  for (auto& c : children)
+    if (c.out_fd >= 0) pfds.push_back({c.out_fd, POLLIN, 0});
+  if (pfds.empty()) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    return;
+  }
+  poll(pfds.data(), pfds.size(), 200);
+  for (auto& c : children) {
+    if (c.out_fd < 0) continue;
+    char buf[65536];
+    pollfd p{c.out_fd, POLLIN, 0};
+    if (poll(&p, 1, 0) <= 0) continue;
+    ssize_t k = read(c.out_fd, buf, sizeof(buf));
+    if (k <= 0) {
+      close(c.out_fd);
+      c.out_fd = -1;
+      continue;
+    }
+    c.buffer.append(buf, size_t(k));
+    size_t nl;
+    while ((nl = c.buffer.find('\n')) != std::string::npos) {
+      std::string line = c.buffer.substr(0, nl);
+      c.buffer.erase(0, nl + 1);
+      if (c.rank == 0 || line.find("\"event\"") != std::string::npos) Relay(line, sink, json);
+    }
+  }
+}
+
+// Waits for every rank; after the first failure the survivors get one collective timeout to
+// fail on their own, then are killed. Returns the first failing rank, or -1.
+int Supervise(std::vector<Child>& children, ConsoleSink& sink, const LaunchOptions& o) {
+  int failed_rank = -1;
+  std::chrono::steady_clock::time_point kill_deadline{};
+  int alive = int(children.size());
+  while (alive > 0) {
+    DrainOutput(children, sink, o.json);
+    for (auto& c : children) {
+      if (c.exited || waitpid(c.pid, &c.status, WNOHANG) != c.pid) continue;
+      c.exited = true;
+      --alive;
+      const bool ok = WIFEXITED(c.status) && WEXITSTATUS(c.status) == 0;
+      if (!ok && failed_rank < 0) {
+        failed_rank = c.rank;
+        fmt::print(stderr, "error: rank {} {}; stopping the other ranks\n", c.rank,
+                   Describe(c.status));
+        // Survivors see the lost peer in their next collective; give them its timeout.
+        kill_deadline =
+            std::chrono::steady_clock::now() + std::chrono::seconds(o.collective_timeout_s + 5);
+      }
+    }
+    if (failed_rank >= 0 && std::chrono::steady_clock::now() > kill_deadline) {
+      for (auto& c : children)
+        if (!c.exited) kill(c.pid, SIGKILL);
+    }
+  }
+  return failed_rank;
+}
+
 }  // namespace
 
 int LaunchLocalRanks(const engine::JobConfig& config, const LaunchOptions& o) {
@@ -111,101 +193,22 @@ int LaunchLocalRanks(const engine::JobConfig& config, const LaunchOptions& o) {
 
   std::vector<Child> children(n);
   for (int r = 0; r < n; ++r) {
-    int fds[2];
-    if (pipe2(fds, O_CLOEXEC) != 0) return 1;
-    std::vector<std::string> args = {SelfExe(),
-                                     "rank",
-                                     "--spec-file",
-                                     spec_path,
-                                     "--rank",
-                                     std::to_string(r),
-                                     "--world-size",
-                                     std::to_string(n),
-                                     "--ranks-per-node",
-                                     std::to_string(per_node),
-                                     "--rendezvous",
-                                     absl::StrCat("tcp://127.0.0.1:", (*server)->port()),
-                                     "--rendezvous-prefix",
-                                     prefix,
-                                     "--threads",
-                                     std::to_string(threads),
-                                     "--json",
-                                     "--collective-timeout-s",
-                                     std::to_string(o.collective_timeout_s)};
+    std::vector<std::string> args = {
+        SelfExe(), "rank", "--spec-file", spec_path, "--rank", std::to_string(r),
+        "--world-size", std::to_string(n), "--ranks-per-node", std::to_string(per_node),
+        "--rendezvous", absl::StrCat("tcp://127.0.0.1:", (*server)->port()),
+        "--rendezvous-prefix", prefix, "--threads", std::to_string(threads), "--json",
+        "--collective-timeout-s", std::to_string(o.collective_timeout_s)};
     if (!config.spec.checkpoint().load().empty()) args.push_back("--resume");
     if (!o.save_final.empty()) {
       args.push_back("--save-final");
       args.push_back(o.save_final);
     }
-    const pid_t parent = getpid();
-    pid_t pid = fork();
-    if (pid == 0) {
-      // A rank never outlives its launcher.
-      prctl(PR_SET_PDEATHSIG, SIGKILL);
-      if (getppid() != parent) _exit(1);
-      dup2(fds[1], STDOUT_FILENO);
-      std::vector<char*> argv;
-      for (auto& a : args) argv.push_back(a.data());
-      argv.push_back(nullptr);
-      execv(argv[0], argv.data());
-      _exit(127);
-    }
-    close(fds[1]);
-    children[r] = {r, pid, fds[0], "", false, 0};
+    if (!SpawnRank(r, std::move(args), &children[r])) return 1;
   }
 
   ConsoleSink sink(o.json, config.steps_per_print);
-  int failed_rank = -1;
-  std::chrono::steady_clock::time_point kill_deadline{};
-  int alive = n;
-  while (alive > 0) {
-    std::vector<pollfd> pfds;
-    for (auto& c : children)
-      if (c.out_fd >= 0) pfds.push_back({c.out_fd, POLLIN, 0});
-    if (!pfds.empty())
-      poll(pfds.data(), pfds.size(), 200);
-    else
-      std::this_thread::sleep_for(std::chrono::milliseconds(50));
-    for (auto& c : children) {
-      if (c.out_fd < 0) continue;
-      char buf[65536];
-      pollfd p{c.out_fd, POLLIN, 0};
-      if (poll(&p, 1, 0) <= 0) continue;
-      ssize_t k = read(c.out_fd, buf, sizeof(buf));
-      if (k <= 0) {
-        close(c.out_fd);
-        c.out_fd = -1;
-        continue;
-      }
-      c.buffer.append(buf, size_t(k));
-      size_t nl;
-      while ((nl = c.buffer.find('\n')) != std::string::npos) {
-        std::string line = c.buffer.substr(0, nl);
-        c.buffer.erase(0, nl + 1);
-        if (c.rank == 0 || line.find("\"event\"") != std::string::npos) Relay(line, sink, o.json);
-      }
-    }
-    for (auto& c : children) {
-      if (c.exited) continue;
-      if (waitpid(c.pid, &c.status, WNOHANG) == c.pid) {
-        c.exited = true;
-        --alive;
-        const bool ok = WIFEXITED(c.status) && WEXITSTATUS(c.status) == 0;
-        if (!ok && failed_rank < 0) {
-          failed_rank = c.rank;
-          fmt::print(stderr, "error: rank {} {}; stopping the other ranks\n", c.rank,
-                     Describe(c.status));
-          // Survivors see the lost peer in their next collective; give them its timeout.
-          kill_deadline =
-              std::chrono::steady_clock::now() + std::chrono::seconds(o.collective_timeout_s + 5);
-        }
-      }
-    }
-    if (failed_rank >= 0 && std::chrono::steady_clock::now() > kill_deadline) {
-      for (auto& c : children)
-        if (!c.exited) kill(c.pid, SIGKILL);
-    }
-  }
+  const int failed_rank = Supervise(children, sink, o);
   std::filesystem::remove_all(dir);
   if (failed_rank >= 0) {
     for (auto& c : children)
