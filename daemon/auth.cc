@@ -3,9 +3,9 @@
 #include <fstream>
 #include <sstream>
 
+#include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/strip.h"
-#include "absl/strings/ascii.h"
 
 namespace tern::daemon {
 namespace {
@@ -27,8 +27,7 @@ bool Contains(const std::vector<std::string>& tokens, const std::string& t) {
 }  // namespace
 
 Authorizer::Authorizer(std::vector<std::string> admin_tokens,
-                       std::vector<std::string> worker_tokens,
-                       std::vector<std::string> read_tokens)
+                       std::vector<std::string> worker_tokens, std::vector<std::string> read_tokens)
     : admin_(std::move(admin_tokens)),
       worker_(std::move(worker_tokens)),
       read_(std::move(read_tokens)) {}
@@ -75,7 +74,8 @@ absl::Status Authorizer::CheckHeader(const std::string& value, Role role) const 
   const bool is_admin = Contains(admin_, token);
   const bool is_worker = Contains(worker_, token);
   const bool is_read = Contains(read_, token);
-  if (!is_admin && !is_worker && !is_read) return absl::UnauthenticatedError("invalid bearer token");
+  if (!is_admin && !is_worker && !is_read)
+    return absl::UnauthenticatedError("invalid bearer token");
   switch (role) {
     case Role::kRead:
       return absl::OkStatus();

@@ -2,10 +2,10 @@
 // The worker side (registration, sessions, failure detection) is in coordinator_workers.cc.
 #include "daemon/coordinator.h"
 
+#include <spdlog/spdlog.h>
+
 #include <algorithm>
 #include <chrono>
-
-#include <spdlog/spdlog.h>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
@@ -126,8 +126,8 @@ absl::StatusOr<tern::v1::Job> Coordinator::Cancel(const std::string& id,
   JobRuntime* rt = Find(id);
   if (!rt) return absl::NotFoundError(absl::StrCat("no job ", id));
   if (IsTerminal(rt->job.state())) {
-    return absl::FailedPreconditionError(absl::StrCat(
-        "job ", id, " already ", StateName(rt->job.state())));
+    return absl::FailedPreconditionError(
+        absl::StrCat("job ", id, " already ", StateName(rt->job.state())));
   }
   const std::string why = reason.empty() ? "cancelled by user" : reason;
   pending_.erase(std::remove(pending_.begin(), pending_.end(), id), pending_.end());
@@ -229,8 +229,8 @@ void Coordinator::Schedule() {
   std::vector<PendingJob> pending;
   for (const auto& id : pending_) {
     const auto& r = jobs_[id].job.spec().resources();
-    pending.push_back({id, r.has_nodes() ? r.nodes() : 1,
-                       r.has_ranks_per_node() ? r.ranks_per_node() : 1});
+    pending.push_back(
+        {id, r.has_nodes() ? r.nodes() : 1, r.has_ranks_per_node() ? r.ranks_per_node() : 1});
   }
   if (pending.empty()) return;
   for (const Placement& p : scheduler_->Schedule(pending, membership_.Free())) {
@@ -311,8 +311,8 @@ void Coordinator::HandleRankExit(const std::string& worker, const std::string& j
              absl::StrCat("all ", rt->ranks.size(), " ranks exited 0"));
     Schedule();
   } else {
-    AddEvent(*rt, "rank_exit", absl::StrCat("rank ", rank, " finished (exit 0) on ", worker),
-             rank, worker);
+    AddEvent(*rt, "rank_exit", absl::StrCat("rank ", rank, " finished (exit 0) on ", worker), rank,
+             worker);
   }
 }
 

@@ -85,8 +85,8 @@ class Coordinator {
   };
 
   JobRuntime* Find(const std::string& id);
-  void AddEvent(JobRuntime& rt, const std::string& kind, const std::string& message,
-                int rank = -1, const std::string& worker = "");
+  void AddEvent(JobRuntime& rt, const std::string& kind, const std::string& message, int rank = -1,
+                const std::string& worker = "");
   // Persists the job, records an event and, on a terminal state, ends the job everywhere.
   void SetState(JobRuntime& rt, tern::v1::JobState state, const std::string& kind,
                 const std::string& message, int rank = -1, const std::string& worker = "");
@@ -118,8 +118,8 @@ class Coordinator {
   Membership membership_;
   MetricsHub hub_;
   std::map<std::string, JobRuntime> jobs_;
-  std::deque<std::string> pending_;                        // FIFO of PENDING job ids
-  std::map<std::string, tern::v1::WorkerInfo> offline_;   // known workers not connected
+  std::deque<std::string> pending_;                      // FIFO of PENDING job ids
+  std::map<std::string, tern::v1::WorkerInfo> offline_;  // known workers not connected
 
   mutable std::mutex cache_mu_;
   std::map<std::string, tern::v1::JobState> state_cache_;

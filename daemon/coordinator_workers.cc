@@ -1,11 +1,10 @@
 // Coordinator, worker side: registration (and reconciliation of the ranks a reconnecting
 // worker still runs), session messages, rank exits, logs, failure detection.
+#include <spdlog/spdlog.h>
 #include <sys/stat.h>
 
 #include <filesystem>
 #include <fstream>
-
-#include <spdlog/spdlog.h>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
@@ -110,8 +109,8 @@ void Coordinator::ReconcileReportedRanks(const std::string& worker,
 absl::Status Coordinator::OpenSession(const std::string& worker, int64_t session_id,
                                       std::shared_ptr<SessionSink> sink) {
   if (!membership_.Attach(worker, session_id, std::move(sink), NowMs())) {
-    return absl::FailedPreconditionError(absl::StrCat(
-        "session ", session_id, " of worker ", worker, " is not current: register again"));
+    return absl::FailedPreconditionError(absl::StrCat("session ", session_id, " of worker ", worker,
+                                                      " is not current: register again"));
   }
   PersistWorker(worker);
   Schedule();
@@ -155,8 +154,8 @@ void Coordinator::OnWorkerMessage(const std::string& worker, int64_t session_id,
     case tern::v1::WorkerMessage::kEvent: {
       JobRuntime* rt = Find(msg.event().job_id());
       if (!rt || IsTerminal(rt->job.state())) break;
-      AddEvent(*rt, msg.event().kind().empty() ? "rank" : msg.event().kind(),
-               msg.event().message(), msg.event().rank(), worker);
+      AddEvent(*rt, msg.event().kind().empty() ? "rank" : msg.event().kind(), msg.event().message(),
+               msg.event().rank(), worker);
       break;
     }
     case tern::v1::WorkerMessage::kLog:

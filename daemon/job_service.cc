@@ -1,8 +1,8 @@
 // JobService handlers.
-#include <fstream>
-
 #include <grpcpp/alarm.h>
 #include <spdlog/spdlog.h>
+
+#include <fstream>
 
 #include "absl/strings/str_cat.h"
 #include "daemon/services.h"
@@ -48,7 +48,10 @@ class LogsReactor : public grpc::ServerWriteReactor<tern::v1::LogChunk> {
  public:
   LogsReactor(Coordinator* coord, const tern::v1::GetLogsRequest& req, StreamLimiter* limiter,
               std::string client)
-      : coord_(coord), req_(req), offset_(req.offset()), limiter_(limiter),
+      : coord_(coord),
+        req_(req),
+        offset_(req.offset()),
+        limiter_(limiter),
         client_(std::move(client)) {
     path_ = coord_->LogPath(req.job_id(), req.rank());
     Next();
@@ -92,19 +95,18 @@ class LogsReactor : public grpc::ServerWriteReactor<tern::v1::LogChunk> {
     }
     if (!req_.follow() || !active) {
       if (!exists && !req_.follow()) {
-        return Done(grpc::Status(grpc::StatusCode::NOT_FOUND,
-                                 absl::StrCat("no log yet for rank ", req_.rank(), " of job ",
-                                              req_.job_id())));
+        return Done(grpc::Status(
+            grpc::StatusCode::NOT_FOUND,
+            absl::StrCat("no log yet for rank ", req_.rank(), " of job ", req_.job_id())));
       }
       return Done(grpc::Status::OK);
     }
     std::lock_guard<std::mutex> lock(mu_);
     if (cancelled_) return DoneLocked(grpc::Status::CANCELLED);
-    alarm_.Set(std::chrono::system_clock::now() + std::chrono::milliseconds(200),
-               [this](bool ok) {
-                 if (!ok) return Done(grpc::Status::CANCELLED);
-                 Next();
-               });
+    alarm_.Set(std::chrono::system_clock::now() + std::chrono::milliseconds(200), [this](bool ok) {
+      if (!ok) return Done(grpc::Status::CANCELLED);
+      Next();
+    });
   }
   void Done(grpc::Status s) {
     std::lock_guard<std::mutex> lock(mu_);

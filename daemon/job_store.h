@@ -34,8 +34,7 @@ class JobStore {
   // Keeps a downsampled history: every non-"step" point, and "step" points at a stride that
   // doubles whenever the job's stored step points exceed the store's cap.
   virtual absl::Status AppendMetric(const tern::v1::MetricPoint& point) = 0;
-  virtual absl::StatusOr<std::vector<tern::v1::MetricPoint>> Metrics(
-      const std::string& job_id) = 0;
+  virtual absl::StatusOr<std::vector<tern::v1::MetricPoint>> Metrics(const std::string& job_id) = 0;
 
   virtual absl::Status PutWorker(const tern::v1::WorkerInfo& worker) = 0;
   virtual absl::StatusOr<std::vector<tern::v1::WorkerInfo>> LoadWorkers() = 0;

@@ -1,13 +1,13 @@
 // ternd: the Tern coordinator. Flags, logging, wiring, wait for a signal.
+#include <spdlog/spdlog.h>
+
+#include <CLI/CLI.hpp>
 #include <csignal>
 #include <cstdio>
 #include <fstream>
 
-#include <CLI/CLI.hpp>
-#include <spdlog/spdlog.h>
-
-#include "worker/core/duration.h"
 #include "daemon/server.h"
+#include "worker/core/duration.h"
 
 int main(int argc, char** argv) {
   tern::daemon::DaemonOptions opts;
@@ -20,8 +20,9 @@ int main(int argc, char** argv) {
   app.add_option("--state-dir", opts.state_dir,
                  "directory for the SQLite state db, rank logs and default checkpoints")
       ->capture_default_str();
-  app.add_option("--checkpoint-root", opts.checkpoint_root,
-                 "checkpoint root for jobs without checkpoint.dir (default <state-dir>/checkpoints)");
+  app.add_option(
+      "--checkpoint-root", opts.checkpoint_root,
+      "checkpoint root for jobs without checkpoint.dir (default <state-dir>/checkpoints)");
   app.add_option("--auth-token-file", opts.auth_token_file, "admin bearer token(s), one a line");
   app.add_option("--worker-token-file", opts.worker_token_file, "worker bearer token(s)");
   app.add_option("--read-token-file", opts.read_token_file, "read-only bearer token(s)");
@@ -48,7 +49,8 @@ int main(int argc, char** argv) {
   app.add_flag("--no-tensorboard", no_tensorboard,
                "do not write TensorBoard event files under each job's log dir");
   app.add_option("--port-file", port_file, "write the bound port to this file once serving");
-  app.add_option("--log-level", log_level, "trace, debug, info, warn, error")->capture_default_str();
+  app.add_option("--log-level", log_level, "trace, debug, info, warn, error")
+      ->capture_default_str();
   CLI11_PARSE(app, argc, argv);
   opts.http_enabled = opts.http.address != "off" && !opts.http.address.empty();
   opts.http_required = http->count() > 0;
@@ -82,8 +84,8 @@ int main(int argc, char** argv) {
   std::printf("ternd listening on port %d\n", daemon.port());
   std::fflush(stdout);
   // The HTTP port first: a test that sees --port-file may read both.
-  for (auto [file, port] : {std::pair{&http_port_file, daemon.http_port()},
-                            std::pair{&port_file, daemon.port()}}) {
+  for (auto [file, port] :
+       {std::pair{&http_port_file, daemon.http_port()}, std::pair{&port_file, daemon.port()}}) {
     if (file->empty()) continue;
     const std::string tmp = *file + ".tmp";
     std::ofstream(tmp) << port << "\n";

@@ -12,7 +12,8 @@ int64_t Membership::Register(const tern::v1::RegisterRequest& req, int64_t now_m
   w->info.set_host(req.host());
   w->info.set_slots(req.slots());
   w->info.set_last_heartbeat_ms(now_ms);
-  if (w->session) w->session->Close(grpc::Status(grpc::StatusCode::ABORTED, "replaced by a new session"));
+  if (w->session)
+    w->session->Close(grpc::Status(grpc::StatusCode::ABORTED, "replaced by a new session"));
   w->session.reset();
   w->info.set_connected(false);
   w->session_id = next_session_id_++;
@@ -48,7 +49,8 @@ std::unique_ptr<WorkerState> Membership::Remove(const std::string& name) {
   if (it == workers_.end()) return nullptr;
   auto w = std::move(it->second);
   workers_.erase(it);
-  if (w->session) w->session->Close(grpc::Status(grpc::StatusCode::UNAVAILABLE, "worker declared lost"));
+  if (w->session)
+    w->session->Close(grpc::Status(grpc::StatusCode::UNAVAILABLE, "worker declared lost"));
   return w;
 }
 

@@ -19,10 +19,10 @@ namespace tern::daemon {
 using SessionSink = StreamSink<tern::v1::CoordinatorMessage>;
 
 struct WorkerState {
-  tern::v1::WorkerInfo info;                 // name, host, slots, timestamps
-  int64_t session_id = 0;                    // from the latest Register
-  std::shared_ptr<SessionSink> session;      // null while disconnected
-  std::set<std::pair<std::string, int>> ranks;  // (job, rank) occupying a slot each
+  tern::v1::WorkerInfo info;                          // name, host, slots, timestamps
+  int64_t session_id = 0;                             // from the latest Register
+  std::shared_ptr<SessionSink> session;               // null while disconnected
+  std::set<std::pair<std::string, int>> ranks;        // (job, rank) occupying a slot each
   std::vector<tern::v1::CoordinatorMessage> pending;  // sent once the session opens
 };
 

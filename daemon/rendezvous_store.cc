@@ -64,7 +64,8 @@ absl::StatusOr<int64_t> RendezvousStore::Add(const std::string& prefix, const st
     }
     value += delta;
     std::string s = absl::StrCat(value);
-    bytes_ += s.size() + (it == kv_.end() ? k.size() : 0) - (it == kv_.end() ? 0 : it->second.size());
+    bytes_ +=
+        s.size() + (it == kv_.end() ? k.size() : 0) - (it == kv_.end() ? 0 : it->second.size());
     kv_[k] = std::move(s);
     WakeLocked(&ready);
   }
@@ -159,9 +160,9 @@ void RendezvousStore::TimerLoop() {
     const auto now = Clock::now();
     for (auto it = waiters_.begin(); it != waiters_.end();) {
       if (it->deadline <= now) {
-        expired.emplace_back(std::move(it->done),
-                             absl::DeadlineExceededError(absl::StrCat(
-                                 "rendezvous key(s) not set in time: ", absl::StrJoin(it->keys, ", "))));
+        expired.emplace_back(std::move(it->done), absl::DeadlineExceededError(absl::StrCat(
+                                                      "rendezvous key(s) not set in time: ",
+                                                      absl::StrJoin(it->keys, ", "))));
         it = waiters_.erase(it);
       } else {
         ++it;

@@ -47,8 +47,8 @@ class RendezvousStore {
     Clock::time_point deadline;
     std::function<void(absl::StatusOr<std::string>)> done;  // value of keys[0] when it is one
   };
-  using Ready = std::vector<std::pair<std::function<void(absl::StatusOr<std::string>)>,
-                                      absl::StatusOr<std::string>>>;
+  using Ready = std::vector<
+      std::pair<std::function<void(absl::StatusOr<std::string>)>, absl::StatusOr<std::string>>>;
   bool AllPresentLocked(const Waiter& w) const;
   void WakeLocked(Ready* ready);  // moves satisfied waiters into `ready`
   void AddWaiter(Waiter w);

@@ -10,8 +10,8 @@ namespace tern::daemon {
 
 struct PendingJob {
   std::string id;
-  int nodes = 1;            // distinct workers needed
-  int ranks_per_node = 1;   // free slots needed on each of them
+  int nodes = 1;           // distinct workers needed
+  int ranks_per_node = 1;  // free slots needed on each of them
 };
 
 struct FreeSlots {

@@ -1,10 +1,10 @@
 #include "daemon/server.h"
 
+#include <spdlog/spdlog.h>
+
 #include <filesystem>
 #include <fstream>
 #include <sstream>
-
-#include <spdlog/spdlog.h>
 
 #include "absl/strings/str_cat.h"
 #include "worker/core/status.h"
@@ -62,9 +62,8 @@ absl::Status Daemon::Start() {
 
   CoordinatorOptions copts;
   copts.state_dir = options_.state_dir;
-  copts.checkpoint_root = options_.checkpoint_root.empty()
-                              ? options_.state_dir + "/checkpoints"
-                              : options_.checkpoint_root;
+  copts.checkpoint_root = options_.checkpoint_root.empty() ? options_.state_dir + "/checkpoints"
+                                                           : options_.checkpoint_root;
   copts.heartbeat_timeout_ms = options_.heartbeat_timeout_ms;
   copts.reconnect_grace_ms = options_.reconnect_grace_ms;
   loop_ = std::make_unique<EventLoop>();
@@ -82,19 +81,19 @@ absl::Status Daemon::Start() {
       if (item.has_event() && IsTerminal(item.event().state())) stats->Trim(4096);
     });
     if (tensorboard_) {
-      coord_->hub()->AddObserver([tb = tensorboard_.get()](const std::string& id,
-                                                           const auto& item) {
-        tb->Observe(id, item);
-      });
+      coord_->hub()->AddObserver(
+          [tb = tensorboard_.get()](const std::string& id, const auto& item) {
+            tb->Observe(id, item);
+          });
     }
     recovered = coord_->Recover();
   });
   TERN_RETURN_IF_ERROR(recovered);
 
-  job_service_ = std::make_unique<JobServiceImpl>(coord_.get(), loop_.get(), auth_.get(),
-                                                  options_.limits);
-  worker_service_ = std::make_unique<WorkerServiceImpl>(coord_.get(), loop_.get(), auth_.get(),
-                                                        options_.limits);
+  job_service_ =
+      std::make_unique<JobServiceImpl>(coord_.get(), loop_.get(), auth_.get(), options_.limits);
+  worker_service_ =
+      std::make_unique<WorkerServiceImpl>(coord_.get(), loop_.get(), auth_.get(), options_.limits);
   rendezvous_service_ = std::make_unique<RendezvousServiceImpl>(rendezvous_.get(), auth_.get());
   grpc::ServerBuilder builder;
   builder.AddListeningPort(options_.listen, creds, &port_);

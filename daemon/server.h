@@ -2,10 +2,10 @@
 // main.cc and by in-process tests.
 #pragma once
 
+#include <grpcpp/grpcpp.h>
+
 #include <memory>
 #include <string>
-
-#include <grpcpp/grpcpp.h>
 
 #include "absl/status/status.h"
 #include "daemon/auth.h"
@@ -20,23 +20,23 @@
 namespace tern::daemon {
 
 struct DaemonOptions {
-  std::string listen = "127.0.0.1:7070";   // host:port; port 0 picks a free one
-  std::string state_dir = ".tern/state";   // SQLite db, logs, default checkpoint root
-  std::string checkpoint_root;             // default <state_dir>/checkpoints
-  std::string auth_token_file;             // admin tokens (mutations); empty = open
-  std::string worker_token_file;           // worker tokens; empty = open
-  std::string read_token_file;             // read-only tokens; optional
-  std::string tls_cert, tls_key, tls_ca;   // PEM files; TLS when tls_cert is set; mTLS with ca
+  std::string listen = "127.0.0.1:7070";  // host:port; port 0 picks a free one
+  std::string state_dir = ".tern/state";  // SQLite db, logs, default checkpoint root
+  std::string checkpoint_root;            // default <state_dir>/checkpoints
+  std::string auth_token_file;            // admin tokens (mutations); empty = open
+  std::string worker_token_file;          // worker tokens; empty = open
+  std::string read_token_file;            // read-only tokens; optional
+  std::string tls_cert, tls_key, tls_ca;  // PEM files; TLS when tls_cert is set; mTLS with ca
   int64_t heartbeat_timeout_ms = 5000;
   int64_t reconnect_grace_ms = 15000;
-  int max_message_bytes = 16 << 20;        // largest request/response accepted
+  int max_message_bytes = 16 << 20;  // largest request/response accepted
   ServiceLimits limits;
   // Dashboard, /api and /metrics (daemon/http_server.h); empty = off. When `http_required`
   // is false (the default address), a port in use only costs a warning.
   HttpOptions http;
   bool http_enabled = true;
   bool http_required = false;
-  bool tensorboard = true;                 // event files under each job's log dir
+  bool tensorboard = true;  // event files under each job's log dir
 };
 
 class Daemon {

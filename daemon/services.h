@@ -49,7 +49,11 @@ struct ServiceLimits {
 class JobServiceImpl final : public tern::v1::JobService::CallbackService {
  public:
   JobServiceImpl(Coordinator* coord, EventLoop* loop, const Authorizer* auth, ServiceLimits limits)
-      : coord_(coord), loop_(loop), auth_(auth), limits_(limits), streams_(limits.max_streams_per_client) {}
+      : coord_(coord),
+        loop_(loop),
+        auth_(auth),
+        limits_(limits),
+        streams_(limits.max_streams_per_client) {}
 
   grpc::ServerUnaryReactor* SubmitJob(grpc::CallbackServerContext* ctx,
                                       const tern::v1::SubmitJobRequest* req,

@@ -10,15 +10,13 @@ namespace tern::daemon {
 namespace {
 
 // First set of (primary, alias); 0 when neither is set.
-int64_t Either(bool has_a, int64_t a, bool has_b, int64_t b) {
-  return has_a ? a : (has_b ? b : 0);
-}
+int64_t Either(bool has_a, int64_t a, bool has_b, int64_t b) { return has_a ? a : (has_b ? b : 0); }
 
 void CheckModel(const tern::v1::ModelConfig& m, std::vector<std::string>* errors) {
   const std::string& t = m.model_type();
   if (t != "llama" && t != "gpt2" && t != "phi3") {
-    errors->push_back(absl::StrCat("model.model_type: must be \"llama\", \"gpt2\" or \"phi3\" (got \"",
-                                   t, "\")"));
+    errors->push_back(absl::StrCat(
+        "model.model_type: must be \"llama\", \"gpt2\" or \"phi3\" (got \"", t, "\")"));
   }
   const bool from_file = !m.config_file().empty();
   const int64_t hidden = Either(m.has_hidden_size(), m.hidden_size(), m.has_n_embd(), m.n_embd());
@@ -52,11 +50,12 @@ void CheckModel(const tern::v1::ModelConfig& m, std::vector<std::string>* errors
     errors->push_back(absl::StrCat("model.vocab_size: must be > 0 (got ", m.vocab_size(), ")"));
   }
   if (m.has_intermediate_size() && m.intermediate_size() <= 0) {
-    errors->push_back(absl::StrCat("model.intermediate_size: must be > 0 (got ",
-                                   m.intermediate_size(), ")"));
+    errors->push_back(
+        absl::StrCat("model.intermediate_size: must be > 0 (got ", m.intermediate_size(), ")"));
   }
   auto zero_only = [&](const char* name, bool has, float v) {
-    if (has && v != 0.0f) errors->push_back(absl::StrCat("model.", name, ": must be 0 (no dropout)"));
+    if (has && v != 0.0f)
+      errors->push_back(absl::StrCat("model.", name, ": must be 0 (no dropout)"));
   };
   zero_only("attention_dropout", m.has_attention_dropout(), m.attention_dropout());
   zero_only("resid_pdrop", m.has_resid_pdrop(), m.resid_pdrop());
@@ -91,8 +90,8 @@ void CheckTraining(const tern::v1::JobSpec& s, std::vector<std::string>* errors)
   }
   const auto& opt = s.optimizer();
   if (!opt.type().empty() && opt.type() != "AdamW" && opt.type() != "Adam") {
-    errors->push_back(absl::StrCat("optimizer.type: unknown \"", opt.type(),
-                                   "\" (use \"AdamW\" or \"Adam\")"));
+    errors->push_back(
+        absl::StrCat("optimizer.type: unknown \"", opt.type(), "\" (use \"AdamW\" or \"Adam\")"));
   }
   if (opt.params().has_lr() && !(opt.params().lr() > 0)) {
     errors->push_back("optimizer.params.lr: must be > 0");
@@ -107,8 +106,8 @@ void CheckTraining(const tern::v1::JobSpec& s, std::vector<std::string>* errors)
   }
   const auto& z = s.zero_optimization();
   if (z.has_stage() && (z.stage() < 0 || z.stage() > 3)) {
-    errors->push_back(absl::StrCat("zero_optimization.stage: unknown stage ", z.stage(),
-                                   " (use 0, 1, 2 or 3)"));
+    errors->push_back(
+        absl::StrCat("zero_optimization.stage: unknown stage ", z.stage(), " (use 0, 1, 2 or 3)"));
   }
 }
 
@@ -122,8 +121,8 @@ void CheckResources(const tern::v1::JobSpec& s, std::vector<std::string>* errors
         absl::StrCat("resources.ranks_per_node: must be >= 1 (got ", r.ranks_per_node(), ")"));
   }
   if (r.has_threads_per_rank() && r.threads_per_rank() < 1) {
-    errors->push_back(absl::StrCat("resources.threads_per_rank: must be >= 1 (got ",
-                                   r.threads_per_rank(), ")"));
+    errors->push_back(
+        absl::StrCat("resources.threads_per_rank: must be >= 1 (got ", r.threads_per_rank(), ")"));
   }
   const auto& e = s.elastic();
   if (e.has_min_nodes() && e.min_nodes() < 1) {

@@ -128,7 +128,8 @@ class Checkpointer {
 class SqliteJobStore : public JobStore {
  public:
   SqliteJobStore(sqlite3* db, sqlite3* checkpoint_db, int max_step_points)
-      : db_(db), max_step_points_(max_step_points),
+      : db_(db),
+        max_step_points_(max_step_points),
         checkpointer_(std::make_unique<Checkpointer>(checkpoint_db)) {}
   ~SqliteJobStore() override {
     checkpointer_.reset();
@@ -149,8 +150,11 @@ class SqliteJobStore : public JobStore {
            "INSERT INTO jobs (id, seq, state, data) VALUES (?1, ?2, ?3, ?4) "
            "ON CONFLICT(id) DO UPDATE SET state = ?3, data = ?4");
     TERN_RETURN_IF_ERROR(q.status());
-    return q.Bind(1, job.id()).Bind(2, job.created_ms()).Bind(3, int64_t{job.state()})
-        .BindBlob(4, job.SerializeAsString()).Run();
+    return q.Bind(1, job.id())
+        .Bind(2, job.created_ms())
+        .Bind(3, int64_t{job.state()})
+        .BindBlob(4, job.SerializeAsString())
+        .Run();
   }
 
   absl::StatusOr<std::vector<tern::v1::Job>> LoadJobs() override {
@@ -164,14 +168,18 @@ class SqliteJobStore : public JobStore {
     *round.mutable_placement() = job.placement();
     round.set_world_size(job.world_size());
     round.set_started_ms(job.started_ms());
-    return q.Bind(1, job.id()).Bind(2, int64_t{job.round()}).BindBlob(3, round.SerializeAsString())
+    return q.Bind(1, job.id())
+        .Bind(2, int64_t{job.round()})
+        .BindBlob(3, round.SerializeAsString())
         .Run();
   }
 
   absl::Status AppendEvent(const tern::v1::JobEvent& event) override {
     Stmt q(db_, "INSERT OR REPLACE INTO events (job_id, seq, data) VALUES (?1, ?2, ?3)");
     TERN_RETURN_IF_ERROR(q.status());
-    return q.Bind(1, event.job_id()).Bind(2, event.seq()).BindBlob(3, event.SerializeAsString())
+    return q.Bind(1, event.job_id())
+        .Bind(2, event.seq())
+        .BindBlob(3, event.SerializeAsString())
         .Run();
   }
 
@@ -204,8 +212,11 @@ class SqliteJobStore : public JobStore {
     }
     Stmt q(db_, "INSERT INTO metrics (job_id, kind, step, data) VALUES (?1, ?2, ?3, ?4)");
     TERN_RETURN_IF_ERROR(q.status());
-    return q.Bind(1, p.job_id()).Bind(2, p.kind()).Bind(3, p.step())
-        .BindBlob(4, p.SerializeAsString()).Run();
+    return q.Bind(1, p.job_id())
+        .Bind(2, p.kind())
+        .Bind(3, p.step())
+        .BindBlob(4, p.SerializeAsString())
+        .Run();
   }
 
   absl::StatusOr<std::vector<tern::v1::MetricPoint>> Metrics(const std::string& job_id) override {
@@ -241,7 +252,8 @@ class SqliteJobStore : public JobStore {
   }
   absl::Status PutStride(const std::string& job_id, Stride s) {
     strides_[job_id] = s;
-    Stmt q(db_, "INSERT OR REPLACE INTO metric_strides (job_id, stride, count) VALUES (?1, ?2, ?3)");
+    Stmt q(db_,
+           "INSERT OR REPLACE INTO metric_strides (job_id, stride, count) VALUES (?1, ?2, ?3)");
     TERN_RETURN_IF_ERROR(q.status());
     return q.Bind(1, job_id).Bind(2, s.stride).Bind(3, s.count).Run();
   }
@@ -266,7 +278,8 @@ absl::StatusOr<std::unique_ptr<JobStore>> OpenSqliteJobStore(const std::string& 
   char* err = nullptr;
   std::string sql = absl::StrCat(
       "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA busy_timeout=5000;"
-      "PRAGMA wal_autocheckpoint=0;", kSchema);
+      "PRAGMA wal_autocheckpoint=0;",
+      kSchema);
   if (sqlite3_exec(db, sql.c_str(), nullptr, nullptr, &err) != SQLITE_OK) {
     std::string msg = err ? err : "unknown error";
     sqlite3_free(err);

@@ -4,14 +4,14 @@
 // time; Close() finishes the RPC once the queued messages are written.
 #pragma once
 
+#include <grpcpp/grpcpp.h>
+
 #include <cstddef>
 #include <deque>
 #include <functional>
 #include <memory>
 #include <mutex>
 #include <utility>
-
-#include <grpcpp/grpcpp.h>
 
 namespace tern::daemon {
 

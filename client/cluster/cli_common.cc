@@ -64,7 +64,8 @@ absl::StatusOr<Conn> Connect(const ConnOptions& o) {
 
 int Fail(const std::string& cmd, const absl::Status& st, const std::string& address) {
   std::string hint;
-  if (st.code() == absl::StatusCode::kUnavailable || st.code() == absl::StatusCode::kDeadlineExceeded) {
+  if (st.code() == absl::StatusCode::kUnavailable ||
+      st.code() == absl::StatusCode::kDeadlineExceeded) {
     hint = absl::StrCat(" --> hint: is ternd running at ", address,
                         "? set --coordinator or TERN_COORDINATOR");
   }
@@ -105,8 +106,8 @@ int WatchJob(Conn& conn, const std::string& job_id, bool json, std::ostream& out
         message = item.job().message();
         if (json && first) out << WatchItemToJson(item, NowMs()).dump() << std::endl;
         if (!json && first) {
-          out << "job " << job_id << " (" << item.job().spec().name() << "): "
-              << StateName(state) << std::endl;
+          out << "job " << job_id << " (" << item.job().spec().name() << "): " << StateName(state)
+              << std::endl;
         }
         first = false;
         continue;

@@ -2,12 +2,12 @@
 // logs, workers): connection options, connecting, error reporting, the watch loop.
 #pragma once
 
+#include <grpcpp/grpcpp.h>
+
+#include <CLI/CLI.hpp>
 #include <memory>
 #include <ostream>
 #include <string>
-
-#include <CLI/CLI.hpp>
-#include <grpcpp/grpcpp.h>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"

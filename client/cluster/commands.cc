@@ -1,6 +1,8 @@
 // The cluster subcommands of `tern`: submit, jobs, show, watch, cancel, logs, workers.
 // Each talks to ternd over gRPC (client/cluster/cli_common.h); exit codes: 0 ok, 1 runtime
 // failure, 2 bad input; watch (and submit --watch): 0 SUCCEEDED, 1 FAILED, 3 CANCELLED.
+#include "client/commands.h"
+
 #include <iomanip>
 #include <iostream>
 #include <memory>
@@ -12,7 +14,6 @@
 #include "client/cluster/cli_common.h"
 #include "client/cluster/format.h"
 #include "client/cluster/spec_loader.h"
-#include "client/commands.h"
 
 namespace tern::cli {
 namespace {
@@ -103,7 +104,9 @@ void AddJobs(CLI::App& app, int* exit_code) {
       }
       std::cout << std::left << std::setw(10) << "ID" << std::setw(22) << "NAME" << std::setw(11)
                 << "STATE" << std::setw(7) << "WORLD" << std::setw(14) << "STEP" << std::setw(10)
-                << "LOSS" << "AGE" << "\n";
+                << "LOSS"
+                << "AGE"
+                << "\n";
       for (const auto& j : resp.jobs()) {
         const auto& m = j.last_metric();
         auto loss = m.values().find("loss");
@@ -147,7 +150,8 @@ void AddShow(CLI::App& app, int* exit_code) {
                 << "\nsteps:    " << job.spec().train_iters() << "\n";
       if (!job.message().empty()) std::cout << "message:  " << job.message() << "\n";
       std::vector<std::string> placement;
-      for (const auto& p : job.placement()) placement.push_back(absl::StrCat(p.rank(), "@", p.worker()));
+      for (const auto& p : job.placement())
+        placement.push_back(absl::StrCat(p.rank(), "@", p.worker()));
       if (!placement.empty()) std::cout << "ranks:    " << absl::StrJoin(placement, " ") << "\n";
       if (job.has_last_metric()) {
         std::cout << "progress: "
@@ -165,8 +169,8 @@ void AddWatch(CLI::App& app, int* exit_code) {
     std::string job;
   };
   auto o = std::make_shared<Opts>();
-  auto* cmd = app.add_subcommand(
-      "watch", "follow a job live; exit 0 SUCCEEDED, 1 FAILED, 3 CANCELLED");
+  auto* cmd =
+      app.add_subcommand("watch", "follow a job live; exit 0 SUCCEEDED, 1 FAILED, 3 CANCELLED");
   cmd->add_option("job", o->job, "job id")->required();
   tern::cluster::AddConnOptions(cmd, &o->conn, true);
   cmd->callback([o, exit_code] {
@@ -252,7 +256,8 @@ void AddWorkers(CLI::App& app, int* exit_code) {
       }
       std::cout << std::left << std::setw(20) << "NAME" << std::setw(20) << "HOST" << std::setw(8)
                 << "SLOTS" << std::setw(7) << "USED" << std::setw(11) << "CONNECTED"
-                << std::setw(12) << "HEARTBEAT" << "JOBS\n";
+                << std::setw(12) << "HEARTBEAT"
+                << "JOBS\n";
       for (const auto& w : resp.workers()) {
         std::cout << std::setw(20) << w.name() << std::setw(20) << w.host() << std::setw(8)
                   << w.slots() << std::setw(7) << w.used_slots() << std::setw(11)

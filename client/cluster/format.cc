@@ -1,8 +1,8 @@
 #include "client/cluster/format.h"
 
-#include <ctime>
-
 #include <google/protobuf/util/json_util.h>
+
+#include <ctime>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
@@ -64,16 +64,15 @@ nlohmann::json WatchItemToJson(const tern::v1::WatchJobResponse& item, int64_t n
     j["time_ms"] = now_ms;
   } else if (item.has_event()) {
     const auto& e = item.event();
-    j = {{"type", "event"},       {"time_ms", e.time_ms()}, {"job_id", e.job_id()},
-         {"kind", e.kind()},      {"message", e.message()}, {"state", StateName(e.state())},
+    j = {{"type", "event"},  {"time_ms", e.time_ms()}, {"job_id", e.job_id()},
+         {"kind", e.kind()}, {"message", e.message()}, {"state", StateName(e.state())},
          {"seq", e.seq()}};
     if (e.rank() >= 0) j["rank"] = e.rank();
     if (!e.worker().empty()) j["worker"] = e.worker();
   } else if (item.has_metric()) {
     const auto& m = item.metric();
-    j = {{"type", "metric"}, {"time_ms", m.time_ms()}, {"job_id", m.job_id()},
-         {"kind", m.kind()}, {"step", m.step()},       {"rank", m.rank()},
-         {"round", m.round()}};
+    j = {{"type", "metric"}, {"time_ms", m.time_ms()}, {"job_id", m.job_id()}, {"kind", m.kind()},
+         {"step", m.step()}, {"rank", m.rank()},       {"round", m.round()}};
     for (const auto& [k, v] : m.values()) j[k] = v;
   }
   return j;
@@ -81,7 +80,7 @@ nlohmann::json WatchItemToJson(const tern::v1::WatchJobResponse& item, int64_t n
 
 std::string ProgressLine(const tern::v1::MetricPoint& p, int64_t total, double step_ms) {
   std::string line = total > 0 ? absl::StrFormat("step %d/%d", p.step(), total)
-                                : absl::StrFormat("step %d", p.step());
+                               : absl::StrFormat("step %d", p.step());
   auto v = [&](const char* k) -> const double* {
     auto it = p.values().find(k);
     return it == p.values().end() ? nullptr : &it->second;
@@ -89,8 +88,9 @@ std::string ProgressLine(const tern::v1::MetricPoint& p, int64_t total, double s
   if (auto* loss = v("loss")) absl::StrAppend(&line, absl::StrFormat("  loss %.4f", *loss));
   if (auto* tps = v("tokens_per_s")) absl::StrAppend(&line, "  tok/s ", Si(*tps));
   if (total > 0 && step_ms > 0 && p.step() <= total) {
-    absl::StrAppend(&line, "  ETA ",
-                    FormatDuration(static_cast<int64_t>(step_ms * static_cast<double>(total - p.step()))));
+    absl::StrAppend(
+        &line, "  ETA ",
+        FormatDuration(static_cast<int64_t>(step_ms * static_cast<double>(total - p.step()))));
   }
   return line;
 }

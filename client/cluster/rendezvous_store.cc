@@ -114,8 +114,8 @@ absl::StatusOr<std::unique_ptr<tern::comm::Store>> ConnectRendezvousStore(
   auto channel = MakeChannel({address, token, ""});
   if (!channel.ok()) return channel.status();
   if (!(*channel)->WaitForConnected(std::chrono::system_clock::now() + connect_timeout)) {
-    return absl::UnavailableError(absl::StrCat(
-        "cannot reach the rendezvous service at ", address, " --> hint: is ternd running?"));
+    return absl::UnavailableError(absl::StrCat("cannot reach the rendezvous service at ", address,
+                                               " --> hint: is ternd running?"));
   }
   return std::unique_ptr<tern::comm::Store>(
       new RendezvousClientStore(*channel, address, prefix, token));

@@ -1,10 +1,10 @@
 #include "client/cluster/spec_loader.h"
 
-#include <fstream>
-#include <sstream>
-
 #include <google/protobuf/util/json_util.h>
+
+#include <fstream>
 #include <nlohmann/json.hpp>
+#include <sstream>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
@@ -15,8 +15,7 @@ namespace {
 absl::Status ApplyOverride(nlohmann::json* doc, const std::string& origin, const std::string& o) {
   const auto eq = o.find('=');
   if (eq == std::string::npos || eq == 0) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("--set ", o, ": expected key.path=value"));
+    return absl::InvalidArgumentError(absl::StrCat("--set ", o, ": expected key.path=value"));
   }
   const std::string path = o.substr(0, eq);
   const std::string text = o.substr(eq + 1);
@@ -30,8 +29,8 @@ absl::Status ApplyOverride(nlohmann::json* doc, const std::string& origin, const
     }
     if (node->is_null()) *node = nlohmann::json::object();
     if (!node->is_object()) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "--set ", o, ": ", parts[i - 1], " in ", origin, " is not an object"));
+      return absl::InvalidArgumentError(
+          absl::StrCat("--set ", o, ": ", parts[i - 1], " in ", origin, " is not an object"));
     }
     node = &(*node)[parts[i]];
   }

@@ -193,12 +193,25 @@ int LaunchLocalRanks(const engine::JobConfig& config, const LaunchOptions& o) {
 
   std::vector<Child> children(n);
   for (int r = 0; r < n; ++r) {
-    std::vector<std::string> args = {
-        SelfExe(), "rank", "--spec-file", spec_path, "--rank", std::to_string(r),
-        "--world-size", std::to_string(n), "--ranks-per-node", std::to_string(per_node),
-        "--rendezvous", absl::StrCat("tcp://127.0.0.1:", (*server)->port()),
-        "--rendezvous-prefix", prefix, "--threads", std::to_string(threads), "--json",
-        "--collective-timeout-s", std::to_string(o.collective_timeout_s)};
+    std::vector<std::string> args = {SelfExe(),
+                                     "rank",
+                                     "--spec-file",
+                                     spec_path,
+                                     "--rank",
+                                     std::to_string(r),
+                                     "--world-size",
+                                     std::to_string(n),
+                                     "--ranks-per-node",
+                                     std::to_string(per_node),
+                                     "--rendezvous",
+                                     absl::StrCat("tcp://127.0.0.1:", (*server)->port()),
+                                     "--rendezvous-prefix",
+                                     prefix,
+                                     "--threads",
+                                     std::to_string(threads),
+                                     "--json",
+                                     "--collective-timeout-s",
+                                     std::to_string(o.collective_timeout_s)};
     if (!config.spec.checkpoint().load().empty()) args.push_back("--resume");
     if (!o.save_final.empty()) {
       args.push_back("--save-final");

@@ -30,9 +30,9 @@ void adamw_update(T* params, const T* grads, T* m, T* v, size_t n, float lr, flo
   }
 }
 
-#define TERN_INSTANTIATE(T)                                                                 \
-  template void adamw_update<T>(T*, const T*, T*, T*, size_t, float, float, float, float, \
-                                float, int64_t);
+#define TERN_INSTANTIATE(T)                                                                      \
+  template void adamw_update<T>(T*, const T*, T*, T*, size_t, float, float, float, float, float, \
+                                int64_t);
 TERN_INSTANTIATE(float)
 TERN_INSTANTIATE(double)
 #undef TERN_INSTANTIATE

@@ -82,8 +82,8 @@ struct Products {
   }
 
   // C (m,w) = alpha * A (m,k) @ B (k,w)  (+ C when accumulate).
-  void AB(T* c, int ldc, T alpha, bool accumulate, const T* a, int lda, const T* b, int ldb,
-          int m, int w, int k) const {
+  void AB(T* c, int ldc, T alpha, bool accumulate, const T* a, int lda, const T* b, int ldb, int m,
+          int w, int k) const {
     if (blas) {
       gemm(false, false, m, w, k, alpha, a, lda, b, ldb, accumulate ? T(1) : T(0), c, ldc);
     } else {
@@ -92,8 +92,8 @@ struct Products {
   }
 
   // C (n,w) = alpha * A^T @ B with A (m,n), B (m,w)  (+ C when accumulate).
-  void AtB(T* c, int ldc, T alpha, bool accumulate, const T* a, int lda, const T* b, int ldb,
-           int n, int w, int m) const {
+  void AtB(T* c, int ldc, T alpha, bool accumulate, const T* a, int lda, const T* b, int ldb, int n,
+           int w, int m) const {
     if (blas) {
       gemm(true, false, n, w, m, alpha, a, lda, b, ldb, accumulate ? T(1) : T(0), c, ldc);
     } else {
@@ -118,8 +118,8 @@ inline void CausalSoftmaxRow(T* row, int len, int width) {
 
 // One query block [i0, i1) of one head: fills att rows i0..i1 (columns 0..i1) and out rows.
 template <typename T>
-void ForwardBlock(const Products<T>& prod, T* out, int ldo, T* att, const HeadView<T>& hv,
-                  int Tn, int HS, int i0, int i1) {
+void ForwardBlock(const Products<T>& prod, T* out, int ldo, T* att, const HeadView<T>& hv, int Tn,
+                  int HS, int i0, int i1) {
   const int m = i1 - i0;
   const T scale = T(1) / std::sqrt(static_cast<T>(HS));
   T* a = att + static_cast<size_t>(i0) * Tn;
@@ -178,9 +178,8 @@ namespace {
 // Backward of one query block of head h (query rows [i0, i1)), accumulating into the
 // (already zeroed) dK/dV of its kv head. scratch holds 2 * bq * Tn elements.
 template <typename T>
-void BackwardBlock(const Products<T>& prod, T* dq, T* dk, T* dv, T* scratch, const T* dout,
-                   int ldo, const T* att, const HeadView<T>& hv, int Tn, int HS, int i0,
-                   int i1) {
+void BackwardBlock(const Products<T>& prod, T* dq, T* dk, T* dv, T* scratch, const T* dout, int ldo,
+                   const T* att, const HeadView<T>& hv, int Tn, int HS, int i0, int i1) {
   const int m = i1 - i0, n = i1;
   const int ld = hv.ld;
   const T scale = T(1) / std::sqrt(static_cast<T>(HS));
@@ -264,15 +263,15 @@ void attention_backward(T* dqkv, T* scratch, const T* dout, const T* qkv, const 
 #pragma omp parallel for schedule(dynamic, 1) num_threads(threads) if (per_head && par)
   for (int task = 0; task < tasks; ++task) {
     T* s = scratch + static_cast<size_t>(omp_get_thread_num()) * per_thread;
-    BackwardKvGroup(serial_prod, dqkv, s, dout, qkv, att, task / NKV, task % NKV, Tn, NH, NKV,
-                    HS, bq);
+    BackwardKvGroup(serial_prod, dqkv, s, dout, qkv, att, task / NKV, task % NKV, Tn, NH, NKV, HS,
+                    bq);
   }
 }
 
-#define TERN_INSTANTIATE(T)                                                              \
-  template void attention_forward<T>(T*, T*, const T*, int, int, int, int, int);        \
-  template void attention_backward<T>(T*, T*, const T*, const T*, const T*, int, int, int, \
-                                      int, int);
+#define TERN_INSTANTIATE(T)                                                                     \
+  template void attention_forward<T>(T*, T*, const T*, int, int, int, int, int);                \
+  template void attention_backward<T>(T*, T*, const T*, const T*, const T*, int, int, int, int, \
+                                      int);
 TERN_INSTANTIATE(float)
 TERN_INSTANTIATE(double)
 #undef TERN_INSTANTIATE

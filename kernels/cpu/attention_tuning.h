@@ -12,7 +12,7 @@ enum class AttentionParallel {
 
 struct AttentionTuning {
   AttentionParallel parallel = AttentionParallel::kAuto;
-  int block_rows = 64;  // query rows per block; key columns past the block's last row skipped
+  int block_rows = 64;     // query rows per block; key columns past the block's last row skipped
   bool blas_gemm = false;  // OpenBLAS for the per-block products instead of detail::SmallGemm
 };
 

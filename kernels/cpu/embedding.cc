@@ -49,7 +49,7 @@ void embedding_backward(T* dwte, T* dwpe, const T* dout, const int32_t* tokens, 
   });
 }
 
-#define TERN_INSTANTIATE(T)                                                                    \
+#define TERN_INSTANTIATE(T)                                                                  \
   template void embedding_forward<T>(T*, const int32_t*, const T*, const T*, int, int, int); \
   template void embedding_backward<T>(T*, T*, const T*, const int32_t*, int, int, int);
 TERN_INSTANTIATE(float)

@@ -83,8 +83,8 @@ void gelu_backward(T* dinp, const T* inp, const T* dout, size_t n) {
   }
 }
 
-#define TERN_INSTANTIATE(T)                                    \
-  template void gelu_forward<T>(T*, const T*, size_t);        \
+#define TERN_INSTANTIATE(T)                            \
+  template void gelu_forward<T>(T*, const T*, size_t); \
   template void gelu_backward<T>(T*, const T*, const T*, size_t);
 TERN_INSTANTIATE(float)
 TERN_INSTANTIATE(double)

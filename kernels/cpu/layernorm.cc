@@ -33,8 +33,8 @@ void layernorm_forward(T* out, T* mean, T* rstd, const T* inp, const T* weight, 
 // dinp is computed in a row-parallel loop; dweight/dbias in a column-parallel pass over all
 // rows (see detail::ForColumnRange), which needs no scratch and is deterministic.
 template <typename T>
-void layernorm_backward(T* dinp, T* dweight, T* dbias, const T* dout, const T* inp,
-                        const T* weight, const T* mean, const T* rstd, int N, int C) {
+void layernorm_backward(T* dinp, T* dweight, T* dbias, const T* dout, const T* inp, const T* weight,
+                        const T* mean, const T* rstd, int N, int C) {
   const bool par = static_cast<size_t>(N) * C >= detail::kParallelElems;
 #pragma omp parallel if (par)
   {
@@ -73,10 +73,9 @@ void layernorm_backward(T* dinp, T* dweight, T* dbias, const T* dout, const T* i
   }
 }
 
-#define TERN_INSTANTIATE(T)                                                                   \
-  template void layernorm_forward<T>(T*, T*, T*, const T*, const T*, const T*, int, int,     \
-                                     float);                                                  \
-  template void layernorm_backward<T>(T*, T*, T*, const T*, const T*, const T*, const T*,    \
+#define TERN_INSTANTIATE(T)                                                                      \
+  template void layernorm_forward<T>(T*, T*, T*, const T*, const T*, const T*, int, int, float); \
+  template void layernorm_backward<T>(T*, T*, T*, const T*, const T*, const T*, const T*,        \
                                       const T*, int, int);
 TERN_INSTANTIATE(float)
 TERN_INSTANTIATE(double)

@@ -52,10 +52,9 @@ void matmul_backward(T* dinp, T* dweight, T* dbias, const T* dout, const T* inp,
   }
 }
 
-#define TERN_INSTANTIATE(T)                                                                  \
-  template void matmul_forward<T>(T*, const T*, const T*, const T*, int, int, int,          \
-                                  WeightLayout);                                             \
-  template void matmul_backward<T>(T*, T*, T*, const T*, const T*, const T*, int, int, int, \
+#define TERN_INSTANTIATE(T)                                                                       \
+  template void matmul_forward<T>(T*, const T*, const T*, const T*, int, int, int, WeightLayout); \
+  template void matmul_backward<T>(T*, T*, T*, const T*, const T*, const T*, int, int, int,       \
                                    WeightLayout);
 TERN_INSTANTIATE(float)
 TERN_INSTANTIATE(double)

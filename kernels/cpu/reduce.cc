@@ -9,8 +9,7 @@ namespace tern::kernels {
 template <typename T>
 double sum_squares(const T* x, size_t n) {
   double acc = 0;
-#pragma omp parallel for simd schedule(static) reduction(+ : acc) \
-    if (n >= detail::kParallelElems)
+#pragma omp parallel for simd schedule(static) reduction(+ : acc) if (n >= detail::kParallelElems)
   for (size_t i = 0; i < n; ++i) {
     const double xi = static_cast<double>(x[i]);
     acc += xi * xi;
@@ -25,8 +24,8 @@ void scale_inplace(T* x, float s, size_t n) {
   for (size_t i = 0; i < n; ++i) x[i] *= ts;
 }
 
-#define TERN_INSTANTIATE(T)                                \
-  template double sum_squares<T>(const T*, size_t);       \
+#define TERN_INSTANTIATE(T)                         \
+  template double sum_squares<T>(const T*, size_t); \
   template void scale_inplace<T>(T*, float, size_t);
 TERN_INSTANTIATE(float)
 TERN_INSTANTIATE(double)

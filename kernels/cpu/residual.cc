@@ -30,7 +30,7 @@ void residual_backward(T* da, T* db, const T* dout, size_t n) {
   for (size_t i = 0; i < n; ++i) d[i] += dout[i];
 }
 
-#define TERN_INSTANTIATE(T)                                           \
+#define TERN_INSTANTIATE(T)                                          \
   template void residual_forward<T>(T*, const T*, const T*, size_t); \
   template void residual_backward<T>(T*, T*, const T*, size_t);
 TERN_INSTANTIATE(float)

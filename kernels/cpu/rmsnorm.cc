@@ -57,8 +57,8 @@ void rmsnorm_backward(T* dinp, T* dweight, const T* dout, const T* inp, const T*
   }
 }
 
-#define TERN_INSTANTIATE(T)                                                                \
-  template void rmsnorm_forward<T>(T*, T*, const T*, const T*, int, int, float);          \
+#define TERN_INSTANTIATE(T)                                                      \
+  template void rmsnorm_forward<T>(T*, T*, const T*, const T*, int, int, float); \
   template void rmsnorm_backward<T>(T*, T*, const T*, const T*, const T*, const T*, int, int);
 TERN_INSTANTIATE(float)
 TERN_INSTANTIATE(double)

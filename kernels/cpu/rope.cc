@@ -27,8 +27,7 @@ namespace {
 // Rotates the NH + NKV q/k heads of every token by +angle (sign = 1) or -angle (sign = -1):
 // x1' = x1 cos - sign * x2 sin; x2' = x2 cos + sign * x1 sin.
 template <typename T>
-void Rotate(T* qkv, const T* cos, const T* sin, int B, int Tn, int NH, int NKV, int HS,
-            T sign) {
+void Rotate(T* qkv, const T* cos, const T* sin, int B, int Tn, int NH, int NKV, int HS, T sign) {
   const int half = HS / 2;
   const int heads = NH + NKV;
   const size_t QKV = static_cast<size_t>(NH + 2 * NKV) * HS;
@@ -66,9 +65,9 @@ void rope_backward(T* dqkv, const T* cos, const T* sin, int B, int Tn, int NH, i
   Rotate(dqkv, cos, sin, B, Tn, NH, NKV, HS, T(-1));
 }
 
-#define TERN_INSTANTIATE(T)                                                              \
-  template void rope_tables<T>(T*, T*, int, int, float);                                \
-  template void rope_forward<T>(T*, const T*, const T*, int, int, int, int, int);       \
+#define TERN_INSTANTIATE(T)                                                       \
+  template void rope_tables<T>(T*, T*, int, int, float);                          \
+  template void rope_forward<T>(T*, const T*, const T*, int, int, int, int, int); \
   template void rope_backward<T>(T*, const T*, const T*, int, int, int, int, int);
 TERN_INSTANTIATE(float)
 TERN_INSTANTIATE(double)

@@ -18,7 +18,8 @@ void SmallGemmLoops(int M, int W, int K, T alpha, const T* A, ptrdiff_t sa_i, pt
     T* c = C + static_cast<ptrdiff_t>(i) * ldc;
     for (int w = 0; w < W; ++w) {
       T acc = 0;
-      for (int k = 0; k < K; ++k) acc += A[i * sa_i + k * sa_k] * B[static_cast<ptrdiff_t>(k) * ldb + w];
+      for (int k = 0; k < K; ++k)
+        acc += A[i * sa_i + k * sa_k] * B[static_cast<ptrdiff_t>(k) * ldb + w];
       c[w] = accumulate ? c[w] + alpha * acc : alpha * acc;
     }
   }
@@ -31,28 +32,28 @@ inline void MicroTile(int K, float alpha, const float* A, ptrdiff_t sa_i, ptrdif
                       const float* B, int ldb, bool accumulate, float* C, int ldc,
                       const __mmask16* masks) {
   __m512 c[R][V];
-  #pragma GCC unroll 16
+#pragma GCC unroll 16
   for (int r = 0; r < R; ++r)
-    #pragma GCC unroll 16
+#pragma GCC unroll 16
     for (int v = 0; v < V; ++v) c[r][v] = _mm512_setzero_ps();
   for (int k = 0; k < K; ++k) {
     __m512 b[V];
     const float* bk = B + static_cast<ptrdiff_t>(k) * ldb;
-    #pragma GCC unroll 16
+#pragma GCC unroll 16
     for (int v = 0; v < V; ++v) b[v] = _mm512_maskz_loadu_ps(masks[v], bk + 16 * v);
     const float* ak = A + k * sa_k;
-    #pragma GCC unroll 16
+#pragma GCC unroll 16
     for (int r = 0; r < R; ++r) {
       const __m512 a = _mm512_set1_ps(ak[r * sa_i]);
-      #pragma GCC unroll 16
+#pragma GCC unroll 16
       for (int v = 0; v < V; ++v) c[r][v] = _mm512_fmadd_ps(a, b[v], c[r][v]);
     }
   }
   const __m512 va = _mm512_set1_ps(alpha);
-  #pragma GCC unroll 16
+#pragma GCC unroll 16
   for (int r = 0; r < R; ++r) {
     float* cr = C + static_cast<ptrdiff_t>(r) * ldc;
-    #pragma GCC unroll 16
+#pragma GCC unroll 16
     for (int v = 0; v < V; ++v) {
       __m512 x = _mm512_mul_ps(c[r][v], va);
       if (accumulate) x = _mm512_add_ps(x, _mm512_maskz_loadu_ps(masks[v], cr + 16 * v));
@@ -62,8 +63,8 @@ inline void MicroTile(int K, float alpha, const float* A, ptrdiff_t sa_i, ptrdif
 }
 
 template <int R, int V>
-void Rows(int M, int K, float alpha, const float* A, ptrdiff_t sa_i, ptrdiff_t sa_k,
-          const float* B, int ldb, bool accumulate, float* C, int ldc, const __mmask16* masks) {
+void Rows(int M, int K, float alpha, const float* A, ptrdiff_t sa_i, ptrdiff_t sa_k, const float* B,
+          int ldb, bool accumulate, float* C, int ldc, const __mmask16* masks) {
   int i = 0;
   for (; i + R <= M; i += R) {
     MicroTile<R, V>(K, alpha, A + i * sa_i, sa_i, sa_k, B, ldb, accumulate,
@@ -73,10 +74,12 @@ void Rows(int M, int K, float alpha, const float* A, ptrdiff_t sa_i, ptrdiff_t s
   const float* a = A + i * sa_i;
   float* c = C + static_cast<ptrdiff_t>(i) * ldc;
   // The remaining M - i < R rows, one instantiation per count.
+  // clang-format off
   switch (M - i) {
-#define TERN_TAIL(n)                                                                   \
-  case n:                                                                              \
-    if constexpr (n < R) MicroTile<n, V>(K, alpha, a, sa_i, sa_k, B, ldb, accumulate, c, ldc, masks); \
+#define TERN_TAIL(n)                                                               \
+  case n:                                                                          \
+    if constexpr (n < R)                                                           \
+      MicroTile<n, V>(K, alpha, a, sa_i, sa_k, B, ldb, accumulate, c, ldc, masks); \
     break;
     TERN_TAIL(1) TERN_TAIL(2) TERN_TAIL(3) TERN_TAIL(4) TERN_TAIL(5) TERN_TAIL(6)
     TERN_TAIL(7) TERN_TAIL(8) TERN_TAIL(9) TERN_TAIL(10) TERN_TAIL(11)
@@ -84,6 +87,7 @@ void Rows(int M, int K, float alpha, const float* A, ptrdiff_t sa_i, ptrdiff_t s
     default:
       break;
   }
+  // clang-format on
 }
 
 // Columns in chunks of 16*V; V = 1..4 vectors wide, rows per tile chosen to fill ~24
@@ -103,16 +107,15 @@ void Columns(int M, int W, int K, float alpha, const float* A, ptrdiff_t sa_i, p
 }  // namespace
 
 template <typename T>
-void SmallGemm(int M, int W, int K, T alpha, const T* A, ptrdiff_t sa_i, ptrdiff_t sa_k,
-               const T* B, int ldb, bool accumulate, T* C, int ldc) {
+void SmallGemm(int M, int W, int K, T alpha, const T* A, ptrdiff_t sa_i, ptrdiff_t sa_k, const T* B,
+               int ldb, bool accumulate, T* C, int ldc) {
   SmallGemmLoops(M, W, K, alpha, A, sa_i, sa_k, B, ldb, accumulate, C, ldc);
 }
 
 #if defined(__AVX512F__)
 template <>
 void SmallGemm<float>(int M, int W, int K, float alpha, const float* A, ptrdiff_t sa_i,
-                      ptrdiff_t sa_k, const float* B, int ldb, bool accumulate, float* C,
-                      int ldc) {
+                      ptrdiff_t sa_k, const float* B, int ldb, bool accumulate, float* C, int ldc) {
   if (M <= 0 || W <= 0) return;
   switch (std::min(4, (W + 15) / 16)) {
     case 1:

@@ -12,7 +12,7 @@ namespace tern::kernels::detail {
 // B rows of W contiguous elements with stride ldb, C rows with stride ldc.
 // float: AVX-512 micro-kernels when compiled for it; otherwise (and for double) plain loops.
 template <typename T>
-void SmallGemm(int M, int W, int K, T alpha, const T* A, ptrdiff_t sa_i, ptrdiff_t sa_k,
-               const T* B, int ldb, bool accumulate, T* C, int ldc);
+void SmallGemm(int M, int W, int K, T alpha, const T* A, ptrdiff_t sa_i, ptrdiff_t sa_k, const T* B,
+               int ldb, bool accumulate, T* C, int ldc);
 
 }  // namespace tern::kernels::detail

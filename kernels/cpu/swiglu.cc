@@ -35,8 +35,8 @@ void SwigluForwardRow<float>(float* o, const float* g, const float* u, int F) {
 }
 
 template <>
-void SwigluBackwardRow<float>(float* dg, float* du, const float* g, const float* u,
-                              const float* d, int F) {
+void SwigluBackwardRow<float>(float* dg, float* du, const float* g, const float* u, const float* d,
+                              int F) {
   const __m512 one = _mm512_set1_ps(1.0f);
   detail::For16(F, [&](size_t i, __mmask16 m) {
     const __m512 gv = _mm512_maskz_loadu_ps(m, g + i);
@@ -74,8 +74,8 @@ void swiglu_backward(T* dinp, const T* inp, const T* dout, int N, int F) {
   }
 }
 
-#define TERN_INSTANTIATE(T)                                          \
-  template void swiglu_forward<T>(T*, const T*, int, int);          \
+#define TERN_INSTANTIATE(T)                                \
+  template void swiglu_forward<T>(T*, const T*, int, int); \
   template void swiglu_backward<T>(T*, const T*, const T*, int, int);
 TERN_INSTANTIATE(float)
 TERN_INSTANTIATE(double)

@@ -3,12 +3,12 @@
 // and other targets) and the OpenMP work thresholds. Not part of the public kernel API.
 #pragma once
 
+#include <omp.h>
+
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
-
-#include <omp.h>
 
 #if defined(__AVX512F__)
 #include <immintrin.h>

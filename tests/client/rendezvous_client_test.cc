@@ -1,9 +1,8 @@
 // The rendezvous client (tern::comm::Store over RendezvousService) against a real ternd.
+#include <gtest/gtest.h>
 #include <signal.h>
 
 #include <thread>
-
-#include <gtest/gtest.h>
 
 #include "client/cluster/rendezvous_store.h"
 #include "tests/daemon/cluster_harness.h"

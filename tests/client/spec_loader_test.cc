@@ -1,7 +1,8 @@
+#include "client/cluster/spec_loader.h"
+
 #include <gtest/gtest.h>
 
 #include "client/cluster/format.h"
-#include "client/cluster/spec_loader.h"
 
 namespace tern::cluster {
 namespace {

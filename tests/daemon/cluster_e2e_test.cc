@@ -1,14 +1,13 @@
 // End-to-end: real ternd + tern-worker processes (fake ranks) driven through the `tern` CLI.
+#include <gtest/gtest.h>
 #include <signal.h>
 
 #include <fstream>
+#include <nlohmann/json.hpp>
 #include <regex>
 #include <set>
 #include <sstream>
 #include <thread>
-
-#include <gtest/gtest.h>
-#include <nlohmann/json.hpp>
 
 #include "tests/daemon/cluster_harness.h"
 
@@ -35,13 +34,14 @@ std::string Trim(std::string s) {
 }
 
 // Pids of the fake ranks of a job, from their logs under the worker scratch dirs.
-std::vector<int> RankPids(Cluster& c, const std::string& job, const std::vector<std::string>& workers,
-                          int world) {
+std::vector<int> RankPids(Cluster& c, const std::string& job,
+                          const std::vector<std::string>& workers, int world) {
   std::vector<int> pids;
   std::regex re("pid ([0-9]+)");
   for (const auto& w : workers) {
     for (int r = 0; r < world; ++r) {
-      std::string log = c.ReadFile(c.dir() + "/" + w + "/" + job + "/rank-" + std::to_string(r) + ".log");
+      std::string log =
+          c.ReadFile(c.dir() + "/" + w + "/" + job + "/rank-" + std::to_string(r) + ".log");
       std::smatch m;
       if (std::regex_search(log, m, re)) pids.push_back(std::stoi(m[1]));
     }
@@ -179,8 +179,8 @@ TEST_F(ClusterTest, BadSpecsAreRefusedWithEveryField) {
   CliResult r = c.Tern({"submit", spec, "--set", "train_iters=0", "--set", "model.n_head=5",
                         "--set", "zero_optimization.stage=7", "--set", "resources.nodes=0"});
   EXPECT_EQ(r.code, 2);
-  for (const char* field : {"train_iters", "model.num_attention_heads", "zero_optimization.stage",
-                            "resources.nodes"}) {
+  for (const char* field :
+       {"train_iters", "model.num_attention_heads", "zero_optimization.stage", "resources.nodes"}) {
     EXPECT_NE(r.err.find(field), std::string::npos) << field << " not in: " << r.err;
   }
   CliResult unknown = c.Tern({"submit", spec, "--set", "model.bogus_field=1"});
@@ -279,18 +279,18 @@ TEST_F(ClusterTest, LostWorkerFailsItsJobNamingTheNode) {
   EXPECT_NE(w.out.find("worker w2 lost"), std::string::npos) << w.out;
 }
 
-
 // The real `tern rank` (engine) launched by tern-worker, rendezvousing through ternd.
 TEST_F(ClusterTest, RealRanksTrainAcrossTwoWorkers) {
   Cluster c;
   ASSERT_TRUE(c.StartTernd());
   {
     std::ofstream text(c.dir() + "/corpus.txt");
-    for (int i = 0; i < 400; ++i) text << "the quick brown fox " << i << " jumps over the lazy dog\n%\n";
+    for (int i = 0; i < 400; ++i)
+      text << "the quick brown fox " << i << " jumps over the lazy dog\n%\n";
   }
-  CliResult prep = c.Tern({"data", "prepare", "--tokenizer", "byte", "--input", c.dir() + "/corpus.txt",
-                           "--output", c.dir() + "/corpus", "--doc-separator", "%",
-                           "--val-fraction", "0.1"});
+  CliResult prep =
+      c.Tern({"data", "prepare", "--tokenizer", "byte", "--input", c.dir() + "/corpus.txt",
+              "--output", c.dir() + "/corpus", "--doc-separator", "%", "--val-fraction", "0.1"});
   ASSERT_EQ(prep.code, 0) << prep.out << prep.err;
   // Workers whose rank binary is the real `tern`.
   for (const char* name : {"r1", "r2"}) {
@@ -299,8 +299,13 @@ TEST_F(ClusterTest, RealRanksTrainAcrossTwoWorkers) {
   ASSERT_TRUE(c.WaitForWorkers(2, seconds(10)));
   nlohmann::json spec = {
       {"name", "real"},
-      {"model", {{"model_type", "gpt2"}, {"vocab_size", 256}, {"n_embd", 32}, {"n_layer", 1},
-                 {"n_head", 2}, {"n_positions", 32}}},
+      {"model",
+       {{"model_type", "gpt2"},
+        {"vocab_size", 256},
+        {"n_embd", 32},
+        {"n_layer", 1},
+        {"n_head", 2},
+        {"n_positions", 32}}},
       {"data", {{"path", c.dir() + "/corpus"}, {"seq_len", 32}}},
       {"train_micro_batch_size_per_gpu", 2},
       {"steps_per_print", 1},

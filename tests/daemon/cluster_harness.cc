@@ -9,10 +9,9 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <nlohmann/json.hpp>
 #include <sstream>
 #include <thread>
-
-#include <nlohmann/json.hpp>
 
 namespace tern::testing {
 namespace {
@@ -83,8 +82,10 @@ int Process::Wait(std::chrono::milliseconds timeout) {
 Cluster::Cluster(ClusterOptions options) : options_(std::move(options)) {
   char tmpl[] = "/tmp/tern-cluster-XXXXXX";
   dir_ = ::mkdtemp(tmpl);
-  if (!options_.admin_token.empty()) std::ofstream(dir_ + "/admin.token") << options_.admin_token << "\n";
-  if (!options_.worker_token.empty()) std::ofstream(dir_ + "/worker.token") << options_.worker_token << "\n";
+  if (!options_.admin_token.empty())
+    std::ofstream(dir_ + "/admin.token") << options_.admin_token << "\n";
+  if (!options_.worker_token.empty())
+    std::ofstream(dir_ + "/worker.token") << options_.worker_token << "\n";
 }
 
 Cluster::~Cluster() {
@@ -108,13 +109,20 @@ bool Cluster::StartTernd() {
   std::filesystem::remove(port_file);
   std::filesystem::remove(http_port_file);
   std::vector<std::string> argv = {bin("ternd"),
-                                   "--listen", "127.0.0.1:" + std::to_string(port_),
-                                   "--state-dir", dir_ + "/state",
-                                   "--port-file", port_file,
-                                   "--http", "127.0.0.1:" + std::to_string(http_port_),
-                                   "--http-port-file", http_port_file,
-                                   "--heartbeat-timeout", options_.heartbeat_timeout,
-                                   "--reconnect-grace", options_.reconnect_grace};
+                                   "--listen",
+                                   "127.0.0.1:" + std::to_string(port_),
+                                   "--state-dir",
+                                   dir_ + "/state",
+                                   "--port-file",
+                                   port_file,
+                                   "--http",
+                                   "127.0.0.1:" + std::to_string(http_port_),
+                                   "--http-port-file",
+                                   http_port_file,
+                                   "--heartbeat-timeout",
+                                   options_.heartbeat_timeout,
+                                   "--reconnect-grace",
+                                   options_.reconnect_grace};
   if (!options_.admin_token.empty()) {
     argv.insert(argv.end(), {"--auth-token-file", dir_ + "/admin.token"});
   }
@@ -148,11 +156,21 @@ Process* Cluster::AddWorker(const std::string& name, int slots, std::vector<std:
                             const std::string& token, const std::string& grace,
                             const std::string& rank_binary,
                             const std::vector<std::string>& extra_args) {
-  std::vector<std::string> argv = {bin("tern-worker"), "--coordinator", address(),
-                                   "--name", name, "--slots", std::to_string(slots),
-                                   "--scratch", dir_ + "/" + name,
-                                   "--rank-binary", rank_binary.empty() ? fake_rank() : bin(rank_binary),
-                                   "--grace", grace, "--max-backoff", "500ms"};
+  std::vector<std::string> argv = {bin("tern-worker"),
+                                   "--coordinator",
+                                   address(),
+                                   "--name",
+                                   name,
+                                   "--slots",
+                                   std::to_string(slots),
+                                   "--scratch",
+                                   dir_ + "/" + name,
+                                   "--rank-binary",
+                                   rank_binary.empty() ? fake_rank() : bin(rank_binary),
+                                   "--grace",
+                                   grace,
+                                   "--max-backoff",
+                                   "500ms"};
   argv.insert(argv.end(), extra_args.begin(), extra_args.end());
   if (!token.empty()) {
     const std::string f = dir_ + "/" + name + ".token";

@@ -38,7 +38,7 @@ struct CliResult {
 struct ClusterOptions {
   std::string heartbeat_timeout = "2s";
   std::string reconnect_grace = "10s";
-  std::string admin_token;   // when set, ternd requires it (and worker_token for workers)
+  std::string admin_token;  // when set, ternd requires it (and worker_token for workers)
   std::string worker_token;
 };
 

@@ -1,8 +1,8 @@
-#include <filesystem>
+#include "daemon/job_store.h"
 
 #include <gtest/gtest.h>
 
-#include "daemon/job_store.h"
+#include <filesystem>
 
 namespace tern::daemon {
 namespace {

@@ -1,9 +1,9 @@
-#include <future>
-#include <thread>
+#include "daemon/rendezvous_store.h"
 
 #include <gtest/gtest.h>
 
-#include "daemon/rendezvous_store.h"
+#include <future>
+#include <thread>
 
 namespace tern::daemon {
 namespace {

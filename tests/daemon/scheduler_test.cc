@@ -1,6 +1,6 @@
-#include <gtest/gtest.h>
-
 #include "daemon/scheduler.h"
+
+#include <gtest/gtest.h>
 
 namespace tern::daemon {
 namespace {
@@ -27,8 +27,8 @@ TEST(FifoGangScheduler, FifoHeadOfLineBlocksYoungerJobs) {
 
 TEST(FifoGangScheduler, StartsSeveralJobsInOrderWhileSlotsLast) {
   auto s = NewFifoGangScheduler();
-  auto out = s->Schedule({{"j1", 1, 2}, {"j2", 2, 1}, {"j3", 1, 2}, {"j4", 1, 1}},
-                         {{"a", 2}, {"b", 3}});
+  auto out =
+      s->Schedule({{"j1", 1, 2}, {"j2", 2, 1}, {"j3", 1, 2}, {"j4", 1, 1}}, {{"a", 2}, {"b", 3}});
   // j1 best-fits on a (2 free); j2 takes 1 on... only b has free slots left -> waits,
   // and FIFO stops there.
   ASSERT_EQ(out.size(), 1u);

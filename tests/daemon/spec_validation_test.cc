@@ -1,6 +1,6 @@
-#include <gtest/gtest.h>
-
 #include "daemon/spec_validation.h"
+
+#include <gtest/gtest.h>
 
 namespace tern::daemon {
 namespace {

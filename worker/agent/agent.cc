@@ -1,16 +1,16 @@
 #include "worker/agent/agent.h"
 
+#include <spdlog/spdlog.h>
+
 #include <fstream>
 #include <sstream>
-
-#include <spdlog/spdlog.h>
 
 #include "absl/strings/str_cat.h"
 
 namespace tern::agent {
 namespace {
 
-constexpr size_t kMaxOutbound = 20000;       // buffered messages while disconnected
+constexpr size_t kMaxOutbound = 20000;  // buffered messages while disconnected
 constexpr size_t kUploadBytesPerTick = 1 << 20;
 
 int64_t NowMs() {
@@ -63,7 +63,9 @@ Agent::Agent(AgentOptions options) : options_(std::move(options)) {
 
 Agent::~Agent() { Stop(); }
 
-void Agent::Start() { thread_ = std::thread([this] { ConnectLoop(); }); }
+void Agent::Start() {
+  thread_ = std::thread([this] { ConnectLoop(); });
+}
 
 void Agent::Stop() {
   if (!supervisor_) return;
@@ -162,8 +164,9 @@ absl::Status Agent::RunSession(tern::v1::WorkerService::Stub* stub) {
     ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(5));
     grpc::Status s = stub->Register(&ctx, reg, &resp);
     if (!s.ok()) {
-      absl::Status st(static_cast<absl::StatusCode>(s.error_code()),
-                      absl::StrCat("register with ", options_.coordinator, ": ", s.error_message()));
+      absl::Status st(
+          static_cast<absl::StatusCode>(s.error_code()),
+          absl::StrCat("register with ", options_.coordinator, ": ", s.error_message()));
       if (Permanent(s.error_code())) {
         spdlog::error("{}", st.ToString());
         std::lock_guard<std::mutex> lock(mu_);

@@ -5,6 +5,8 @@
 // session, a reader thread. Public methods are thread-safe.
 #pragma once
 
+#include <grpcpp/grpcpp.h>
+
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
@@ -13,8 +15,6 @@
 #include <mutex>
 #include <string>
 #include <thread>
-
-#include <grpcpp/grpcpp.h>
 
 #include "absl/status/status.h"
 #include "tern/v1/cluster.grpc.pb.h"
@@ -26,16 +26,16 @@ namespace tern::agent {
 
 struct AgentOptions {
   std::string coordinator = "127.0.0.1:7070";
-  std::string name;                   // unique worker name
+  std::string name;  // unique worker name
   std::string host;
   int slots = 1;
-  std::string scratch;                // local dir for specs, logs
-  std::string token;                  // worker bearer token ("" = none)
-  std::string token_file;             // its path, passed on to ranks
+  std::string scratch;     // local dir for specs, logs
+  std::string token;       // worker bearer token ("" = none)
+  std::string token_file;  // its path, passed on to ranks
   std::string rank_binary;
-  std::string tls_ca;                 // PEM root certs file: use TLS when set
-  std::chrono::milliseconds grace{10000};        // SIGTERM -> SIGKILL
-  std::chrono::milliseconds max_backoff{2000};   // reconnect backoff cap
+  std::string tls_ca;                           // PEM root certs file: use TLS when set
+  std::chrono::milliseconds grace{10000};       // SIGTERM -> SIGKILL
+  std::chrono::milliseconds max_backoff{2000};  // reconnect backoff cap
   int cores = 1;
 };
 

@@ -1,10 +1,10 @@
 #include "worker/agent/launch_contract.h"
 
+#include <google/protobuf/util/json_util.h>
+
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
-
-#include <google/protobuf/util/json_util.h>
 
 #include "absl/strings/str_cat.h"
 
@@ -29,16 +29,26 @@ std::vector<std::string> BuildRankArgv(const LaunchContext& ctx, const tern::v1:
   std::vector<std::string> argv = {
       ctx.rank_binary,
       "rank",
-      "--spec-file", SpecPath(ctx, a.job_id()),
-      "--rank", absl::StrCat(rank),
-      "--world-size", absl::StrCat(a.world_size()),
-      "--ranks-per-node", absl::StrCat(a.ranks_per_node()),
-      "--rendezvous", ctx.coordinator,
-      "--rendezvous-prefix", a.rendezvous_prefix(),
-      "--job-id", a.job_id(),
-      "--round", absl::StrCat(a.round()),
-      "--threads", absl::StrCat(std::max(1, threads)),
-      "--checkpoint-root", a.checkpoint_root(),
+      "--spec-file",
+      SpecPath(ctx, a.job_id()),
+      "--rank",
+      absl::StrCat(rank),
+      "--world-size",
+      absl::StrCat(a.world_size()),
+      "--ranks-per-node",
+      absl::StrCat(a.ranks_per_node()),
+      "--rendezvous",
+      ctx.coordinator,
+      "--rendezvous-prefix",
+      a.rendezvous_prefix(),
+      "--job-id",
+      a.job_id(),
+      "--round",
+      absl::StrCat(a.round()),
+      "--threads",
+      absl::StrCat(std::max(1, threads)),
+      "--checkpoint-root",
+      a.checkpoint_root(),
       "--json",
   };
   if (!ctx.token_file.empty()) {

@@ -1,7 +1,10 @@
 // tern-worker: the Tern node agent. Flags, logging, wiring, wait for a signal.
+#include <httplib.h>
 #include <signal.h>
+#include <spdlog/spdlog.h>
 #include <unistd.h>
 
+#include <CLI/CLI.hpp>
 #include <climits>
 #include <csignal>
 #include <cstdio>
@@ -9,16 +12,12 @@
 #include <fstream>
 #include <thread>
 
-#include <CLI/CLI.hpp>
-#include <httplib.h>
-#include <spdlog/spdlog.h>
-
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
-#include "worker/core/duration.h"
 #include "worker/agent/agent.h"
 #include "worker/agent/http_listener.h"
 #include "worker/agent/prometheus_text.h"
+#include "worker/core/duration.h"
 
 namespace {
 
@@ -43,12 +42,15 @@ int main(int argc, char** argv) {
   opts.rank_binary = SelfDir() + "/tern";
   opts.cores = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
   opts.scratch = ".tern/worker";
-  std::string grace = "10s", max_backoff = "2s", log_level = "info", metrics_addr, metrics_port_file;
+  std::string grace = "10s", max_backoff = "2s", log_level = "info", metrics_addr,
+              metrics_port_file;
   CLI::App app{"tern-worker: the Tern node agent (runs ranks for ternd)"};
-  app.add_option("--coordinator", opts.coordinator, "ternd address host:port")->capture_default_str();
+  app.add_option("--coordinator", opts.coordinator, "ternd address host:port")
+      ->capture_default_str();
   app.add_option("--name", opts.name, "unique worker name")->capture_default_str();
   app.add_option("--slots", opts.slots, "rank slots offered (one rank process each)")
-      ->capture_default_str()->check(CLI::PositiveNumber);
+      ->capture_default_str()
+      ->check(CLI::PositiveNumber);
   app.add_option("--scratch", opts.scratch, "local dir for job specs and rank logs")
       ->capture_default_str();
   app.add_option("--token-file", opts.token_file, "worker bearer token file (also given to ranks)");
@@ -63,12 +65,14 @@ int main(int argc, char** argv) {
                  "serve Prometheus metrics at http://ADDR/metrics (host:port, port 0 = pick one)");
   app.add_option("--metrics-port-file", metrics_port_file,
                  "write the bound --metrics port to this file once serving");
-  app.add_option("--log-level", log_level, "trace, debug, info, warn, error")->capture_default_str();
+  app.add_option("--log-level", log_level, "trace, debug, info, warn, error")
+      ->capture_default_str();
   CLI11_PARSE(app, argc, argv);
 
   spdlog::set_level(spdlog::level::from_str(log_level));
   spdlog::set_pattern(absl::StrCat("%Y-%m-%dT%H:%M:%S.%e %^%l%$ tern-worker[", opts.name, "]: %v"));
-  for (auto [text, out] : {std::pair{&grace, &opts.grace}, std::pair{&max_backoff, &opts.max_backoff}}) {
+  for (auto [text, out] :
+       {std::pair{&grace, &opts.grace}, std::pair{&max_backoff, &opts.max_backoff}}) {
     auto ms = tern::ParseDurationMs(*text);
     if (!ms.ok()) {
       std::fprintf(stderr, "tern-worker: %s\n", std::string(ms.status().message()).c_str());

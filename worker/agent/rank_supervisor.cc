@@ -3,6 +3,7 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
+#include <spdlog/spdlog.h>
 #include <sys/prctl.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -11,8 +12,6 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
-
-#include <spdlog/spdlog.h>
 
 #include "absl/strings/str_cat.h"
 
@@ -72,8 +71,7 @@ void RankSupervisor::Launch(RankLaunch launch) {
   std::lock_guard<std::mutex> lock(mu_);
   for (auto& r : ranks_) {
     const RankId& id = r->launch.id;
-    if (id.job_id == launch.id.job_id && id.round == launch.id.round &&
-        id.rank == launch.id.rank) {
+    if (id.job_id == launch.id.job_id && id.round == launch.id.round && id.rank == launch.id.rank) {
       return;  // already launched (assignment resent after a reconnect)
     }
   }

@@ -31,11 +31,11 @@ namespace tern::agent {
 
 struct RankLaunch {
   RankId id;
-  std::vector<std::string> argv;      // argv[0] is the executable path
-  std::vector<std::string> env;       // extra NAME=VALUE entries
-  std::string log_path;               // stdout+stderr are appended here
-  std::string work_dir;               // chdir before exec
-  bool relay_metrics = false;         // relay step/eval/summary lines (rank 0 only)
+  std::vector<std::string> argv;  // argv[0] is the executable path
+  std::vector<std::string> env;   // extra NAME=VALUE entries
+  std::string log_path;           // stdout+stderr are appended here
+  std::string work_dir;           // chdir before exec
+  bool relay_metrics = false;     // relay step/eval/summary lines (rank 0 only)
 };
 
 class RankSupervisor {

@@ -4,22 +4,21 @@
 // p50/p99, heartbeat rate, missed heartbeats (workers ternd lost or late beats), watch
 // fan-out, ternd CPU and RSS.
 #include <fcntl.h>
+#include <grpcpp/grpcpp.h>
 #include <signal.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <CLI/CLI.hpp>
 #include <algorithm>
 #include <atomic>
 #include <condition_variable>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <nlohmann/json.hpp>
 #include <sstream>
 #include <thread>
-
-#include <CLI/CLI.hpp>
-#include <grpcpp/grpcpp.h>
-#include <nlohmann/json.hpp>
 
 #include "tern/v1/cluster.grpc.pb.h"
 
@@ -30,7 +29,8 @@ using std::chrono::milliseconds;
 
 int64_t NowMs() {
   return std::chrono::duration_cast<milliseconds>(
-             std::chrono::system_clock::now().time_since_epoch()).count();
+             std::chrono::system_clock::now().time_since_epoch())
+      .count();
 }
 
 std::shared_ptr<grpc::Channel> Channel(const std::string& addr, int id) {
@@ -161,10 +161,12 @@ void SimulatedWorker(std::shared_ptr<grpc::Channel> ch, int id, const std::strin
 int main(int argc, char** argv) {
   int watchers = 1000, workers = 100, submits_per_s = 20;
   double duration_s = 10;
-  std::string ternd_bin = std::filesystem::read_symlink("/proc/self/exe").parent_path().string() + "/ternd";
+  std::string ternd_bin =
+      std::filesystem::read_symlink("/proc/self/exe").parent_path().string() + "/ternd";
   CLI::App app{"tern-bench-controlplane: load benchmark for ternd"};
   app.add_option("--watchers", watchers, "concurrent WatchJob streams")->capture_default_str();
-  app.add_option("--workers", workers, "simulated workers (1 Hz heartbeats)")->capture_default_str();
+  app.add_option("--workers", workers, "simulated workers (1 Hz heartbeats)")
+      ->capture_default_str();
   app.add_option("--submits-per-s", submits_per_s, "SubmitJob rate")->capture_default_str();
   app.add_option("--duration", duration_s, "seconds of steady load")->capture_default_str();
   app.add_option("--ternd", ternd_bin, "ternd binary")->capture_default_str();
@@ -189,7 +191,8 @@ int main(int argc, char** argv) {
     std::this_thread::sleep_for(milliseconds(20));
   }
   if (port == 0) {
-    std::fprintf(stderr, "ternd (%s) did not start; see %s/ternd.log\n", ternd_bin.c_str(), dir.c_str());
+    std::fprintf(stderr, "ternd (%s) did not start; see %s/ternd.log\n", ternd_bin.c_str(),
+                 dir.c_str());
     ::kill(ternd, SIGKILL);
     return 1;
   }
@@ -216,7 +219,8 @@ int main(int argc, char** argv) {
   WorkerStats wstats;
   std::vector<std::thread> sim;
   for (int i = 0; i < workers; ++i) {
-    sim.emplace_back(SimulatedWorker, Channel(addr, 1000 + i % 8), i, watched.job_id(), &stop, &wstats);
+    sim.emplace_back(SimulatedWorker, Channel(addr, 1000 + i % 8), i, watched.job_id(), &stop,
+                     &wstats);
   }
   std::vector<std::shared_ptr<grpc::Channel>> watch_channels;
   std::vector<std::unique_ptr<tern::v1::JobService::Stub>> watch_stubs;
@@ -272,7 +276,9 @@ int main(int argc, char** argv) {
   std::filesystem::remove_all(dir);
 
   std::sort(lat_ms.begin(), lat_ms.end());
-  auto pct = [&](double q) { return lat_ms.empty() ? 0.0 : lat_ms[size_t(q * (lat_ms.size() - 1))]; };
+  auto pct = [&](double q) {
+    return lat_ms.empty() ? 0.0 : lat_ms[size_t(q * (lat_ms.size() - 1))];
+  };
   nlohmann::json out = {
       {"bench", "controlplane"},
       {"watchers", watchers},

@@ -1,7 +1,7 @@
 // tern-bench-kernels: times every CPU kernel with the shapes of one training step of the
 // peer benchmark's Llama and GPT-2 models (../shared/peers, sizes tiny/small/medium) and
-// prints one JSON line per (size, op): minimum and median milliseconds per call, GFLOP/s (matmul and
-// attention) or GB/s (elementwise, nominal bytes read + written), and the op's share of an
+// prints one JSON line per (size, op): minimum and median milliseconds per call, GFLOP/s (matmul
+// and attention) or GB/s (elementwise, nominal bytes read + written), and the op's share of an
 // estimated step (calls per step x time). Ends each size with the estimated kernel time of a
 // whole Llama / GPT-2 step, to compare with PyTorch's measured step time.
 //
@@ -89,13 +89,14 @@ struct Report {
   double llama_ms = 0, gpt2_ms = 0;  // estimated step kernel time
 
   // flops > 0: report GFLOP/s; else bytes: GB/s. calls_*: calls per training step.
-  void Emit(const std::string& op, const std::string& shape, double ms, double flops,
-            double bytes, int calls_llama, int calls_gpt2) {
+  void Emit(const std::string& op, const std::string& shape, double ms, double flops, double bytes,
+            int calls_llama, int calls_gpt2) {
     llama_ms += ms * calls_llama;
     gpt2_ms += ms * calls_gpt2;
-    std::printf("{\"bench\": \"kernels\", \"size\": \"%s\", \"threads\": %d, \"op\": \"%s\", "
-                "\"shape\": \"%s\", \"ms\": %.4f, \"ms_median\": %.4f",
-                size, threads, op.c_str(), shape.c_str(), ms, g_last_median);
+    std::printf(
+        "{\"bench\": \"kernels\", \"size\": \"%s\", \"threads\": %d, \"op\": \"%s\", "
+        "\"shape\": \"%s\", \"ms\": %.4f, \"ms_median\": %.4f",
+        size, threads, op.c_str(), shape.c_str(), ms, g_last_median);
     if (flops > 0) std::printf(", \"gflops\": %.1f", flops / ms * 1e-6);
     if (bytes > 0) std::printf(", \"gbps\": %.2f", bytes / ms * 1e-6);
     std::printf(", \"calls_llama\": %d, \"calls_gpt2\": %d}\n", calls_llama, calls_gpt2);
@@ -132,8 +133,8 @@ void BenchMatmul(Report* r, const char* name, int N, int C, int OC, bool bias, W
           TimeMs([&] { matmul_forward(out.data(), x.data(), w.data(), bp, N, C, OC, layout); }),
           flops, 0, calls_llama, calls_gpt2);
   r->Emit(Cat({"matmul_bwd_", name}), shape, TimeMs([&] {
-            matmul_backward(dx.data(), dw.data(), bias ? db.data() : nullptr, dout.data(),
-                            x.data(), w.data(), N, C, OC, layout);
+            matmul_backward(dx.data(), dw.data(), bias ? db.data() : nullptr, dout.data(), x.data(),
+                            w.data(), N, C, OC, layout);
           }),
           2 * flops, 0, calls_llama, calls_gpt2);
 }
@@ -141,20 +142,19 @@ void BenchMatmul(Report* r, const char* name, int N, int C, int OC, bool bias, W
 void BenchAttention(Report* r, int B, int T, int NH, int NKV, int HS, int calls_llama,
                     int calls_gpt2, const std::string& variant) {
   const int QKV = (NH + 2 * NKV) * HS;
-  auto qkv = Rand(static_cast<size_t>(B) * T * QKV, 5), dout = Rand(static_cast<size_t>(B) * T * NH * HS, 6);
+  auto qkv = Rand(static_cast<size_t>(B) * T * QKV, 5),
+       dout = Rand(static_cast<size_t>(B) * T * NH * HS, 6);
   std::vector<float> out(dout.size()), att(static_cast<size_t>(B) * NH * T * T), dqkv(qkv.size());
   std::vector<float> scratch(attention_scratch_elems(B, T, NH, NKV, HS, NumThreads()));
   // Useful (causal) flops: QK^T and PV over the lower triangle; backward does twice that.
   const double flops = 2.0 * 2.0 * B * NH * (T * (T + 1) / 2.0) * HS;
-  const std::string shape =
-      Shape({{"B", B}, {"T", T}, {"NH", NH}, {"NKV", NKV}, {"HS", HS}});
-  r->Emit(Cat({"attention_fwd", variant}), shape, TimeMs([&] {
-            attention_forward(out.data(), att.data(), qkv.data(), B, T, NH, NKV, HS);
-          }),
+  const std::string shape = Shape({{"B", B}, {"T", T}, {"NH", NH}, {"NKV", NKV}, {"HS", HS}});
+  r->Emit(Cat({"attention_fwd", variant}), shape,
+          TimeMs([&] { attention_forward(out.data(), att.data(), qkv.data(), B, T, NH, NKV, HS); }),
           flops, 0, calls_llama, calls_gpt2);
   r->Emit(Cat({"attention_bwd", variant}), shape, TimeMs([&] {
-            attention_backward(dqkv.data(), scratch.data(), dout.data(), qkv.data(), att.data(),
-                               B, T, NH, NKV, HS);
+            attention_backward(dqkv.data(), scratch.data(), dout.data(), qkv.data(), att.data(), B,
+                               T, NH, NKV, HS);
           }),
           2 * flops, 0, calls_llama, calls_gpt2);
 }
@@ -201,29 +201,37 @@ void BenchElementwise(Report* r, const ModelSize& s) {
   std::vector<float> dwte(wte.size()), dwpe(wpe.size());
   r->Emit("embedding_fwd", nc, TimeMs([&] {
             embedding_forward(out.data(), tok.data(), wte.data(), wpe.data(), B, T, C);
-          }), 0, 3.0 * NC * 4, 1, 1);
+          }),
+          0, 3.0 * NC * 4, 1, 1);
   r->Emit("embedding_bwd", nc, TimeMs([&] {
             embedding_backward(dwte.data(), dwpe.data(), dout.data(), tok.data(), B, T, C);
-          }), 0, 5.0 * NC * 4, 1, 1);
+          }),
+          0, 5.0 * NC * 4, 1, 1);
   r->Emit("rmsnorm_fwd", nc, TimeMs([&] {
             rmsnorm_forward(out.data(), rstd.data(), x.data(), w.data(), N, C, 1e-5f);
-          }), 0, 2.0 * NC * 4, 2 * L + 1, 0);
+          }),
+          0, 2.0 * NC * 4, 2 * L + 1, 0);
   r->Emit("rmsnorm_bwd", nc, TimeMs([&] {
-            rmsnorm_backward(dx.data(), dw.data(), dout.data(), x.data(), w.data(), rstd.data(),
-                             N, C);
-          }), 0, 3.0 * NC * 4, 2 * L + 1, 0);
+            rmsnorm_backward(dx.data(), dw.data(), dout.data(), x.data(), w.data(), rstd.data(), N,
+                             C);
+          }),
+          0, 3.0 * NC * 4, 2 * L + 1, 0);
   r->Emit("layernorm_fwd", nc, TimeMs([&] {
-            layernorm_forward(out.data(), mean.data(), rstd.data(), x.data(), w.data(),
-                              bias.data(), N, C, 1e-5f);
-          }), 0, 2.0 * NC * 4, 0, 2 * L + 1);
+            layernorm_forward(out.data(), mean.data(), rstd.data(), x.data(), w.data(), bias.data(),
+                              N, C, 1e-5f);
+          }),
+          0, 2.0 * NC * 4, 0, 2 * L + 1);
   r->Emit("layernorm_bwd", nc, TimeMs([&] {
             layernorm_backward(dx.data(), dw.data(), db.data(), dout.data(), x.data(), w.data(),
                                mean.data(), rstd.data(), N, C);
-          }), 0, 3.0 * NC * 4, 0, 2 * L + 1);
-  r->Emit("residual_fwd", nc, TimeMs([&] { residual_forward(out.data(), x.data(), dout.data(), NC); }),
-          0, 3.0 * NC * 4, 2 * L, 2 * L);
-  r->Emit("residual_bwd", nc, TimeMs([&] { residual_backward(dx.data(), out.data(), dout.data(), NC); }),
-          0, 5.0 * NC * 4, 2 * L, 2 * L);
+          }),
+          0, 3.0 * NC * 4, 0, 2 * L + 1);
+  r->Emit("residual_fwd", nc,
+          TimeMs([&] { residual_forward(out.data(), x.data(), dout.data(), NC); }), 0, 3.0 * NC * 4,
+          2 * L, 2 * L);
+  r->Emit("residual_bwd", nc,
+          TimeMs([&] { residual_backward(dx.data(), out.data(), dout.data(), NC); }), 0,
+          5.0 * NC * 4, 2 * L, 2 * L);
   // RoPE on fused qkv (MHA).
   const size_t nqkv = NC * 3;
   auto qkv = Rand(nqkv, 13);
@@ -232,10 +240,12 @@ void BenchElementwise(Report* r, const ModelSize& s) {
   const std::string rs = Shape({{"B", B}, {"T", T}, {"NH", kHeads}, {"HS", HS}});
   r->Emit("rope_fwd", rs, TimeMs([&] {
             rope_forward(qkv.data(), cos.data(), sin.data(), B, T, kHeads, kHeads, HS);
-          }), 0, 4.0 * NC * 4, L, 0);
+          }),
+          0, 4.0 * NC * 4, L, 0);
   r->Emit("rope_bwd", rs, TimeMs([&] {
             rope_backward(qkv.data(), cos.data(), sin.data(), B, T, kHeads, kHeads, HS);
-          }), 0, 4.0 * NC * 4, L, 0);
+          }),
+          0, 4.0 * NC * 4, L, 0);
   // SwiGLU (llama) and GELU (gpt2, 4C).
   const size_t nf = static_cast<size_t>(N) * F;
   auto h = Rand(2 * nf, 14), dh = Rand(nf, 15);
@@ -243,16 +253,17 @@ void BenchElementwise(Report* r, const ModelSize& s) {
   const std::string sf = Shape({{"N", N}, {"F", F}});
   r->Emit("swiglu_fwd", sf, TimeMs([&] { swiglu_forward(hout.data(), h.data(), N, F); }), 0,
           3.0 * nf * 4, L, 0);
-  r->Emit("swiglu_bwd", sf, TimeMs([&] { swiglu_backward(dhin.data(), h.data(), dh.data(), N, F); }),
-          0, 5.0 * nf * 4, L, 0);
+  r->Emit("swiglu_bwd", sf,
+          TimeMs([&] { swiglu_backward(dhin.data(), h.data(), dh.data(), N, F); }), 0, 5.0 * nf * 4,
+          L, 0);
   const size_t ng = NC * 4;
   auto g = Rand(ng, 16, 3.0f), dg = Rand(ng, 17);
   std::vector<float> gout(ng), dgin(ng);
   const std::string gs = Shape({{"n", static_cast<long>(ng)}});
-  r->Emit("gelu_fwd", gs, TimeMs([&] { gelu_forward(gout.data(), g.data(), ng); }), 0,
-          2.0 * ng * 4, 0, L);
-  r->Emit("gelu_bwd", gs, TimeMs([&] { gelu_backward(dgin.data(), g.data(), dg.data(), ng); }),
-          0, 3.0 * ng * 4, 0, L);
+  r->Emit("gelu_fwd", gs, TimeMs([&] { gelu_forward(gout.data(), g.data(), ng); }), 0, 2.0 * ng * 4,
+          0, L);
+  r->Emit("gelu_bwd", gs, TimeMs([&] { gelu_backward(dgin.data(), g.data(), dg.data(), ng); }), 0,
+          3.0 * ng * 4, 0, L);
   // Cross-entropy over V.
   const size_t nv = static_cast<size_t>(N) * kVocab;
   auto logits = Rand(nv, 18, 4.0f);
@@ -261,13 +272,15 @@ void BenchElementwise(Report* r, const ModelSize& s) {
   for (int i = 0; i < N; ++i) tgt[i] = (i * 37) % kVocab;
   const std::string vs = Shape({{"N", N}, {"V", kVocab}});
   r->Emit("crossentropy_fwd", vs, TimeMs([&] {
-            crossentropy_softmax_forward(losses.data(), probs.data(), logits.data(), tgt.data(),
-                                         N, kVocab);
-          }), 0, 2.0 * nv * 4, 1, 1);
+            crossentropy_softmax_forward(losses.data(), probs.data(), logits.data(), tgt.data(), N,
+                                         kVocab);
+          }),
+          0, 2.0 * nv * 4, 1, 1);
   r->Emit("crossentropy_bwd", vs, TimeMs([&] {
             crossentropy_softmax_backward(dlogits.data(), probs.data(), tgt.data(), 1.0f / N, N,
                                           kVocab);
-          }), 0, 2.0 * nv * 4, 1, 1);
+          }),
+          0, 2.0 * nv * 4, 1, 1);
   // Optimizer over the llama parameter count (gpt2's is within 2%).
   const size_t P = 2ull * kVocab * C + static_cast<size_t>(L) * (4ull * C * C + 3ull * C * F) +
                    (2ull * L + 1) * C;
@@ -278,12 +291,13 @@ void BenchElementwise(Report* r, const ModelSize& s) {
   r->Emit("adamw", ps, TimeMs([&] {
             adamw_update(p.data(), pg.data(), m.data(), v.data(), P, 1e-3f, 0.9f, 0.95f, 1e-8f,
                          0.1f, ++step);
-          }), 0, 7.0 * P * 4, 1, 1);
+          }),
+          0, 7.0 * P * 4, 1, 1);
   double sink = 0;
-  r->Emit("sum_squares", ps, TimeMs([&] { sink += sum_squares(pg.data(), P); }), 0, 1.0 * P * 4,
+  r->Emit("sum_squares", ps, TimeMs([&] { sink += sum_squares(pg.data(), P); }), 0, 1.0 * P * 4, 0,
+          0);
+  r->Emit("scale_inplace", ps, TimeMs([&] { scale_inplace(pg.data(), 1.0f, P); }), 0, 2.0 * P * 4,
           0, 0);
-  r->Emit("scale_inplace", ps, TimeMs([&] { scale_inplace(pg.data(), 1.0f, P); }), 0,
-          2.0 * P * 4, 0, 0);
   if (sink < 0) std::printf("%f\n", sink);
 }
 
@@ -305,9 +319,10 @@ void BenchSize(const ModelSize& s, int threads) {
   BenchMatmul(&r, "fc_proj_bias", N, 4 * C, C, true, kIO, 0, L);
   BenchAttention(&r, B, T, kHeads, kHeads, C / kHeads, L, L, "");
   BenchElementwise(&r, s);
-  std::printf("{\"bench\": \"kernels\", \"size\": \"%s\", \"threads\": %d, \"op\": "
-              "\"step_estimate\", \"llama_ms\": %.1f, \"gpt2_ms\": %.1f}\n",
-              s.name, threads, r.llama_ms, r.gpt2_ms);
+  std::printf(
+      "{\"bench\": \"kernels\", \"size\": \"%s\", \"threads\": %d, \"op\": "
+      "\"step_estimate\", \"llama_ms\": %.1f, \"gpt2_ms\": %.1f}\n",
+      s.name, threads, r.llama_ms, r.gpt2_ms);
   BenchAttentionVariants(&r, B, T, C);
 }
 
@@ -315,10 +330,12 @@ void BenchPeak(int threads) {
   const int n = 1024;
   auto a = Rand(n * n, 21), b = Rand(n * n, 22);
   std::vector<float> c(n * n);
-  const double ms = TimeMs([&] { gemm(false, false, n, n, n, 1.0f, a.data(), n, b.data(), n, 0.0f, c.data(), n); });
-  std::printf("{\"bench\": \"kernels\", \"threads\": %d, \"op\": \"sgemm_1024\", \"ms\": %.3f, "
-              "\"gflops\": %.1f}\n",
-              threads, ms, 2.0 * n * n * n / ms * 1e-6);
+  const double ms = TimeMs(
+      [&] { gemm(false, false, n, n, n, 1.0f, a.data(), n, b.data(), n, 0.0f, c.data(), n); });
+  std::printf(
+      "{\"bench\": \"kernels\", \"threads\": %d, \"op\": \"sgemm_1024\", \"ms\": %.3f, "
+      "\"gflops\": %.1f}\n",
+      threads, ms, 2.0 * n * n * n / ms * 1e-6);
 }
 
 }  // namespace
@@ -328,13 +345,19 @@ int main(int argc, char** argv) {
   int threads = tern::kernels::NumThreads();
   std::string sizes = "tiny,small,medium";
   for (int i = 1; i + 1 < argc; i += 2) {
-    if (!std::strcmp(argv[i], "--threads")) threads = std::atoi(argv[i + 1]);
-    else if (!std::strcmp(argv[i], "--sizes")) sizes = argv[i + 1];
-    else if (!std::strcmp(argv[i], "--min-ms")) tern::kernels::g_min_ms = std::atof(argv[i + 1]);
-    else if (!std::strcmp(argv[i], "--clock")) tern::kernels::g_cpu_clock = !std::strcmp(argv[i + 1], "cpu");
+    if (!std::strcmp(argv[i], "--threads"))
+      threads = std::atoi(argv[i + 1]);
+    else if (!std::strcmp(argv[i], "--sizes"))
+      sizes = argv[i + 1];
+    else if (!std::strcmp(argv[i], "--min-ms"))
+      tern::kernels::g_min_ms = std::atof(argv[i + 1]);
+    else if (!std::strcmp(argv[i], "--clock"))
+      tern::kernels::g_cpu_clock = !std::strcmp(argv[i + 1], "cpu");
     else {
-      std::fprintf(stderr, "unknown flag %s\nusage: %s [--threads N] [--sizes tiny,small,medium] "
-                           "[--min-ms 40] [--clock wall|cpu]\n", argv[i], argv[0]);
+      std::fprintf(stderr,
+                   "unknown flag %s\nusage: %s [--threads N] [--sizes tiny,small,medium] "
+                   "[--min-ms 40] [--clock wall|cpu]\n",
+                   argv[i], argv[0]);
       return 2;
     }
   }

@@ -156,8 +156,7 @@ void CheckAttentionGradient(const Shape& s, int block_rows, bool blas_gemm = fal
     for (int i = 0; i < s.T; ++i)
       for (int j = i + 1; j < s.T; ++j) att[(static_cast<size_t>(bh) * s.T + i) * s.T + j] = 1e3;
   std::vector<double> dqkv(s.QkvSize(), 123.0);
-  std::vector<double> scratch(
-      attention_scratch_elems(s.B, s.T, s.NH, s.NKV, s.HS, NumThreads()));
+  std::vector<double> scratch(attention_scratch_elems(s.B, s.T, s.NH, s.NKV, s.HS, NumThreads()));
   attention_backward(dqkv.data(), scratch.data(), dout.data(), qkv.data(), att.data(), s.B, s.T,
                      s.NH, s.NKV, s.HS);
   testing::CheckGradient(&qkv, dqkv, loss, "attention dqkv", 1e-6);
@@ -166,7 +165,9 @@ void CheckAttentionGradient(const Shape& s, int block_rows, bool blas_gemm = fal
 TEST(AttentionTest, GradientGqaSmallBlocks) { CheckAttentionGradient({2, 7, 4, 2, 3}, 3); }
 TEST(AttentionTest, GradientMhaSmallBlocks) { CheckAttentionGradient({2, 7, 4, 4, 3}, 3); }
 TEST(AttentionTest, GradientMqaOneBlock) { CheckAttentionGradient({1, 6, 3, 1, 4}, 64); }
-TEST(AttentionTest, GradientGqaLongerThanDefaultBlock) { CheckAttentionGradient({1, 70, 2, 1, 3}, 64); }
+TEST(AttentionTest, GradientGqaLongerThanDefaultBlock) {
+  CheckAttentionGradient({1, 70, 2, 1, 3}, 64);
+}
 TEST(AttentionTest, GradientBlasProducts) { CheckAttentionGradient({2, 7, 4, 2, 3}, 3, true); }
 
 struct Result {
@@ -183,8 +184,8 @@ Result RunFloat(const Shape& s, int threads, detail::AttentionParallel mode) {
   std::vector<float> att(s.AttSize());
   std::vector<float> scratch(attention_scratch_elems(s.B, s.T, s.NH, s.NKV, s.HS, threads));
   attention_forward(r.out.data(), att.data(), qkv.data(), s.B, s.T, s.NH, s.NKV, s.HS);
-  attention_backward(r.dqkv.data(), scratch.data(), dout.data(), qkv.data(), att.data(), s.B,
-                     s.T, s.NH, s.NKV, s.HS);
+  attention_backward(r.dqkv.data(), scratch.data(), dout.data(), qkv.data(), att.data(), s.B, s.T,
+                     s.NH, s.NKV, s.HS);
   SetNumThreads(saved);
   return r;
 }

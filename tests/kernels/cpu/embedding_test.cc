@@ -37,8 +37,7 @@ void RunForwardBackward(int B, int T, int C, int V, bool with_wpe) {
 
   auto fwte = ToFloat(wte), fwpe = ToFloat(wpe);
   std::vector<float> out(want.size());
-  embedding_forward(out.data(), tok.data(), fwte.data(), with_wpe ? fwpe.data() : nullptr, B, T,
-                    C);
+  embedding_forward(out.data(), tok.data(), fwte.data(), with_wpe ? fwpe.data() : nullptr, B, T, C);
   ExpectClose(out, want, 1e-6, "embedding out");
 
   // Backward accumulates: start from a nonzero gradient.
@@ -51,8 +50,8 @@ void RunForwardBackward(int B, int T, int C, int V, bool with_wpe) {
     }
   auto fdwte = ToFloat(dwte), fdwpe = ToFloat(dwpe);
   auto fdout = ToFloat(dout);
-  embedding_backward(fdwte.data(), with_wpe ? fdwpe.data() : nullptr, fdout.data(), tok.data(),
-                     B, T, C);
+  embedding_backward(fdwte.data(), with_wpe ? fdwpe.data() : nullptr, fdout.data(), tok.data(), B,
+                     T, C);
   ExpectClose(fdwte, want_dwte, 1e-5, "embedding dwte");
   ExpectClose(fdwpe, with_wpe ? want_dwpe : dwpe, 1e-5, "embedding dwpe");
 }

@@ -27,7 +27,8 @@ std::vector<double> RefMatmul(const std::vector<double>& x, const std::vector<do
   for (int n = 0; n < N; ++n)
     for (int o = 0; o < OC; ++o) {
       double s = bias != nullptr ? (*bias)[o] : 0.0;
-      for (int c = 0; c < C; ++c) s += x[static_cast<size_t>(n) * C + c] * WAt(w, c, o, C, OC, layout);
+      for (int c = 0; c < C; ++c)
+        s += x[static_cast<size_t>(n) * C + c] * WAt(w, c, o, C, OC, layout);
       out[static_cast<size_t>(n) * OC + o] = s;
     }
   return out;
@@ -66,8 +67,8 @@ TEST_P(MatmulTest, FloatMatchesReference) {
       }
     }
   std::vector<float> dx(N * C, 7.0f), dw(OC * C, 0.25f), db(OC, -0.5f);
-  matmul_backward(p.dinp ? dx.data() : nullptr, dw.data(), p.bias ? db.data() : nullptr,
-                  fd.data(), fx.data(), fw.data(), N, C, OC, p.layout);
+  matmul_backward(p.dinp ? dx.data() : nullptr, dw.data(), p.bias ? db.data() : nullptr, fd.data(),
+                  fx.data(), fw.data(), N, C, OC, p.layout);
   if (p.dinp) {
     ExpectClose(dx, want_dx, 1e-5, "matmul dinp");
   } else {
@@ -84,8 +85,7 @@ TEST_P(MatmulTest, GradientMatchesFiniteDifferences) {
   const auto dout = RandomVec(N * OC, 8);
   std::vector<double> out(N * OC);
   auto loss = [&] {
-    matmul_forward(out.data(), x.data(), w.data(), p.bias ? b.data() : nullptr, N, C, OC,
-                   p.layout);
+    matmul_forward(out.data(), x.data(), w.data(), p.bias ? b.data() : nullptr, N, C, OC, p.layout);
     return Dot(out, dout);
   };
   std::vector<double> dx(N * C), dw(OC * C, 0.0), db(OC, 0.0);
@@ -96,16 +96,17 @@ TEST_P(MatmulTest, GradientMatchesFiniteDifferences) {
   if (p.bias) CheckGradient(&b, db, loss, "matmul dbias");
 }
 
-INSTANTIATE_TEST_SUITE_P(
-    Layouts, MatmulTest,
-    ::testing::Values(MatmulCase{WeightLayout::kOutIn, true, true},
-                      MatmulCase{WeightLayout::kOutIn, false, false},
-                      MatmulCase{WeightLayout::kInOut, true, false},
-                      MatmulCase{WeightLayout::kInOut, false, true}),
-    [](const ::testing::TestParamInfo<MatmulCase>& info) {
-      return std::string(info.param.layout == WeightLayout::kOutIn ? "OutIn" : "InOut") +
-             (info.param.bias ? "Bias" : "NoBias") + (info.param.dinp ? "Dinp" : "NoDinp");
-    });
+INSTANTIATE_TEST_SUITE_P(Layouts, MatmulTest,
+                         ::testing::Values(MatmulCase{WeightLayout::kOutIn, true, true},
+                                           MatmulCase{WeightLayout::kOutIn, false, false},
+                                           MatmulCase{WeightLayout::kInOut, true, false},
+                                           MatmulCase{WeightLayout::kInOut, false, true}),
+                         [](const ::testing::TestParamInfo<MatmulCase>& info) {
+                           return std::string(info.param.layout == WeightLayout::kOutIn ? "OutIn"
+                                                                                        : "InOut") +
+                                  (info.param.bias ? "Bias" : "NoBias") +
+                                  (info.param.dinp ? "Dinp" : "NoDinp");
+                         });
 
 // Large enough that the bias prefill and dbias column pass take their OpenMP paths.
 TEST(MatmulParallelTest, BiasPathsMatchReference) {
@@ -117,8 +118,8 @@ TEST(MatmulParallelTest, BiasPathsMatchReference) {
   std::vector<float> out(N * OC), dw(OC * C, 0.0f), db(OC, 1.0f);
   matmul_forward(out.data(), fx.data(), fw.data(), fb.data(), N, C, OC, WeightLayout::kInOut);
   ExpectClose(out, want, 1e-5, "matmul out");
-  matmul_backward<float>(nullptr, dw.data(), db.data(), fd.data(), fx.data(), fw.data(), N, C,
-                         OC, WeightLayout::kInOut);
+  matmul_backward<float>(nullptr, dw.data(), db.data(), fd.data(), fx.data(), fw.data(), N, C, OC,
+                         WeightLayout::kInOut);
   std::vector<double> want_db(OC, 1.0);
   for (int n = 0; n < N; ++n)
     for (int o = 0; o < OC; ++o) want_db[o] += dout[n * OC + o];

@@ -57,8 +57,8 @@ void CheckLayerNormFloat(int N, int C) {
   std::vector<double> dmean(N), drstd(N), dout_d(N * C), dx(N * C), dw(C, 0.5), db(C, -0.25);
   layernorm_forward(dout_d.data(), dmean.data(), drstd.data(), x.data(), w.data(), b.data(), N, C,
                     kEps);
-  layernorm_backward(dx.data(), dw.data(), db.data(), dout.data(), x.data(), w.data(),
-                     dmean.data(), drstd.data(), N, C);
+  layernorm_backward(dx.data(), dw.data(), db.data(), dout.data(), x.data(), w.data(), dmean.data(),
+                     drstd.data(), N, C);
   std::vector<float> fdx(N * C), fdw(C, 0.5f), fdb(C, -0.25f);
   layernorm_backward(fdx.data(), fdw.data(), fdb.data(), fd.data(), fx.data(), fw.data(),
                      mean.data(), rstd.data(), N, C);
@@ -83,8 +83,8 @@ TEST(LayerNormTest, GradientMatchesFiniteDifferences) {
   loss();
   // Parameter gradients accumulate: start from 1 and subtract it afterwards.
   std::vector<double> dx(N * C, 9.0), dw(C, 1.0), db(C, 1.0);
-  layernorm_backward(dx.data(), dw.data(), db.data(), dout.data(), x.data(), w.data(),
-                     mean.data(), rstd.data(), N, C);
+  layernorm_backward(dx.data(), dw.data(), db.data(), dout.data(), x.data(), w.data(), mean.data(),
+                     rstd.data(), N, C);
   for (int c = 0; c < C; ++c) dw[c] -= 1.0, db[c] -= 1.0;
   CheckGradient(&x, dx, loss, "layernorm dinp");
   CheckGradient(&w, dw, loss, "layernorm dweight");

@@ -1,11 +1,11 @@
-#include <filesystem>
-#include <fstream>
-#include <sstream>
+#include "worker/agent/launch_contract.h"
 
 #include <google/protobuf/util/json_util.h>
 #include <gtest/gtest.h>
 
-#include "worker/agent/launch_contract.h"
+#include <filesystem>
+#include <fstream>
+#include <sstream>
 
 namespace tern::agent {
 namespace {
@@ -19,12 +19,31 @@ TEST(LaunchContract, BuildsTheDocumentedCommandLine) {
   a.set_ranks_per_node(2);
   a.set_rendezvous_prefix("j-000042/3");
   a.set_checkpoint_root("/ckpt");
-  const std::vector<std::string> expect = {
-      "/opt/tern/bin/tern", "rank", "--spec-file", "/scratch/j-000042/spec.json", "--rank", "5",
-      "--world-size", "8", "--ranks-per-node", "2", "--rendezvous", "10.0.0.1:7070",
-      "--rendezvous-prefix", "j-000042/3", "--job-id", "j-000042", "--round", "3",
-      "--threads", "4", "--checkpoint-root", "/ckpt", "--json",
-      "--token-file", "/etc/tern/worker.token"};
+  const std::vector<std::string> expect = {"/opt/tern/bin/tern",
+                                           "rank",
+                                           "--spec-file",
+                                           "/scratch/j-000042/spec.json",
+                                           "--rank",
+                                           "5",
+                                           "--world-size",
+                                           "8",
+                                           "--ranks-per-node",
+                                           "2",
+                                           "--rendezvous",
+                                           "10.0.0.1:7070",
+                                           "--rendezvous-prefix",
+                                           "j-000042/3",
+                                           "--job-id",
+                                           "j-000042",
+                                           "--round",
+                                           "3",
+                                           "--threads",
+                                           "4",
+                                           "--checkpoint-root",
+                                           "/ckpt",
+                                           "--json",
+                                           "--token-file",
+                                           "/etc/tern/worker.token"};
   EXPECT_EQ(BuildRankArgv(ctx, a, 5), expect);
   a.mutable_spec()->mutable_resources()->set_threads_per_rank(7);
   ctx.token_file.clear();

@@ -1,6 +1,6 @@
-#include <gtest/gtest.h>
-
 #include "worker/agent/rank_output.h"
+
+#include <gtest/gtest.h>
 
 namespace tern::agent {
 namespace {

@@ -1,4 +1,7 @@
 // RankSupervisor with the fake rank: relays, logs, exit codes, cancellation with grace.
+#include "worker/agent/rank_supervisor.h"
+
+#include <gtest/gtest.h>
 #include <signal.h>
 
 #include <filesystem>
@@ -6,10 +9,6 @@
 #include <map>
 #include <mutex>
 #include <thread>
-
-#include <gtest/gtest.h>
-
-#include "worker/agent/rank_supervisor.h"
 
 namespace tern::agent {
 namespace {
@@ -31,10 +30,29 @@ class RankSupervisorTest : public ::testing::Test {
     std::ofstream(spec) << "{\"name\": \"" << name << "\", \"train_iters\": \"" << iters << "\"}\n";
     RankLaunch l;
     l.id = RankId{name, 1, rank};
-    l.argv = {fake_, "rank", "--spec-file", spec, "--rank", std::to_string(rank), "--world-size",
-              std::to_string(world), "--ranks-per-node", "1", "--rendezvous", "127.0.0.1:1",
-              "--rendezvous-prefix", name + "/1", "--job-id", name, "--round", "1",
-              "--threads", "1", "--checkpoint-root", dir_, "--json"};
+    l.argv = {fake_,
+              "rank",
+              "--spec-file",
+              spec,
+              "--rank",
+              std::to_string(rank),
+              "--world-size",
+              std::to_string(world),
+              "--ranks-per-node",
+              "1",
+              "--rendezvous",
+              "127.0.0.1:1",
+              "--rendezvous-prefix",
+              name + "/1",
+              "--job-id",
+              name,
+              "--round",
+              "1",
+              "--threads",
+              "1",
+              "--checkpoint-root",
+              dir_,
+              "--json"};
     l.env = {"FAKE_RANK_STEP_MS=10"};
     l.log_path = dir_ + "/" + name + "/rank-" + std::to_string(rank) + ".log";
     l.relay_metrics = rank == 0;
@@ -62,10 +80,13 @@ class RankSupervisorTest : public ::testing::Test {
 };
 
 TEST_F(RankSupervisorTest, RelaysRankZeroMetricsLogsAndExitCodes) {
-  RankSupervisor s(milliseconds(500), [this](tern::v1::WorkerMessage m) {
-    std::lock_guard<std::mutex> lock(mu_);
-    relayed_.push_back(std::move(m));
-  }, [] {});
+  RankSupervisor s(
+      milliseconds(500),
+      [this](tern::v1::WorkerMessage m) {
+        std::lock_guard<std::mutex> lock(mu_);
+        relayed_.push_back(std::move(m));
+      },
+      [] {});
   s.Launch(Launch("ok", 0, 2, 4));
   s.Launch(Launch("ok", 1, 2, 4));
   s.Launch(Launch("ok", 1, 2, 4));  // duplicate: ignored
@@ -100,7 +121,8 @@ TEST_F(RankSupervisorTest, RelaysRankZeroMetricsLogsAndExitCodes) {
 }
 
 TEST_F(RankSupervisorTest, CrashExitCodeAndMissingBinaryAreReported) {
-  RankSupervisor s(milliseconds(500), [](tern::v1::WorkerMessage) {}, [] {});
+  RankSupervisor s(
+      milliseconds(500), [](tern::v1::WorkerMessage) {}, [] {});
   s.Launch(Launch("fail", 1, 2, 10));  // the last rank exits 3 after step 2
   RankLaunch missing = Launch("missing", 0, 1, 1);
   missing.argv[0] = dir_ + "/no-such-binary";
@@ -114,7 +136,8 @@ TEST_F(RankSupervisorTest, CrashExitCodeAndMissingBinaryAreReported) {
 }
 
 TEST_F(RankSupervisorTest, CancelUsesSigtermThenSigkillAfterTheGrace) {
-  RankSupervisor s(milliseconds(300), [](tern::v1::WorkerMessage) {}, [] {});
+  RankSupervisor s(
+      milliseconds(300), [](tern::v1::WorkerMessage) {}, [] {});
   s.Launch(Launch("sleep", 0, 1, 1));
   s.Launch(Launch("ignore-term", 0, 1, 1));
   std::this_thread::sleep_for(milliseconds(300));
@@ -127,7 +150,7 @@ TEST_F(RankSupervisorTest, CancelUsesSigtermThenSigkillAfterTheGrace) {
     if (m.has_exited()) codes[m.exited().job_id()] = m.exited().exit_code();
   }
   EXPECT_LT(std::chrono::steady_clock::now() - t0, milliseconds(1500));
-  EXPECT_EQ(codes["sleep"], 143);               // exited on SIGTERM
+  EXPECT_EQ(codes["sleep"], 143);                  // exited on SIGTERM
   EXPECT_EQ(codes["ignore-term"], 128 + SIGKILL);  // needed the SIGKILL
 }
 
