@@ -88,6 +88,11 @@ absl::StatusOr<std::string> Coordinator::Submit(const tern::v1::JobSpec& spec) {
   JobRuntime& rt = jobs_[id];
   rt.job.set_id(id);
   *rt.job.mutable_spec() = spec;
+  // A job without its own checkpoint.dir checkpoints under --checkpoint-root; the stored spec
+  // says where, so the ranks, `tern show` and a later resume all see the same directory.
+  if (spec.checkpoint().dir().empty() && !options_.checkpoint_root.empty())
+    rt.job.mutable_spec()->mutable_checkpoint()->set_dir(
+        absl::StrCat(options_.checkpoint_root, "/", id));
   rt.job.set_state(tern::v1::JOB_STATE_PENDING);
   rt.job.set_created_ms(NowMs());
   if (auto st = store_->PutJob(rt.job); !st.ok()) {
@@ -239,6 +244,21 @@ void Coordinator::Schedule() {
   }
 }
 
+tern::v1::CoordinatorMessage Coordinator::MakeAssignment(const JobRuntime& rt,
+                                                         const std::vector<int>& ranks) const {
+  tern::v1::CoordinatorMessage msg;
+  auto* a = msg.mutable_assign();
+  a->set_job_id(rt.job.id());
+  a->set_round(rt.job.round());
+  *a->mutable_spec() = rt.job.spec();
+  a->set_world_size(rt.job.world_size());
+  const auto& res = rt.job.spec().resources();
+  a->set_ranks_per_node(res.has_ranks_per_node() ? res.ranks_per_node() : 1);
+  a->set_rendezvous_prefix(absl::StrCat(rt.job.id(), "/", rt.job.round()));
+  for (int rank : ranks) a->add_ranks(rank);
+  return msg;
+}
+
 void Coordinator::StartRound(JobRuntime& rt, const Placement& placement) {
   const auto& res = rt.job.spec().resources();
   const int rpn = res.has_ranks_per_node() ? res.ranks_per_node() : 1;
@@ -250,20 +270,11 @@ void Coordinator::StartRound(JobRuntime& rt, const Placement& placement) {
   std::vector<std::string> where;
   for (size_t n = 0; n < placement.workers.size(); ++n) {
     const std::string& w = placement.workers[n];
-    tern::v1::CoordinatorMessage msg;
-    auto* a = msg.mutable_assign();
-    a->set_job_id(rt.job.id());
-    a->set_round(rt.job.round());
-    *a->mutable_spec() = rt.job.spec();
-    a->set_world_size(world);
-    a->set_ranks_per_node(rpn);
-    a->set_rendezvous_prefix(absl::StrCat(rt.job.id(), "/", rt.job.round()));
-    a->set_checkpoint_root(rt.job.spec().checkpoint().dir().empty()
-                               ? options_.checkpoint_root
-                               : rt.job.spec().checkpoint().dir());
+    std::vector<int> ranks;
+    for (int i = 0; i < rpn; ++i) ranks.push_back(static_cast<int>(n) * rpn + i);
+    tern::v1::CoordinatorMessage msg = MakeAssignment(rt, ranks);
     for (int i = 0; i < rpn; ++i) {
       const int rank = static_cast<int>(n) * rpn + i;
-      a->add_ranks(rank);
       auto* pl = rt.job.add_placement();
       pl->set_rank(rank);
       pl->set_worker(w);

@@ -95,6 +95,9 @@ class Coordinator {
   void CancelRanks(JobRuntime& rt, const std::string& reason);
   void Schedule();
   void StartRound(JobRuntime& rt, const Placement& placement);
+  // The one place an assignment is built: `ranks` of the job's current round.
+  tern::v1::CoordinatorMessage MakeAssignment(const JobRuntime& rt,
+                                              const std::vector<int>& ranks) const;
   void HandleRankExit(const std::string& worker, const std::string& job_id, int round, int rank,
                       int exit_code, const std::string& detail);
   void HandleMetric(const tern::v1::MetricPoint& point);

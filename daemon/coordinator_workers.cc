@@ -82,22 +82,8 @@ void Coordinator::ReconcileReportedRanks(const std::string& worker,
       continue;
     }
     if (!resend.empty()) {
-      tern::v1::CoordinatorMessage msg;
-      auto* a = msg.mutable_assign();
-      a->set_job_id(id);
-      a->set_round(rt.job.round());
-      *a->mutable_spec() = rt.job.spec();
-      a->set_world_size(rt.job.world_size());
-      const auto& res = rt.job.spec().resources();
-      a->set_ranks_per_node(res.has_ranks_per_node() ? res.ranks_per_node() : 1);
-      a->set_rendezvous_prefix(absl::StrCat(id, "/", rt.job.round()));
-      a->set_checkpoint_root(rt.job.spec().checkpoint().dir().empty()
-                                 ? options_.checkpoint_root
-                                 : rt.job.spec().checkpoint().dir());
-      for (int rank : resend) {
-        a->add_ranks(rank);
-        membership_.Occupy(worker, id, rank);
-      }
+      tern::v1::CoordinatorMessage msg = MakeAssignment(rt, resend);
+      for (int rank : resend) membership_.Occupy(worker, id, rank);
       membership_.Send(worker, std::move(msg));
     }
   }

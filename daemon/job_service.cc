@@ -6,7 +6,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "daemon/services.h"
-#include "daemon/spec_validation.h"
+#include "worker/spec/job_config.h"
 
 namespace tern::daemon {
 namespace {
@@ -160,7 +160,16 @@ grpc::ServerUnaryReactor* JobServiceImpl::SubmitJob(grpc::CallbackServerContext*
                                                     const tern::v1::SubmitJobRequest* req,
                                                     tern::v1::SubmitJobResponse* resp) {
   if (auto st = auth_->Check(ctx, Role::kAdmin); !st.ok()) return Reject<void>(ctx, st);
-  if (auto st = ValidateJobSpec(req->spec()); !st.ok()) return Reject<void>(ctx, ToGrpc(st));
+  // The spec pipeline every CLI command uses; data and model files live on the workers.
+  spec::ResolveOptions ro;
+  ro.check_files = false;
+  ro.cluster = true;
+  ro.default_checkpoint_dir = true;  // the coordinator gives it <--checkpoint-root>/<job-id>
+  auto resolved = spec::ResolveJob(req->spec(), ro);
+  if (!resolved.ok())
+    return Reject<void>(ctx, ToGrpc(absl::InvalidArgumentError(
+                                 absl::StrCat("invalid job spec: ", resolved.status().message()))));
+  for (const auto& w : resolved->warnings) resp->add_warnings(w);
   auto* reactor = ctx->DefaultReactor();
   loop_->Post([this, req, resp, reactor] {
     auto id = coord_->Submit(req->spec());

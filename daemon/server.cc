@@ -62,8 +62,12 @@ absl::Status Daemon::Start() {
 
   CoordinatorOptions copts;
   copts.state_dir = options_.state_dir;
-  copts.checkpoint_root = options_.checkpoint_root.empty() ? options_.state_dir + "/checkpoints"
-                                                           : options_.checkpoint_root;
+  // Absolute: ranks run in their own working directories, possibly on other hosts.
+  copts.checkpoint_root = std::filesystem::absolute(options_.checkpoint_root.empty()
+                                                        ? options_.state_dir + "/checkpoints"
+                                                        : options_.checkpoint_root)
+                              .lexically_normal()
+                              .string();
   copts.heartbeat_timeout_ms = options_.heartbeat_timeout_ms;
   copts.reconnect_grace_ms = options_.reconnect_grace_ms;
   loop_ = std::make_unique<EventLoop>();

@@ -13,7 +13,8 @@
 #include "client/cluster/channel.h"
 #include "client/cluster/cli_common.h"
 #include "client/cluster/format.h"
-#include "client/cluster/spec_loader.h"
+#include "client/engine/spec_cli.h"
+#include "worker/spec/spec.h"
 
 namespace tern::cli {
 namespace {
@@ -57,9 +58,16 @@ void AddSubmit(CLI::App& app, int* exit_code) {
   cmd->add_flag("--watch", o->watch, "follow the job; exit 0 only if it succeeds");
   tern::cluster::AddConnOptions(cmd, &o->conn, /*with_json=*/true);
   cmd->callback([o, exit_code] {
-    auto spec = tern::cluster::LoadJobSpec(o->spec, o->sets);
-    if (!spec.ok()) {
-      *exit_code = Fail("submit", spec.status());
+    // The same pipeline ternd runs, as a pre-check: a bad spec never leaves this machine.
+    // ternd's reply carries the warnings, printed below.
+    auto spec = tern::spec::LoadJobSpec(o->spec, o->sets);
+    tern::spec::ResolveOptions ro;
+    ro.check_files = false;
+    ro.cluster = true;
+    ro.default_checkpoint_dir = true;
+    absl::Status checked = spec.ok() ? tern::spec::ResolveJob(*spec, ro).status() : spec.status();
+    if (!checked.ok()) {
+      *exit_code = Fail("submit", checked);
       return;
     }
     Run("submit", o->conn, exit_code, [&](Conn& c) {
@@ -69,6 +77,7 @@ void AddSubmit(CLI::App& app, int* exit_code) {
       auto ctx = MakeContext(c.token, kTimeout);
       auto st = FromGrpc(c.jobs->SubmitJob(ctx.get(), req, &resp), "SubmitJob");
       if (!st.ok()) return Fail("submit", st, c.address);
+      tern::cli::PrintSpecWarnings({resp.warnings().begin(), resp.warnings().end()});
       if (o->conn.json) {
         std::cout << nlohmann::json{{"id", resp.job_id()}}.dump() << std::endl;
       } else {

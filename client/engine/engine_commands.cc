@@ -9,12 +9,13 @@
 #include "client/commands.h"
 #include "client/engine/local_launcher.h"
 #include "client/engine/output.h"
+#include "client/engine/spec_cli.h"
 #include "kernels/cpu/threads.h"
 #include "nlohmann/json.hpp"
 #include "spdlog/fmt/fmt.h"
+#include "worker/core/status.h"
 #include "worker/data/prepare.h"
 #include "worker/engine/export.h"
-#include "worker/engine/spec.h"
 #include "worker/engine/trainer.h"
 
 namespace tern::cli {
@@ -45,36 +46,26 @@ struct TrainArgs {
   bool resume = false;
 };
 
-// --resume loads checkpoint.load ("latest" unless set); without it nothing is loaded.
-absl::Status ApplyResume(bool resume, tern::v1::JobSpec* spec) {
-  auto* c = spec->mutable_checkpoint();
-  if (!resume) {
-    c->clear_load();
-    return absl::OkStatus();
-  }
-  if (c->dir().empty())
-    return absl::InvalidArgumentError(
-        "--resume: the job spec sets no checkpoint.dir --> hint: --set checkpoint.dir=DIR");
-  if (c->load().empty()) c->set_load("latest");
-  return absl::OkStatus();
-}
-
 int RunTrain(const TrainArgs& a) {
-  auto spec = engine::LoadJobSpec(a.spec, a.sets);
-  if (!spec.ok()) return Fail(spec.status(), true);
-  if (auto st = ApplyResume(a.resume, &*spec); !st.ok()) return Fail(st, true);
   if (a.ranks < 1) return Fail(absl::InvalidArgumentError("--ranks: must be >= 1"), true);
-  if (a.ranks > 1 || a.ranks_per_node > 0) {
-    const int per_node = a.ranks_per_node > 0 ? a.ranks_per_node : a.ranks;
-    std::vector<std::string> errors;
-    if (a.ranks % per_node != 0)
-      return Fail(absl::InvalidArgumentError(absl::StrCat("--ranks-per-node ", per_node,
-                                                          " does not divide --ranks ", a.ranks)),
-                  true);
-    spec->mutable_resources()->set_nodes(a.ranks / per_node);
-    spec->mutable_resources()->set_ranks_per_node(per_node);
-    auto cfg = engine::ResolveJob(*spec, a.ranks);
-    if (!cfg.ok()) return Fail(cfg.status(), true);
+  const bool launch = a.ranks > 1 || a.ranks_per_node > 0;
+  const int per_node = a.ranks_per_node > 0 ? a.ranks_per_node : a.ranks;
+  if (launch && a.ranks % per_node != 0)
+    return Fail(absl::InvalidArgumentError(absl::StrCat("--ranks-per-node ", per_node,
+                                                        " does not divide --ranks ", a.ranks)),
+                true);
+  spec::ResolveOptions ro;
+  ro.world_size = a.ranks;
+  auto cfg = LoadResolvedSpec(a.spec, a.sets, ro, [&](tern::v1::JobSpec& s) -> absl::Status {
+    if (launch) {
+      s.mutable_resources()->set_nodes(a.ranks / per_node);
+      s.mutable_resources()->set_ranks_per_node(per_node);
+    }
+    return absl::OkStatus();
+  });
+  if (!cfg.ok()) return Fail(cfg.status(), true);
+  if (auto st = ApplyResumeFlag(a.resume, &*cfg); !st.ok()) return Fail(st, true);
+  if (launch) {
     LaunchOptions lo;
     lo.ranks = a.ranks;
     lo.ranks_per_node = per_node;
@@ -84,8 +75,6 @@ int RunTrain(const TrainArgs& a) {
     lo.collective_timeout_s = a.collective_timeout_s;
     return LaunchLocalRanks(*cfg, lo);
   }
-  auto cfg = engine::ResolveJob(*spec, 1);
-  if (!cfg.ok()) return Fail(cfg.status(), true);
   ConsoleSink sink(a.json, cfg->steps_per_print);
   engine::TrainerOptions opts;
   opts.threads = a.threads > 0
@@ -102,10 +91,15 @@ int RunTrain(const TrainArgs& a) {
 
 int RunDescribe(const std::string& path, const std::vector<std::string>& sets, int ranks,
                 bool json) {
-  auto spec = engine::LoadJobSpec(path, sets);
-  if (!spec.ok()) return Fail(spec.status(), true);
-  auto cfg = engine::ResolveJob(*spec, ranks, /*check_files=*/false);
+  spec::ResolveOptions ro;
+  ro.world_size = ranks;
+  ro.check_files = false;
+  auto cfg = LoadResolvedSpec(path, sets, ro);
   if (!cfg.ok()) return Fail(cfg.status(), true);
+  if (!cfg->dims_resolved)
+    return Fail(absl::NotFoundError(absl::StrCat("model.config_file: cannot open ",
+                                                 cfg->spec.model().config_file())),
+                true);
   const auto& d = cfg->dims;
   const auto cost = model::EstimateCost(d, cfg->seq_len);
   const double P = double(cost.params);

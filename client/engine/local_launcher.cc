@@ -19,6 +19,7 @@
 #include "nlohmann/json.hpp"
 #include "spdlog/fmt/fmt.h"
 #include "worker/comm/tcp_store.h"
+#include "worker/spec/spec.h"
 
 namespace tern::cli {
 namespace {
@@ -168,7 +169,7 @@ int Supervise(std::vector<Child>& children, ConsoleSink& sink, const LaunchOptio
 
 }  // namespace
 
-int LaunchLocalRanks(const engine::JobConfig& config, const LaunchOptions& o) {
+int LaunchLocalRanks(const tern::spec::JobConfig& config, const LaunchOptions& o) {
   const int n = o.ranks;
   const int per_node = o.ranks_per_node > 0 ? o.ranks_per_node : n;
   const unsigned cores = std::max(1u, std::thread::hardware_concurrency());
@@ -188,7 +189,7 @@ int LaunchLocalRanks(const engine::JobConfig& config, const LaunchOptions& o) {
   }
   const std::string dir = tmpl;
   const std::string spec_path = dir + "/spec.json";
-  std::ofstream(spec_path) << engine::JobSpecToJson(config.spec);
+  std::ofstream(spec_path) << tern::spec::JobSpecToJson(config.spec);
   const std::string prefix = absl::StrCat("local-", getpid());
 
   std::vector<Child> children(n);
@@ -212,7 +213,7 @@ int LaunchLocalRanks(const engine::JobConfig& config, const LaunchOptions& o) {
                                      "--json",
                                      "--collective-timeout-s",
                                      std::to_string(o.collective_timeout_s)};
-    if (!config.spec.checkpoint().load().empty()) args.push_back("--resume");
+    if (!config.checkpoint.load.empty()) args.push_back("--resume");
     if (!o.save_final.empty()) {
       args.push_back("--save-final");
       args.push_back(o.save_final);

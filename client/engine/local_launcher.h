@@ -6,7 +6,7 @@
 #include <string>
 #include <vector>
 
-#include "worker/engine/spec.h"
+#include "worker/spec/job_config.h"
 
 namespace tern::cli {
 
@@ -20,6 +20,6 @@ struct LaunchOptions {
 };
 
 // Returns the process exit code (0 success, 1 a rank failed, 2 bad input).
-int LaunchLocalRanks(const engine::JobConfig& config, const LaunchOptions& options);
+int LaunchLocalRanks(const tern::spec::JobConfig& config, const LaunchOptions& options);
 
 }  // namespace tern::cli

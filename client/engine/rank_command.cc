@@ -9,18 +9,18 @@
 #include "client/cluster/rendezvous_store.h"
 #include "client/commands.h"
 #include "client/engine/output.h"
+#include "client/engine/spec_cli.h"
 #include "spdlog/fmt/fmt.h"
 #include "worker/comm/tcp_store.h"
 #include "worker/core/status.h"
 #include "worker/engine/rank_runner.h"
-#include "worker/engine/spec.h"
 
 namespace tern::cli {
 namespace {
 
 struct RankArgs {
-  std::string spec_file, rendezvous, prefix, job_id, checkpoint_root, token_file, save_final;
-  int rank = 0, world = 1, ranks_per_node = 0, threads = 1, round = 0, timeout_s = 30;
+  std::string spec_file, rendezvous, prefix, token_file, save_final;
+  int rank = 0, world = 1, ranks_per_node = 0, threads = 1, timeout_s = 30;
   bool json = false;
   bool resume = false;
 };
@@ -53,20 +53,14 @@ absl::StatusOr<std::unique_ptr<comm::Store>> ConnectStore(const RankArgs& a) {
 }
 
 int RunRankCommand(const RankArgs& a) {
-  auto spec = engine::LoadJobSpec(a.spec_file, {});
-  if (!spec.ok()) {
-    fmt::print(stderr, "error: {}\n", std::string(spec.status().message()));
-    return 2;
-  }
   // --resume loads checkpoint.load ("latest" unless set); without it nothing is loaded.
-  if (!a.resume) {
-    spec->mutable_checkpoint()->clear_load();
-  } else if (spec->checkpoint().load().empty()) {
-    spec->mutable_checkpoint()->set_load("latest");
-  }
-  auto cfg = engine::ResolveJob(*spec, a.world);
-  if (!cfg.ok()) {
-    fmt::print(stderr, "error: {}\n", std::string(cfg.status().message()));
+  spec::ResolveOptions resolve;
+  resolve.world_size = a.world;
+  resolve.cluster = !absl::StartsWith(a.rendezvous, "tcp://");
+  auto cfg = LoadResolvedSpec(a.spec_file, {}, resolve);
+  absl::Status resume = cfg.ok() ? ApplyResumeFlag(a.resume, &*cfg) : cfg.status();
+  if (!resume.ok()) {
+    fmt::print(stderr, "error: {}\n", std::string(resume.message()));
     return 2;
   }
   auto store = ConnectStore(a);
@@ -106,10 +100,7 @@ void AddRankCommand(CLI::App& app, int* exit_code) {
   cmd->add_option("--rendezvous", a->rendezvous, "tcp://HOST:PORT (local store) or ternd address")
       ->required();
   cmd->add_option("--rendezvous-prefix", a->prefix, "Key prefix of this job round");
-  cmd->add_option("--job-id", a->job_id, "Job id (cluster mode)");
-  cmd->add_option("--round", a->round, "Rendezvous round (cluster mode)");
   cmd->add_option("--threads", a->threads, "Compute threads");
-  cmd->add_option("--checkpoint-root", a->checkpoint_root, "Default checkpoint root");
   cmd->add_option("--token-file", a->token_file, "Worker token for ternd");
   cmd->add_option("--save-final", a->save_final, "Write the final model here (rank 0)");
   cmd->add_option("--collective-timeout-s", a->timeout_s, "Collective and rendezvous timeout");

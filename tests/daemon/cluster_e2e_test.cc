@@ -2,6 +2,7 @@
 #include <gtest/gtest.h>
 #include <signal.h>
 
+#include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <regex>
@@ -180,7 +181,7 @@ TEST_F(ClusterTest, BadSpecsAreRefusedWithEveryField) {
                         "--set", "zero_optimization.stage=7", "--set", "resources.nodes=0"});
   EXPECT_EQ(r.code, 2);
   for (const char* field :
-       {"train_iters", "model.num_attention_heads", "zero_optimization.stage", "resources.nodes"}) {
+       {"train_iters", "num_attention_heads 5", "zero_optimization.stage", "resources.nodes"}) {
     EXPECT_NE(r.err.find(field), std::string::npos) << field << " not in: " << r.err;
   }
   CliResult unknown = c.Tern({"submit", spec, "--set", "model.bogus_field=1"});
@@ -279,9 +280,10 @@ TEST_F(ClusterTest, LostWorkerFailsItsJobNamingTheNode) {
   EXPECT_NE(w.out.find("worker w2 lost"), std::string::npos) << w.out;
 }
 
-// The real `tern rank` (engine) launched by tern-worker, rendezvousing through ternd.
+// The real `tern rank` (engine) launched by tern-worker, rendezvousing through ternd; the spec
+// names no checkpoint.dir, so the ranks checkpoint under ternd's --checkpoint-root/<job-id>.
 TEST_F(ClusterTest, RealRanksTrainAcrossTwoWorkers) {
-  Cluster c;
+  Cluster c(ClusterOptions{.checkpoint_root = true});
   ASSERT_TRUE(c.StartTernd());
   {
     std::ofstream text(c.dir() + "/corpus.txt");
@@ -311,6 +313,7 @@ TEST_F(ClusterTest, RealRanksTrainAcrossTwoWorkers) {
       {"steps_per_print", 1},
       {"train_iters", 4},
       {"eval_iters", 1},
+      {"checkpoint", {{"interval", 2}}},
       {"resources", {{"nodes", 2}, {"ranks_per_node", 1}, {"threads_per_rank", 1}}}};
   std::ofstream(c.dir() + "/real.json") << spec.dump();
   CliResult r = c.Tern({"submit", c.dir() + "/real.json", "--watch", "--json"}, "", seconds(60));
@@ -324,6 +327,14 @@ TEST_F(ClusterTest, RealRanksTrainAcrossTwoWorkers) {
     }
   }
   EXPECT_EQ(steps, 4);
+  const std::string id = JsonLines(r.out).at(0)["id"];
+  CliResult show = c.Tern({"show", id, "--json"});
+  const std::string dir = c.checkpoint_root() + "/" + id;
+  const auto shown = nlohmann::json::parse(show.out, nullptr, false);
+  ASSERT_TRUE(shown.is_object()) << show.out;
+  EXPECT_EQ(shown["spec"]["checkpoint"].value("dir", ""), dir) << show.out;
+  for (const char* step : {"step-000002", "step-000004"})
+    EXPECT_TRUE(std::filesystem::exists(dir + "/" + step + "/manifest.json")) << dir << step;
 }
 
 }  // namespace

@@ -103,6 +103,10 @@ std::string Cluster::fake_rank() const {
   return Env("TERN_SOURCE_DIR", ".") + "/tests/worker/agent/fake_rank.sh";
 }
 
+std::string Cluster::checkpoint_root() const {
+  return options_.checkpoint_root ? dir_ + "/ckroot" : "";
+}
+
 bool Cluster::StartTernd() {
   const std::string port_file = dir_ + "/ternd.port";
   const std::string http_port_file = dir_ + "/ternd.http-port";
@@ -123,6 +127,10 @@ bool Cluster::StartTernd() {
                                    options_.heartbeat_timeout,
                                    "--reconnect-grace",
                                    options_.reconnect_grace};
+  if (options_.checkpoint_root) {
+    argv.push_back("--checkpoint-root");
+    argv.push_back(checkpoint_root());
+  }
   if (!options_.admin_token.empty()) {
     argv.insert(argv.end(), {"--auth-token-file", dir_ + "/admin.token"});
   }
@@ -237,6 +245,7 @@ std::string Cluster::WriteSpec(const std::string& name, int train_iters, int nod
   nlohmann::json spec = {
       {"name", name},
       {"model", {{"model_type", "gpt2"}, {"n_embd", 64}, {"n_layer", 2}, {"n_head", 4}}},
+      {"data", {{"path", dir_ + "/no-data"}}},  // the fake rank reads none
       {"train_iters", train_iters},
       {"resources", {{"nodes", nodes}, {"ranks_per_node", ranks_per_node}}}};
   const std::string path = dir_ + "/" + name + ".json";

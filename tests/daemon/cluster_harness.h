@@ -40,6 +40,8 @@ struct ClusterOptions {
   std::string reconnect_grace = "10s";
   std::string admin_token;  // when set, ternd requires it (and worker_token for workers)
   std::string worker_token;
+  // Start ternd with --checkpoint-root <dir>/ckroot (see Cluster::checkpoint_root()).
+  bool checkpoint_root = false;
 };
 
 class Cluster {
@@ -71,6 +73,8 @@ class Cluster {
   std::string WriteSpec(const std::string& name, int train_iters, int nodes, int ranks_per_node);
 
   const std::string& dir() const { return dir_; }
+  // ternd's --checkpoint-root ("" unless ClusterOptions::checkpoint_root).
+  std::string checkpoint_root() const;
   std::string address() const { return "127.0.0.1:" + std::to_string(port_); }
   // ternd's dashboard/API/metrics port (--http 127.0.0.1:0, kept across restarts).
   int http_port() const { return http_port_; }

@@ -41,14 +41,8 @@ std::vector<std::string> BuildRankArgv(const LaunchContext& ctx, const tern::v1:
       ctx.coordinator,
       "--rendezvous-prefix",
       a.rendezvous_prefix(),
-      "--job-id",
-      a.job_id(),
-      "--round",
-      absl::StrCat(a.round()),
       "--threads",
       absl::StrCat(std::max(1, threads)),
-      "--checkpoint-root",
-      a.checkpoint_root(),
       "--json",
   };
   if (!ctx.token_file.empty()) {

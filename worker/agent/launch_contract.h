@@ -2,11 +2,11 @@
 //
 //   <rank-binary> rank --spec-file <scratch>/<job>/spec.json --rank R --world-size W
 //     --ranks-per-node M --rendezvous <coordinator addr> --rendezvous-prefix <job>/<round>
-//     --job-id <job> --round <k> --threads T --checkpoint-root <dir> --json
-//     [--token-file F]
+//     --threads T --json [--token-file F]
 //
 // T = resources.threads_per_rank if set, else max(1, cores / slots). The spec file is the
-// JobSpec in protobuf's JSON mapping with the proto field names. The rank runs in
+// JobSpec in protobuf's JSON mapping with the proto field names; ternd has already filled in
+// what it decides for the job (checkpoint.dir under --checkpoint-root). The rank runs in
 // <scratch>/<job>/ with stdout+stderr appended to <scratch>/<job>/rank-R.log. Pure
 // functions, any thread.
 #pragma once

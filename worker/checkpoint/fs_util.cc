@@ -107,28 +107,6 @@ absl::StatusOr<std::string> ReadSmallFile(const std::string& path) {
   return out;
 }
 
-std::string StepDirName(int64_t step) {
-  char buf[32];
-  std::snprintf(buf, sizeof(buf), "step-%06lld", static_cast<long long>(step));
-  return buf;
-}
-
-std::string RankFileName(int rank) {
-  char buf[32];
-  std::snprintf(buf, sizeof(buf), "rank-%05d.bin", rank);
-  return buf;
-}
-
-int64_t ParseStepDirName(const std::string& name) {
-  if (name.size() < 6 || name.compare(0, 5, "step-") != 0) return -1;
-  int64_t v = 0;
-  for (size_t i = 5; i < name.size(); ++i) {
-    if (name[i] < '0' || name[i] > '9' || v > (INT64_MAX - 9) / 10) return -1;
-    v = v * 10 + (name[i] - '0');
-  }
-  return v;
-}
-
 void SetFaultPointForTesting(const std::string& point) {
   std::lock_guard<std::mutex> lock(g_fault_mu);
   g_fault_point = point;

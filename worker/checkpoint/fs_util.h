@@ -2,6 +2,8 @@
 // (temp + fsync + rename + fsync(dir)), directory fsync, naming, and test-only fault points.
 #pragma once
 
+#include "worker/checkpoint/layout.h"
+
 #include <cstdint>
 #include <string>
 
@@ -29,12 +31,6 @@ absl::Status WriteFileAtomic(const std::string& path, const std::string& content
 // Reads a whole (small) file.
 absl::StatusOr<std::string> ReadSmallFile(const std::string& path);
 
-// "step-000120" (at least 6 digits).
-std::string StepDirName(int64_t step);
-// "rank-00003.bin".
-std::string RankFileName(int rank);
-// Parses "step-000120" -> 120; -1 when `name` is not a step directory name.
-int64_t ParseStepDirName(const std::string& name);
 
 // Test-only crash injection. When the environment variable TERN_CKPT_FAULT (or the value set
 // by SetFaultPointForTesting) equals `point`, the process kills itself with SIGKILL right

@@ -8,6 +8,8 @@
 // use one engine per writer thread.
 #pragma once
 
+#include "worker/checkpoint/layout.h"
+
 #include <cstdint>
 #include <functional>
 #include <memory>
@@ -19,7 +21,6 @@
 
 namespace tern::ckpt {
 
-inline constexpr uint64_t kAlign = 4096;  // O_DIRECT buffer/offset alignment and segment start
 inline constexpr uint64_t AlignUp(uint64_t x, uint64_t a = kAlign) { return (x + a - 1) / a * a; }
 inline constexpr uint64_t AlignDown(uint64_t x, uint64_t a = kAlign) { return x / a * a; }
 

@@ -13,6 +13,7 @@
 #include "worker/checkpoint/manifest.h"
 #include "worker/core/status.h"
 #include "worker/data/data_loader.h"
+#include "worker/spec/spec.h"
 
 namespace tern::engine {
 namespace {
@@ -120,7 +121,7 @@ std::vector<ckpt::Segment> SegmentsToSave(const std::vector<zero::StateSegment>&
   return out;
 }
 
-Checkpointing::Checkpointing(const JobConfig& cfg, CheckpointingOptions options)
+Checkpointing::Checkpointing(const tern::spec::JobConfig& cfg, CheckpointingOptions options)
     : cfg_(cfg),
       opts_(std::move(options)),
       result_(absl::FailedPreconditionError("no checkpoint pending")) {}
@@ -130,37 +131,18 @@ Checkpointing::~Checkpointing() {
   if (committer_.joinable()) committer_.join();
 }
 
-absl::StatusOr<std::unique_ptr<Checkpointing>> Checkpointing::Create(const JobConfig& cfg,
-                                                                     CheckpointingOptions options) {
-  const auto& c = cfg.spec.checkpoint();
-  std::vector<std::string> errors;
-  if (c.dir().empty()) errors.push_back("checkpoint.dir: must be set");
-  if (c.has_interval() && c.interval() < 0)
-    errors.push_back(absl::StrCat("checkpoint.interval: ", c.interval(), " must be >= 0"));
-  if (c.has_keep_last() && c.keep_last() < 1)
-    errors.push_back(absl::StrCat("checkpoint.keep_last: ", c.keep_last(), " must be >= 1"));
-  const auto& w = c.writer();
-  if (w.has_block_size() && (w.block_size() <= 0 || w.block_size() % ckpt::kAlign != 0))
-    errors.push_back(absl::StrCat("checkpoint.writer.block_size: ", w.block_size(),
-                                  " must be a positive multiple of 4096"));
-  if (w.has_queue_depth() && (w.queue_depth() < 1 || w.queue_depth() > 1024))
-    errors.push_back(
-        absl::StrCat("checkpoint.writer.queue_depth: ", w.queue_depth(), " must be in [1, 1024]"));
-  if (w.has_io_buffer_size() && w.io_buffer_size() < 0)
-    errors.push_back(
-        absl::StrCat("checkpoint.writer.io_buffer_size: ", w.io_buffer_size(), " must be >= 0"));
-  if (!c.load().empty() && c.load() != "latest" && ckpt::ParseStepDirName(c.load()) < 0)
-    errors.push_back(absl::StrCat("checkpoint.load: '", c.load(),
-                                  "' is neither \"latest\" nor a step name like step-000120"));
-  if (!errors.empty()) return absl::InvalidArgumentError(absl::StrJoin(errors, "; "));
-
+absl::StatusOr<std::unique_ptr<Checkpointing>> Checkpointing::Create(
+    const tern::spec::JobConfig& cfg, CheckpointingOptions options) {
+  const spec::CheckpointOptions& c = cfg.checkpoint;
+  if (c.dir.empty())
+    return absl::InvalidArgumentError("checkpoint.dir: must be set to write checkpoints");
   std::unique_ptr<Checkpointing> ck(new Checkpointing(cfg, std::move(options)));
-  ck->root_ = c.dir();
-  ck->interval_ = c.has_interval() ? c.interval() : 0;
-  ck->keep_last_ = c.has_keep_last() ? c.keep_last() : 2;
-  ck->async_ = c.has_async() ? c.async() : true;
-  if (w.has_block_size()) ck->io_.block_size = static_cast<uint64_t>(w.block_size());
-  if (w.has_queue_depth()) ck->io_.queue_depth = w.queue_depth();
+  ck->root_ = c.dir;
+  ck->interval_ = c.interval;
+  ck->keep_last_ = c.keep_last;
+  ck->async_ = c.async;
+  if (c.block_size > 0) ck->io_.block_size = c.block_size;
+  if (c.queue_depth > 0) ck->io_.queue_depth = c.queue_depth;
   ckpt::AsyncOptions ao;
   ao.blocking = !ck->async_;
   ao.writer.io = ck->io_;
@@ -221,7 +203,7 @@ absl::StatusOr<std::string> Checkpointing::PrepareOnLeader(bool resume, int64_t*
           ") --> hint: pass --resume to continue from it, or use another checkpoint.dir"));
     }
   } else {
-    name = cfg_.spec.checkpoint().load();
+    name = cfg_.checkpoint.load;
     if (name.empty() || name == "latest") {
       auto latest = ckpt::ReadSmallFile(root_ + "/" + ckpt::kLatestName);
       if (latest.ok()) {
@@ -245,7 +227,7 @@ absl::StatusOr<std::string> Checkpointing::PrepareOnLeader(bool resume, int64_t*
 absl::StatusOr<int64_t> Checkpointing::Start(zero::TrainingState& state, const ParamTable& table,
                                              const data::DataLoader& train) {
   table_ = &table;
-  const bool resume = !cfg_.spec.checkpoint().load().empty();
+  const bool resume = !cfg_.checkpoint.load.empty();
   nlohmann::json mine = {{"status", StatusToJson(absl::OkStatus())}, {"name", ""}};
   if (opts_.rank == 0) {
     int64_t hint = 0;
@@ -331,7 +313,7 @@ absl::Status Checkpointing::Save(int64_t steps_done, zero::TrainingState& state,
       {"data_position",
        train.Position(static_cast<uint64_t>(steps_done) * cfg_.global_batch).ToJson()},
       {"rng", {{"seed", cfg_.seed}, {"note", "no dropout: data order derives from the seed"}}},
-      {"job_spec", nlohmann::json::parse(JobSpecToJson(cfg_.spec), nullptr, false)},
+      {"job_spec", nlohmann::json::parse(tern::spec::JobSpecToJson(cfg_.spec), nullptr, false)},
       {"metrics",
        {{"step", last.step}, {"loss", last.loss}, {"lr", last.lr}, {"grad_norm", last.grad_norm}}},
       {"lr_schedule", {{"step", steps_done}, {"type", cfg_.spec.scheduler().type()}}},

@@ -37,7 +37,7 @@
 #include "worker/checkpoint/async_checkpointer.h"
 #include "worker/core/param_table.h"
 #include "worker/engine/metrics.h"
-#include "worker/engine/spec.h"
+#include "worker/spec/job_config.h"
 #include "worker/zero/state.h"
 
 namespace tern::data {
@@ -74,7 +74,7 @@ std::vector<ckpt::Segment> SegmentsToSave(const std::vector<zero::StateSegment>&
 class Checkpointing {
  public:
   // Validates cfg.spec.checkpoint (dir must be set). INVALID_ARGUMENT names the field.
-  static absl::StatusOr<std::unique_ptr<Checkpointing>> Create(const JobConfig& cfg,
+  static absl::StatusOr<std::unique_ptr<Checkpointing>> Create(const tern::spec::JobConfig& cfg,
                                                                CheckpointingOptions options);
   ~Checkpointing();
 
@@ -97,7 +97,7 @@ class Checkpointing {
   const std::string& root() const { return root_; }
 
  private:
-  Checkpointing(const JobConfig& cfg, CheckpointingOptions options);
+  Checkpointing(const tern::spec::JobConfig& cfg, CheckpointingOptions options);
   absl::StatusOr<std::string> PrepareOnLeader(bool resume, int64_t* done_hint);
   absl::Status Load(const std::string& name, zero::TrainingState& state, const ParamTable& table,
                     const data::DataLoader& train, int64_t* steps_done);
@@ -109,7 +109,7 @@ class Checkpointing {
   // its result as a "checkpoint" event or an error.
   absl::Status ReapCommit(bool wait);
 
-  JobConfig cfg_;
+  tern::spec::JobConfig cfg_;
   CheckpointingOptions opts_;
   std::string root_;
   int64_t interval_ = 0;

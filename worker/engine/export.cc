@@ -10,8 +10,9 @@
 #include "nlohmann/json.hpp"
 #include "worker/checkpoint/checkpoint.h"
 #include "worker/core/status.h"
-#include "worker/engine/spec.h"
 #include "worker/model/transformer.h"
+#include "worker/spec/job_config.h"
+#include "worker/spec/spec.h"
 
 namespace tern::engine {
 namespace {
@@ -129,8 +130,8 @@ absl::StatusOr<LoadedModel> LoadModelFromCheckpoint(const std::string& root,
   const auto& extra = ckpt->extra();
   if (!extra.contains("job_spec"))
     return absl::DataLossError(absl::StrCat(root, ": the checkpoint's manifest has no job spec"));
-  TERN_ASSIGN_OR_RETURN(auto spec,
-                        ParseJobSpec(extra["job_spec"].dump(), {}, root + " (job spec)"));
+  TERN_ASSIGN_OR_RETURN(
+      auto spec, tern::spec::ParseJobSpec(extra["job_spec"].dump(), {}, root + " (job spec)"));
   const int seq_len = spec.data().has_seq_len() ? spec.data().seq_len() : 1024;
   LoadedModel out;
   TERN_ASSIGN_OR_RETURN(out.dims, model::ResolveModelDims(spec.model(), seq_len));

@@ -13,20 +13,6 @@
 namespace tern::engine {
 namespace {
 
-zero::ZeroOptions ZeroFromSpec(const tern::v1::ZeroConfig& z, int stage,
-                               std::chrono::milliseconds timeout) {
-  zero::ZeroOptions o;
-  o.stage = stage;
-  if (z.has_overlap_comm()) o.overlap_comm = z.overlap_comm();
-  if (z.has_reduce_bucket_size()) o.reduce_bucket_size = z.reduce_bucket_size();
-  if (z.has_allgather_bucket_size()) o.allgather_bucket_size = z.allgather_bucket_size();
-  if (z.has_stage3_prefetch_bucket_size()) o.prefetch_bucket_size = z.stage3_prefetch_bucket_size();
-  if (z.has_stage3_param_persistence_threshold())
-    o.persistence_threshold = z.stage3_param_persistence_threshold();
-  o.timeout = timeout;
-  return o;
-}
-
 // Sink wrapper that forwards only what rank 0 should report.
 class RankSink : public MetricsSink {
  public:
@@ -73,7 +59,8 @@ absl::StatusOr<std::vector<std::string>> AllGatherBytes(comm::Communicator& comm
 
 }  // namespace
 
-absl::Status RunRank(const JobConfig& config, comm::Store& store, const RankOptions& o) {
+absl::Status RunRank(const tern::spec::JobConfig& config, comm::Store& store,
+                     const RankOptions& o) {
   comm::TopologyConfig tc;
   tc.world_size = o.world_size;
   tc.rank = o.rank;
@@ -94,8 +81,8 @@ absl::Status RunRank(const JobConfig& config, comm::Store& store, const RankOpti
   topts.threads = o.threads;
   topts.sink = &sink;
   topts.save_final_dir = o.save_final_dir;
-  const zero::ZeroOptions zo =
-      ZeroFromSpec(config.spec.zero_optimization(), config.zero_stage, o.collective_timeout);
+  zero::ZeroOptions zo = config.zero;
+  zo.timeout = o.collective_timeout;
   topts.make_state = [dp, zo](const ParamTable& table, const std::vector<float>& init) {
     return zero::CreateZeroState(table, init, zo, dp);
   };

@@ -8,7 +8,7 @@
 #include "absl/status/status.h"
 #include "worker/comm/store.h"
 #include "worker/engine/metrics.h"
-#include "worker/engine/spec.h"
+#include "worker/spec/job_config.h"
 
 namespace tern::engine {
 
@@ -25,6 +25,7 @@ struct RankOptions {
 
 // Runs the job as `options.rank` of `options.world_size`. `config` must have been resolved
 // for world_size ranks.
-absl::Status RunRank(const JobConfig& config, comm::Store& store, const RankOptions& options);
+absl::Status RunRank(const tern::spec::JobConfig& config, comm::Store& store,
+                     const RankOptions& options);
 
 }  // namespace tern::engine

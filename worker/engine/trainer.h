@@ -8,8 +8,8 @@
 #include "absl/status/statusor.h"
 #include "worker/engine/checkpointing.h"
 #include "worker/engine/metrics.h"
-#include "worker/engine/spec.h"
 #include "worker/model/transformer.h"
+#include "worker/spec/job_config.h"
 #include "worker/zero/state.h"
 
 namespace tern::data {
@@ -38,7 +38,7 @@ struct TrainerOptions {
 
 class Trainer {
  public:
-  static absl::StatusOr<std::unique_ptr<Trainer>> Create(const JobConfig& config,
+  static absl::StatusOr<std::unique_ptr<Trainer>> Create(const tern::spec::JobConfig& config,
                                                          TrainerOptions options);
   ~Trainer();
   absl::Status Run();
@@ -49,7 +49,7 @@ class Trainer {
   zero::TrainingState& state() { return *state_; }
 
  private:
-  Trainer(const JobConfig& config, TrainerOptions options);
+  Trainer(const tern::spec::JobConfig& config, TrainerOptions options);
   absl::Status Init();
   absl::StatusOr<double> TrainStep(int64_t step, StepMetrics* m);
   absl::Status SaveFinal();
@@ -57,7 +57,7 @@ class Trainer {
   // Collects a finished write and saves when due; returns the stall in ms.
   absl::StatusOr<double> CheckpointStep(int64_t steps_done, const StepMetrics& m);
 
-  JobConfig cfg_;
+  tern::spec::JobConfig cfg_;
   TrainerOptions opts_;
   std::unique_ptr<model::Transformer<float>> model_;
   std::unique_ptr<zero::TrainingState> state_;

@@ -3,6 +3,7 @@
 #include <google/protobuf/util/json_util.h>
 
 #include <fstream>
+#include <set>
 #include <sstream>
 #include <vector>
 
@@ -18,10 +19,67 @@ T Or(bool has, T value, T fallback) {
   return has ? value : fallback;
 }
 
+// hidden_act / activation_function must name the activation the architecture implements.
+void CheckActivation(const tern::v1::ModelConfig& c, bool gpt2, std::vector<std::string>* errors) {
+  for (const auto& [name, value] :
+       {std::pair<const char*, const std::string&>{"hidden_act", c.hidden_act()},
+        {"activation_function", c.activation_function()}}) {
+    if (value.empty()) continue;
+    const bool ok = gpt2 ? (value == "gelu_new" || value == "gelu_pytorch_tanh")
+                         : (value == "silu" || value == "swish");
+    if (!ok)
+      errors->push_back(absl::StrCat("model.", name, ": '", value, "' is not implemented for ",
+                                     c.model_type(), " (", gpt2 ? "gelu_new" : "silu", ")"));
+  }
+}
+
+// Hugging Face config.json keys that describe the file or the tokenizer, not the network.
+bool IsMetadata(const std::string& key) {
+  static const std::set<std::string> kKeys = {"_name_or_path",
+                                              "auto_map",
+                                              "transformers_version",
+                                              "use_cache",
+                                              "pad_token_id",
+                                              "tokenizer_class",
+                                              "task_specific_params",
+                                              "output_attentions",
+                                              "output_hidden_states",
+                                              "return_dict",
+                                              "id2label",
+                                              "label2id",
+                                              "problem_type",
+                                              "torchscript",
+                                              "use_return_dict",
+                                              "summary_activation",
+                                              "summary_first_dropout",
+                                              "summary_proj_to_labels",
+                                              "summary_type",
+                                              "summary_use_proj",
+                                              "original_max_position_embeddings",
+                                              "pretraining_tp",
+                                              "reorder_and_upcast_attn",
+                                              "quantization_config_source"};
+  return kKeys.count(key) != 0;
+}
+
+// Keys Tern does not implement, accepted only with the value that leaves the model unchanged.
+bool IsNoOp(const std::string& key, const nlohmann::json& v, bool* known) {
+  *known = true;
+  if (key == "rope_scaling") return v.is_null();
+  if (key == "attention_bias" || key == "mlp_bias" || key == "scale_attn_by_inverse_layer_idx" ||
+      key == "use_sliding_window")
+    return v.is_boolean() && !v.get<bool>();
+  if (key == "scale_attn_weights") return v.is_boolean() && v.get<bool>();
+  if (key == "partial_rotary_factor") return v.is_number() && v.get<double>() == 1.0;
+  if (key == "head_dim") return true;  // checked against hidden_size / heads below
+  *known = false;
+  return false;
+}
+
 }  // namespace
 
 absl::StatusOr<tern::v1::ModelConfig> LoadHfConfig(const std::string& path) {
-  std::ifstream in(path);
+  std::ifstream in(path, std::ios::binary);
   if (!in) return absl::NotFoundError(absl::StrCat("model.config_file: cannot open ", path));
   std::stringstream ss;
   ss << in.rdbuf();
@@ -29,13 +87,32 @@ absl::StatusOr<tern::v1::ModelConfig> LoadHfConfig(const std::string& path) {
   if (j.is_discarded() || !j.is_object())
     return absl::InvalidArgumentError(
         absl::StrCat("model.config_file: ", path, " is not a JSON object"));
-  // Keep only the fields ModelConfig knows; HF configs carry many others.
   const auto* desc = tern::v1::ModelConfig::descriptor();
   nlohmann::json kept = nlohmann::json::object();
+  std::vector<std::string> errors;
   for (auto it = j.begin(); it != j.end(); ++it) {
-    if (desc->FindFieldByName(it.key()) != nullptr && !it.value().is_null())
-      kept[it.key()] = it.value();
+    const std::string& key = it.key();
+    if (desc->FindFieldByName(key) != nullptr) {
+      if (!it.value().is_null()) kept[key] = it.value();
+      continue;
+    }
+    bool known = false;
+    if (IsMetadata(key) || IsNoOp(key, it.value(), &known)) continue;
+    errors.push_back(
+        absl::StrCat("model.config_file: ", path, ": '", key, "' = ", it.value().dump(),
+                     known ? " is not implemented by Tern"
+                           : " is not a field Tern knows (it might change the model)"));
   }
+  if (j.contains("head_dim") && j["head_dim"].is_number_integer()) {
+    const int64_t hd = j["head_dim"].get<int64_t>();
+    const int64_t c = j.value("hidden_size", int64_t{0}),
+                  nh = j.value("num_attention_heads", int64_t{0});
+    if (nh > 0 && hd * nh != c)
+      errors.push_back(absl::StrCat("model.config_file: ", path, ": 'head_dim' = ", hd,
+                                    " != hidden_size / num_attention_heads (", c, " / ", nh,
+                                    "): a separate head dimension is not implemented by Tern"));
+  }
+  if (!errors.empty()) return absl::InvalidArgumentError(absl::StrJoin(errors, "; "));
   tern::v1::ModelConfig config;
   google::protobuf::util::JsonParseOptions opts;
   auto st = google::protobuf::util::JsonStringToMessage(kept.dump(), &config, opts);
@@ -131,6 +208,12 @@ absl::StatusOr<ModelDims> ResolveModelDims(const tern::v1::ModelConfig& in, int 
         std::tuple{c.has_attn_pdrop(), c.attn_pdrop(), "attn_pdrop"}}) {
     if (has && v != 0.0f)
       errors.push_back(absl::StrCat("model.", name, ": dropout is not supported, set it to 0"));
+  }
+  CheckActivation(c, gpt2, &errors);
+  if (c.has_sliding_window()) {
+    if (c.sliding_window() <= 0)
+      errors.push_back(absl::StrCat("model.sliding_window: must be > 0, got ", c.sliding_window()));
+    d.sliding_window = c.sliding_window();
   }
   if (!errors.empty()) return absl::InvalidArgumentError(absl::StrJoin(errors, "; "));
   return d;

@@ -26,6 +26,7 @@ struct ModelDims {
   float rope_theta = 10000.0f;
   bool tied = false;       // tie_word_embeddings
   float init_std = 0.02f;  // initializer_range
+  int sliding_window = 0;  // 0 = none; else must cover the whole sequence
 
   int QKV() const { return (NH + 2 * NKV) * HS; }
   bool is_gpt2() const { return arch == Arch::kGpt2; }
@@ -36,7 +37,10 @@ struct ModelDims {
 absl::StatusOr<ModelDims> ResolveModelDims(const tern::v1::ModelConfig& config,
                                            int default_seq_len);
 
-// Reads a Hugging Face config.json into a ModelConfig (unknown HF fields are ignored).
+// Reads a Hugging Face config.json into a ModelConfig. Fields Tern implements are kept; metadata
+// (transformers_version, use_cache, token ids, ...) is skipped; a field that would change the
+// model and that Tern does not implement (rope_scaling, attention_bias, ...) is refused by name
+// unless it holds the value that changes nothing. INVALID_ARGUMENT lists every such field.
 absl::StatusOr<tern::v1::ModelConfig> LoadHfConfig(const std::string& path);
 
 // Sizes for planning (`tern describe`).

@@ -12,6 +12,7 @@
 #include "worker/core/param_table.h"
 #include "worker/model/transformer.h"
 #include "worker/optim/adamw.h"
+#include "worker/zero/options.h"
 
 namespace tern::comm {
 class Communicator;
@@ -35,17 +36,6 @@ struct StateSegment {
   float* master = nullptr;
   float* exp_avg = nullptr;
   float* exp_avg_sq = nullptr;
-};
-
-// ZeRO settings (DeepSpeed's zero_optimization keys, in elements).
-struct ZeroOptions {
-  int stage = 0;
-  bool overlap_comm = true;
-  int64_t reduce_bucket_size = 500000000;
-  int64_t allgather_bucket_size = 500000000;
-  int64_t prefetch_bucket_size = 50000000;
-  int64_t persistence_threshold = 100000;
-  std::chrono::milliseconds timeout{30000};
 };
 
 class TrainingState {

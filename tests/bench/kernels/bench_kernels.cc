@@ -1,8 +1,8 @@
 // tern-bench-kernels: times every CPU kernel with the shapes of one training step of the
-// peer benchmark's Llama and GPT-2 models (../shared/peers, sizes tiny/small/medium) and
-// prints one JSON line per (size, op): minimum and median milliseconds per call, GFLOP/s (matmul
-// and attention) or GB/s (elementwise, nominal bytes read + written), and the op's share of an
-// estimated step (calls per step x time). Ends each size with the estimated kernel time of a
+// PyTorch peer benchmark's Llama and GPT-2 models (torch_train_step.py, sizes tiny/small/medium)
+// and prints one JSON line per (size, op): minimum and median milliseconds per call, GFLOP/s
+// (matmul and attention) or GB/s (elementwise, nominal bytes read + written), and the op's share of
+// an estimated step (calls per step x time). Ends each size with the estimated kernel time of a
 // whole Llama / GPT-2 step, to compare with PyTorch's measured step time.
 //
 // Usage: tern-bench-kernels [--threads N] [--sizes tiny,small,medium] [--min-ms 40]

@@ -1,5 +1,5 @@
 // tern-bench-train: one training step (forward, cross-entropy, backward, optional clip, AdamW)
-// timed like ../shared/peers/torch_train_step.py, with the same flags and JSON fields, plus
+// timed like the PyTorch peer torch_train_step.py, with the same flags and JSON fields, plus
 // `mfu` against the cblas_sgemm peak measured for the same thread count.
 #include <signal.h>
 #include <sys/prctl.h>

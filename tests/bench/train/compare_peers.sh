@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Runs tern-bench-train side by side with ../shared/peers/torch_train_step.py (single process)
+# Runs tern-bench-train side by side with the PyTorch peers $PEERS/torch_train_step.py (single process)
 # and torch_ddp_zero.py (2 ranks), interleaved A B A B, and prints a table of medians and ratios.
 #   tests/bench/train/compare_peers.sh [train|ddp|all] [REPS]
 # Output: one JSON line per run in $OUT (default /tmp/tern-compare.jsonl), then the table.
@@ -8,7 +8,7 @@ cd "$(dirname "$0")/../../.."
 WHAT=${1:-all}
 REPS=${2:-3}
 BENCH=${TERN_BENCH:-build/bin/tern-bench-train}
-PEERS=${PEERS:-../shared/peers}
+PEERS=${PEERS:?set PEERS to the directory holding the PyTorch peer programs (torch_train_step.py, torch_ddp_zero.py)}
 PY=/usr/bin/python3
 OUT=${OUT:-/tmp/tern-compare.jsonl}
 : >"$OUT"

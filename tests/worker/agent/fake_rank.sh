@@ -10,7 +10,7 @@
 set -u
 [[ "${1:-}" == "rank" ]] || { echo "fake_rank: first argument must be 'rank'" >&2; exit 2; }
 shift
-spec="" rank="" world="" rpn="" rdv="" prefix="" job="" round="" threads="" ckpt="" json=0 token=""
+spec="" rank="" world="" rpn="" rdv="" prefix="" threads="" json=0 token=""
 while [[ $# -gt 0 ]]; do
   case "$1" in
     --spec-file) spec="$2"; shift 2 ;;
@@ -19,21 +19,20 @@ while [[ $# -gt 0 ]]; do
     --ranks-per-node) rpn="$2"; shift 2 ;;
     --rendezvous) rdv="$2"; shift 2 ;;
     --rendezvous-prefix) prefix="$2"; shift 2 ;;
-    --job-id) job="$2"; shift 2 ;;
-    --round) round="$2"; shift 2 ;;
     --threads) threads="$2"; shift 2 ;;
-    --checkpoint-root) ckpt="$2"; shift 2 ;;
     --token-file) token="$2"; shift 2 ;;
     --json) json=1; shift ;;
     *) echo "fake_rank: unknown flag $1" >&2; exit 2 ;;
   esac
 done
-for v in spec rank world rpn rdv prefix job round threads ckpt; do
+for v in spec rank world rpn rdv prefix threads; do
   [[ -n "${!v}" ]] || { echo "fake_rank: missing flag for $v" >&2; exit 2; }
 done
 [[ $json == 1 ]] || { echo "fake_rank: --json missing" >&2; exit 2; }
 [[ -f "$spec" ]] || { echo "fake_rank: no spec file $spec" >&2; exit 2; }
-[[ "$prefix" == "$job/$round" ]] || { echo "fake_rank: bad prefix $prefix" >&2; exit 2; }
+job=${prefix%%/*} round=${prefix##*/}
+[[ -n "$job" && "$round" =~ ^[0-9]+$ ]] || { echo "fake_rank: bad prefix $prefix" >&2; exit 2; }
+ckpt=$(grep -o '"dir": *"[^"]*"' "$spec" | head -1 | sed 's/.*: *"\(.*\)"/\1/')
 
 name=$(grep -o '"name": *"[^"]*"' "$spec" | head -1 | sed 's/.*: *"\(.*\)"/\1/')
 iters=$(grep -o '"train_iters": *"\?[0-9]*' "$spec" | head -1 | grep -o '[0-9]*$')

@@ -18,7 +18,6 @@ TEST(LaunchContract, BuildsTheDocumentedCommandLine) {
   a.set_world_size(8);
   a.set_ranks_per_node(2);
   a.set_rendezvous_prefix("j-000042/3");
-  a.set_checkpoint_root("/ckpt");
   const std::vector<std::string> expect = {"/opt/tern/bin/tern",
                                            "rank",
                                            "--spec-file",
@@ -33,14 +32,8 @@ TEST(LaunchContract, BuildsTheDocumentedCommandLine) {
                                            "10.0.0.1:7070",
                                            "--rendezvous-prefix",
                                            "j-000042/3",
-                                           "--job-id",
-                                           "j-000042",
-                                           "--round",
-                                           "3",
                                            "--threads",
                                            "4",
-                                           "--checkpoint-root",
-                                           "/ckpt",
                                            "--json",
                                            "--token-file",
                                            "/etc/tern/worker.token"};
@@ -49,7 +42,7 @@ TEST(LaunchContract, BuildsTheDocumentedCommandLine) {
   ctx.token_file.clear();
   auto argv = BuildRankArgv(ctx, a, 0);
   EXPECT_EQ(argv.back(), "--json");
-  EXPECT_EQ(argv[argv.size() - 4], "7");
+  EXPECT_EQ(argv[argv.size() - 2], "7");
   EXPECT_EQ(RankLogPath(ctx, "j-000042", 5), "/scratch/j-000042/rank-5.log");
 }
 

@@ -44,14 +44,8 @@ class RankSupervisorTest : public ::testing::Test {
               "127.0.0.1:1",
               "--rendezvous-prefix",
               name + "/1",
-              "--job-id",
-              name,
-              "--round",
-              "1",
               "--threads",
               "1",
-              "--checkpoint-root",
-              dir_,
               "--json"};
     l.env = {"FAKE_RANK_STEP_MS=10"};
     l.log_path = dir_ + "/" + name + "/rank-" + std::to_string(rank) + ".log";

@@ -15,7 +15,7 @@ tern::v1::ModelConfig Llama(int C, int L, int NH) {
 }
 
 TEST(ModelConfig, ParamCountsMatchPyTorchPeer) {
-  // ../shared/peers/README.md: llama tiny 869,504 params, gpt2 tiny 842,496.
+  // The PyTorch peer (torch_train_step.py) counts llama tiny 869,504 params, gpt2 tiny 842,496.
   auto llama = ResolveModelDims(Llama(128, 4, 8), 128);
   ASSERT_TRUE(llama.ok()) << llama.status();
   EXPECT_EQ(llama->F, 352);

@@ -1,0 +1,231 @@
+#include "worker/spec/spec.h"
+
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <fstream>
+
+#include "worker/spec/job_config.h"
+
+namespace tern::spec {
+namespace {
+
+const char* kSpec = R"({
+  "model": {"model_type": "llama", "hidden_size": 64, "num_hidden_layers": 2,
+            "num_attention_heads": 4},
+  "data": {"path": "/nonexistent/corpus", "seq_len": 32},
+  "train_micro_batch_size_per_gpu": 4,
+  "gradient_accumulation_steps": 2,
+  "optimizer": {"type": "AdamW", "params": {"lr": 0.002, "betas": [0.9, 0.95]}},
+  "scheduler": {"type": "WarmupCosineLR", "params": {"warmup_num_steps": 10}},
+  "zero_optimization": {"stage": 2},
+  "train_iters": 100
+})";
+
+TEST(JobSpec, ParsesDeepSpeedKeysAndResolvesDefaults) {
+  auto spec = ParseJobSpec(kSpec, {}, "spec.json");
+  ASSERT_TRUE(spec.ok()) << spec.status();
+  auto cfg = ResolveJob(*spec, {.world_size = 2, .check_files = false});
+  ASSERT_TRUE(cfg.ok()) << cfg.status();
+  EXPECT_EQ(cfg->global_batch, 16);
+  EXPECT_EQ(cfg->zero_stage, 2);
+  EXPECT_FLOAT_EQ(cfg->adamw.beta2, 0.95f);
+  EXPECT_EQ(cfg->steps_per_print, 10);
+  EXPECT_EQ(cfg->dims.HS, 16);
+}
+
+TEST(JobSpec, SetOverridesAnyField) {
+  auto spec = ParseJobSpec(
+      kSpec, {"train_iters=7", "optimizer.params.lr=0.5", "name=my run", "resources.nodes=2"},
+      "spec.json");
+  ASSERT_TRUE(spec.ok()) << spec.status();
+  EXPECT_EQ(spec->train_iters(), 7);
+  EXPECT_FLOAT_EQ(spec->optimizer().params().lr(), 0.5f);
+  EXPECT_EQ(spec->name(), "my run");
+  EXPECT_EQ(spec->resources().nodes(), 2);
+}
+
+TEST(JobSpec, MalformedJsonNamesFileAndPosition) {
+  auto spec = ParseJobSpec("{\"train_iters\": 5,", {}, "bad.json");
+  ASSERT_FALSE(spec.ok());
+  EXPECT_TRUE(absl::IsInvalidArgument(spec.status()));
+  EXPECT_NE(std::string(spec.status().message()).find("bad.json: malformed JSON"),
+            std::string::npos);
+}
+
+TEST(JobSpec, UnknownFieldsNamedWithPath) {
+  auto spec = ParseJobSpec(R"({"zero_optimization": {"stagee": 3}, "bogus": 1})", {}, "s.json");
+  ASSERT_FALSE(spec.ok());
+  const std::string msg(spec.status().message());
+  EXPECT_NE(msg.find("unknown field 'zero_optimization.stagee'"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("unknown field 'bogus'"), std::string::npos) << msg;
+}
+
+TEST(JobSpec, ValidationListsEveryOffendingField) {
+  auto spec = ParseJobSpec(kSpec,
+                           {"model.num_attention_heads=5", "train_iters=0",
+                            "zero_optimization.stage=4", "train_batch_size=100"},
+                           "spec.json");
+  ASSERT_TRUE(spec.ok());
+  auto cfg = ResolveJob(*spec, {.world_size = 2, .check_files = true});
+  ASSERT_FALSE(cfg.ok());
+  const std::string msg(cfg.status().message());
+  for (const char* field :
+       {"model.hidden_size: 64 is not divisible by num_attention_heads 5", "train_iters",
+        "zero_optimization.stage", "train_batch_size", "/nonexistent/corpus.bin does not exist"})
+    EXPECT_NE(msg.find(field), std::string::npos) << field << " missing in: " << msg;
+}
+
+// Resolves kSpec with overrides (files not required), expecting failure; returns the message.
+std::string RefusedWith(const std::vector<std::string>& sets) {
+  auto spec = ParseJobSpec(kSpec, sets, "spec.json");
+  if (!spec.ok()) return std::string(spec.status().message());
+  auto cfg = ResolveJob(*spec, {.world_size = 2, .check_files = false});
+  if (cfg.ok()) return "accepted";
+  EXPECT_TRUE(absl::IsInvalidArgument(cfg.status()));
+  return std::string(cfg.status().message());
+}
+
+std::vector<std::string> WarningsFor(const std::vector<std::string>& sets) {
+  auto spec = ParseJobSpec(kSpec, sets, "spec.json");
+  EXPECT_TRUE(spec.ok()) << spec.status();
+  auto cfg = ResolveJob(*spec, {.world_size = 2, .check_files = false});
+  EXPECT_TRUE(cfg.ok()) << cfg.status();
+  return cfg.ok() ? cfg->warnings : std::vector<std::string>{};
+}
+
+bool Mentions(const std::vector<std::string>& lines, const std::string& key) {
+  for (const auto& l : lines)
+    if (l.rfind(key + ":", 0) == 0) return true;
+  return false;
+}
+
+TEST(JobSpec, ResolvesZeroAndCheckpointOptionsForTheLayersThatUseThem) {
+  auto spec = ParseJobSpec(kSpec,
+                           {"zero_optimization.stage=3", "zero_optimization.overlap_comm=false",
+                            "zero_optimization.stage3_prefetch_bucket_size=1234",
+                            "zero_optimization.stage3_param_persistence_threshold=0",
+                            "checkpoint.dir=/ck", "checkpoint.interval=5", "checkpoint.async=false",
+                            "checkpoint.writer.block_size=65536", "checkpoint.load=step-000010"},
+                           "spec.json");
+  ASSERT_TRUE(spec.ok()) << spec.status();
+  auto cfg = ResolveJob(*spec, {.world_size = 2, .check_files = false});
+  ASSERT_TRUE(cfg.ok()) << cfg.status();
+  EXPECT_EQ(cfg->zero.stage, 3);
+  EXPECT_FALSE(cfg->zero.overlap_comm);
+  EXPECT_EQ(cfg->zero.prefetch_bucket_size, 1234);
+  EXPECT_EQ(cfg->zero.persistence_threshold, 0);
+  EXPECT_EQ(cfg->checkpoint.dir, "/ck");
+  EXPECT_EQ(cfg->checkpoint.interval, 5);
+  EXPECT_FALSE(cfg->checkpoint.async);
+  EXPECT_EQ(cfg->checkpoint.block_size, 65536u);
+  EXPECT_EQ(cfg->checkpoint.load, "step-000010");
+  EXPECT_TRUE(cfg->warnings.empty());
+}
+
+TEST(JobSpec, EverySectionIsValidatedAtOnce) {
+  const std::string msg = RefusedWith(
+      {"checkpoint.dir=/ck", "checkpoint.keep_last=0", "checkpoint.writer.queue_depth=0",
+       "elastic.min_nodes=0", "resources.threads_per_rank=0", "zero_optimization.stage=7",
+       "zero_optimization.zero_quantized_weights=true", "scheduler.type=Linear"});
+  for (const char* field :
+       {"checkpoint.keep_last", "checkpoint.writer.queue_depth", "elastic.min_nodes",
+        "resources.threads_per_rank", "zero_optimization.stage",
+        "zero_optimization.zero_quantized_weights: not supported yet", "scheduler.type"})
+    EXPECT_NE(msg.find(field), std::string::npos) << field << " missing in: " << msg;
+}
+
+TEST(JobSpec, UnsupportedFeaturesAreRefusedByName) {
+  EXPECT_NE(RefusedWith({"zero_optimization.zero_quantized_gradients=true"})
+                .find("zero_optimization.zero_quantized_gradients: not supported yet"),
+            std::string::npos);
+  EXPECT_NE(RefusedWith({"zero_optimization.zero_hpz_partition_size=8"})
+                .find("zero_optimization.zero_hpz_partition_size"),
+            std::string::npos);
+  EXPECT_NE(RefusedWith({"elastic.enabled=true"}).find("elastic.enabled: not supported yet"),
+            std::string::npos);
+  EXPECT_NE(RefusedWith({"checkpoint.interval=10"}).find("checkpoint.dir: must be set"),
+            std::string::npos);
+  EXPECT_NE(RefusedWith({"model.hidden_act=gelu"}).find("model.hidden_act: 'gelu'"),
+            std::string::npos);
+  EXPECT_NE(
+      RefusedWith({"model.sliding_window=16"}).find("model.sliding_window: 16 < data.seq_len"),
+      std::string::npos);
+  EXPECT_NE(RefusedWith({"scheduler.params.last_batch_iteration=5"})
+                .find("scheduler.params.last_batch_iteration"),
+            std::string::npos);
+  // Values that change nothing are accepted.
+  EXPECT_EQ(RefusedWith({"zero_optimization.zero_quantized_weights=false",
+                         "zero_optimization.zero_hpz_partition_size=1", "model.hidden_act=silu",
+                         "model.sliding_window=32"}),
+            "accepted");
+}
+
+TEST(JobSpec, TuningHintsWithoutEffectAreAcceptedWithAWarningNamingThem) {
+  const auto w = WarningsFor({"zero_optimization.allgather_bucket_size=1000",
+                              "zero_optimization.reduce_bucket_size=10",
+                              "zero_optimization.stage3_max_live_parameters=10",
+                              "checkpoint.dir=/ck", "checkpoint.writer.io_buffer_size=1024",
+                              "optimizer.params.torch_adam=true", "log_dir=/tmp/tb"});
+  for (const char* key :
+       {"zero_optimization.allgather_bucket_size", "zero_optimization.reduce_bucket_size",
+        "zero_optimization.stage3_max_live_parameters", "checkpoint.writer.io_buffer_size",
+        "optimizer.params.torch_adam", "log_dir"})
+    EXPECT_TRUE(Mentions(w, key)) << key;
+  // reduce_bucket_size takes effect at stage 0: no warning there.
+  EXPECT_FALSE(Mentions(
+      WarningsFor({"zero_optimization.stage=0", "zero_optimization.reduce_bucket_size=10"}),
+      "zero_optimization.reduce_bucket_size"));
+}
+
+TEST(JobSpec, SpecFilesAreBoundedAndMustBeRegular) {
+  EXPECT_TRUE(absl::IsInvalidArgument(LoadJobSpec("/dev/zero", {}).status()));
+  EXPECT_TRUE(absl::IsNotFound(LoadJobSpec("/no/such/spec.json", {}).status()));
+  const std::string deep = std::string(100000, '[') + std::string(100000, ']');
+  auto st = ParseJobSpec(deep, {}, "deep.json").status();
+  EXPECT_TRUE(absl::IsInvalidArgument(st));
+  EXPECT_NE(std::string(st.message()).find("nested deeper"), std::string::npos) << st;
+  EXPECT_TRUE(absl::IsInvalidArgument(ParseJobSpec(kSpec, {"model..x=1"}, "s.json").status()));
+}
+
+// A Hugging Face config.json: fields Tern implements are used, metadata skipped, and fields
+// that would change the model are refused by name unless they hold the no-op value.
+class HfConfig : public ::testing::Test {
+ protected:
+  std::string Write(const std::string& json) {
+    const std::string path = ::testing::TempDir() + "/hf_config_" + std::to_string(::getpid()) +
+                             "_" + std::to_string(n_++) + ".json";
+    std::ofstream(path) << json;
+    return path;
+  }
+  int n_ = 0;
+};
+
+TEST_F(HfConfig, MetadataIsSkippedAndNoOpValuesAccepted) {
+  const std::string path = Write(R"({"model_type": "llama", "hidden_size": 64,
+      "num_hidden_layers": 2, "num_attention_heads": 4, "transformers_version": "4.40",
+      "use_cache": true, "rope_scaling": null, "attention_bias": false, "head_dim": 16,
+      "architectures": ["LlamaForCausalLM"], "torch_dtype": "bfloat16", "hidden_act": "silu"})");
+  auto spec = ParseJobSpec(kSpec, {"model.config_file=" + path}, "spec.json");
+  ASSERT_TRUE(spec.ok()) << spec.status();
+  auto cfg = ResolveJob(*spec, {.world_size = 2, .check_files = false});
+  ASSERT_TRUE(cfg.ok()) << cfg.status();
+  EXPECT_EQ(cfg->dims.C, 64);
+}
+
+TEST_F(HfConfig, UnimplementedFieldsAreRefusedByName) {
+  const std::string path = Write(R"({"model_type": "llama", "hidden_size": 64,
+      "num_hidden_layers": 2, "num_attention_heads": 4,
+      "rope_scaling": {"type": "linear", "factor": 2.0}, "attention_bias": true,
+      "fancy_new_thing": 3, "head_dim": 32})");
+  auto model = model::LoadHfConfig(path);
+  ASSERT_FALSE(model.ok());
+  const std::string msg(model.status().message());
+  for (const char* field :
+       {"'rope_scaling'", "'attention_bias'", "'fancy_new_thing'", "'head_dim'"})
+    EXPECT_NE(msg.find(field), std::string::npos) << field << " missing in: " << msg;
+}
+
+}  // namespace
+}  // namespace tern::spec

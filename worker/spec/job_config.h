@@ -1,0 +1,87 @@
+// The second half of the spec pipeline: defaults and whole-spec validation of a parsed JobSpec,
+// producing the resolved options each layer needs. One function, ResolveJob, is called by every
+// program that accepts a spec (tern train / rank / describe / submit, ternd's SubmitJob), so they
+// all accept and refuse the same specs with the same messages.
+//
+// Every key the schema accepts either takes effect or is refused by name; a pure tuning hint that
+// has no effect yet is accepted and listed in JobConfig::warnings. Pure function, any thread
+// (reads model.config_file and, when asked, checks that the data files exist).
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "tern/v1/job.pb.h"
+#include "worker/model/config.h"
+#include "worker/optim/config.h"
+#include "worker/zero/options.h"
+
+namespace tern::spec {
+
+// checkpoint.* resolved (worker/engine/checkpointing.cc writes and loads with these).
+struct CheckpointOptions {
+  std::string dir;          // "" = no checkpoints
+  int64_t interval = 0;     // steps between checkpoints; 0 = only at the end
+  int keep_last = 2;        // complete checkpoints kept
+  bool async = true;        // stage then persist in the background
+  uint64_t block_size = 0;  // bytes per I/O request; 0 = the I/O engine's default
+  int queue_depth = 0;      // requests in flight; 0 = the I/O engine's default
+  std::string load;         // "" (fresh run), "latest" or "step-NNNNNN"
+};
+
+// elastic.* resolved.
+struct ElasticOptions {
+  bool enabled = false;
+  int min_nodes = 1;
+  int max_nodes = 1;
+};
+
+// Everything a run needs, with defaults resolved.
+struct JobConfig {
+  tern::v1::JobSpec spec;
+  model::ModelDims dims;
+  bool dims_resolved = false;  // false only when model.config_file could not be read and
+                               // files were not required (ternd: the file is on the workers)
+  optim::AdamWConfig adamw;
+  int seq_len = 0;
+  int micro_batch = 1;       // train_micro_batch_size_per_gpu
+  int accum = 1;             // gradient_accumulation_steps
+  int dp_size = 1;           // data-parallel ranks
+  int64_t global_batch = 1;  // samples per optimizer step = micro x accum x dp
+  int64_t train_iters = 0;
+  int64_t eval_interval = 0;
+  int eval_iters = 8;
+  int steps_per_print = 10;
+  uint64_t seed = 1234;
+  float grad_clip = 0;
+  int zero_stage = 0;
+  zero::ZeroOptions zero;
+  CheckpointOptions checkpoint;
+  ElasticOptions elastic;
+  std::string data_path, val_path;
+  int nodes = 1, ranks_per_node = 1, threads_per_rank = 0;
+  // Accepted keys that have no effect yet, one line each naming the key.
+  std::vector<std::string> warnings;
+};
+
+// Where the spec is being resolved; decides which checks can be made.
+struct ResolveOptions {
+  // Data-parallel ranks; 0 = resources.nodes x resources.ranks_per_node.
+  int world_size = 0;
+  // Check that data.path / data.val_path exist and require model.config_file to be readable.
+  // Off for `tern describe` and ternd (the files live on the workers).
+  bool check_files = true;
+  // The job runs under ternd (log_dir takes effect there; `tern train` has no event files).
+  bool cluster = false;
+  // ternd fills in checkpoint.dir (<--checkpoint-root>/<job-id>) when the spec has none, so
+  // the other checkpoint keys need no dir of their own.
+  bool default_checkpoint_dir = false;
+};
+
+// Validates the whole spec before anything is allocated; INVALID_ARGUMENT lists every
+// offending field at once ("field: problem; field: problem").
+absl::StatusOr<JobConfig> ResolveJob(const tern::v1::JobSpec& spec, const ResolveOptions& options);
+
+}  // namespace tern::spec

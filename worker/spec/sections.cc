@@ -1,0 +1,161 @@
+// ResolveJob's sections for the parallel layout and the run's infrastructure: resources,
+// zero_optimization, checkpoint, elastic.
+#include "worker/spec/sections.h"
+
+#include "absl/strings/str_cat.h"
+#include "worker/checkpoint/layout.h"
+
+namespace tern::spec {
+
+void ResolveResources(const tern::v1::JobSpec& spec, const ResolveOptions& o, JobConfig& c,
+                      Findings& f) {
+  const auto& r = spec.resources();
+  c.nodes = r.has_nodes() ? r.nodes() : 1;
+  c.ranks_per_node = r.has_ranks_per_node() ? r.ranks_per_node() : 1;
+  c.threads_per_rank = r.has_threads_per_rank() ? r.threads_per_rank() : 0;
+  if (c.nodes < 1) f.Error(absl::StrCat("resources.nodes: must be >= 1, got ", c.nodes));
+  if (c.ranks_per_node < 1)
+    f.Error(absl::StrCat("resources.ranks_per_node: must be >= 1, got ", c.ranks_per_node));
+  if (r.has_threads_per_rank() && c.threads_per_rank < 1)
+    f.Error(absl::StrCat("resources.threads_per_rank: must be >= 1, got ", c.threads_per_rank,
+                         " --> hint: leave it unset for cores / ranks on the node"));
+  const int64_t world = o.world_size > 0 ? o.world_size : int64_t{c.nodes} * c.ranks_per_node;
+  c.dp_size = world >= 1 && world <= (1 << 20) ? static_cast<int>(world) : 1;
+}
+
+void ResolveZero(const tern::v1::JobSpec& spec, JobConfig& c, Findings& f) {
+  const auto& z = spec.zero_optimization();
+  zero::ZeroOptions& o = c.zero;
+  o.stage = z.has_stage() ? z.stage() : 0;
+  if (o.stage < 0 || o.stage > 3) {
+    f.Error(absl::StrCat("zero_optimization.stage: must be 0, 1, 2 or 3, got ", o.stage));
+    o.stage = 0;
+  }
+  c.zero_stage = o.stage;
+  if (z.has_overlap_comm()) o.overlap_comm = z.overlap_comm();
+  auto size = [&](const char* name, bool has, int64_t v, int64_t* out, bool positive) {
+    if (!has) return;
+    if (positive ? v <= 0 : v < 0) {
+      f.Error(absl::StrCat("zero_optimization.", name, ": must be ", positive ? "> 0" : ">= 0",
+                           ", got ", v));
+    } else if (out != nullptr) {
+      *out = v;
+    }
+  };
+  size("reduce_bucket_size", z.has_reduce_bucket_size(), z.reduce_bucket_size(),
+       &o.reduce_bucket_size, true);
+  size("allgather_bucket_size", z.has_allgather_bucket_size(), z.allgather_bucket_size(), nullptr,
+       true);
+  size("stage3_prefetch_bucket_size", z.has_stage3_prefetch_bucket_size(),
+       z.stage3_prefetch_bucket_size(), &o.prefetch_bucket_size, false);
+  size("stage3_param_persistence_threshold", z.has_stage3_param_persistence_threshold(),
+       z.stage3_param_persistence_threshold(), &o.persistence_threshold, false);
+  size("stage3_max_live_parameters", z.has_stage3_max_live_parameters(),
+       z.stage3_max_live_parameters(), nullptr, false);
+  size("stage3_max_reuse_distance", z.has_stage3_max_reuse_distance(),
+       z.stage3_max_reuse_distance(), nullptr, false);
+
+  // Accepted tuning keys without effect (yet): named, never silently dropped.
+  const std::string at = absl::StrCat(" at stage ", o.stage);
+  if (z.has_reduce_bucket_size() && o.stage >= 1)
+    f.Warn("zero_optimization.reduce_bucket_size: no effect" + at +
+           " (gradients are reduce-scattered one layer at a time)");
+  if (z.has_allgather_bucket_size())
+    f.Warn(
+        "zero_optimization.allgather_bucket_size: no effect yet (parameters are gathered one "
+        "layer at a time)");
+  if (o.stage < 3) {
+    for (auto [has, name] :
+         {std::pair{z.has_stage3_prefetch_bucket_size(), "prefetch_bucket_size"},
+          std::pair{z.has_stage3_param_persistence_threshold(), "param_persistence_threshold"}}) {
+      if (has) f.Warn(absl::StrCat("zero_optimization.stage3_", name, ": no effect", at));
+    }
+  }
+  if (z.has_stage3_max_live_parameters())
+    f.Warn(
+        "zero_optimization.stage3_max_live_parameters: no effect yet (the prefetch budget "
+        "stage3_prefetch_bucket_size bounds gathered parameters)");
+  if (z.has_stage3_max_reuse_distance())
+    f.Warn(
+        "zero_optimization.stage3_max_reuse_distance: no effect yet (gathered layers are "
+        "released after use)");
+  if (z.has_contiguous_gradients() && !z.contiguous_gradients())
+    f.Warn(
+        "zero_optimization.contiguous_gradients: false has no effect (gradients are always "
+        "contiguous)");
+  if (z.has_reduce_scatter() && !z.reduce_scatter())
+    f.Warn(
+        "zero_optimization.reduce_scatter: false has no effect (stages 1-3 always "
+        "reduce-scatter)");
+
+  // ZeRO++: refused by name until it is built.
+  if (z.zero_quantized_weights())
+    f.Error("zero_optimization.zero_quantized_weights: not supported yet (qwZ)");
+  if (z.zero_quantized_gradients())
+    f.Error("zero_optimization.zero_quantized_gradients: not supported yet (qgZ)");
+  if (z.has_zero_hpz_partition_size() && z.zero_hpz_partition_size() != 1)
+    f.Error(absl::StrCat("zero_optimization.zero_hpz_partition_size: ", z.zero_hpz_partition_size(),
+                         " is not supported yet (hpZ; only 1)"));
+}
+
+void ResolveCheckpoint(const tern::v1::JobSpec& spec, const ResolveOptions& ro, JobConfig& c,
+                       Findings& f) {
+  const auto& k = spec.checkpoint();
+  const auto& w = k.writer();
+  CheckpointOptions& o = c.checkpoint;
+  o.dir = k.dir();
+  if (k.has_interval() && k.interval() < 0)
+    f.Error(absl::StrCat("checkpoint.interval: must be >= 0, got ", k.interval()));
+  if (k.has_keep_last() && k.keep_last() < 1)
+    f.Error(absl::StrCat("checkpoint.keep_last: must be >= 1, got ", k.keep_last()));
+  if (w.has_block_size() && (w.block_size() <= 0 || w.block_size() % ckpt::kAlign != 0 ||
+                             w.block_size() > (int64_t{1} << 30)))
+    f.Error(absl::StrCat("checkpoint.writer.block_size: ", w.block_size(),
+                         " must be a multiple of 4096 in [4096, 1 GiB]"));
+  if (w.has_queue_depth() && (w.queue_depth() < 1 || w.queue_depth() > 1024))
+    f.Error(
+        absl::StrCat("checkpoint.writer.queue_depth: ", w.queue_depth(), " must be in [1, 1024]"));
+  if (w.has_io_buffer_size() && w.io_buffer_size() < 0)
+    f.Error(
+        absl::StrCat("checkpoint.writer.io_buffer_size: must be >= 0, got ", w.io_buffer_size()));
+  if (!k.load().empty() && k.load() != "latest" && ckpt::ParseStepDirName(k.load()) < 0)
+    f.Error(absl::StrCat("checkpoint.load: '", k.load(),
+                         "' is neither \"latest\" nor a step name like step-000120"));
+  if (o.dir.empty()) {
+    const bool any = k.has_interval() || k.has_keep_last() || k.has_async() || k.has_writer() ||
+                     !k.load().empty();
+    if (any && !ro.default_checkpoint_dir)
+      f.Error(
+          "checkpoint.dir: must be set when other checkpoint keys are (no checkpoints are "
+          "written without it)");
+    if (!ro.default_checkpoint_dir) return;
+  }
+  o.interval = k.has_interval() ? k.interval() : 0;
+  o.keep_last = k.has_keep_last() ? k.keep_last() : 2;
+  o.async = k.has_async() ? k.async() : true;
+  if (w.has_block_size()) o.block_size = static_cast<uint64_t>(w.block_size());
+  if (w.has_queue_depth()) o.queue_depth = w.queue_depth();
+  o.load = k.load();
+  if (w.has_io_buffer_size())
+    f.Warn("checkpoint.writer.io_buffer_size: no effect yet (staging holds the whole shard)");
+}
+
+void ResolveElastic(const tern::v1::JobSpec& spec, JobConfig& c, Findings& f) {
+  const auto& e = spec.elastic();
+  ElasticOptions& o = c.elastic;
+  o.enabled = e.has_enabled() && e.enabled();
+  o.min_nodes = e.has_min_nodes() ? e.min_nodes() : 1;
+  o.max_nodes = e.has_max_nodes() ? e.max_nodes() : c.nodes;
+  if (o.min_nodes < 1) f.Error(absl::StrCat("elastic.min_nodes: must be >= 1, got ", o.min_nodes));
+  if (o.max_nodes < o.min_nodes)
+    f.Error(absl::StrCat("elastic.max_nodes: ", o.max_nodes, " must be >= elastic.min_nodes ",
+                         o.min_nodes));
+  if (e.has_min_nodes() && o.min_nodes > c.nodes)
+    f.Error(absl::StrCat("elastic.min_nodes: ", o.min_nodes, " exceeds resources.nodes ", c.nodes));
+  if (o.enabled)
+    f.Error("elastic.enabled: not supported yet (a lost node fails the job) --> hint: remove it");
+  else if (e.has_min_nodes() || e.has_max_nodes())
+    f.Warn("elastic.min_nodes/max_nodes: no effect without elastic.enabled");
+}
+
+}  // namespace tern::spec
