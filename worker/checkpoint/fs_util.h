@@ -2,13 +2,12 @@
 // (temp + fsync + rename + fsync(dir)), directory fsync, naming, and test-only fault points.
 #pragma once
 
-#include "worker/checkpoint/layout.h"
-
 #include <cstdint>
 #include <string>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "worker/checkpoint/layout.h"
 
 namespace tern::ckpt {
 
@@ -30,7 +29,6 @@ absl::Status WriteFileAtomic(const std::string& path, const std::string& content
 
 // Reads a whole (small) file.
 absl::StatusOr<std::string> ReadSmallFile(const std::string& path);
-
 
 // Test-only crash injection. When the environment variable TERN_CKPT_FAULT (or the value set
 // by SetFaultPointForTesting) equals `point`, the process kills itself with SIGKILL right

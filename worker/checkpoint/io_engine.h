@@ -8,8 +8,6 @@
 // use one engine per writer thread.
 #pragma once
 
-#include "worker/checkpoint/layout.h"
-
 #include <cstdint>
 #include <functional>
 #include <memory>
@@ -18,6 +16,7 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "worker/checkpoint/layout.h"
 
 namespace tern::ckpt {
 
