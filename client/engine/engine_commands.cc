@@ -221,14 +221,20 @@ void AddEngineCommands(CLI::App& app, int* exit_code) {
   train->add_option("spec", targs->spec, "Job spec JSON file")->required();
   train->add_option("--set", targs->sets, "Override a spec field: key.path=value")->take_all();
   train->add_flag("--json", targs->json, "One JSON object per line");
-  train->add_option("--threads", targs->threads, "Compute threads (default: all cores)");
+  train->add_option("--threads", targs->threads, "Compute threads (default: all cores)")
+      ->check(CLI::Range(1, 4096));
   train->add_option("--save-final", targs->save_final,
                     "Write config.json + model.safetensors here");
-  train->add_option("--ranks", targs->ranks, "Data-parallel rank processes on this machine");
-  train->add_option("--ranks-per-node", targs->ranks_per_node,
-                    "Ranks per (simulated) node; --ranks 4 --ranks-per-node 2 forms two nodes");
-  train->add_option("--collective-timeout-s", targs->collective_timeout_s,
-                    "Seconds a collective may wait for a peer before failing");
+  train->add_option("--ranks", targs->ranks, "Data-parallel rank processes on this machine")
+      ->check(CLI::Range(1, 1024));
+  train
+      ->add_option("--ranks-per-node", targs->ranks_per_node,
+                   "Ranks per (simulated) node; --ranks 4 --ranks-per-node 2 forms two nodes")
+      ->check(CLI::Range(1, 1024));
+  train
+      ->add_option("--collective-timeout-s", targs->collective_timeout_s,
+                   "Seconds a collective may wait for a peer before failing")
+      ->check(CLI::Range(1, 86400));
   train->add_flag("--resume", targs->resume,
                   "Continue from checkpoint.load (default: the newest complete checkpoint)");
   train->callback([targs, exit_code] { *exit_code = RunTrain(*targs); });
@@ -240,7 +246,8 @@ void AddEngineCommands(CLI::App& app, int* exit_code) {
   auto* describe = app.add_subcommand("describe", "Report a job's model size, FLOPs and memory");
   describe->add_option("spec", *dspec, "Job spec JSON file")->required();
   describe->add_option("--set", *dsets, "Override a spec field: key.path=value")->take_all();
-  describe->add_option("--ranks", *dranks, "Data-parallel ranks (default: resources)");
+  describe->add_option("--ranks", *dranks, "Data-parallel ranks (default: resources)")
+      ->check(CLI::Range(1, 1 << 20));
   describe->add_flag("--json", *djson, "Print JSON");
   describe->callback([=] { *exit_code = RunDescribe(*dspec, *dsets, *dranks, *djson); });
 
@@ -249,11 +256,14 @@ void AddEngineCommands(CLI::App& app, int* exit_code) {
   gen->add_option("--model-dir", gargs->model_dir, "Directory written by --save-final");
   gen->add_option("--checkpoint", gargs->checkpoint, "Checkpoint root (loads its latest step)");
   gen->add_option("--prompt", gargs->prompt, "Prompt text");
-  gen->add_option("--max-new-tokens", gargs->max_new_tokens, "Tokens to generate");
-  gen->add_option("--temperature", gargs->temperature, "Sampling temperature (0 = greedy)");
-  gen->add_option("--top-k", gargs->top_k, "Sample among the k most likely tokens (0 = all)");
+  gen->add_option("--max-new-tokens", gargs->max_new_tokens, "Tokens to generate")
+      ->check(CLI::Range(0, 1 << 24));
+  gen->add_option("--temperature", gargs->temperature, "Sampling temperature (0 = greedy)")
+      ->check(CLI::Range(0.0f, 100.0f));
+  gen->add_option("--top-k", gargs->top_k, "Sample among the k most likely tokens (0 = all)")
+      ->check(CLI::NonNegativeNumber);
   gen->add_option("--seed", gargs->seed, "Sampling seed");
-  gen->add_option("--threads", gargs->threads, "Compute threads");
+  gen->add_option("--threads", gargs->threads, "Compute threads")->check(CLI::Range(1, 4096));
   gen->callback([gargs, exit_code] { *exit_code = RunGenerate(*gargs); });
 
   auto* data = app.add_subcommand("data", "Prepare datasets");

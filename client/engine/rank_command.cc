@@ -95,12 +95,14 @@ void AddRankCommand(CLI::App& app, int* exit_code) {
   auto* cmd = app.add_subcommand("rank", "Run one rank of a job (started by launchers)");
   cmd->add_option("--spec-file", a->spec_file, "Job spec JSON")->required();
   cmd->add_option("--rank", a->rank, "Global rank")->required();
-  cmd->add_option("--world-size", a->world, "Number of ranks")->required();
+  cmd->add_option("--world-size", a->world, "Number of ranks")
+      ->required()
+      ->check(CLI::Range(1, 1 << 20));
   cmd->add_option("--ranks-per-node", a->ranks_per_node, "Ranks per node (default: world size)");
   cmd->add_option("--rendezvous", a->rendezvous, "tcp://HOST:PORT (local store) or ternd address")
       ->required();
   cmd->add_option("--rendezvous-prefix", a->prefix, "Key prefix of this job round");
-  cmd->add_option("--threads", a->threads, "Compute threads");
+  cmd->add_option("--threads", a->threads, "Compute threads")->check(CLI::Range(1, 4096));
   cmd->add_option("--token-file", a->token_file, "Worker token for ternd");
   cmd->add_option("--save-final", a->save_final, "Write the final model here (rank 0)");
   cmd->add_option("--collective-timeout-s", a->timeout_s, "Collective and rendezvous timeout");

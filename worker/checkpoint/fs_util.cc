@@ -73,6 +73,26 @@ absl::Status MakeDirs(const std::string& dir) {
   return absl::OkStatus();
 }
 
+absl::Status ProbeWritableDir(const std::string& dir, const std::string& what) {
+  std::error_code ec;
+  const std::filesystem::path p(dir);
+  if (std::filesystem::exists(p, ec) && !std::filesystem::is_directory(p, ec))
+    return absl::FailedPreconditionError(
+        absl::StrCat(what, " ", dir, ": exists and is not a directory"));
+  std::filesystem::create_directories(p, ec);
+  if (ec)
+    return absl::FailedPreconditionError(
+        absl::StrCat(what, " ", dir, ": cannot create: ", ec.message()));
+  const std::string probe = (p / ".tern-write-probe").string();
+  const int fd = ::open(probe.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  if (fd < 0)
+    return absl::FailedPreconditionError(
+        absl::StrCat(what, " ", dir, ": cannot write: ", std::strerror(errno)));
+  ::close(fd);
+  ::unlink(probe.c_str());
+  return absl::OkStatus();
+}
+
 absl::Status WriteFileAtomic(const std::string& path, const std::string& content,
                              const char* fault_before_rename) {
   const std::string tmp = path + ".tmp";

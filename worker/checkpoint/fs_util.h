@@ -22,6 +22,11 @@ absl::Status FsyncDir(const std::string& dir);
 // Creates `dir` and its parents (existing is fine).
 absl::Status MakeDirs(const std::string& dir);
 
+// Creates `dir` (and parents) and proves a file can be created in it (then removes it), so an
+// output location fails before any work is done. `what` names it in the message
+// ("checkpoint.dir", "--save-final"). FAILED_PRECONDITION naming the path and the reason.
+absl::Status ProbeWritableDir(const std::string& dir, const std::string& what);
+
 // Writes `content` to `path` durably and atomically: `path`.tmp, fsync, [fault point
 // `fault_before_rename`], rename over `path`, fsync the parent directory.
 absl::Status WriteFileAtomic(const std::string& path, const std::string& content,

@@ -10,6 +10,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "kernels/cpu/threads.h"
+#include "worker/checkpoint/fs_util.h"
 #include "worker/core/status.h"
 #include "worker/data/data_loader.h"
 #include "worker/engine/export.h"
@@ -76,6 +77,11 @@ absl::Status Trainer::Init() {
                           data::DataLoader::Open(cfg_.val_path, cfg_.seq_len, cfg_.seed));
     TERN_RETURN_IF_ERROR(val_data_->dataset().ValidateVocab(cfg_.dims.V));
   }
+  // Every output location is created and probed before anything is allocated or trained, so a
+  // bad path never costs a training run (the trained weights of --save-final included).
+  if (ckpt_) TERN_RETURN_IF_ERROR(ckpt::ProbeWritableDir(cfg_.checkpoint.dir, "checkpoint.dir"));
+  if (!opts_.save_final_dir.empty() && opts_.rank == 0)
+    TERN_RETURN_IF_ERROR(ckpt::ProbeWritableDir(opts_.save_final_dir, "--save-final"));
   TERN_ASSIGN_OR_RETURN(auto sched, optim::LrSchedule::Create(cfg_.spec.scheduler(), cfg_.adamw.lr,
                                                               cfg_.train_iters));
   schedule_ = std::make_unique<optim::LrSchedule>(sched);

@@ -18,7 +18,8 @@ using google::protobuf::Descriptor;
 using google::protobuf::FieldDescriptor;
 using nlohmann::json;
 
-// Reports every key that is not a field of `desc` (by proto or JSON name), with its path.
+// Reports every key that is not a field of `desc` (by proto or JSON name), and every boolean
+// field whose value is not a JSON boolean, with its path.
 void FindUnknownFields(const json& j, const Descriptor* desc, const std::string& path,
                        std::vector<std::string>* errors) {
   if (!j.is_object()) return;
@@ -33,6 +34,11 @@ void FindUnknownFields(const json& j, const Descriptor* desc, const std::string&
     }
     if (f->type() == FieldDescriptor::TYPE_MESSAGE && !f->is_repeated())
       FindUnknownFields(it.value(), f->message_type(), p, errors);
+    // protobuf's JSON parser would take "true"/"false" strings; a spec says what it means.
+    if (f->type() == FieldDescriptor::TYPE_BOOL && !f->is_repeated() && !it.value().is_boolean())
+      errors->push_back(
+          absl::StrCat(p, ": expected true or false, got ",
+                       it.value().dump(-1, ' ', false, json::error_handler_t::replace)));
   }
 }
 

@@ -217,6 +217,37 @@ TEST_F(CliTest, BadInputExitsTwoWithOneLineAndWritesNothing) {
   EXPECT_NE(r.out.find("broken.idx"), std::string::npos) << r.out;
 }
 
+// Output locations are probed before the first step; nonsense flags are refused by name.
+TEST_F(CliTest, BadOutputPathsAndFlagsFailBeforeTraining) {
+  std::ofstream(Path("a-file")) << "keep me";
+  struct Case {
+    std::string args, expect;
+  } cases[] = {
+      {"--save-final " + Path("a-file"),
+       "--save-final " + Path("a-file") + ": exists and is not a directory"},
+      {"--set checkpoint.dir=" + Path("a-file") + "/ckpt",
+       "checkpoint.dir " + Path("a-file") + "/ckpt: cannot create"},
+      {"--threads 0", "--threads"},
+      {"--ranks 0", "--ranks"},
+      {"--collective-timeout-s -1", "--collective-timeout-s"},
+  };
+  for (const auto& c : cases) {
+    Result r = Tern("train " + Path("spec.json") + " --json " + c.args);
+    EXPECT_EQ(r.code, 2) << c.args << "\n" << r.out;
+    EXPECT_NE(r.out.find(c.expect), std::string::npos) << c.args << "\n" << r.out;
+    EXPECT_TRUE(JsonLines(r.out, "step").empty()) << "trained before failing: " << r.out;
+  }
+  EXPECT_EQ(tern::testing::ReadFile(Path("a-file")), "keep me");
+  for (const char* flag :
+       {"--max-new-tokens -5", "--temperature -1", "--top-k -2", "--threads 0"}) {
+    Result r = Tern(std::string("generate --model-dir ") + Path("none") + " " + flag);
+    EXPECT_EQ(r.code, 2) << flag << "\n" << r.out;
+    EXPECT_NE(r.out.find(std::string(flag).substr(0, std::string(flag).find(' '))),
+              std::string::npos)
+        << r.out;
+  }
+}
+
 TEST_F(CliTest, DescribePhi3Mini) {
   const std::string src = std::getenv("TERN_SOURCE_DIR");
   Result r = Tern("describe " + src +

@@ -179,6 +179,18 @@ TEST(JobSpec, TuningHintsWithoutEffectAreAcceptedWithAWarningNamingThem) {
       "zero_optimization.reduce_bucket_size"));
 }
 
+TEST(JobSpec, BooleansMustBeJsonBooleans) {
+  for (const char* set : {"checkpoint.async=yes", "zero_optimization.overlap_comm=\"true\"",
+                          "model.tie_word_embeddings=1"}) {
+    auto spec = ParseJobSpec(kSpec, {set}, "spec.json");
+    ASSERT_FALSE(spec.ok()) << set;
+    EXPECT_NE(std::string(spec.status().message()).find(": expected true or false, got "),
+              std::string::npos)
+        << spec.status();
+  }
+  EXPECT_TRUE(ParseJobSpec(kSpec, {"checkpoint.async=false"}, "spec.json").ok());
+}
+
 TEST(JobSpec, SpecFilesAreBoundedAndMustBeRegular) {
   EXPECT_TRUE(absl::IsInvalidArgument(LoadJobSpec("/dev/zero", {}).status()));
   EXPECT_TRUE(absl::IsNotFound(LoadJobSpec("/no/such/spec.json", {}).status()));
