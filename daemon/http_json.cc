@@ -3,6 +3,7 @@
 #include <cmath>
 
 #include "daemon/coordinator.h"
+#include "worker/core/run_text.h"
 
 namespace tern::daemon {
 namespace {
@@ -81,9 +82,13 @@ nlohmann::json JobSummaryJson(const tern::v1::Job& job, const JobAggregate* agg,
 }
 
 nlohmann::json EventJson(const tern::v1::JobEvent& e) {
-  return {{"seq", e.seq()},         {"time_ms", e.time_ms()},        {"kind", e.kind()},
-          {"message", e.message()}, {"state", StateName(e.state())}, {"rank", e.rank()},
-          {"worker", e.worker()}};
+  nlohmann::json j = {{"seq", e.seq()},         {"time_ms", e.time_ms()},        {"kind", e.kind()},
+                      {"message", e.message()}, {"state", StateName(e.state())}, {"rank", e.rank()},
+                      {"worker", e.worker()}};
+  // A structured payload (memory, checkpoint, ...) also as [[label, value], ...] for display.
+  const Fields fields = EventFields(e.kind(), e.message());
+  if (!fields.empty()) j["fields"] = fields;
+  return j;
 }
 
 nlohmann::json MetricJson(const tern::v1::MetricPoint& p) {

@@ -42,7 +42,8 @@ void JobStats::Observe(const std::string& job_id, const tern::v1::WatchJobRespon
       a.val_loss = Value(p, "val_loss", -1);
       a.val_step = p.step();
     } else if (p.kind() == "summary") {
-      for (const char* k : {"peak_rss_mib", "param_bytes", "grad_bytes", "optim_bytes"}) {
+      for (const char* k :
+           {"peak_rss_mib", "param_bytes", "grad_bytes", "optim_bytes", "gather_pool_bytes"}) {
         if (p.values().count(k)) a.memory[k] = p.values().at(k);
       }
     }
@@ -60,7 +61,7 @@ void JobStats::Observe(const std::string& job_id, const tern::v1::WatchJobRespon
   } else if (e.kind() == "memory") {
     auto j = EventJson(e);
     if (e.rank() > 0) return;  // rank 0's breakdown stands for the job
-    for (const char* k : {"param_bytes", "grad_bytes", "optim_bytes"}) {
+    for (const char* k : {"param_bytes", "grad_bytes", "optim_bytes", "gather_pool_bytes"}) {
       if (j.contains(k)) a.memory[k] = Number(j, k);
     }
   }

@@ -23,7 +23,7 @@ struct JobAggregate {
   double checkpoint_bytes = 0;    // total bytes of committed checkpoints
   double checkpoint_seconds = 0;  // total seconds writing them
   double last_checkpoint_gibps = 0;
-  std::map<std::string, double> memory;  // "param_bytes", ..., "peak_rss_mib"
+  std::map<std::string, double> memory;  // "param_bytes", ..., "gather_pool_bytes", "peak_rss_mib"
   std::map<std::string, int64_t> events_by_kind;
 };
 

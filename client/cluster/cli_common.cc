@@ -144,9 +144,7 @@ int WatchJob(Conn& conn, const std::string& job_id, bool json, std::ostream& out
       if (m.kind() != "step") {
         if (progress_open) out << "\n";
         progress_open = false;
-        out << m.kind() << " at step " << m.step() << ":";
-        for (const auto& [k, v] : m.values()) out << " " << k << "=" << v;
-        out << std::endl;
+        out << MetricLine(m) << std::endl;
         continue;
       }
       auto it = m.values().find("step_ms");

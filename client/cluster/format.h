@@ -24,7 +24,11 @@ nlohmann::json WatchItemToJson(const tern::v1::WatchJobResponse& item, int64_t n
 // "step 12/100  loss 3.2140  tok/s 12.3k  ETA 1m05s" from the newest step point.
 // `total` is train_iters; `step_ms` is the smoothed step time (0 = unknown).
 std::string ProgressLine(const tern::v1::MetricPoint& p, int64_t total, double step_ms);
-// "2026-11-29 12:00:01 [scheduled] round 1: ..." for an event.
+// "eval at step 50: val_loss 3.1000" / "summary at step 100: done: 100 steps | ..." for a
+// non-step point, in the words `tern train` uses (worker/core/run_text.h).
+std::string MetricLine(const tern::v1::MetricPoint& p);
+// "2026-11-29 12:00:01 [scheduled] round 1: ..." for an event; a structured payload (memory,
+// checkpoint, ...) as labelled fields: "[memory] rank 0, params 3.4 MiB, ...".
 std::string EventLine(const tern::v1::JobEvent& e);
 
 }  // namespace tern::cluster

@@ -44,6 +44,7 @@ struct TrainArgs {
   int ranks_per_node = 0;
   int collective_timeout_s = 30;
   bool resume = false;
+  double peak_gflops = 0;
 };
 
 int RunTrain(const TrainArgs& a) {
@@ -73,6 +74,7 @@ int RunTrain(const TrainArgs& a) {
     lo.json = a.json;
     lo.save_final = a.save_final;
     lo.collective_timeout_s = a.collective_timeout_s;
+    lo.peak_gflops = a.peak_gflops;
     return LaunchLocalRanks(*cfg, lo);
   }
   ConsoleSink sink(a.json, cfg->steps_per_print);
@@ -82,6 +84,7 @@ int RunTrain(const TrainArgs& a) {
                      : (cfg->threads_per_rank > 0 ? cfg->threads_per_rank : DefaultThreads());
   opts.sink = &sink;
   opts.save_final_dir = a.save_final;
+  opts.peak_gflops = a.peak_gflops;
   auto trainer = engine::Trainer::Create(*cfg, std::move(opts));
   if (!trainer.ok()) return Fail(trainer.status(), IsInputError(trainer.status()));
   absl::Status st = (*trainer)->Run();
@@ -235,6 +238,11 @@ void AddEngineCommands(CLI::App& app, int* exit_code) {
       ->add_option("--collective-timeout-s", targs->collective_timeout_s,
                    "Seconds a collective may wait for a peer before failing")
       ->check(CLI::Range(1, 86400));
+  train
+      ->add_option("--peak-gflops", targs->peak_gflops,
+                   "sgemm GFLOP/s of one rank for MFU (default: $TERN_PEAK_GFLOPS, else "
+                   "measured once per host and cached)")
+      ->check(CLI::PositiveNumber);
   train->add_flag("--resume", targs->resume,
                   "Continue from checkpoint.load (default: the newest complete checkpoint)");
   train->callback([targs, exit_code] { *exit_code = RunTrain(*targs); });

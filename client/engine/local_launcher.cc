@@ -16,7 +16,6 @@
 
 #include "absl/strings/str_cat.h"
 #include "client/engine/output.h"
-#include "nlohmann/json.hpp"
 #include "spdlog/fmt/fmt.h"
 #include "worker/comm/tcp_store.h"
 #include "worker/spec/spec.h"
@@ -43,46 +42,6 @@ std::string Describe(int status) {
   if (WIFEXITED(status)) return absl::StrCat("exited with code ", WEXITSTATUS(status));
   if (WIFSIGNALED(status)) return absl::StrCat("was killed by signal ", WTERMSIG(status));
   return "ended";
-}
-
-// Re-prints a rank-0 JSON line through the console sink (human or JSON form).
-void Relay(const std::string& line, ConsoleSink& sink, bool json) {
-  if (json) {
-    fmt::print("{}\n", line);
-    std::fflush(stdout);
-    return;
-  }
-  auto j = nlohmann::json::parse(line, nullptr, false);
-  if (j.is_discarded() || !j.is_object()) {
-    fmt::print("{}\n", line);
-    return;
-  }
-  const std::string type = j.value("type", "");
-  if (type == "step") {
-    engine::StepMetrics m;
-    m.step = j.value("step", 0);
-    m.total_steps = j.value("total_steps", 0);
-    m.loss = j.value("loss", 0.0);
-    m.lr = j.value("lr", 0.0f);
-    m.tokens_per_s = j.value("tokens_per_s", 0.0);
-    m.step_ms = j.value("step_ms", 0.0);
-    m.eta_s = j.value("eta_s", 0.0);
-    sink.OnStep(m);
-  } else if (type == "eval") {
-    sink.OnEval(j.value("step", 0), j.value("val_loss", 0.0));
-  } else if (type == "summary") {
-    engine::TrainSummary s;
-    s.steps = j.value("steps", 0);
-    s.final_loss = j.value("final_loss", 0.0);
-    s.val_loss = j["val_loss"].is_number() ? j["val_loss"].get<double>() : -1.0;
-    s.tokens_per_s = j.value("tokens_per_s", 0.0);
-    s.step_ms_median = j.value("step_ms_median", 0.0);
-    s.mfu = j.value("mfu", 0.0);
-    s.peak_rss_mib = j.value("peak_rss_mib", 0.0);
-    sink.OnSummary(s);
-  } else if (type == "event") {
-    sink.OnEvent(j.value("kind", ""), j.value("message", ""));
-  }
 }
 
 // Forks and execs `args` with stdout on a pipe; the child dies with its launcher.
@@ -132,7 +91,7 @@ void DrainOutput(std::vector<Child>& children, ConsoleSink& sink, bool json) {
     while ((nl = c.buffer.find('\n')) != std::string::npos) {
       std::string line = c.buffer.substr(0, nl);
       c.buffer.erase(0, nl + 1);
-      if (c.rank == 0 || line.find("\"event\"") != std::string::npos) Relay(line, sink, json);
+      if (c.rank == 0 || line.find("\"event\"") != std::string::npos) sink.Relay(line);
     }
   }
 }
@@ -214,6 +173,10 @@ int LaunchLocalRanks(const tern::spec::JobConfig& config, const LaunchOptions& o
                                      "--collective-timeout-s",
                                      std::to_string(o.collective_timeout_s)};
     if (!config.checkpoint.load.empty()) args.push_back("--resume");
+    if (o.peak_gflops > 0) {
+      args.push_back("--peak-gflops");
+      args.push_back(absl::StrCat(o.peak_gflops));
+    }
     if (!o.save_final.empty()) {
       args.push_back("--save-final");
       args.push_back(o.save_final);

@@ -17,6 +17,7 @@ struct LaunchOptions {
   bool json = false;
   std::string save_final;
   int collective_timeout_s = 30;
+  double peak_gflops = 0;  // --peak-gflops for every rank; 0 = each resolves its own
 };
 
 // Returns the process exit code (0 success, 1 a rank failed, 2 bad input).

@@ -23,6 +23,7 @@ struct RankArgs {
   int rank = 0, world = 1, ranks_per_node = 0, threads = 1, timeout_s = 30;
   bool json = false;
   bool resume = false;
+  double peak_gflops = 0;
 };
 
 bool IsInputError(const absl::Status& st) {
@@ -80,6 +81,7 @@ int RunRankCommand(const RankArgs& a) {
   ro.collective_timeout = std::chrono::seconds(a.timeout_s);
   ro.sink = &sink;
   ro.save_final_dir = a.save_final;
+  ro.peak_gflops = a.peak_gflops;
   absl::Status st = engine::RunRank(*cfg, **store, ro);
   if (!st.ok()) {
     fmt::print(stderr, "error: rank {}: {}\n", a.rank, std::string(st.message()));
@@ -107,6 +109,7 @@ void AddRankCommand(CLI::App& app, int* exit_code) {
   cmd->add_option("--save-final", a->save_final, "Write the final model here (rank 0)");
   cmd->add_option("--collective-timeout-s", a->timeout_s, "Collective and rendezvous timeout");
   cmd->add_flag("--json", a->json, "JSON lines on stdout");
+  cmd->add_option("--peak-gflops", a->peak_gflops, "sgemm GFLOP/s of this rank for MFU");
   cmd->add_flag("--resume", a->resume, "Continue from checkpoint.load (default: latest)");
   cmd->callback([a, exit_code] { *exit_code = RunRankCommand(*a); });
 }

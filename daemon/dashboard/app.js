@@ -15,7 +15,8 @@
     ['optimizer', 'optimizer_ms', '#1a7f37'],
     ['checkpoint stall', 'checkpoint_ms', '#cf222e'],
   ];
-  const MEMORY = [['params', 'param_bytes'], ['grads', 'grad_bytes'], ['optimizer', 'optim_bytes']];
+  const MEMORY = [['params', 'param_bytes'], ['grads', 'grad_bytes'], ['optimizer', 'optim_bytes'],
+    ['gather pool', 'gather_pool_bytes']];
   const MAX_EVENT_ROWS = 500;
   const REDRAW_MS = 500;
 
@@ -213,7 +214,7 @@
         type: 'bar',
         data: {
           labels: MEMORY.map(([l]) => l).concat(['peak RSS']),
-          datasets: [{ label: 'MiB', data: [0, 0, 0, 0], backgroundColor: '#1f6feb' }],
+          datasets: [{ label: 'MiB', data: MEMORY.map(() => 0).concat([0]), backgroundColor: '#1f6feb' }],
         },
         options: { animation: false, responsive: true, maintainAspectRatio: false,
           plugins: { legend: { display: false } } },
@@ -308,7 +309,7 @@
     } else if (m.kind === 'eval') {
       push('loss', 1, t, v.val_loss);
     } else if (m.kind === 'summary') {
-      setMemory(3, v.peak_rss_mib);
+      setMemory(MEMORY.length, v.peak_rss_mib);
       MEMORY.forEach(([, key], i) => setMemory(i, finite(v[key]) ? v[key] / 1048576 : undefined));
     }
   }
@@ -337,7 +338,7 @@
     cell(tr, e.state).dataset.state = e.state;
     cell(tr, e.rank >= 0 ? e.rank : '');
     cell(tr, e.worker);
-    cell(tr, e.message, 'message');
+    tr.appendChild(messageCell(e));
     const body = $('events').tBodies[0];
     body.appendChild(tr);
     while (body.rows.length > MAX_EVENT_ROWS) body.deleteRow(0);
@@ -348,6 +349,23 @@
       MEMORY.forEach(([, key], i) => setMemory(i, finite(details[key]) ? details[key] / 1048576 : undefined));
     }
     scheduleRedraw();
+  }
+
+  // A structured payload arrives with ternd's labelled fields ([[label, value], ...]): one
+  // <span class="field"><b>label</b> value</span> each; plain messages as text.
+  function messageCell(e) {
+    const td = el('td', null, 'message');
+    if (!Array.isArray(e.fields) || !e.fields.length) {
+      td.textContent = e.message === undefined || e.message === null ? '' : String(e.message);
+      return td;
+    }
+    for (const [label, value] of e.fields) {
+      const f = el('span', null, 'field');
+      f.appendChild(el('b', label));
+      f.appendChild(document.createTextNode(` ${value}`));
+      td.appendChild(f);
+    }
+    return td;
   }
 
   function renderKinds() {

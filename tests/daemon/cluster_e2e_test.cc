@@ -96,6 +96,15 @@ TEST_F(ClusterTest, TwoWorkerJobSucceedsWithMetricsRelayed) {
   ASSERT_EQ(logs.code, 0) << logs.err;
   EXPECT_NE(logs.out.find("fake rank 3 of 4"), std::string::npos) << logs.out;
   EXPECT_NE(logs.out.find("fake rank 3 done"), std::string::npos) << logs.out;
+  // The log holds `tern train`'s lines for what the rank printed as JSON.
+  EXPECT_NE(logs.out.find("step      6/6      | loss "), std::string::npos) << logs.out;
+  EXPECT_EQ(logs.out.find("\"type\""), std::string::npos) << logs.out;
+
+  // Watching the finished job replays it in words: the summary at the job's last step.
+  CliResult watch = c.Tern({"watch", id});
+  ASSERT_EQ(watch.code, 0) << watch.out << watch.err;
+  EXPECT_NE(watch.out.find("summary at step 6: done: "), std::string::npos) << watch.out;
+  EXPECT_NE(watch.out.find("eval at step 6: val_loss 2.5000"), std::string::npos) << watch.out;
 
   CliResult jobs = c.Tern({"jobs", "--json"});
   auto list = nlohmann::json::parse(jobs.out);

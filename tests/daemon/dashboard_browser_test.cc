@@ -176,6 +176,9 @@ return {
   kinds: [...new Set([...document.querySelectorAll('#events tbody tr')].map((r) => r.dataset.kind))],
   workers: document.querySelectorAll('#workers tbody tr').length,
   logs: [...document.querySelectorAll('#logs pre')].map((p) => p.textContent),
+  ckpt_labels: [...document.querySelectorAll('#events tbody tr[data-kind="checkpoint"] td.message span.field b')]
+    .map((b) => b.textContent),
+  messages: [...document.querySelectorAll('#events tbody td.message')].map((td) => td.textContent),
   csp: Number(document.body.dataset.cspViolations || 0),
   scripts: document.scripts.length,
   injected: document.querySelectorAll('#jobs img, #jobs script, #job img').length,
@@ -298,9 +301,18 @@ TEST(DashboardBrowserTest, LiveJobInHeadlessChromium) {
   for (const char* k : {"submitted", "scheduled", "checkpoint", "state"}) {
     EXPECT_NE(std::find(kinds.begin(), kinds.end(), k), kinds.end()) << "event kind " << k;
   }
+  // A checkpoint event reads as labelled fields, and no event shows a raw JSON payload.
+  const auto labels = last["ckpt_labels"].get<std::vector<std::string>>();
+  for (const char* l : {"step", "size", "rate", "dir"}) {
+    EXPECT_NE(std::find(labels.begin(), labels.end(), l), labels.end()) << "checkpoint " << l;
+  }
+  for (const auto& m : last["messages"]) EXPECT_NE(m.get<std::string>().rfind("{", 0), 0u) << m;
+  // The rank log panes show `tern train`'s progress lines, not the JSON the rank printed.
   bool logs = false;
-  for (const auto& l : last["logs"])
-    logs |= l.get<std::string>().find("\"type\":\"step\"") != std::string::npos;
+  for (const auto& l : last["logs"]) {
+    logs |= l.get<std::string>().find(" | loss ") != std::string::npos;
+    EXPECT_EQ(l.get<std::string>().find("\"type\":"), std::string::npos) << l;
+  }
   EXPECT_TRUE(logs) << "a rank's log tail is shown";
   // Nothing from another host: every resource the page loaded came from ternd, and the
   // same-origin CSP never had to block anything.

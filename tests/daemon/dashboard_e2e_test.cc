@@ -190,6 +190,8 @@ TEST(DashboardE2ETest, FakeJobThroughApiStreamMetricsAndTensorBoard) {
   auto log = cli->Get(("/api/jobs/" + id + "/logs/0?tail=100000").c_str());
   ASSERT_TRUE(log && log->status == 200);
   EXPECT_NE(log->body.find("fake rank 0 of 2"), std::string::npos) << log->body;
+  EXPECT_NE(log->body.find(" | loss "), std::string::npos) << "progress lines: " << log->body;
+  EXPECT_EQ(log->body.find("\"type\":\"step\""), std::string::npos) << log->body;
   auto tail = cli->Get(("/api/jobs/" + id + "/logs/1?tail=10").c_str());
   ASSERT_TRUE(tail && tail->status == 200);
   EXPECT_EQ(tail->body.size(), 10u);

@@ -266,7 +266,8 @@ TEST(JobStatsTest, GoodputCountsEachStepOnceWithoutCheckpointStalls) {
   stats.Observe("j", Metric("step", 2, 6000, {{"step_ms", 1000}}));  // redone after a resume
   stats.Observe("j", Metric("step", 4, 8000, {{"step_ms", 1000}, {"loss", 2}}));  // 2 new steps
   stats.Observe("j", Metric("eval", 4, 8100, {{"val_loss", 2.25}}));
-  stats.Observe("j", Event(2, "memory", R"({"rank":0,"param_bytes":1048576})"));
+  stats.Observe("j",
+                Event(2, "memory", R"({"rank":0,"param_bytes":1048576,"gather_pool_bytes":4096})"));
   stats.Observe("j", Event(3, "node lost", "w2 went away"));
   const JobAggregate* a = stats.Find("j");
   ASSERT_NE(a, nullptr);
@@ -278,6 +279,7 @@ TEST(JobStatsTest, GoodputCountsEachStepOnceWithoutCheckpointStalls) {
   EXPECT_EQ(a->checkpoint_bytes, 1073741824);
   EXPECT_EQ(a->last_checkpoint_gibps, 2);
   EXPECT_EQ(a->memory.at("param_bytes"), 1048576);
+  EXPECT_EQ(a->memory.at("gather_pool_bytes"), 4096);
   EXPECT_EQ(a->events_by_kind.at("node lost"), 1);
   tern::v1::Job job;
   job.set_state(tern::v1::JOB_STATE_SUCCEEDED);
@@ -286,6 +288,28 @@ TEST(JobStatsTest, GoodputCountsEachStepOnceWithoutCheckpointStalls) {
   EXPECT_DOUBLE_EQ(Goodput(*a, job, 99999), 0.35);
   job.set_started_ms(0);
   EXPECT_EQ(Goodput(*a, job, 99999), 0);
+}
+
+// The dashboard renders a structured payload from ternd's labelled fields, plain text as is.
+TEST(EventJsonTest, StructuredPayloadsCarryLabelledFields) {
+  const auto mem = EventJson(Event(1, "memory",
+                                   R"({"rank":0,"param_bytes":3565158,"grad_bytes":3565158,)"
+                                   R"("optim_bytes":7130316,"gather_pool_bytes":1048576,)"
+                                   R"("zero_stage":3})")
+                                 .event());
+  ASSERT_TRUE(mem.contains("fields")) << mem.dump();
+  const nlohmann::json want = nlohmann::json::parse(
+      R"([["rank","0"],["params","3.4 MiB"],["grads","3.4 MiB"],["optimizer","6.8 MiB"],)"
+      R"(["gather pool","1.0 MiB"],["ZeRO stage","3"]])");
+  EXPECT_EQ(mem["fields"], want);
+  EXPECT_EQ(mem["message"].get<std::string>().front(), '{') << "the raw payload stays";
+  const auto ckpt =
+      EventJson(Event(2, "checkpoint", R"({"step":100,"bytes":61865984,"seconds":0.12})").event());
+  EXPECT_EQ(ckpt["fields"],
+            nlohmann::json::parse(R"([["step","100"],["size","59.0 MiB"],["time","0.12 s"]])"));
+  EXPECT_FALSE(EventJson(Event(3, "state", "round 1: RUNNING").event()).contains("fields"));
+  const std::string app(FindDashboardAsset("/assets/app.js")->text());
+  EXPECT_NE(app.find("e.fields"), std::string::npos) << "app.js renders the fields";
 }
 
 // Pops everything until the stream ends; returns the SSE text.

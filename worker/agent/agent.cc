@@ -267,6 +267,8 @@ void Agent::HandleAssignment(const tern::v1::Assignment& a) {
     l.log_path = RankLogPath(launch_, a.job_id(), rank);
     l.work_dir = JobDir(launch_, a.job_id());
     l.relay_metrics = rank == 0;
+    // job.proto's default when the spec leaves steps_per_print unset.
+    l.steps_per_print = a.spec().has_steps_per_print() ? a.spec().steps_per_print() : 10;
     if (!options_.tls_ca.empty()) l.env.push_back("TERN_TLS_CA=" + options_.tls_ca);
     if (!written.ok()) spdlog::error("{}", written.ToString());
     supervisor_->Launch(std::move(l));

@@ -14,6 +14,7 @@
 #include <fstream>
 
 #include "absl/strings/str_cat.h"
+#include "worker/core/run_text.h"
 
 namespace tern::agent {
 namespace {
@@ -222,6 +223,12 @@ void RankSupervisor::ReadOutput(Rank* r, int out_fd, int err_fd) {
       line.erase(0, pos == std::string::npos ? line.size() : pos + 1);
       auto msg = ParseRankLine(one, l.id, NowMs());
       if (msg && (msg->has_event() || l.relay_metrics)) on_message_(std::move(*msg));
+      // The log (tern logs, the dashboard's panes) gets what `tern train` prints for the line.
+      const auto human = HumanLine(one, l.steps_per_print);
+      if (log >= 0 && (!human || !human->empty())) {
+        const std::string text = (human ? *human : one) + "\n";
+        WriteAll(log, text.data(), text.size());
+      }
     }
   };
   std::vector<char> buf(64 << 10);
@@ -245,8 +252,11 @@ void RankSupervisor::ReadOutput(Rank* r, int out_fd, int err_fd) {
           ::fcntl(fd, F_SETFL, O_NONBLOCK);
           ssize_t got;
           while ((got = ::read(fd, buf.data(), buf.size())) > 0) {
-            if (log >= 0) WriteAll(log, buf.data(), static_cast<size_t>(got));
-            if (fd == out_fd) on_stdout(buf.data(), static_cast<size_t>(got), false);
+            if (fd == out_fd) {
+              on_stdout(buf.data(), static_cast<size_t>(got), false);
+            } else if (log >= 0) {
+              WriteAll(log, buf.data(), static_cast<size_t>(got));
+            }
           }
           ::close(fd);
           fd = -1;
@@ -265,8 +275,11 @@ void RankSupervisor::ReadOutput(Rank* r, int out_fd, int err_fd) {
         (is_out ? fds[0] : fds[1]) = -1;
         continue;
       }
-      if (log >= 0) WriteAll(log, buf.data(), static_cast<size_t>(got));
-      if (is_out) on_stdout(buf.data(), static_cast<size_t>(got), false);
+      if (is_out) {
+        on_stdout(buf.data(), static_cast<size_t>(got), false);
+      } else if (log >= 0) {
+        WriteAll(log, buf.data(), static_cast<size_t>(got));
+      }
     }
   }
   on_stdout("", 0, true);  // a last line without newline

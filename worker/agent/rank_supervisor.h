@@ -33,9 +33,10 @@ struct RankLaunch {
   RankId id;
   std::vector<std::string> argv;  // argv[0] is the executable path
   std::vector<std::string> env;   // extra NAME=VALUE entries
-  std::string log_path;           // stdout+stderr are appended here
+  std::string log_path;           // stdout (JSON lines as human lines) + stderr appended here
   std::string work_dir;           // chdir before exec
   bool relay_metrics = false;     // relay step/eval/summary lines (rank 0 only)
+  int steps_per_print = 10;       // step lines written to the log (every n-th, first, last)
 };
 
 class RankSupervisor {

@@ -28,9 +28,12 @@ struct TrainSummary {
   double final_loss = 0;
   double val_loss = -1;  // -1 when no validation set
   int64_t steps = 0;
-  double sgemm_peak_gflops = 0;
-  double model_gflops = 0;                                    // achieved model GFLOP/s
+  double sgemm_peak_gflops = 0;  // of all ranks
+  std::string peak_source;       // "measured", "cached", "flag" or "env" (engine/sgemm_peak.h)
+  std::string peak_cache;        // the peak cache file read or written; empty if none
+  double model_gflops = 0;       // achieved model GFLOP/s
   uint64_t param_bytes = 0, grad_bytes = 0, optim_bytes = 0;  // this rank's state
+  uint64_t gather_pool_bytes = 0;                             // its ZeRO working pool
 };
 
 class MetricsSink {

@@ -3,7 +3,6 @@
 #include <algorithm>
 #include <span>
 
-#include "absl/strings/str_cat.h"
 #include "worker/comm/groups.h"
 #include "worker/comm/topology.h"
 #include "worker/core/status.h"
@@ -81,6 +80,7 @@ absl::Status RunRank(const tern::spec::JobConfig& config, comm::Store& store,
   topts.threads = o.threads;
   topts.sink = &sink;
   topts.save_final_dir = o.save_final_dir;
+  topts.peak_gflops = o.peak_gflops;
   zero::ZeroOptions zo = config.zero;
   zo.timeout = o.collective_timeout;
   topts.make_state = [dp, zo](const ParamTable& table, const std::vector<float>& init) {
@@ -110,10 +110,6 @@ absl::Status RunRank(const tern::spec::JobConfig& config, comm::Store& store,
     return AllGatherBytes(*world, mine, o.collective_timeout);
   };
   TERN_ASSIGN_OR_RETURN(auto trainer, Trainer::Create(config, std::move(topts)));
-  const auto mem = trainer->state().memory();
-  sink.OnEvent("memory", absl::StrCat("{\"rank\":", o.rank, ",\"param_bytes\":", mem.param_bytes,
-                                      ",\"grad_bytes\":", mem.grad_bytes, ",\"optim_bytes\":",
-                                      mem.optim_bytes, ",\"zero_stage\":", config.zero_stage, "}"));
   TERN_RETURN_IF_ERROR(trainer->Run());
   // Leave together so no rank tears down connections while a peer still reads.
   comm::CollectiveOptions co;

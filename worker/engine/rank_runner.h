@@ -21,6 +21,7 @@ struct RankOptions {
   std::chrono::milliseconds collective_timeout{30000};
   MetricsSink* sink = nullptr;  // rank 0 reports metrics; every rank its memory
   std::string save_final_dir;
+  double peak_gflops = 0;  // sgemm peak per rank for MFU; 0 = resolve (engine/sgemm_peak.h)
 };
 
 // Runs the job as `options.rank` of `options.world_size`. `config` must have been resolved

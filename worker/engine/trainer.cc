@@ -1,6 +1,5 @@
 #include "worker/engine/trainer.h"
 
-#include <cblas.h>
 #include <sys/resource.h>
 
 #include <algorithm>
@@ -10,10 +9,12 @@
 
 #include "absl/strings/str_cat.h"
 #include "kernels/cpu/threads.h"
+#include "nlohmann/json.hpp"
 #include "worker/checkpoint/fs_util.h"
 #include "worker/core/status.h"
 #include "worker/data/data_loader.h"
 #include "worker/engine/export.h"
+#include "worker/engine/sgemm_peak.h"
 
 namespace tern::engine {
 namespace {
@@ -30,23 +31,6 @@ double Median(std::vector<double> v) {
 }
 
 }  // namespace
-
-double MeasureSgemmPeakGflops(int threads) {
-  // Best of several 1024^3 GEMMs after a warm-up: a single timed call on a shared machine
-  // under-reports the peak (and would over-report MFU).
-  kernels::SetNumThreads(threads);
-  const int n = 1024;
-  std::vector<float> a(size_t(n) * n, 0.5f), b(size_t(n) * n, 0.25f), c(size_t(n) * n);
-  double best = 0;
-  for (int rep = 0; rep < 10; ++rep) {
-    auto t0 = Clock::now();
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, n, n, 1.0f, a.data(), n, b.data(), n,
-                0.0f, c.data(), n);
-    double s = MsSince(t0) / 1e3;
-    if (rep > 1) best = std::max(best, 2.0 * n * n * n / s / 1e9);
-  }
-  return best;
-}
 
 double PeakRssMib() {
   struct rusage ru {};
@@ -204,6 +188,9 @@ absl::Status Trainer::Run() {
     const double elapsed = MsSince(run_start) / 1e3;
     m.eta_s = elapsed / double(step + 1 - start_step_) * double(cfg_.train_iters - step - 1);
     if (opts_.sink) opts_.sink->OnStep(m);
+    // By the second step the ZeRO working pool has reached its high-water mark (stage 3
+    // records its access order in the first step and prefetches from the second).
+    if (step + 1 == std::min(start_step_ + 2, cfg_.train_iters)) ReportMemory();
     const bool last = step + 1 == cfg_.train_iters;
     if ((cfg_.eval_interval > 0 && (step + 1) % cfg_.eval_interval == 0) || last) {
       TERN_ASSIGN_OR_RETURN(double val, Evaluate());
@@ -221,17 +208,44 @@ absl::Status Trainer::Run() {
   summary_.tokens_per_s = timed.empty() ? 0.0 : tokens_per_step / (summary_.step_ms_median / 1e3);
   summary_.final_loss = last_loss;
   summary_.model_gflops = cost.flops_per_token * summary_.tokens_per_s / 1e9;
-  summary_.sgemm_peak_gflops = MeasureSgemmPeakGflops(opts_.threads) * cfg_.dp_size;
-  kernels::SetNumThreads(opts_.threads);
-  summary_.mfu = summary_.model_gflops / summary_.sgemm_peak_gflops;
+  if (opts_.rank == 0) ComputeMfu();
   summary_.peak_rss_mib = PeakRssMib();
   const auto mem = state_->memory();
   summary_.param_bytes = mem.param_bytes;
   summary_.grad_bytes = mem.grad_bytes;
   summary_.optim_bytes = mem.optim_bytes;
+  summary_.gather_pool_bytes = mem.gather_pool_bytes;
   if (!opts_.save_final_dir.empty()) TERN_RETURN_IF_ERROR(SaveFinal());
   if (opts_.sink) opts_.sink->OnSummary(summary_);
   return absl::OkStatus();
+}
+
+void Trainer::ReportMemory() {
+  if (!opts_.sink) return;
+  const auto mem = state_->memory();
+  opts_.sink->OnEvent("memory", nlohmann::json{{"rank", opts_.rank},
+                                               {"param_bytes", mem.param_bytes},
+                                               {"grad_bytes", mem.grad_bytes},
+                                               {"optim_bytes", mem.optim_bytes},
+                                               {"gather_pool_bytes", mem.gather_pool_bytes},
+                                               {"zero_stage", cfg_.zero_stage}}
+                                    .dump());
+}
+
+void Trainer::ComputeMfu() {
+  const SgemmPeak peak = ResolveSgemmPeak(opts_.threads, opts_.peak_gflops);
+  kernels::SetNumThreads(opts_.threads);
+  summary_.sgemm_peak_gflops = peak.gflops * cfg_.dp_size;
+  summary_.peak_source = peak.source;
+  summary_.peak_cache = peak.cache;
+  summary_.mfu = summary_.model_gflops / summary_.sgemm_peak_gflops;
+  if (!opts_.sink) return;
+  nlohmann::json j = {{"gflops", peak.gflops},
+                      {"threads", opts_.threads},
+                      {"ranks", cfg_.dp_size},
+                      {"source", peak.source}};
+  if (!peak.cache.empty()) j["cache"] = peak.cache;
+  opts_.sink->OnEvent("peak", j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace));
 }
 
 absl::Status Trainer::SaveFinal() {

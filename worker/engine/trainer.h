@@ -23,6 +23,7 @@ struct TrainerOptions {
   int threads = 1;              // compute threads of this rank
   MetricsSink* sink = nullptr;  // receives metrics (rank 0 reports the global values)
   std::string save_final_dir;   // write model.safetensors + config.json at the end
+  double peak_gflops = 0;       // sgemm peak per rank for MFU (--peak-gflops); 0 = resolve
   // Builds the partitioned training state; null = single rank, nothing partitioned.
   std::function<absl::StatusOr<std::unique_ptr<zero::TrainingState>>(const ParamTable&,
                                                                      const std::vector<float>&)>
@@ -56,6 +57,10 @@ class Trainer {
   absl::Status InitCheckpointing();
   // Collects a finished write and saves when due; returns the stall in ms.
   absl::StatusOr<double> CheckpointStep(int64_t steps_done, const StepMetrics& m);
+  // The "memory" event: this rank's state and ZeRO working pool.
+  void ReportMemory();
+  // MFU against the sgemm peak (rank 0, which reports the summary), and the "peak" event.
+  void ComputeMfu();
 
   tern::spec::JobConfig cfg_;
   TrainerOptions opts_;
@@ -69,8 +74,6 @@ class Trainer {
   int64_t start_step_ = 0;               // steps already done (resume)
 };
 
-// Measured cblas_sgemm GFLOP/s on `threads` threads (the MFU denominator).
-double MeasureSgemmPeakGflops(int threads);
 // Peak resident set size of this process in MiB.
 double PeakRssMib();
 

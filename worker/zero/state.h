@@ -22,9 +22,13 @@ namespace tern::zero {
 
 // Bytes this rank holds for each kind of state.
 struct MemoryReport {
-  uint64_t param_bytes = 0;  // fp32 parameters (full or shard, plus gathered working copies)
+  uint64_t param_bytes = 0;  // fp32 parameters (full or shard, plus stage-3 persistent units)
   uint64_t grad_bytes = 0;   // fp32 gradients
   uint64_t optim_bytes = 0;  // AdamW exp_avg + exp_avg_sq
+  // Stages 1-3: the working pool, buffers of the largest (padded) unit each, for gathered
+  // stage-3 parameters, unit gradients and reduce-scatter outputs. It grows to its high-water
+  // mark in the first two steps and is not part of total() (the partitioned state).
+  uint64_t gather_pool_bytes = 0;
   uint64_t total() const { return param_bytes + grad_bytes + optim_bytes; }
 };
 

@@ -215,6 +215,7 @@ class ZeroState : public TrainingState, public model::ParamSource<float> {
     for (const auto& b : persistent_bufs_) m.param_bytes += b.size() * 4;
     m.grad_bytes = (full_grads_.size() + grad_shard_.size()) * 4;
     m.optim_bytes = (m_.size() + v_.size()) * 4;
+    m.gather_pool_bytes = storage_.size() * max_unit_ * 4;
     return m;
   }
 

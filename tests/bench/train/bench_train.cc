@@ -16,6 +16,7 @@
 #include <span>
 #include <vector>
 
+#include "kernels/cpu/peak.h"
 #include "kernels/cpu/threads.h"
 #include "nlohmann/json.hpp"
 #include "worker/comm/groups.h"
@@ -59,7 +60,7 @@ int RunOne(const Args& a, int rank, tern::comm::Communicator* dp, tern::comm::Co
     std::fprintf(stderr, "error: %s\n", std::string(dims.status().message()).c_str());
     return 2;
   }
-  const double peak = tern::engine::MeasureSgemmPeakGflops(a.threads);
+  const double peak = tern::kernels::MeasureSgemmPeakGflops(a.threads);
   tern::kernels::SetNumThreads(a.threads);
   tern::model::Transformer<float> model(*dims);
   std::vector<float> init(model.params().total());

@@ -52,13 +52,13 @@ fi
 for ((i = 1; i <= iters; i++)); do
   sleep "$(printf '%d.%03d' $((step_ms / 1000)) $((step_ms % 1000)))"
   loss=$(printf '%d.%04d' $((50000 / (i + 9) / 10000)) $((50000 / (i + 9) % 10000)))
-  echo "{\"type\":\"step\",\"step\":$i,\"loss\":$loss,\"lr\":0.001,\"tokens_per_s\":12345.5,\"step_ms\":$step_ms}"
+  echo "{\"type\":\"step\",\"step\":$i,\"total_steps\":$iters,\"loss\":$loss,\"lr\":0.001,\"tokens_per_s\":12345.5,\"step_ms\":$step_ms}"
   if [[ "$name" == *fail* && $i -ge 2 && $rank -eq $((world - 1)) ]]; then
     echo "fake rank $rank failing on purpose" >&2
     exit 3
   fi
 done
 echo "{\"type\":\"eval\",\"step\":$iters,\"val_loss\":2.5}"
-echo "{\"type\":\"summary\",\"step\":$iters,\"final_loss\":$loss}"
+echo "{\"type\":\"summary\",\"step\":$iters,\"steps\":$iters,\"final_loss\":$loss}"
 echo "fake rank $rank done"
 exit 0

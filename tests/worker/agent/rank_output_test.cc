@@ -36,6 +36,13 @@ TEST(ParseRankLine, EvalSummaryAndEvents) {
   EXPECT_EQ(ev->event().rank(), 3);
 }
 
+TEST(ParseRankLine, SummaryCarriesTheLastStep) {
+  auto s = ParseRankLine(R"({"type":"summary","step":100,"steps":100,"mfu":0.1})", kId, 1);
+  ASSERT_TRUE(s && s->has_metric());
+  EXPECT_EQ(s->metric().kind(), "summary");
+  EXPECT_EQ(s->metric().step(), 100);
+}
+
 TEST(ParseRankLine, PlainTextAndJunkAreNotMetrics) {
   for (const char* line : {"loading data", "", "{not json", R"({"type":"other","step":1})",
                            R"([1,2])", R"({"step":1,"loss":2})", "  {\"type\": 3}"}) {

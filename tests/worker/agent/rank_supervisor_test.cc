@@ -97,6 +97,14 @@ TEST_F(RankSupervisorTest, RelaysRankZeroMetricsLogsAndExitCodes) {
   EXPECT_EQ(exits, 2);
   EXPECT_NE(log.find("fake rank 1 of 2"), std::string::npos) << log;
   EXPECT_NE(log.find("fake rank 1 done"), std::string::npos) << log;
+  // JSON protocol lines are logged as `tern train` prints them (steps_per_print 10: the first
+  // and the last step), never as raw JSON.
+  EXPECT_EQ(log.find("\"type\""), std::string::npos) << log;
+  EXPECT_NE(log.find("step      1/4      | loss "), std::string::npos) << log;
+  EXPECT_NE(log.find("step      4/4      | loss "), std::string::npos) << log;
+  EXPECT_EQ(log.find("step      2/4"), std::string::npos) << log;
+  EXPECT_NE(log.find("[rank_ready] rank 1 ready\n"), std::string::npos) << log;
+  EXPECT_NE(log.find("eval at step 4: val_loss 2.5000\n"), std::string::npos) << log;
   std::lock_guard<std::mutex> lock(mu_);
   int started = 0, steps = 0, events = 0;
   for (const auto& m : relayed_) {

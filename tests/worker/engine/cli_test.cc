@@ -32,6 +32,9 @@ class CliTest : public ::testing::Test {
   static void SetUpTestSuite() {
     dir_ = new fs::path(fs::temp_directory_path() / ("tern-cli-test-" + std::to_string(getpid())));
     fs::create_directories(*dir_);
+    // The sgemm peak cache of this suite (inherited by every `tern` it starts).
+    setenv("XDG_CACHE_HOME", (*dir_ / "cache").c_str(), 1);
+    unsetenv("TERN_PEAK_GFLOPS");
     Result r = tern::testing::PrepareCorpus(*dir_);
     ASSERT_EQ(r.code, 0) << r.out;
     std::ofstream spec(*dir_ / "spec.json");
@@ -71,6 +74,23 @@ TEST_F(CliTest, TrainJsonLossFallsAndGenerateIsDeterministic) {
                           "final_loss", "val_loss"})
     EXPECT_TRUE(summary[0].contains(key)) << key;
   EXPECT_GT(summary[0]["mfu"].get<double>(), 0.0);
+  EXPECT_EQ(summary[0]["step"], 12) << "the summary belongs to the last step";
+  // The summary says which sgemm peak MFU is against: measured now or cached, in this suite's
+  // cache; the "peak" event says the same.
+  const std::string cache = Path("cache/tern/sgemm_peak.json");
+  const std::string source = summary[0].value("peak_source", "");
+  EXPECT_TRUE(source == "measured" || source == "cached") << source;
+  EXPECT_EQ(summary[0].value("peak_cache", ""), cache);
+  EXPECT_TRUE(fs::exists(cache));
+  int peak_events = 0;
+  for (const auto& e : JsonLines(r.out, "event")) {
+    if (e.value("kind", "") != "peak") continue;
+    ++peak_events;
+    auto p = nlohmann::json::parse(e["message"].get<std::string>());
+    EXPECT_EQ(p["source"], source);
+    EXPECT_DOUBLE_EQ(p["gflops"].get<double>(), summary[0]["sgemm_peak_gflops"].get<double>());
+  }
+  EXPECT_EQ(peak_events, 1);
   EXPECT_TRUE(fs::exists(Path("model/model.safetensors")));
   Result g1 = Tern("generate --model-dir " + Path("model") +
                    " --prompt 'The ' --max-new-tokens 20 --temperature 0");
@@ -98,6 +118,22 @@ TEST_F(CliTest, TwoRankProcessesMatchOneRank) {
     EXPECT_NEAR(la, lb, 1e-5 * la) << "step " << i + 1;
   }
   EXPECT_GT(b.back().value("bytes_intra_node", 0), 0);  // ZeRO-2 traffic was accounted
+  // The peak was measured at most once on this host for one thread: the second run read it.
+  auto s = JsonLines(two.out, "summary");
+  ASSERT_EQ(s.size(), 1u) << two.out;
+  EXPECT_EQ(s[0].value("peak_source", ""), "cached");
+  EXPECT_EQ(s[0]["step"], 6);
+  // --peak-gflops wins and reaches every rank: 2 ranks x 100 GFLOP/s.
+  Result given = Tern("train " + Path("spec.json") +
+                      " --ranks 2 --threads 1 --set train_iters=2 --peak-gflops 100"
+                      " --set train_micro_batch_size_per_gpu=4");
+  ASSERT_EQ(given.code, 0) << given.out;
+  EXPECT_NE(given.out.find("of 200.0 GFLOP/s sgemm peak (given by --peak-gflops)"),
+            std::string::npos)
+      << given.out;
+  EXPECT_NE(given.out.find("step      2/2      | loss "), std::string::npos) << given.out;
+  EXPECT_NE(given.out.find("[memory] rank 1, params "), std::string::npos) << given.out;
+  EXPECT_EQ(given.out.find("{\""), std::string::npos) << "human output: " << given.out;
 }
 
 TEST_F(CliTest, FourRanksOnTwoNodesReportCrossNodeBytesAndMemory) {
@@ -118,6 +154,8 @@ TEST_F(CliTest, FourRanksOnTwoNodesReportCrossNodeBytesAndMemory) {
     auto m = nlohmann::json::parse(e["message"].get<std::string>());
     EXPECT_EQ(m["zero_stage"], 3);
     EXPECT_GT(m["optim_bytes"].get<uint64_t>(), 0u);
+    // ZeRO-3 gathers every unit into the working pool: at least one buffer is reported.
+    EXPECT_GT(m["gather_pool_bytes"].get<uint64_t>(), 0u);
   }
   EXPECT_EQ(memory_events, 4);
 }

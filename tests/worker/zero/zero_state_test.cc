@@ -4,6 +4,7 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <random>
 #include <thread>
@@ -215,6 +216,30 @@ TEST(ZeroMemory, Stage3HoldsAboutOneNthOfStage0) {
   const auto s3p = RunZero(false, n, 3, 1, /*persist=*/1000000);
   EXPECT_NEAR(double(s3p[0].memory.param_bytes), s0[0].memory.param_bytes * (1 + 1.0 / n),
               64 * 4 * n);
+}
+
+// The working pool (buffers of the largest padded unit) is reported next to the partitioned
+// state: none at stage 0, whole buffers at stages 1-3, and at stage 3 at least the gathered
+// unit plus its gradient, which backward holds at the same time.
+TEST(ZeroMemory, ReportsTheGatherPool) {
+  kernels::SetNumThreads(1);
+  const int n = 4;
+  model::Transformer<float> model(Dims(false));
+  const auto units = LayoutUnits(model.params(), n);
+  uint64_t max_unit = 0;
+  for (const auto& u : units) max_unit = std::max(max_unit, u.chunk * n);
+  const uint64_t buffer = max_unit * sizeof(float);
+  for (const auto& r : RunZero(false, n, 0, 1)) EXPECT_EQ(r.memory.gather_pool_bytes, 0u);
+  for (int stage : {1, 2, 3}) {
+    const auto results = RunZero(false, n, stage, 1);
+    for (const auto& r : results) {
+      const uint64_t pool = r.memory.gather_pool_bytes;
+      EXPECT_EQ(pool % buffer, 0u) << "stage " << stage;
+      EXPECT_GE(pool, (stage == 3 ? 2 : 1) * buffer) << "stage " << stage;
+      // At most a gathered copy, a gradient and a reduce output per unit.
+      EXPECT_LE(pool, 3 * units.size() * buffer) << "stage " << stage;
+    }
+  }
 }
 
 }  // namespace
