@@ -1,12 +1,5 @@
 #include "daemon/auth.h"
 
-#include <fstream>
-#include <sstream>
-
-#include "absl/strings/ascii.h"
-#include "absl/strings/str_cat.h"
-#include "absl/strings/strip.h"
-
 namespace tern::daemon {
 namespace {
 
@@ -31,21 +24,6 @@ Authorizer::Authorizer(std::vector<std::string> admin_tokens,
     : admin_(std::move(admin_tokens)),
       worker_(std::move(worker_tokens)),
       read_(std::move(read_tokens)) {}
-
-absl::StatusOr<std::vector<std::string>> Authorizer::ReadTokenFile(const std::string& path) {
-  std::ifstream in(path);
-  if (!in) return absl::NotFoundError(absl::StrCat("cannot read token file ", path));
-  std::vector<std::string> tokens;
-  std::string line;
-  while (std::getline(in, line)) {
-    std::string t(absl::StripAsciiWhitespace(line));
-    if (!t.empty()) tokens.push_back(t);
-  }
-  if (tokens.empty()) {
-    return absl::InvalidArgumentError(absl::StrCat("token file ", path, " has no token"));
-  }
-  return tokens;
-}
 
 grpc::Status Authorizer::Check(const grpc::CallbackServerContext* ctx, Role role) const {
   const auto& md = ctx->client_metadata();

@@ -24,9 +24,6 @@ class Authorizer {
   Authorizer(std::vector<std::string> admin_tokens, std::vector<std::string> worker_tokens,
              std::vector<std::string> read_tokens);
 
-  // Reads one token per non-empty line of `path` (whitespace trimmed).
-  static absl::StatusOr<std::vector<std::string>> ReadTokenFile(const std::string& path);
-
   // OK, UNAUTHENTICATED (no/unknown token) or PERMISSION_DENIED (valid token, wrong role).
   grpc::Status Check(const grpc::CallbackServerContext* ctx, Role role) const;
   // The same check for an "authorization" value ("Bearer <token>"; empty when absent).

@@ -15,8 +15,8 @@
 #include "daemon/dashboard_assets.h"
 #include "daemon/http_sse.h"
 #include "daemon/prometheus.h"
-#include "daemon/services.h"
-#include "worker/agent/prometheus_text.h"
+#include "infra/http/prometheus_text.h"
+#include "infra/rpc/status.h"
 
 namespace tern::daemon {
 namespace {
@@ -292,7 +292,7 @@ void HttpServer::ServeEvents(const std::string& id, const httplib::Request& req,
     streams_.insert(stream.get());
   }
   loop_->Post([coord = coord_, id, sink = stream->sink()] {
-    if (auto st = coord->Watch(id, sink); !st.ok()) sink->Close(ToGrpc(st));
+    if (auto st = coord->Watch(id, sink); !st.ok()) sink->Close(infra::ToGrpc(st));
   });
   res.set_header("Cache-Control", "no-store");
   res.set_header("X-Accel-Buffering", "no");
@@ -368,7 +368,7 @@ void HttpServer::ServeMetrics(httplib::Response& res) {
   auto snap = Snapshot();
   if (!snap) return Error(res, 503, "ternd is busy or shutting down");
   res.set_header("Cache-Control", "no-store");
-  res.set_content(RenderPrometheus(*snap), agent::PrometheusText::kContentType);
+  res.set_content(RenderPrometheus(*snap), infra::PrometheusText::kContentType);
 }
 
 }  // namespace tern::daemon

@@ -37,7 +37,7 @@
 #include "daemon/event_loop.h"
 #include "daemon/http_json.h"
 #include "daemon/job_stats.h"
-#include "worker/agent/http_listener.h"
+#include "infra/http/http_listener.h"
 
 namespace httplib {
 class Server;
@@ -94,7 +94,7 @@ class HttpServer {
   const Authorizer* auth_;
   const JobStats* stats_;
   std::unique_ptr<httplib::Server> server_;
-  agent::HttpListener listener_;
+  infra::HttpListener listener_;
   std::atomic<bool> stopping_{false};
   std::mutex streams_mu_;
   std::set<SseStream*> streams_;  // open event streams (interrupted by Stop)

@@ -133,11 +133,6 @@ class LogsReactor : public grpc::ServerWriteReactor<tern::v1::LogChunk> {
 
 }  // namespace
 
-grpc::Status ToGrpc(const absl::Status& s) {
-  if (s.ok()) return grpc::Status::OK;
-  return grpc::Status(static_cast<grpc::StatusCode>(s.code()), std::string(s.message()));
-}
-
 std::string PeerClient(const std::string& peer) {
   auto pos = peer.rfind(':');
   return pos == std::string::npos ? peer : peer.substr(0, pos);

@@ -1,13 +1,13 @@
 #include "daemon/prometheus.h"
 
 #include "daemon/coordinator.h"
-#include "worker/agent/prometheus_text.h"
+#include "infra/http/prometheus_text.h"
 
 namespace tern::daemon {
 namespace {
 
-using agent::PrometheusText;
-using agent::PromLabels;
+using infra::PrometheusText;
+using infra::PromLabels;
 
 // Per-job series: newest step values (name, value key, scale to base units, help).
 struct StepSeries {

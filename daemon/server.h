@@ -51,8 +51,6 @@ class Daemon {
   void Shutdown();
 
  private:
-  absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> Credentials() const;
-
   DaemonOptions options_;
   std::unique_ptr<EventLoop> loop_;
   std::unique_ptr<RendezvousStore> rendezvous_;

@@ -11,11 +11,12 @@
 #include "daemon/coordinator.h"
 #include "daemon/event_loop.h"
 #include "daemon/rendezvous_store.h"
+#include "infra/rpc/status.h"
 #include "tern/v1/cluster.grpc.pb.h"
 
 namespace tern::daemon {
 
-grpc::Status ToGrpc(const absl::Status& s);
+using infra::ToGrpc;
 
 // A stream reactor that only finishes with `status` (refused calls).
 template <class Base>

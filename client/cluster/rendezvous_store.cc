@@ -3,11 +3,14 @@
 #include <thread>
 
 #include "absl/strings/str_cat.h"
-#include "client/cluster/channel.h"
+#include "infra/rpc/channel.h"
 #include "tern/v1/cluster.grpc.pb.h"
 
 namespace tern::cluster {
 namespace {
+
+using infra::FromGrpc;
+using infra::MakeContext;
 
 using std::chrono::milliseconds;
 constexpr milliseconds kCallTimeout(30000);  // Set and Add
@@ -111,7 +114,7 @@ absl::StatusOr<std::unique_ptr<tern::comm::Store>> ConnectRendezvousStore(
     const std::string& address, const std::string& prefix, const std::string& token,
     std::chrono::milliseconds connect_timeout) {
   if (prefix.empty()) return absl::InvalidArgumentError("rendezvous prefix is empty");
-  auto channel = MakeChannel({address, token, ""});
+  auto channel = infra::MakeChannel({.address = address});
   if (!channel.ok()) return channel.status();
   if (!(*channel)->WaitForConnected(std::chrono::system_clock::now() + connect_timeout)) {
     return absl::UnavailableError(absl::StrCat("cannot reach the rendezvous service at ", address,

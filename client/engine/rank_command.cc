@@ -1,7 +1,5 @@
 // `tern rank`: one rank of a job, started by `tern train --ranks N` (local TCP store) or by
 // tern-worker (ternd's RendezvousService). See worker/agent/launch_contract.h.
-#include <fstream>
-#include <sstream>
 
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
@@ -10,6 +8,7 @@
 #include "client/commands.h"
 #include "client/engine/output.h"
 #include "client/engine/spec_cli.h"
+#include "infra/token_file.h"
 #include "spdlog/fmt/fmt.h"
 #include "worker/comm/tcp_store.h"
 #include "worker/core/status.h"
@@ -45,10 +44,8 @@ absl::StatusOr<std::unique_ptr<comm::Store>> ConnectStore(const RankArgs& a) {
   }
   std::string token;
   if (!a.token_file.empty()) {
-    std::ifstream in(a.token_file);
-    if (!in)
-      return absl::NotFoundError(absl::StrCat("--token-file ", a.token_file, ": cannot open"));
-    std::getline(in, token);
+    TERN_ASSIGN_OR_RETURN(auto tokens, infra::ReadTokenFile(a.token_file));
+    token = tokens.front();
   }
   return cluster::ConnectRendezvousStore(a.rendezvous, a.prefix, token);
 }

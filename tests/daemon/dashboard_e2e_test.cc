@@ -15,7 +15,7 @@
 #include <thread>
 
 #include "tests/daemon/cluster_harness.h"
-#include "tests/daemon/prom_check.h"
+#include "tests/infra/http/prom_check.h"
 
 namespace tern::testing {
 namespace {

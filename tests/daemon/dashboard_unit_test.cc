@@ -1,6 +1,6 @@
-// Unit tests for ternd's dashboard side: Prometheus text, TensorBoard event files (read back
-// by an independent Python reader), the SSE stream and its resume cursor, job stats, and the
-// embedded assets (no URL to another host).
+// Unit tests for ternd's HTTP side: its Prometheus exposition, TensorBoard event files (read
+// back by an independent Python reader), the SSE stream and its resume cursor, job stats, and
+// the embedded assets (no URL to another host).
 #include <gtest/gtest.h>
 #include <sys/wait.h>
 
@@ -17,9 +17,7 @@
 #include "daemon/job_stats.h"
 #include "daemon/prometheus.h"
 #include "daemon/tensorboard.h"
-#include "tests/daemon/prom_check.h"
-#include "worker/agent/agent_metrics.h"
-#include "worker/agent/prometheus_text.h"
+#include "tests/infra/http/prom_check.h"
 
 namespace tern::daemon {
 namespace {
@@ -71,42 +69,6 @@ tern::v1::WatchJobResponse Event(int64_t seq, const std::string& kind, const std
   e->set_state(state);
   e->set_time_ms(1000 + seq);
   return r;
-}
-
-TEST(PrometheusTextTest, EscapesAndFormats) {
-  agent::PrometheusText p;
-  p.Family("tern_x", "gauge", "Help with \\ and\nnewline.");
-  p.Sample(1.5, {{"job", "a\"b\\c\nd"}});
-  p.Sample(NAN, {{"job", "nan"}});
-  p.Sample(INFINITY, {{"job", "inf"}});
-  p.Sample(42, {});
-  p.Single("tern_y_total", "counter", "A counter.", 3);
-  const std::string text = p.text();
-  EXPECT_NE(text.find("# HELP tern_x Help with \\\\ and\\nnewline.\n"), std::string::npos) << text;
-  EXPECT_NE(text.find("tern_x{job=\"a\\\"b\\\\c\\nd\"} 1.5\n"), std::string::npos) << text;
-  EXPECT_NE(text.find("tern_x{job=\"nan\"} NaN\n"), std::string::npos);
-  EXPECT_NE(text.find("tern_x{job=\"inf\"} +Inf\n"), std::string::npos);
-  EXPECT_NE(text.find("tern_x 42\n"), std::string::npos);
-  std::map<std::string, double> samples;
-  EXPECT_EQ(CheckPrometheusText(text, &samples), "");
-  EXPECT_EQ(samples.at("tern_y_total{}"), 3);
-  EXPECT_FALSE(agent::PrometheusText::ValidName("1abc"));
-  EXPECT_FALSE(agent::PrometheusText::ValidName("a-b"));
-  EXPECT_TRUE(agent::PrometheusText::ValidName("a:b_c9"));
-}
-
-TEST(PrometheusCheckTest, RejectsMalformedExpositions) {
-  // The checker itself must catch what it is meant to catch.
-  EXPECT_NE(CheckPrometheusText("x 1\n"), "");                                     // no HELP/TYPE
-  EXPECT_NE(CheckPrometheusText("# HELP x h\n# TYPE x gauge\nx{a=\"1} 1\n"), "");  // bad quote
-  EXPECT_NE(CheckPrometheusText("# HELP x h\n# TYPE x gauge\nx 1 2 3\n"), "");
-  EXPECT_NE(CheckPrometheusText("# HELP x h\n# TYPE x gauge\nx one\n"), "");
-  EXPECT_NE(CheckPrometheusText("# HELP x h\n# TYPE x gauge\nx 1\nx 2\n"), "");  // repeated
-  EXPECT_NE(CheckPrometheusText("# HELP x h\n# TYPE x gauge\nx{a=\"1\",a=\"2\"} 1\n"), "");
-  EXPECT_NE(CheckPrometheusText("# HELP x h\n# TYPE x gauge\nx 1"), "");  // no newline
-  EXPECT_NE(CheckPrometheusText("# HELP x h\n# TYPE x gauge\n# HELP y h\n# TYPE y gauge\nx 1\n"),
-            "");
-  EXPECT_EQ(CheckPrometheusText("# HELP x h\n# TYPE x gauge\nx{a=\"q\\\"\"} -1.5e3\n"), "");
 }
 
 TEST(PrometheusTest, TerndExpositionParses) {
@@ -171,38 +133,6 @@ TEST(PrometheusTest, TerndExpositionParses) {
   EXPECT_EQ(s.at("tern_job_info{job=\"j-000007\",name=\"we\\\"ird\\\\name\\n<script>alert(1)</"
                  "script>\",state=\"RUNNING\"}"),
             1);
-}
-
-TEST(PrometheusTest, WorkerExpositionParses) {
-  agent::AgentMetrics m;
-  m.OnSessionUp();
-  tern::v1::WorkerMessage started;
-  started.mutable_started()->set_job_id("j-1");
-  m.OnQueued(started);
-  tern::v1::WorkerMessage point;
-  point.mutable_metric()->set_job_id("j-1");
-  point.mutable_metric()->set_kind("step");
-  point.mutable_metric()->set_step(7);
-  (*point.mutable_metric()->mutable_values())["loss"] = 3.25;
-  m.OnQueued(point);
-  tern::v1::WorkerMessage ckpt;
-  ckpt.mutable_event()->set_kind("checkpoint");
-  ckpt.mutable_event()->set_message(R"({"step":5,"bytes":4096,"seconds":0.25,"gibps":1})");
-  m.OnQueued(ckpt);
-  tern::v1::WorkerMessage exited;
-  exited.mutable_exited()->set_exit_code(3);
-  m.OnSent(exited);
-  const std::string text = m.Render({"node-\"1\"", 4, 1, 2});
-  std::map<std::string, double> s;
-  ASSERT_EQ(CheckPrometheusText(text, &s), "") << text;
-  const std::string w = "worker=\"node-\\\"1\\\"\"";
-  EXPECT_EQ(s.at("tern_worker_slots{" + w + "}"), 4);
-  EXPECT_EQ(s.at("tern_worker_connected{" + w + "}"), 1);
-  EXPECT_EQ(s.at("tern_worker_rank_starts_total{" + w + "}"), 1);
-  EXPECT_EQ(s.at("tern_worker_rank_failures_total{" + w + "}"), 1);
-  EXPECT_EQ(s.at("tern_worker_checkpoint_bytes_total{" + w + "}"), 4096);
-  EXPECT_EQ(s.at("tern_worker_rank_step{" + w + ",job=\"j-1\",rank=\"0\"}"), 7);
-  EXPECT_EQ(s.at("tern_worker_rank_loss{" + w + ",job=\"j-1\",rank=\"0\"}"), 3.25);
 }
 
 TEST(TensorBoardTest, Crc32cMatchesKnownVectors) {

@@ -13,7 +13,7 @@ namespace httplib {
 class Server;
 }
 
-namespace tern::agent {
+namespace tern::infra {
 
 // Splits "host:port" ("[::1]:80" for IPv6). The port must be 0..65535.
 absl::StatusOr<std::pair<std::string, int>> SplitHostPort(const std::string& address,
@@ -40,4 +40,4 @@ class HttpListener {
   int port_ = 0;
 };
 
-}  // namespace tern::agent
+}  // namespace tern::infra

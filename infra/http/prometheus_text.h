@@ -10,7 +10,7 @@
 #include <utility>
 #include <vector>
 
-namespace tern::agent {
+namespace tern::infra {
 
 using PromLabels = std::vector<std::pair<std::string, std::string>>;
 
@@ -42,4 +42,4 @@ class PrometheusText {
   std::vector<std::string> families_;
 };
 
-}  // namespace tern::agent
+}  // namespace tern::infra

@@ -1,4 +1,4 @@
-#include "worker/agent/http_listener.h"
+#include "infra/http/http_listener.h"
 
 #include <httplib.h>
 
@@ -7,7 +7,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 
-namespace tern::agent {
+namespace tern::infra {
 
 absl::StatusOr<std::pair<std::string, int>> SplitHostPort(const std::string& address,
                                                           const std::string& flag) {
@@ -60,4 +60,4 @@ void HttpListener::Stop() {
   server_ = nullptr;
 }
 
-}  // namespace tern::agent
+}  // namespace tern::infra

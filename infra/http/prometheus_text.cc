@@ -1,4 +1,4 @@
-#include "worker/agent/prometheus_text.h"
+#include "infra/http/prometheus_text.h"
 
 #include <algorithm>
 #include <cmath>
@@ -6,7 +6,7 @@
 
 #include "worker/core/status.h"
 
-namespace tern::agent {
+namespace tern::infra {
 
 bool PrometheusText::ValidName(std::string_view name) {
   if (name.empty()) return false;
@@ -96,4 +96,4 @@ void PrometheusText::Single(std::string_view name, std::string_view type, std::s
   Sample(value);
 }
 
-}  // namespace tern::agent
+}  // namespace tern::infra

@@ -1,4 +1,4 @@
-#include "tests/daemon/prom_check.h"
+#include "tests/infra/http/prom_check.h"
 
 #include <cmath>
 #include <regex>
