@@ -4,12 +4,12 @@
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
-#include "client/cluster/rendezvous_store.h"
 #include "client/commands.h"
 #include "client/engine/output.h"
 #include "client/engine/spec_cli.h"
 #include "infra/token_file.h"
 #include "spdlog/fmt/fmt.h"
+#include "worker/comm/rendezvous_store.h"
 #include "worker/comm/tcp_store.h"
 #include "worker/core/status.h"
 #include "worker/engine/rank_runner.h"
@@ -47,7 +47,7 @@ absl::StatusOr<std::unique_ptr<comm::Store>> ConnectStore(const RankArgs& a) {
     TERN_ASSIGN_OR_RETURN(auto tokens, infra::ReadTokenFile(a.token_file));
     token = tokens.front();
   }
-  return cluster::ConnectRendezvousStore(a.rendezvous, a.prefix, token);
+  return comm::ConnectRendezvousStore(a.rendezvous, a.prefix, token);
 }
 
 int RunRankCommand(const RankArgs& a) {

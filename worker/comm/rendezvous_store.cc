@@ -1,4 +1,4 @@
-#include "client/cluster/rendezvous_store.h"
+#include "worker/comm/rendezvous_store.h"
 
 #include <thread>
 
@@ -6,7 +6,7 @@
 #include "infra/rpc/channel.h"
 #include "tern/v1/cluster.grpc.pb.h"
 
-namespace tern::cluster {
+namespace tern::comm {
 namespace {
 
 using infra::FromGrpc;
@@ -16,7 +16,7 @@ using std::chrono::milliseconds;
 constexpr milliseconds kCallTimeout(30000);  // Set and Add
 constexpr milliseconds kSlack(5000);         // RPC deadline beyond a Get/Wait timeout
 
-class RendezvousClientStore : public tern::comm::Store {
+class RendezvousClientStore : public Store {
  public:
   RendezvousClientStore(std::shared_ptr<grpc::Channel> channel, std::string address,
                         std::string prefix, std::string token)
@@ -110,7 +110,7 @@ class RendezvousClientStore : public tern::comm::Store {
 
 }  // namespace
 
-absl::StatusOr<std::unique_ptr<tern::comm::Store>> ConnectRendezvousStore(
+absl::StatusOr<std::unique_ptr<Store>> ConnectRendezvousStore(
     const std::string& address, const std::string& prefix, const std::string& token,
     std::chrono::milliseconds connect_timeout) {
   if (prefix.empty()) return absl::InvalidArgumentError("rendezvous prefix is empty");
@@ -120,8 +120,7 @@ absl::StatusOr<std::unique_ptr<tern::comm::Store>> ConnectRendezvousStore(
     return absl::UnavailableError(absl::StrCat("cannot reach the rendezvous service at ", address,
                                                " --> hint: is ternd running?"));
   }
-  return std::unique_ptr<tern::comm::Store>(
-      new RendezvousClientStore(*channel, address, prefix, token));
+  return std::unique_ptr<Store>(new RendezvousClientStore(*channel, address, prefix, token));
 }
 
-}  // namespace tern::cluster
+}  // namespace tern::comm

@@ -1,13 +1,14 @@
 // The rendezvous client (tern::comm::Store over RendezvousService) against a real ternd.
+#include "worker/comm/rendezvous_store.h"
+
 #include <gtest/gtest.h>
 #include <signal.h>
 
 #include <thread>
 
-#include "client/cluster/rendezvous_store.h"
 #include "tests/daemon/cluster_harness.h"
 
-namespace tern::cluster {
+namespace tern::comm {
 namespace {
 
 using std::chrono::milliseconds;
@@ -79,4 +80,4 @@ TEST(RendezvousClient, UnreachableTerndIsAClearError) {
 }
 
 }  // namespace
-}  // namespace tern::cluster
+}  // namespace tern::comm
