@@ -27,8 +27,8 @@ struct DaemonOptions {
   std::string worker_token_file;          // worker tokens; empty = open
   std::string read_token_file;            // read-only tokens; optional
   std::string tls_cert, tls_key, tls_ca;  // PEM files; TLS when tls_cert is set; mTLS with ca
-  int64_t heartbeat_timeout_ms = 5000;
-  int64_t reconnect_grace_ms = 15000;
+  int64_t heartbeat_timeout_ms = CoordinatorOptions{}.heartbeat_timeout_ms;
+  int64_t reconnect_grace_ms = CoordinatorOptions{}.reconnect_grace_ms;
   int max_message_bytes = 16 << 20;  // largest request/response accepted
   ServiceLimits limits;
   // Dashboard, /api and /metrics (daemon/http_server.h); empty = off. When `http_required`

@@ -5,6 +5,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "client/commands.h"
+#include "client/engine/local_launcher.h"
 #include "client/engine/output.h"
 #include "client/engine/spec_cli.h"
 #include "infra/token_file.h"
@@ -19,7 +20,7 @@ namespace {
 
 struct RankArgs {
   std::string spec_file, rendezvous, prefix, token_file, save_final;
-  int rank = 0, world = 1, ranks_per_node = 0, threads = 1, timeout_s = 30;
+  int rank = 0, world = 1, ranks_per_node = 0, threads = 1, timeout_s = kDefaultCollectiveTimeoutS;
   bool json = false;
   bool resume = false;
   double peak_gflops = 0;

@@ -5,6 +5,7 @@
 #include "absl/strings/str_cat.h"
 #include "infra/rpc/channel.h"
 #include "tern/v1/cluster.grpc.pb.h"
+#include "worker/comm/comm.h"
 
 namespace tern::comm {
 namespace {
@@ -13,8 +14,8 @@ using infra::FromGrpc;
 using infra::MakeContext;
 
 using std::chrono::milliseconds;
-constexpr milliseconds kCallTimeout(30000);  // Set and Add
-constexpr milliseconds kSlack(5000);         // RPC deadline beyond a Get/Wait timeout
+constexpr milliseconds kCallTimeout = kDefaultCollectiveTimeout;  // Set and Add
+constexpr milliseconds kSlack(5000);  // RPC deadline beyond a Get/Wait timeout
 
 class RendezvousClientStore : public Store {
  public:
