@@ -8,14 +8,14 @@
 #include <string>
 
 #include "absl/status/status.h"
-#include "daemon/auth.h"
-#include "daemon/coordinator.h"
-#include "daemon/event_loop.h"
-#include "daemon/http_server.h"
-#include "daemon/job_stats.h"
-#include "daemon/rendezvous_store.h"
-#include "daemon/services.h"
-#include "daemon/tensorboard.h"
+#include "daemon/http/http_server.h"
+#include "daemon/http/tensorboard.h"
+#include "daemon/rpc/auth.h"
+#include "daemon/rpc/services.h"
+#include "daemon/state/coordinator.h"
+#include "daemon/state/event_loop.h"
+#include "daemon/state/job_stats.h"
+#include "daemon/state/rendezvous_store.h"
 
 namespace tern::daemon {
 
@@ -31,7 +31,7 @@ struct DaemonOptions {
   int64_t reconnect_grace_ms = CoordinatorOptions{}.reconnect_grace_ms;
   int max_message_bytes = 16 << 20;  // largest request/response accepted
   ServiceLimits limits;
-  // Dashboard, /api and /metrics (daemon/http_server.h); empty = off. When `http_required`
+  // Dashboard, /api and /metrics (daemon/http/http_server.h); empty = off. When `http_required`
   // is false (the default address), a port in use only costs a warning.
   HttpOptions http;
   bool http_enabled = true;
