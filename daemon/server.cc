@@ -3,26 +3,18 @@
 #include <spdlog/spdlog.h>
 
 #include <filesystem>
-#include <fstream>
-#include <sstream>
 
 #include "absl/strings/str_cat.h"
+#include "infra/rpc/tls.h"
+#include "infra/token_file.h"
 #include "worker/core/status.h"
 
 namespace tern::daemon {
 namespace {
 
-absl::StatusOr<std::string> ReadFile(const std::string& path, const char* what) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) return absl::NotFoundError(absl::StrCat("cannot read ", what, " file ", path));
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
-
 absl::StatusOr<std::vector<std::string>> Tokens(const std::string& path) {
   if (path.empty()) return std::vector<std::string>{};
-  return Authorizer::ReadTokenFile(path);
+  return infra::ReadTokenFile(path);
 }
 
 }  // namespace
@@ -30,20 +22,6 @@ absl::StatusOr<std::vector<std::string>> Tokens(const std::string& path) {
 Daemon::Daemon(DaemonOptions options) : options_(std::move(options)) {}
 
 Daemon::~Daemon() { Shutdown(); }
-
-absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> Daemon::Credentials() const {
-  if (options_.tls_cert.empty()) return grpc::InsecureServerCredentials();
-  grpc::SslServerCredentialsOptions ssl(
-      options_.tls_ca.empty() ? GRPC_SSL_DONT_REQUEST_CLIENT_CERTIFICATE
-                              : GRPC_SSL_REQUEST_AND_REQUIRE_CLIENT_CERTIFICATE_AND_VERIFY);
-  TERN_ASSIGN_OR_RETURN(std::string cert, ReadFile(options_.tls_cert, "--tls-cert"));
-  TERN_ASSIGN_OR_RETURN(std::string key, ReadFile(options_.tls_key, "--tls-key"));
-  ssl.pem_key_cert_pairs.push_back({key, cert});
-  if (!options_.tls_ca.empty()) {
-    TERN_ASSIGN_OR_RETURN(ssl.pem_root_certs, ReadFile(options_.tls_ca, "--tls-ca"));
-  }
-  return grpc::SslServerCredentials(ssl);
-}
 
 absl::Status Daemon::Start() {
   std::error_code ec;
@@ -56,7 +34,8 @@ absl::Status Daemon::Start() {
   TERN_ASSIGN_OR_RETURN(auto worker, Tokens(options_.worker_token_file));
   TERN_ASSIGN_OR_RETURN(auto read, Tokens(options_.read_token_file));
   auth_ = std::make_unique<Authorizer>(std::move(admin), std::move(worker), std::move(read));
-  TERN_ASSIGN_OR_RETURN(auto creds, Credentials());
+  TERN_ASSIGN_OR_RETURN(
+      auto creds, infra::ServerCredentials({options_.tls_cert, options_.tls_key, options_.tls_ca}));
   const std::string db = options_.state_dir + "/ternd.db";
   TERN_ASSIGN_OR_RETURN(auto store, OpenSqliteJobStore(db));
 

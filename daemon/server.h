@@ -8,14 +8,14 @@
 #include <string>
 
 #include "absl/status/status.h"
-#include "daemon/auth.h"
-#include "daemon/coordinator.h"
-#include "daemon/event_loop.h"
-#include "daemon/http_server.h"
-#include "daemon/job_stats.h"
-#include "daemon/rendezvous_store.h"
-#include "daemon/services.h"
-#include "daemon/tensorboard.h"
+#include "daemon/http/http_server.h"
+#include "daemon/http/tensorboard.h"
+#include "daemon/rpc/auth.h"
+#include "daemon/rpc/services.h"
+#include "daemon/state/coordinator.h"
+#include "daemon/state/event_loop.h"
+#include "daemon/state/job_stats.h"
+#include "daemon/state/rendezvous_store.h"
 
 namespace tern::daemon {
 
@@ -27,11 +27,11 @@ struct DaemonOptions {
   std::string worker_token_file;          // worker tokens; empty = open
   std::string read_token_file;            // read-only tokens; optional
   std::string tls_cert, tls_key, tls_ca;  // PEM files; TLS when tls_cert is set; mTLS with ca
-  int64_t heartbeat_timeout_ms = 5000;
-  int64_t reconnect_grace_ms = 15000;
+  int64_t heartbeat_timeout_ms = CoordinatorOptions{}.heartbeat_timeout_ms;
+  int64_t reconnect_grace_ms = CoordinatorOptions{}.reconnect_grace_ms;
   int max_message_bytes = 16 << 20;  // largest request/response accepted
   ServiceLimits limits;
-  // Dashboard, /api and /metrics (daemon/http_server.h); empty = off. When `http_required`
+  // Dashboard, /api and /metrics (daemon/http/http_server.h); empty = off. When `http_required`
   // is false (the default address), a port in use only costs a warning.
   HttpOptions http;
   bool http_enabled = true;
@@ -51,8 +51,6 @@ class Daemon {
   void Shutdown();
 
  private:
-  absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> Credentials() const;
-
   DaemonOptions options_;
   std::unique_ptr<EventLoop> loop_;
   std::unique_ptr<RendezvousStore> rendezvous_;

@@ -8,10 +8,16 @@
 #include <thread>
 
 #include "absl/strings/str_cat.h"
-#include "client/cluster/channel.h"
 #include "client/cluster/format.h"
+#include "infra/rpc/channel.h"
+#include "infra/token_file.h"
 
 namespace tern::cluster {
+
+using infra::FromGrpc;
+using infra::MakeChannel;
+using infra::MakeContext;
+
 namespace {
 
 std::string Env(const char* name, const std::string& fallback) {
@@ -49,13 +55,13 @@ absl::StatusOr<Conn> Connect(const ConnOptions& o) {
   c.address = o.coordinator;
   c.tls_ca = o.tls_ca;
   if (!o.token_file.empty()) {
-    auto t = ReadTokenFile(o.token_file);
+    auto t = infra::ReadTokenFile(o.token_file);
     if (!t.ok()) return t.status();
-    c.token = *t;
+    c.token = t->front();
   } else {
     c.token = Env("TERN_TOKEN", "");
   }
-  auto ch = MakeChannel({o.coordinator, c.token, o.tls_ca});
+  auto ch = MakeChannel({.address = o.coordinator, .tls_ca = o.tls_ca});
   if (!ch.ok()) return ch.status();
   c.channel = *ch;
   c.jobs = tern::v1::JobService::NewStub(c.channel);
@@ -172,7 +178,7 @@ int WatchJob(Conn& conn, const std::string& job_id, bool json, std::ostream& out
     }
     std::this_thread::sleep_for(std::chrono::milliseconds(500));
     // A fresh channel: the old one may sit in a long reconnect backoff after ternd died.
-    if (auto ch = MakeChannel({conn.address, conn.token, conn.tls_ca}); ch.ok()) {
+    if (auto ch = MakeChannel({.address = conn.address, .tls_ca = conn.tls_ca}); ch.ok()) {
       conn.channel = *ch;
       conn.jobs = tern::v1::JobService::NewStub(conn.channel);
     }

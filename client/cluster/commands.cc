@@ -10,10 +10,10 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
-#include "client/cluster/channel.h"
 #include "client/cluster/cli_common.h"
 #include "client/cluster/format.h"
 #include "client/engine/spec_cli.h"
+#include "infra/rpc/channel.h"
 #include "worker/spec/spec.h"
 
 namespace tern::cli {
@@ -22,8 +22,8 @@ namespace {
 using tern::cluster::Conn;
 using tern::cluster::ConnOptions;
 using tern::cluster::Fail;
-using tern::cluster::FromGrpc;
-using tern::cluster::MakeContext;
+using tern::infra::FromGrpc;
+using tern::infra::MakeContext;
 
 constexpr std::chrono::milliseconds kTimeout(10000);
 

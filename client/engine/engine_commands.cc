@@ -42,7 +42,7 @@ struct TrainArgs {
   std::string save_final;
   int ranks = 1;
   int ranks_per_node = 0;
-  int collective_timeout_s = 30;
+  int collective_timeout_s = kDefaultCollectiveTimeoutS;
   bool resume = false;
   double peak_gflops = 0;
 };

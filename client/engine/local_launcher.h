@@ -3,12 +3,18 @@
 // and stops every rank if one fails.
 #pragma once
 
+#include <chrono>
 #include <string>
 #include <vector>
 
+#include "worker/core/timeouts.h"
 #include "worker/spec/job_config.h"
 
 namespace tern::cli {
+
+// The default of --collective-timeout-s (`tern train`, `tern rank`), in whole seconds.
+inline constexpr int kDefaultCollectiveTimeoutS = static_cast<int>(
+    std::chrono::duration_cast<std::chrono::seconds>(kDefaultCollectiveTimeout).count());
 
 struct LaunchOptions {
   int ranks = 1;
@@ -16,7 +22,7 @@ struct LaunchOptions {
   int threads_per_rank = 0;  // 0 = cores / ranks
   bool json = false;
   std::string save_final;
-  int collective_timeout_s = 30;
+  int collective_timeout_s = kDefaultCollectiveTimeoutS;
   double peak_gflops = 0;  // --peak-gflops for every rank; 0 = each resolves its own
 };
 

@@ -1,16 +1,16 @@
 // `tern rank`: one rank of a job, started by `tern train --ranks N` (local TCP store) or by
 // tern-worker (ternd's RendezvousService). See worker/agent/launch_contract.h.
-#include <fstream>
-#include <sstream>
 
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
-#include "client/cluster/rendezvous_store.h"
 #include "client/commands.h"
+#include "client/engine/local_launcher.h"
 #include "client/engine/output.h"
 #include "client/engine/spec_cli.h"
+#include "infra/token_file.h"
 #include "spdlog/fmt/fmt.h"
+#include "worker/comm/rendezvous_store.h"
 #include "worker/comm/tcp_store.h"
 #include "worker/core/status.h"
 #include "worker/engine/rank_runner.h"
@@ -20,7 +20,7 @@ namespace {
 
 struct RankArgs {
   std::string spec_file, rendezvous, prefix, token_file, save_final;
-  int rank = 0, world = 1, ranks_per_node = 0, threads = 1, timeout_s = 30;
+  int rank = 0, world = 1, ranks_per_node = 0, threads = 1, timeout_s = kDefaultCollectiveTimeoutS;
   bool json = false;
   bool resume = false;
   double peak_gflops = 0;
@@ -45,12 +45,10 @@ absl::StatusOr<std::unique_ptr<comm::Store>> ConnectStore(const RankArgs& a) {
   }
   std::string token;
   if (!a.token_file.empty()) {
-    std::ifstream in(a.token_file);
-    if (!in)
-      return absl::NotFoundError(absl::StrCat("--token-file ", a.token_file, ": cannot open"));
-    std::getline(in, token);
+    TERN_ASSIGN_OR_RETURN(auto tokens, infra::ReadTokenFile(a.token_file));
+    token = tokens.front();
   }
-  return cluster::ConnectRendezvousStore(a.rendezvous, a.prefix, token);
+  return comm::ConnectRendezvousStore(a.rendezvous, a.prefix, token);
 }
 
 int RunRankCommand(const RankArgs& a) {

@@ -15,7 +15,7 @@
 #include <thread>
 
 #include "tests/daemon/cluster_harness.h"
-#include "tests/daemon/prom_check.h"
+#include "tests/infra/http/prom_check.h"
 
 namespace tern::testing {
 namespace {
@@ -245,7 +245,7 @@ TEST(DashboardE2ETest, FakeJobThroughApiStreamMetricsAndTensorBoard) {
   ASSERT_EQ(files.size(), 1u);
   EXPECT_NE(files[0].find("events.out.tfevents."), std::string::npos);
   const std::string cmd = "/usr/bin/python3 " + std::string(std::getenv("TERN_SOURCE_DIR")) +
-                          "/tests/daemon/read_tfevents.py " + files[0];
+                          "/tests/daemon/http/read_tfevents.py " + files[0];
   FILE* p = ::popen(cmd.c_str(), "r");
   ASSERT_NE(p, nullptr);
   std::string out;

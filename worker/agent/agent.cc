@@ -2,10 +2,8 @@
 
 #include <spdlog/spdlog.h>
 
-#include <fstream>
-#include <sstream>
-
 #include "absl/strings/str_cat.h"
+#include "infra/rpc/channel.h"
 
 namespace tern::agent {
 namespace {
@@ -19,36 +17,23 @@ int64_t NowMs() {
       .count();
 }
 
+absl::StatusOr<std::shared_ptr<grpc::Channel>> CoordinatorChannel(const AgentOptions& o) {
+  infra::ChannelOptions c;
+  c.address = o.coordinator;
+  c.tls_ca = o.tls_ca;
+  c.tls_ca_from_env = false;
+  c.tls_ca_what = "--tls-ca";
+  c.keepalive = std::chrono::milliseconds(10000);
+  c.max_receive_bytes = 0;
+  return infra::MakeChannel(c);
+}
+
 bool Permanent(grpc::StatusCode c) {
   return c == grpc::StatusCode::UNAUTHENTICATED || c == grpc::StatusCode::PERMISSION_DENIED ||
          c == grpc::StatusCode::INVALID_ARGUMENT;
 }
 
 }  // namespace
-
-std::shared_ptr<grpc::Channel> MakeChannel(const std::string& address, const std::string& tls_ca,
-                                           absl::Status* error) {
-  std::shared_ptr<grpc::ChannelCredentials> creds = grpc::InsecureChannelCredentials();
-  if (!tls_ca.empty()) {
-    std::ifstream in(tls_ca);
-    if (!in) {
-      *error = absl::NotFoundError(absl::StrCat("cannot read --tls-ca file ", tls_ca));
-      return nullptr;
-    }
-    std::stringstream ss;
-    ss << in.rdbuf();
-    grpc::SslCredentialsOptions ssl;
-    ssl.pem_root_certs = ss.str();
-    creds = grpc::SslCredentials(ssl);
-  }
-  grpc::ChannelArguments args;
-  args.SetInt(GRPC_ARG_KEEPALIVE_TIME_MS, 10000);
-  args.SetInt(GRPC_ARG_KEEPALIVE_TIMEOUT_MS, 5000);
-  args.SetInt(GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, 1);
-  args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, 100);
-  args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 1000);
-  return grpc::CreateCustomChannel(address, creds, args);
-}
 
 Agent::Agent(AgentOptions options) : options_(std::move(options)) {
   launch_.rank_binary = options_.rank_binary;
@@ -116,26 +101,19 @@ void Agent::Enqueue(tern::v1::WorkerMessage msg) {
 void Agent::Wake() { cv_.notify_all(); }
 
 void Agent::ConnectLoop() {
-  absl::Status err;
-  auto channel = MakeChannel(options_.coordinator, options_.tls_ca, &err);
-  if (!channel) {
-    std::lock_guard<std::mutex> lock(mu_);
-    fatal_ = err;
-    return;
-  }
   auto backoff = std::chrono::milliseconds(100);
   while (true) {
-    {
-      std::lock_guard<std::mutex> lock(mu_);
-      if (stopping_) return;
-    }
-    const auto started = std::chrono::steady_clock::now();
     // A fresh channel per attempt: a channel that saw ternd die keeps its own (slow)
     // reconnect backoff, which would delay the re-registration.
-    if (!channel) channel = MakeChannel(options_.coordinator, options_.tls_ca, &err);
-    auto stub = tern::v1::WorkerService::NewStub(channel);
+    auto channel = CoordinatorChannel(options_);
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      if (!channel.ok()) fatal_ = channel.status();  // an unreadable --tls-ca
+      if (stopping_ || !fatal_.ok()) return;
+    }
+    const auto started = std::chrono::steady_clock::now();
+    auto stub = tern::v1::WorkerService::NewStub(*channel);
     absl::Status st = RunSession(stub.get());
-    channel.reset();
     {
       std::lock_guard<std::mutex> lock(mu_);
       if (stopping_ || !fatal_.ok()) return;

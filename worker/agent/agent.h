@@ -74,7 +74,4 @@ class Agent {
   std::thread thread_;
 };
 
-std::shared_ptr<grpc::Channel> MakeChannel(const std::string& address, const std::string& tls_ca,
-                                           absl::Status* error);
-
 }  // namespace tern::agent

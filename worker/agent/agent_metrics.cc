@@ -2,10 +2,13 @@
 
 #include <nlohmann/json.hpp>
 
-#include "worker/agent/prometheus_text.h"
+#include "infra/http/prometheus_text.h"
 
 namespace tern::agent {
 namespace {
+
+using infra::PrometheusText;
+using infra::PromLabels;
 
 constexpr size_t kMaxRankSeries = 64;  // newest (job, rank) step series kept
 

@@ -1,25 +1,32 @@
-// tern-worker: the Tern node agent. Flags, logging, wiring, wait for a signal.
+// tern-worker: the Tern node agent. Flags -> options -> start -> wait for a signal.
 #include <httplib.h>
-#include <signal.h>
 #include <spdlog/spdlog.h>
 #include <unistd.h>
 
 #include <CLI/CLI.hpp>
 #include <climits>
-#include <csignal>
 #include <cstdio>
 #include <filesystem>
-#include <fstream>
 #include <thread>
 
-#include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
+#include "infra/http/http_listener.h"
+#include "infra/http/prometheus_text.h"
+#include "infra/port_file.h"
+#include "infra/stop_signal.h"
+#include "infra/token_file.h"
 #include "worker/agent/agent.h"
-#include "worker/agent/http_listener.h"
-#include "worker/agent/prometheus_text.h"
 #include "worker/core/duration.h"
+#include "worker/core/status.h"
 
 namespace {
+
+using tern::agent::AgentOptions;
+
+// The flags that are not AgentOptions fields as they stand.
+struct Flags {
+  std::string grace, max_backoff, log_level = "info", metrics_addr, metrics_port_file;
+};
 
 std::string HostName() {
   char buf[HOST_NAME_MAX + 1] = {};
@@ -33,112 +40,112 @@ std::string SelfDir() {
   return ec ? "." : exe.parent_path().string();
 }
 
-}  // namespace
-
-int main(int argc, char** argv) {
-  tern::agent::AgentOptions opts;
+AgentOptions DefaultOptions() {
+  AgentOptions opts;
   opts.name = HostName();
   opts.host = opts.name;
   opts.rank_binary = SelfDir() + "/tern";
   opts.cores = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
   opts.scratch = ".tern/worker";
-  std::string grace = "10s", max_backoff = "2s", log_level = "info", metrics_addr,
-              metrics_port_file;
-  CLI::App app{"tern-worker: the Tern node agent (runs ranks for ternd)"};
-  app.add_option("--coordinator", opts.coordinator, "ternd address host:port")
+  return opts;
+}
+
+void AddFlags(CLI::App& app, AgentOptions* opts, Flags* f) {
+  f->grace = tern::FormatDurationMs(opts->grace.count());
+  f->max_backoff = tern::FormatDurationMs(opts->max_backoff.count());
+  app.add_option("--coordinator", opts->coordinator, "ternd address host:port")
       ->capture_default_str();
-  app.add_option("--name", opts.name, "unique worker name")->capture_default_str();
-  app.add_option("--slots", opts.slots, "rank slots offered (one rank process each)")
+  app.add_option("--name", opts->name, "unique worker name")->capture_default_str();
+  app.add_option("--slots", opts->slots, "rank slots offered (one rank process each)")
       ->capture_default_str()
       ->check(CLI::PositiveNumber);
-  app.add_option("--scratch", opts.scratch, "local dir for job specs and rank logs")
+  app.add_option("--scratch", opts->scratch, "local dir for job specs and rank logs")
       ->capture_default_str();
-  app.add_option("--token-file", opts.token_file, "worker bearer token file (also given to ranks)");
-  app.add_option("--rank-binary", opts.rank_binary, "program run as `<it> rank ...` per slot")
+  app.add_option("--token-file", opts->token_file,
+                 "worker bearer token file (also given to ranks)");
+  app.add_option("--rank-binary", opts->rank_binary, "program run as `<it> rank ...` per slot")
       ->capture_default_str();
-  app.add_option("--grace", grace, "SIGTERM -> SIGKILL grace period when stopping ranks")
+  app.add_option("--grace", f->grace, "SIGTERM -> SIGKILL grace period when stopping ranks")
       ->capture_default_str();
-  app.add_option("--max-backoff", max_backoff, "longest wait between reconnect attempts")
+  app.add_option("--max-backoff", f->max_backoff, "longest wait between reconnect attempts")
       ->capture_default_str();
-  app.add_option("--tls-ca", opts.tls_ca, "PEM root certificates: connect with TLS");
-  app.add_option("--metrics", metrics_addr,
+  app.add_option("--tls-ca", opts->tls_ca, "PEM root certificates: connect with TLS");
+  app.add_option("--metrics", f->metrics_addr,
                  "serve Prometheus metrics at http://ADDR/metrics (host:port, port 0 = pick one)");
-  app.add_option("--metrics-port-file", metrics_port_file,
+  app.add_option("--metrics-port-file", f->metrics_port_file,
                  "write the bound --metrics port to this file once serving");
-  app.add_option("--log-level", log_level, "trace, debug, info, warn, error")
+  app.add_option("--log-level", f->log_level, "trace, debug, info, warn, error")
       ->capture_default_str();
-  CLI11_PARSE(app, argc, argv);
+}
 
-  spdlog::set_level(spdlog::level::from_str(log_level));
-  spdlog::set_pattern(absl::StrCat("%Y-%m-%dT%H:%M:%S.%e %^%l%$ tern-worker[", opts.name, "]: %v"));
+// The rest of flags -> options: durations, the token, absolute paths.
+absl::Status ResolveOptions(const Flags& f, AgentOptions* opts) {
   for (auto [text, out] :
-       {std::pair{&grace, &opts.grace}, std::pair{&max_backoff, &opts.max_backoff}}) {
-    auto ms = tern::ParseDurationMs(*text);
-    if (!ms.ok()) {
-      std::fprintf(stderr, "tern-worker: %s\n", std::string(ms.status().message()).c_str());
-      return 2;
-    }
-    *out = std::chrono::milliseconds(*ms);
+       {std::pair{&f.grace, &opts->grace}, std::pair{&f.max_backoff, &opts->max_backoff}}) {
+    TERN_ASSIGN_OR_RETURN(int64_t ms, tern::ParseDurationMs(*text));
+    *out = std::chrono::milliseconds(ms);
   }
-  if (!opts.token_file.empty()) {
-    std::ifstream in(opts.token_file);
-    if (!in || !std::getline(in, opts.token)) {
-      std::fprintf(stderr, "tern-worker: cannot read --token-file %s\n", opts.token_file.c_str());
-      return 2;
+  if (!opts->token_file.empty()) {
+    auto tokens = tern::infra::ReadTokenFile(opts->token_file);
+    if (!tokens.ok()) {
+      return absl::Status(tokens.status().code(),
+                          absl::StrCat("--token-file: ", tokens.status().message()));
     }
-    opts.token = std::string(absl::StripAsciiWhitespace(opts.token));
-    opts.token_file = std::filesystem::absolute(opts.token_file).string();
+    opts->token = tokens->front();
+    opts->token_file = std::filesystem::absolute(opts->token_file).string();
   }
   std::error_code ec;
-  std::filesystem::create_directories(opts.scratch, ec);
-  opts.scratch = std::filesystem::absolute(opts.scratch).string();
-  opts.rank_binary = std::filesystem::absolute(opts.rank_binary).string();
-  if (::access(opts.rank_binary.c_str(), X_OK) != 0) {
-    spdlog::warn("--rank-binary {} is not executable: ranks will fail to start", opts.rank_binary);
+  std::filesystem::create_directories(opts->scratch, ec);
+  opts->scratch = std::filesystem::absolute(opts->scratch).string();
+  opts->rank_binary = std::filesystem::absolute(opts->rank_binary).string();
+  if (::access(opts->rank_binary.c_str(), X_OK) != 0) {
+    spdlog::warn("--rank-binary {} is not executable: ranks will fail to start", opts->rank_binary);
   }
+  return absl::OkStatus();
+}
 
-  sigset_t stop;
-  sigemptyset(&stop);
-  sigaddset(&stop, SIGINT);
-  sigaddset(&stop, SIGTERM);
-  pthread_sigmask(SIG_BLOCK, &stop, nullptr);
-  std::signal(SIGPIPE, SIG_IGN);
+// Serves the agent's metrics at --metrics (when given) and writes --metrics-port-file.
+absl::Status StartMetrics(const Flags& f, tern::agent::Agent* agent, httplib::Server* server,
+                          tern::infra::HttpListener* listener) {
+  if (f.metrics_addr.empty()) return absl::OkStatus();
+  server->Get("/metrics", [agent](const httplib::Request&, httplib::Response& res) {
+    res.set_content(agent->MetricsText(), tern::infra::PrometheusText::kContentType);
+  });
+  TERN_ASSIGN_OR_RETURN(int port, listener->Start(server, f.metrics_addr, "--metrics"));
+  spdlog::info("metrics at http://{}:{}/metrics",
+               f.metrics_addr.substr(0, f.metrics_addr.rfind(':')), port);
+  tern::infra::WritePortFile(f.metrics_port_file, port);
+  return absl::OkStatus();
+}
 
+int Fail(const absl::Status& st) {
+  std::fprintf(stderr, "tern-worker: %s\n", std::string(st.message()).c_str());
+  return 2;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  AgentOptions opts = DefaultOptions();
+  Flags flags;
+  CLI::App app{"tern-worker: the Tern node agent (runs ranks for ternd)"};
+  AddFlags(app, &opts, &flags);
+  CLI11_PARSE(app, argc, argv);
+  spdlog::set_level(spdlog::level::from_str(flags.log_level));
+  spdlog::set_pattern(absl::StrCat("%Y-%m-%dT%H:%M:%S.%e %^%l%$ tern-worker[", opts.name, "]: %v"));
+  if (auto st = ResolveOptions(flags, &opts); !st.ok()) return Fail(st);
+
+  tern::infra::BlockStopSignals();  // before any thread starts
   tern::agent::Agent agent(opts);
   httplib::Server metrics_server;
-  tern::agent::HttpListener metrics_listener;
-  if (!metrics_addr.empty()) {
-    metrics_server.Get("/metrics", [&agent](const httplib::Request&, httplib::Response& res) {
-      res.set_content(agent.MetricsText(), tern::agent::PrometheusText::kContentType);
-    });
-    auto port = metrics_listener.Start(&metrics_server, metrics_addr, "--metrics");
-    if (!port.ok()) {
-      std::fprintf(stderr, "tern-worker: %s\n", std::string(port.status().message()).c_str());
-      return 2;
-    }
-    spdlog::info("metrics at http://{}:{}/metrics", metrics_addr.substr(0, metrics_addr.rfind(':')),
-                 *port);
-    if (!metrics_port_file.empty()) {
-      const std::string tmp = metrics_port_file + ".tmp";
-      std::ofstream(tmp) << *port << "\n";
-      std::rename(tmp.c_str(), metrics_port_file.c_str());
-    }
+  tern::infra::HttpListener metrics_listener;
+  if (auto st = StartMetrics(flags, &agent, &metrics_server, &metrics_listener); !st.ok()) {
+    return Fail(st);
   }
   agent.Start();
-  int rc = 0;
-  while (true) {
-    timespec tick{0, 200 * 1000 * 1000};
-    const int sig = sigtimedwait(&stop, nullptr, &tick);
-    if (sig > 0) {
-      spdlog::info("signal {}: stopping ranks and exiting", sig);
-      break;
-    }
-    if (auto st = agent.fatal(); !st.ok()) {
-      rc = 1;
-      break;
-    }
-  }
+  const int sig = tern::infra::WaitForStopSignal([&agent] { return !agent.fatal().ok(); });
+  if (sig > 0) spdlog::info("signal {}: stopping ranks and exiting", sig);
   metrics_listener.Stop();
   agent.Stop();
-  return rc;
+  return sig > 0 ? 0 : 1;
 }

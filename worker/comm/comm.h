@@ -32,6 +32,7 @@
 #include <string>
 
 #include "absl/status/status.h"
+#include "worker/core/timeouts.h"  // kDefaultCollectiveTimeout
 
 namespace tern::comm {
 
@@ -47,8 +48,6 @@ enum class Collective : int {
 inline constexpr int kNumCollectives = 7;
 // "AllReduce", "ReduceScatter", ...
 const char* CollectiveName(Collective c);
-
-inline constexpr std::chrono::milliseconds kDefaultCollectiveTimeout{30000};
 
 struct CollectiveOptions {
   // Bound on the collective once it starts on the communication thread (time spent queued

@@ -36,7 +36,7 @@ struct GlooOptions {
   // Group instance name for messages; defaults to kind.
   std::string name;
   // Bound on the rendezvous (store waits and connection setup).
-  std::chrono::milliseconds timeout{30000};
+  std::chrono::milliseconds timeout = kDefaultCollectiveTimeout;
   // Address this rank listens on for its peers. Loopback by default.
   std::string hostname = "127.0.0.1";
   ReduceScatterAlgorithm reduce_scatter = ReduceScatterAlgorithm::kRing;

@@ -1,6 +1,7 @@
 // Rendezvous key-value store (the Gloo store interface): ranks publish and wait for keys.
 // Implementations: InMemoryStore (ranks as threads), TcpStore (hosted by `tern train` for its
-// local rank processes), and a store backed by ternd's RendezvousService (control plane).
+// local rank processes), and ConnectRendezvousStore()'s (rendezvous_store.h: over ternd's
+// RendezvousService, for ranks started by tern-worker).
 #pragma once
 
 #include <chrono>

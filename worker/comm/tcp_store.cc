@@ -21,7 +21,6 @@ using Clock = std::chrono::steady_clock;
 constexpr uint8_t kSet = 1, kGet = 2, kAdd = 3, kWait = 4;
 // Extra time a client waits for a reply beyond the server-side timeout of Get/Wait.
 constexpr std::chrono::milliseconds kReplyGrace(5000);
-constexpr std::chrono::milliseconds kIoTimeout(30000);
 
 std::string ErrnoText() { return std::strerror(errno); }
 
@@ -236,7 +235,9 @@ void TcpStoreServer::Serve(Connection* conn) {
     std::vector<std::string> fields;
     absl::Status st = ReadMessage(conn->fd, Clock::time_point::max(), &op, &fields);
     if (!st.ok()) break;  // client went away, a malformed frame, or shutdown
-    if (!WriteAll(conn->fd, Handle(data_, op, fields), Clock::now() + kIoTimeout).ok()) break;
+    if (!WriteAll(conn->fd, Handle(data_, op, fields), Clock::now() + kDefaultCollectiveTimeout)
+             .ok())
+      break;
   }
   ::shutdown(conn->fd, SHUT_RDWR);
   conn->done.store(true);
@@ -358,7 +359,7 @@ absl::StatusOr<std::vector<std::string>> TcpStore::Call(uint8_t op,
 }
 
 absl::Status TcpStore::Set(const std::string& key, const std::vector<uint8_t>& value) {
-  return Call(kSet, {key, AsString(value)}, kIoTimeout).status();
+  return Call(kSet, {key, AsString(value)}, kDefaultCollectiveTimeout).status();
 }
 
 absl::StatusOr<std::vector<uint8_t>> TcpStore::Get(const std::string& key,
@@ -370,7 +371,7 @@ absl::StatusOr<std::vector<uint8_t>> TcpStore::Get(const std::string& key,
 }
 
 absl::StatusOr<int64_t> TcpStore::Add(const std::string& key, int64_t delta) {
-  TERN_ASSIGN_OR_RETURN(auto reply, Call(kAdd, {key, EncodeI64(delta)}, kIoTimeout));
+  TERN_ASSIGN_OR_RETURN(auto reply, Call(kAdd, {key, EncodeI64(delta)}, kDefaultCollectiveTimeout));
   if (reply.size() != 1) return absl::InternalError(Where() + ": malformed Add reply");
   return DecodeI64(reply[0]);
 }

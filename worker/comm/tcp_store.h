@@ -17,6 +17,7 @@
 #include <thread>
 #include <vector>
 
+#include "worker/comm/comm.h"
 #include "worker/comm/in_memory_store.h"
 #include "worker/comm/store.h"
 
@@ -76,7 +77,7 @@ class TcpStore : public Store {
   // Connects to host:port, retrying until `connect_timeout` passes (the server may start later).
   static absl::StatusOr<std::unique_ptr<TcpStore>> Connect(
       const std::string& host, int port,
-      std::chrono::milliseconds connect_timeout = std::chrono::seconds(30));
+      std::chrono::milliseconds connect_timeout = kDefaultCollectiveTimeout);
   ~TcpStore() override;
 
   absl::Status Set(const std::string& key, const std::vector<uint8_t>& value) override;

@@ -21,4 +21,8 @@ absl::StatusOr<int64_t> ParseDurationMs(const std::string& text) {
   return static_cast<int64_t>(v * scale);
 }
 
+std::string FormatDurationMs(int64_t ms) {
+  return ms % 1000 == 0 ? absl::StrCat(ms / 1000, "s") : absl::StrCat(ms, "ms");
+}
+
 }  // namespace tern

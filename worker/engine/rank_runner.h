@@ -7,6 +7,7 @@
 
 #include "absl/status/status.h"
 #include "worker/comm/store.h"
+#include "worker/core/timeouts.h"
 #include "worker/engine/metrics.h"
 #include "worker/spec/job_config.h"
 
@@ -18,7 +19,7 @@ struct RankOptions {
   int ranks_per_node = 1;
   int threads = 1;
   std::string prefix;  // store key prefix of this job round
-  std::chrono::milliseconds collective_timeout{30000};
+  std::chrono::milliseconds collective_timeout = kDefaultCollectiveTimeout;
   MetricsSink* sink = nullptr;  // rank 0 reports metrics; every rank its memory
   std::string save_final_dir;
   double peak_gflops = 0;  // sgemm peak per rank for MFU; 0 = resolve (engine/sgemm_peak.h)

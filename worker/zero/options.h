@@ -1,19 +1,22 @@
 // ZeRO settings: DeepSpeed's zero_optimization keys (sizes in elements), resolved from the job
-// spec by the spec pipeline (worker/spec). Header-only: no dependencies.
+// spec by the spec pipeline (worker/spec). Header-only; needs only worker/core.
 #pragma once
 
 #include <chrono>
 #include <cstdint>
 
+#include "worker/core/timeouts.h"
+
 namespace tern::zero {
 
 struct ZeroOptions {
-  int stage = 0;                             // 0, 1, 2, 3
-  bool overlap_comm = true;                  // reductions/gathers overlap compute
-  int64_t reduce_bucket_size = 500000000;    // stage 0: elements per all-reduce bucket
-  int64_t prefetch_bucket_size = 50000000;   // stage 3: elements gathered ahead
-  int64_t persistence_threshold = 100000;    // stage 3: smaller units stay replicated
-  std::chrono::milliseconds timeout{30000};  // every collective; the runner sets it
+  int stage = 0;                            // 0, 1, 2, 3
+  bool overlap_comm = true;                 // reductions/gathers overlap compute
+  int64_t reduce_bucket_size = 500000000;   // stage 0: elements per all-reduce bucket
+  int64_t prefetch_bucket_size = 50000000;  // stage 3: elements gathered ahead
+  int64_t persistence_threshold = 100000;   // stage 3: smaller units stay replicated
+  // Bound on every collective; the runner sets it from the job's collective timeout.
+  std::chrono::milliseconds timeout = kDefaultCollectiveTimeout;
 };
 
 }  // namespace tern::zero

@@ -1,0 +1,96 @@
+#include "daemon/state/job_stats.h"
+
+#include <algorithm>
+#include <nlohmann/json.hpp>
+
+#include "daemon/state/coordinator.h"
+
+namespace tern::daemon {
+namespace {
+
+double Value(const tern::v1::MetricPoint& p, const char* key, double fallback = 0) {
+  auto it = p.values().find(key);
+  return it == p.values().end() ? fallback : it->second;
+}
+
+// Rank events carry their numbers as a JSON object in the message.
+nlohmann::json EventJson(const tern::v1::JobEvent& e) {
+  auto j = nlohmann::json::parse(e.message(), nullptr, /*allow_exceptions=*/false);
+  return j.is_object() ? j : nlohmann::json::object();
+}
+
+double Number(const nlohmann::json& j, const char* key) {
+  return j.contains(key) && j[key].is_number() ? j[key].get<double>() : 0;
+}
+
+}  // namespace
+
+void JobStats::Observe(const std::string& job_id, const tern::v1::WatchJobResponse& item) {
+  JobAggregate& a = jobs_[job_id];
+  if (item.has_metric()) {
+    const auto& p = item.metric();
+    ++a.metric_points;
+    if (p.kind() == "step") {
+      if (p.step() > a.max_step) {
+        const int64_t new_steps = a.max_step == 0 ? 1 : p.step() - a.max_step;
+        const double useful = std::max(0.0, Value(p, "step_ms") - Value(p, "checkpoint_ms"));
+        a.productive_ms += static_cast<double>(new_steps) * useful;
+        a.max_step = p.step();
+      }
+      a.last_step = p;
+    } else if (p.kind() == "eval") {
+      a.val_loss = Value(p, "val_loss", -1);
+      a.val_step = p.step();
+    } else if (p.kind() == "summary") {
+      for (const char* k :
+           {"peak_rss_mib", "param_bytes", "grad_bytes", "optim_bytes", "gather_pool_bytes"}) {
+        if (p.values().count(k)) a.memory[k] = p.values().at(k);
+      }
+    }
+    return;
+  }
+  if (!item.has_event()) return;
+  const auto& e = item.event();
+  ++a.events_by_kind[e.kind()];
+  if (e.kind() == "checkpoint") {
+    auto j = EventJson(e);
+    ++a.checkpoints;
+    a.checkpoint_bytes += Number(j, "bytes");
+    a.checkpoint_seconds += Number(j, "seconds");
+    a.last_checkpoint_gibps = Number(j, "gibps");
+  } else if (e.kind() == "memory") {
+    auto j = EventJson(e);
+    if (e.rank() > 0) return;  // rank 0's breakdown stands for the job
+    for (const char* k : {"param_bytes", "grad_bytes", "optim_bytes", "gather_pool_bytes"}) {
+      if (j.contains(k)) a.memory[k] = Number(j, k);
+    }
+  }
+}
+
+const JobAggregate* JobStats::Find(const std::string& job_id) const {
+  auto it = jobs_.find(job_id);
+  return it == jobs_.end() ? nullptr : &it->second;
+}
+
+void JobStats::Trim(size_t keep) {
+  while (jobs_.size() > keep) jobs_.erase(jobs_.begin());  // ids sort oldest first
+}
+
+double Goodput(const JobAggregate& agg, const tern::v1::Job& job, int64_t now_ms) {
+  if (job.started_ms() <= 0) return 0;
+  const int64_t end = job.finished_ms() > 0 ? job.finished_ms() : now_ms;
+  const double wall = static_cast<double>(end - job.started_ms());
+  if (wall <= 0) return 0;
+  return std::clamp(agg.productive_ms / wall, 0.0, 1.0);
+}
+
+double EtaSeconds(const tern::v1::Job& job, int64_t now_ms) {
+  if (IsTerminal(job.state())) return 0;
+  const auto& m = job.last_metric();
+  auto it = m.values().find("eta_s");
+  if (it == m.values().end()) return -1;
+  const double age = static_cast<double>(now_ms - m.time_ms()) / 1000.0;
+  return std::max(0.0, it->second - std::max(0.0, age));
+}
+
+}  // namespace tern::daemon
