@@ -254,7 +254,7 @@ void BenchElementwise(Report* r, const ModelSize& s) {
   r->Emit("swiglu_fwd", sf, TimeMs([&] { swiglu_forward(hout.data(), h.data(), N, F); }), 0,
           3.0 * nf * 4, L, 0);
   r->Emit("swiglu_bwd", sf,
-          TimeMs([&] { swiglu_backward(dhin.data(), h.data(), dh.data(), N, F); }), 0, 5.0 * nf * 4,
+          TimeMs([&] { swiglu_backward(dhin.data(), dh.data(), h.data(), N, F); }), 0, 5.0 * nf * 4,
           L, 0);
   const size_t ng = NC * 4;
   auto g = Rand(ng, 16, 3.0f), dg = Rand(ng, 17);
@@ -262,7 +262,7 @@ void BenchElementwise(Report* r, const ModelSize& s) {
   const std::string gs = Shape({{"n", static_cast<long>(ng)}});
   r->Emit("gelu_fwd", gs, TimeMs([&] { gelu_forward(gout.data(), g.data(), ng); }), 0, 2.0 * ng * 4,
           0, L);
-  r->Emit("gelu_bwd", gs, TimeMs([&] { gelu_backward(dgin.data(), g.data(), dg.data(), ng); }), 0,
+  r->Emit("gelu_bwd", gs, TimeMs([&] { gelu_backward(dgin.data(), dg.data(), g.data(), ng); }), 0,
           3.0 * ng * 4, 0, L);
   // Cross-entropy over V.
   const size_t nv = static_cast<size_t>(N) * kVocab;
@@ -277,7 +277,7 @@ void BenchElementwise(Report* r, const ModelSize& s) {
           }),
           0, 2.0 * nv * 4, 1, 1);
   r->Emit("crossentropy_bwd", vs, TimeMs([&] {
-            crossentropy_softmax_backward(dlogits.data(), probs.data(), tgt.data(), 1.0f / N, N,
+            crossentropy_softmax_backward(dlogits.data(), 1.0f / N, probs.data(), tgt.data(), N,
                                           kVocab);
           }),
           0, 2.0 * nv * 4, 1, 1);
