@@ -187,9 +187,9 @@ void BenchAttentionVariants(Report* r, int B, int T, int C) {
   BenchAttention(r, B, T, kHeads, 2, HS, 0, 0, "[gqa]");
 }
 
-void BenchElementwise(Report* r, const ModelSize& s) {
-  const int B = s.batch, T = s.seq, C = s.dim, N = B * T, L = s.layers, HS = C / kHeads;
-  const int F = static_cast<int>(std::ceil(8.0 * C / 3 / 32.0)) * 32;  // llama ffn
+// Row-wise ops over (N, C): embedding, the norms and the residual add.
+void BenchRowwise(Report* r, const ModelSize& s) {
+  const int B = s.batch, T = s.seq, C = s.dim, N = B * T, L = s.layers;
   const size_t NC = static_cast<size_t>(N) * C;
   auto x = Rand(NC, 7), w = Rand(C, 8), bias = Rand(C, 9), dout = Rand(NC, 10);
   std::vector<float> out(NC), dx(NC), mean(N), rstd(N), dw(C), db(C);
@@ -232,6 +232,13 @@ void BenchElementwise(Report* r, const ModelSize& s) {
   r->Emit("residual_bwd", nc,
           TimeMs([&] { residual_backward(dx.data(), out.data(), dout.data(), NC); }), 0,
           5.0 * NC * 4, 2 * L, 2 * L);
+}
+
+// RoPE and the activations (SwiGLU for llama, GELU for gpt2).
+void BenchPositionAndActivations(Report* r, const ModelSize& s) {
+  const int B = s.batch, T = s.seq, C = s.dim, N = B * T, L = s.layers, HS = C / kHeads;
+  const int F = static_cast<int>(std::ceil(8.0 * C / 3 / 32.0)) * 32;  // llama ffn
+  const size_t NC = static_cast<size_t>(N) * C;
   // RoPE on fused qkv (MHA).
   const size_t nqkv = NC * 3;
   auto qkv = Rand(nqkv, 13);
@@ -264,6 +271,12 @@ void BenchElementwise(Report* r, const ModelSize& s) {
           0, L);
   r->Emit("gelu_bwd", gs, TimeMs([&] { gelu_backward(dgin.data(), dg.data(), g.data(), ng); }), 0,
           3.0 * ng * 4, 0, L);
+}
+
+// The loss (softmax + cross-entropy over V) and the optimizer over the whole parameter count.
+void BenchLossAndOptimizer(Report* r, const ModelSize& s) {
+  const int C = s.dim, N = s.batch * s.seq, L = s.layers;
+  const int F = static_cast<int>(std::ceil(8.0 * C / 3 / 32.0)) * 32;  // llama ffn
   // Cross-entropy over V.
   const size_t nv = static_cast<size_t>(N) * kVocab;
   auto logits = Rand(nv, 18, 4.0f);
@@ -299,6 +312,12 @@ void BenchElementwise(Report* r, const ModelSize& s) {
   r->Emit("scale_inplace", ps, TimeMs([&] { scale_inplace(pg.data(), 1.0f, P); }), 0, 2.0 * P * 4,
           0, 0);
   if (sink < 0) std::printf("%f\n", sink);
+}
+
+void BenchElementwise(Report* r, const ModelSize& s) {
+  BenchRowwise(r, s);
+  BenchPositionAndActivations(r, s);
+  BenchLossAndOptimizer(r, s);
 }
 
 void BenchSize(const ModelSize& s, int threads) {
