@@ -216,7 +216,8 @@ tern::v1::SubmitJobRequest PendingJob() {
   spec->mutable_model()->set_n_layer(2);
   spec->mutable_model()->set_n_head(4);
   spec->set_train_iters(100);
-  spec->mutable_resources()->set_nodes(100000);  // never schedulable: stays PENDING
+  spec->mutable_data()->set_path("/nonexistent/bench");  // required; ternd does not open it
+  spec->mutable_resources()->set_nodes(100000);          // never schedulable: stays PENDING
   return submit;
 }
 
@@ -356,7 +357,11 @@ int main(int argc, char** argv) {
   tern::v1::SubmitJobResponse watched;
   {
     grpc::ClientContext ctx;
-    if (!jobs->SubmitJob(&ctx, submit, &watched).ok()) return 1;
+    if (const grpc::Status st = jobs->SubmitJob(&ctx, submit, &watched); !st.ok()) {
+      std::fprintf(stderr, "SubmitJob: %s\n", st.error_message().c_str());
+      StopTernd(*ternd);
+      return 1;
+    }
   }
   Load load(ternd->addr, watched.job_id(), o);
   std::this_thread::sleep_for(milliseconds(1500));  // streams and sessions up
