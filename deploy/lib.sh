@@ -4,7 +4,7 @@ TERN_PACKAGES=(build-essential cmake pkg-config git
   libgloo-dev liburing-dev libopenblas-dev libopenblas0-openmp libspdlog-dev libabsl-dev
   nlohmann-json3-dev libgtest-dev libgmock-dev googletest libbenchmark-dev libsqlite3-dev
   libcpp-httplib-dev libcli11-dev fortunes fortunes-min iproute2 procps
-  libjs-chart.js chromium chromium-driver)
+  libjs-chart.js chromium chromium-driver clang-format)
 
 tern_sudo() {
   if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi
@@ -26,8 +26,51 @@ tern_install_deps() {
 
 tern_jobs() { nproc 2>/dev/null || echo 2; }
 
-# Configures and builds the release preset into build/.
+# The build folder of a CMake preset: build/ for release, build-<preset>/ for the others
+# (as CMakePresets.json says).
+tern_build_dir() {
+  local preset=${1:-release}
+  if [ "$preset" = release ]; then echo build; else echo "build-$preset"; fi
+}
+
+# Configures and builds a preset (default release, into build/; ci builds into build-ci/ with
+# warnings as errors).
 tern_build() {
-  cmake --preset release >/dev/null
-  cmake --build build -j "$(tern_jobs)"
+  local preset=${1:-release}
+  cmake --preset "$preset" >/dev/null
+  cmake --build "$(tern_build_dir "$preset")" -j "$(tern_jobs)"
+}
+
+# clang-format 14 (the version the tree is formatted with; Debian bookworm's clang-format).
+tern_clang_format() {
+  if command -v clang-format-14 >/dev/null; then echo clang-format-14; else echo clang-format; fi
+}
+
+# Fails, listing them, if any tracked C++/CUDA source is not formatted as .clang-format says.
+tern_check_format() {
+  local cf
+  cf=$(tern_clang_format)
+  if ! "$cf" --version | grep -q "version 14\."; then
+    echo "warning: $("$cf" --version) is not clang-format 14; its output may differ" >&2
+  fi
+  local files bad=()
+  mapfile -t files < <(git ls-files '*.cc' '*.h' '*.cu')
+  if [ ${#files[@]} -eq 0 ]; then
+    echo "error: no tracked C++ files to check (not a git checkout?)" >&2
+    return 1
+  fi
+  if "$cf" --dry-run -Werror "${files[@]}" >/dev/null 2>&1; then
+    echo "format: ${#files[@]} tracked C++ files are clang-formatted"
+    return 0
+  fi
+  for f in "${files[@]}"; do  # one at a time, to name each unformatted file
+    "$cf" --dry-run -Werror "$f" >/dev/null 2>&1 || bad+=("$f")
+  done
+  if [ ${#bad[@]} -gt 0 ]; then
+    echo "error: ${#bad[@]} of ${#files[@]} tracked C++ files are not clang-formatted:" >&2
+    printf '  %s\n' "${bad[@]}" >&2
+    echo "--> hint: $cf -i ${bad[*]}" >&2
+    return 1
+  fi
+  echo "format: ${#files[@]} tracked C++ files are clang-formatted"
 }

@@ -36,6 +36,131 @@ bool Terminal(tern::v1::JobState s) {
          s == tern::v1::JOB_STATE_CANCELLED;
 }
 
+// What `tern watch` prints from the stream: the job header, events, metrics (a progress line
+// per step, rewritten in place on a terminal) and the final state. Keeps what it has printed
+// so that the history a reconnect sends again is skipped.
+class WatchPrinter {
+ public:
+  WatchPrinter(const std::string& job_id, bool json, std::ostream& out)
+      : job_id_(job_id), json_(json), tty_(!json && &out == &std::cout && ::isatty(1)), out_(out) {}
+
+  bool first() const { return first_; }
+  tern::v1::JobState state() const { return state_; }
+
+  void Print(const tern::v1::WatchJobResponse& item) {
+    if (item.has_job()) {
+      PrintJob(item);
+    } else if (item.has_event()) {
+      PrintEvent(item);
+    } else {
+      PrintMetric(item);
+    }
+  }
+
+  // Ends a \r progress line left on screen.
+  void EndProgressLine() {
+    if (progress_open_) out_ << "\n";
+    progress_open_ = false;
+  }
+
+  // Prints the final state; returns 0 SUCCEEDED, 3 CANCELLED, 1 otherwise.
+  int Finish() {
+    EndProgressLine();
+    if (!json_) {
+      out_ << "job " << job_id_ << " " << StateName(state_) << (message_.empty() ? "" : ": ")
+           << message_ << std::endl;
+    }
+    switch (state_) {
+      case tern::v1::JOB_STATE_SUCCEEDED:
+        return 0;
+      case tern::v1::JOB_STATE_CANCELLED:
+        return 3;
+      default:
+        return 1;
+    }
+  }
+
+ private:
+  void PrintJob(const tern::v1::WatchJobResponse& item) {
+    total_ = item.job().spec().train_iters();
+    state_ = item.job().state();
+    message_ = item.job().message();
+    if (json_ && first_) out_ << WatchItemToJson(item, NowMs()).dump() << std::endl;
+    if (!json_ && first_) {
+      out_ << "job " << job_id_ << " (" << item.job().spec().name() << "): " << StateName(state_)
+           << std::endl;
+    }
+    first_ = false;
+  }
+
+  void PrintEvent(const tern::v1::WatchJobResponse& item) {
+    const auto& e = item.event();
+    if (e.seq() <= last_seq_) return;
+    last_seq_ = e.seq();
+    state_ = e.state();
+    if (Terminal(state_)) message_ = e.message();
+    if (json_) {
+      out_ << WatchItemToJson(item, NowMs()).dump() << std::endl;
+    } else {
+      EndProgressLine();
+      out_ << EventLine(e) << std::endl;
+    }
+  }
+
+  void PrintMetric(const tern::v1::WatchJobResponse& item) {
+    // After a reconnect the history is sent again: skip the points already printed.
+    const auto& m = item.metric();
+    const std::string key = absl::StrCat(m.kind(), "/", m.step(), "/", m.rank());
+    if (m.time_ms() < last_metric_ms_ ||
+        (m.time_ms() == last_metric_ms_ && keys_at_last_ms_.count(key))) {
+      return;
+    }
+    if (m.time_ms() > last_metric_ms_) keys_at_last_ms_.clear();
+    last_metric_ms_ = m.time_ms();
+    keys_at_last_ms_.insert(key);
+    if (json_) {
+      out_ << WatchItemToJson(item, NowMs()).dump() << std::endl;
+      return;
+    }
+    if (m.kind() != "step") {
+      EndProgressLine();
+      out_ << MetricLine(m) << std::endl;
+      return;
+    }
+    PrintStep(m);
+  }
+
+  // A step metric: the progress line, with the step time smoothed over the recent steps.
+  void PrintStep(const tern::v1::MetricPoint& m) {
+    auto it = m.values().find("step_ms");
+    double sample = it != m.values().end() ? it->second
+                    : (prev_ms_ && m.step() > prev_step_)
+                        ? double(m.time_ms() - prev_ms_) / double(m.step() - prev_step_)
+                        : 0;
+    prev_ms_ = m.time_ms();
+    prev_step_ = m.step();
+    if (sample > 0) step_ms_ = step_ms_ > 0 ? 0.8 * step_ms_ + 0.2 * sample : sample;
+    if (tty_) {
+      out_ << "\r\033[K" << ProgressLine(m, total_, step_ms_) << std::flush;
+      progress_open_ = true;
+    } else {
+      out_ << ProgressLine(m, total_, step_ms_) << std::endl;
+    }
+  }
+
+  const std::string job_id_;
+  const bool json_;
+  const bool tty_;
+  std::ostream& out_;
+  bool first_ = true;  // no job header received yet
+  int64_t last_seq_ = 0, last_metric_ms_ = 0, total_ = 0, prev_ms_ = 0, prev_step_ = 0;
+  std::set<std::string> keys_at_last_ms_;
+  double step_ms_ = 0;
+  bool progress_open_ = false;  // a \r progress line is on screen
+  tern::v1::JobState state_ = tern::v1::JOB_STATE_UNSPECIFIED;
+  std::string message_;
+};
+
 }  // namespace
 
 void AddConnOptions(CLI::App* cmd, ConnOptions* o, bool with_json) {
@@ -89,91 +214,25 @@ int Fail(const std::string& cmd, const absl::Status& st, const std::string& addr
 }
 
 int WatchJob(Conn& conn, const std::string& job_id, bool json, std::ostream& out) {
-  const bool tty = !json && &out == &std::cout && ::isatty(1);
-  int64_t last_seq = 0, last_metric_ms = 0, total = 0, prev_ms = 0, prev_step = 0;
-  std::set<std::string> keys_at_last_ms;
-  double step_ms = 0;
-  bool progress_open = false;  // a \r progress line is on screen
-  tern::v1::JobState state = tern::v1::JOB_STATE_UNSPECIFIED;
-  std::string message;
+  WatchPrinter printer(job_id, json, out);
   auto unavailable_since = std::chrono::steady_clock::now();
-  bool first = true;
   while (true) {
     tern::v1::WatchJobRequest req;
     req.set_job_id(job_id);
-    auto ctx = MakeContext(conn.token, std::chrono::milliseconds(0), /*wait_for_ready=*/!first);
+    auto ctx = MakeContext(conn.token, std::chrono::milliseconds(0),
+                           /*wait_for_ready=*/!printer.first());
     auto reader = conn.jobs->WatchJob(ctx.get(), req);
     tern::v1::WatchJobResponse item;
     while (reader->Read(&item)) {
       unavailable_since = std::chrono::steady_clock::now();
-      if (item.has_job()) {
-        total = item.job().spec().train_iters();
-        state = item.job().state();
-        message = item.job().message();
-        if (json && first) out << WatchItemToJson(item, NowMs()).dump() << std::endl;
-        if (!json && first) {
-          out << "job " << job_id << " (" << item.job().spec().name() << "): " << StateName(state)
-              << std::endl;
-        }
-        first = false;
-        continue;
-      }
-      if (item.has_event()) {
-        const auto& e = item.event();
-        if (e.seq() <= last_seq) continue;
-        last_seq = e.seq();
-        state = e.state();
-        if (Terminal(state)) message = e.message();
-        if (json) {
-          out << WatchItemToJson(item, NowMs()).dump() << std::endl;
-        } else {
-          if (progress_open) out << "\n";
-          progress_open = false;
-          out << EventLine(e) << std::endl;
-        }
-        continue;
-      }
-      // After a reconnect the history is sent again: skip the points already printed.
-      const auto& m = item.metric();
-      const std::string key = absl::StrCat(m.kind(), "/", m.step(), "/", m.rank());
-      if (m.time_ms() < last_metric_ms ||
-          (m.time_ms() == last_metric_ms && keys_at_last_ms.count(key))) {
-        continue;
-      }
-      if (m.time_ms() > last_metric_ms) keys_at_last_ms.clear();
-      last_metric_ms = m.time_ms();
-      keys_at_last_ms.insert(key);
-      if (json) {
-        out << WatchItemToJson(item, NowMs()).dump() << std::endl;
-        continue;
-      }
-      if (m.kind() != "step") {
-        if (progress_open) out << "\n";
-        progress_open = false;
-        out << MetricLine(m) << std::endl;
-        continue;
-      }
-      auto it = m.values().find("step_ms");
-      double sample = it != m.values().end() ? it->second
-                      : (prev_ms && m.step() > prev_step)
-                          ? double(m.time_ms() - prev_ms) / double(m.step() - prev_step)
-                          : 0;
-      prev_ms = m.time_ms();
-      prev_step = m.step();
-      if (sample > 0) step_ms = step_ms > 0 ? 0.8 * step_ms + 0.2 * sample : sample;
-      if (tty) {
-        out << "\r\033[K" << ProgressLine(m, total, step_ms) << std::flush;
-        progress_open = true;
-      } else {
-        out << ProgressLine(m, total, step_ms) << std::endl;
-      }
+      printer.Print(item);
     }
     grpc::Status s = reader->Finish();
-    if (Terminal(state)) break;
+    if (Terminal(printer.state())) break;
     const bool retry = s.ok() || s.error_code() == grpc::StatusCode::UNAVAILABLE ||
                        s.error_code() == grpc::StatusCode::RESOURCE_EXHAUSTED;
     if (!retry || std::chrono::steady_clock::now() - unavailable_since > std::chrono::seconds(60)) {
-      if (progress_open) out << "\n";
+      printer.EndProgressLine();
       return Fail("watch", FromGrpc(s, absl::StrCat("watch ", job_id)), conn.address);
     }
     std::this_thread::sleep_for(std::chrono::milliseconds(500));
@@ -183,19 +242,7 @@ int WatchJob(Conn& conn, const std::string& job_id, bool json, std::ostream& out
       conn.jobs = tern::v1::JobService::NewStub(conn.channel);
     }
   }
-  if (progress_open) out << "\n";
-  if (!json) {
-    out << "job " << job_id << " " << StateName(state) << (message.empty() ? "" : ": ") << message
-        << std::endl;
-  }
-  switch (state) {
-    case tern::v1::JOB_STATE_SUCCEEDED:
-      return 0;
-    case tern::v1::JOB_STATE_CANCELLED:
-      return 3;
-    default:
-      return 1;
-  }
+  return printer.Finish();
 }
 
 }  // namespace tern::cluster

@@ -33,7 +33,7 @@ int crossentropy_softmax_forward(T* losses, T* probs, const T* logits, const int
 }
 
 template <typename T>
-void crossentropy_softmax_backward(T* dlogits, const T* probs, const int32_t* targets, float dloss,
+void crossentropy_softmax_backward(T* dlogits, float dloss, const T* probs, const int32_t* targets,
                                    int N, int V) {
   const bool par = static_cast<size_t>(N) * V >= detail::kParallelElems;
   const T s = static_cast<T>(dloss);
@@ -54,7 +54,7 @@ void crossentropy_softmax_backward(T* dlogits, const T* probs, const int32_t* ta
 
 #define TERN_INSTANTIATE(T)                                                                 \
   template int crossentropy_softmax_forward<T>(T*, T*, const T*, const int32_t*, int, int); \
-  template void crossentropy_softmax_backward<T>(T*, const T*, const int32_t*, float, int, int);
+  template void crossentropy_softmax_backward<T>(T*, float, const T*, const int32_t*, int, int);
 TERN_INSTANTIATE(float)
 TERN_INSTANTIATE(double)
 #undef TERN_INSTANTIATE

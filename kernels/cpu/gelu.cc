@@ -25,7 +25,7 @@ void GeluForwardChunk(T* out, const T* inp, size_t n) {
 
 // d/dx [x s(2u)] = s + x s (1 - s) 2u'(x), 2u' = 2 sqrt(2/pi) (1 + 3 * 0.044715 x^2).
 template <typename T>
-void GeluBackwardChunk(T* dinp, const T* inp, const T* dout, size_t n) {
+void GeluBackwardChunk(T* dinp, const T* dout, const T* inp, size_t n) {
   for (size_t i = 0; i < n; ++i) {
     const T x = inp[i];
     const T x2 = x * x;
@@ -46,7 +46,7 @@ void GeluForwardChunk<float>(float* out, const float* inp, size_t n) {
 }
 
 template <>
-void GeluBackwardChunk<float>(float* dinp, const float* inp, const float* dout, size_t n) {
+void GeluBackwardChunk<float>(float* dinp, const float* dout, const float* inp, size_t n) {
   const __m512 a = _mm512_set1_ps(kA), b = _mm512_set1_ps(kB), b3 = _mm512_set1_ps(3 * kB);
   const __m512 one = _mm512_set1_ps(1.0f);
   detail::For16(n, [&](size_t i, __mmask16 m) {
@@ -74,12 +74,12 @@ void gelu_forward(T* out, const T* inp, size_t n) {
 }
 
 template <typename T>
-void gelu_backward(T* dinp, const T* inp, const T* dout, size_t n) {
+void gelu_backward(T* dinp, const T* dout, const T* inp, size_t n) {
   const size_t chunks = (n + detail::kChunkElems - 1) / detail::kChunkElems;
 #pragma omp parallel for schedule(static) if (n >= detail::kParallelElems)
   for (size_t c = 0; c < chunks; ++c) {
     const size_t i0 = c * detail::kChunkElems;
-    GeluBackwardChunk(dinp + i0, inp + i0, dout + i0, std::min(n - i0, detail::kChunkElems));
+    GeluBackwardChunk(dinp + i0, dout + i0, inp + i0, std::min(n - i0, detail::kChunkElems));
   }
 }
 

@@ -1,5 +1,7 @@
 // CPU kernels: forward/backward pairs over raw pointers (see kernels/README.md for the shape
 // letters and the accumulate/assign convention). Instantiated for float and double.
+// Every *_backward takes: outputs (d-gradients, scratch), the upstream gradient (dout), inputs
+// and saved activations, shape ints (kernels/README.md, "Backward argument order").
 #pragma once
 
 #include <cstddef>
@@ -77,12 +79,12 @@ size_t attention_scratch_elems(int B, int Tn, int NH, int NKV, int HS, int threa
 template <typename T>
 void gelu_forward(T* out, const T* inp, size_t n);
 template <typename T>
-void gelu_backward(T* dinp, const T* inp, const T* dout, size_t n);
+void gelu_backward(T* dinp, const T* dout, const T* inp, size_t n);
 // SwiGLU: inp (N, 2F) holds [gate | up] per row; out (N,F) = silu(gate) * up.
 template <typename T>
 void swiglu_forward(T* out, const T* inp, int N, int F);
 template <typename T>
-void swiglu_backward(T* dinp, const T* inp, const T* dout, int N, int F);
+void swiglu_backward(T* dinp, const T* dout, const T* inp, int N, int F);
 
 // ---- Residual --------------------------------------------------------------------------
 // out = a + b.
@@ -101,7 +103,7 @@ int crossentropy_softmax_forward(T* losses, T* probs, const T* logits, const int
 // dlogits (N,V) = (probs - onehot(target)) * dloss for counted rows, 0 for ignored rows.
 // dloss is the gradient of the total loss w.r.t. each row's loss (e.g. 1/count for a mean).
 template <typename T>
-void crossentropy_softmax_backward(T* dlogits, const T* probs, const int32_t* targets, float dloss,
+void crossentropy_softmax_backward(T* dlogits, float dloss, const T* probs, const int32_t* targets,
                                    int N, int V);
 
 // ---- Optimizer -------------------------------------------------------------------------

@@ -15,7 +15,7 @@ void SwigluForwardRow(T* o, const T* g, const T* u, int F) {
 
 // dgate = dout * up * s (1 + g (1 - s)); dup = dout * g * s; s = sigmoid(gate).
 template <typename T>
-void SwigluBackwardRow(T* dg, T* du, const T* g, const T* u, const T* d, int F) {
+void SwigluBackwardRow(T* dg, T* du, const T* d, const T* g, const T* u, int F) {
   for (int f = 0; f < F; ++f) {
     const T s = detail::Sigmoid<T>(g[f]);
     const T silu = g[f] * s;
@@ -35,7 +35,7 @@ void SwigluForwardRow<float>(float* o, const float* g, const float* u, int F) {
 }
 
 template <>
-void SwigluBackwardRow<float>(float* dg, float* du, const float* g, const float* u, const float* d,
+void SwigluBackwardRow<float>(float* dg, float* du, const float* d, const float* g, const float* u,
                               int F) {
   const __m512 one = _mm512_set1_ps(1.0f);
   detail::For16(F, [&](size_t i, __mmask16 m) {
@@ -64,13 +64,13 @@ void swiglu_forward(T* out, const T* inp, int N, int F) {
 }
 
 template <typename T>
-void swiglu_backward(T* dinp, const T* inp, const T* dout, int N, int F) {
+void swiglu_backward(T* dinp, const T* dout, const T* inp, int N, int F) {
   const bool par = static_cast<size_t>(N) * F >= detail::kParallelElems;
 #pragma omp parallel for schedule(static) if (par)
   for (int n = 0; n < N; ++n) {
     const T* g = inp + static_cast<size_t>(n) * 2 * F;
     T* dg = dinp + static_cast<size_t>(n) * 2 * F;
-    SwigluBackwardRow(dg, dg + F, g, g + F, dout + static_cast<size_t>(n) * F, F);
+    SwigluBackwardRow(dg, dg + F, dout + static_cast<size_t>(n) * F, g, g + F, F);
   }
 }
 

@@ -38,8 +38,9 @@ struct CliResult {
 struct ClusterOptions {
   std::string heartbeat_timeout = "2s";
   std::string reconnect_grace = "10s";
-  std::string admin_token;  // when set, ternd requires it (and worker_token for workers)
-  std::string worker_token;
+  // Initialised, so that designated initializers may leave them out (-Wmissing-field-initializers).
+  std::string admin_token{};  // when set, ternd requires it (and worker_token for workers)
+  std::string worker_token{};
   // Start ternd with --checkpoint-root <dir>/ckroot (see Cluster::checkpoint_root()).
   bool checkpoint_root = false;
 };

@@ -95,11 +95,11 @@ void Transformer<T>::BlockBackward(const T* p, T* g, const LayerActs& a, const T
   k::matmul_backward(dact_.data(), g + lo_.proj_w, bias(g, lo_.proj_b), dx, a.act.data(),
                      p + lo_.proj_w, N, F, C, wl);
   if (g2) {
-    k::gelu_backward(dfc_.data(), a.fc.data(), dact_.data(), size_t(N) * F);
+    k::gelu_backward(dfc_.data(), dact_.data(), a.fc.data(), size_t(N) * F);
     k::matmul_backward(dln_.data(), g + lo_.fc_w, g + lo_.fc_b, dfc_.data(), a.ln2.data(),
                        p + lo_.fc_w, N, C, F, wl);
   } else {
-    k::swiglu_backward(dfc_.data(), a.fc.data(), dact_.data(), N, F);
+    k::swiglu_backward(dfc_.data(), dact_.data(), a.fc.data(), N, F);
     k::matmul_backward(dln_.data(), g + lo_.fc_w, static_cast<T*>(nullptr), dfc_.data(),
                        a.ln2.data(), p + lo_.fc_w, N, C, 2 * F, wl);
   }
@@ -127,7 +127,7 @@ void Transformer<T>::Backward(ParamSource<T>& src, float grad_scale) {
   const int B = B_, Tn = T_, N = B * Tn, C = d.C;
   const uint64_t u0 = table_.units()[0].offset;
   const float dloss = count_ > 0 ? grad_scale / count_ : 0.0f;
-  k::crossentropy_softmax_backward(dlogits_.data(), probs_.data(), targets_, dloss, N, d.V);
+  k::crossentropy_softmax_backward(dlogits_.data(), dloss, probs_.data(), targets_, N, d.V);
   const int hu = d.L + 1;
   const T* ph = src.Acquire(hu);
   T* gh = src.Grads(hu);

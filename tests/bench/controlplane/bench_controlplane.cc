@@ -17,6 +17,7 @@
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <sstream>
 #include <thread>
 
@@ -156,22 +157,21 @@ void SimulatedWorker(std::shared_ptr<grpc::Channel> ch, int id, const std::strin
   stream->Finish();
 }
 
-}  // namespace
-
-int main(int argc, char** argv) {
+struct Options {
   int watchers = 1000, workers = 100, submits_per_s = 20;
   double duration_s = 10;
-  std::string ternd_bin =
-      std::filesystem::read_symlink("/proc/self/exe").parent_path().string() + "/ternd";
-  CLI::App app{"tern-bench-controlplane: load benchmark for ternd"};
-  app.add_option("--watchers", watchers, "concurrent WatchJob streams")->capture_default_str();
-  app.add_option("--workers", workers, "simulated workers (1 Hz heartbeats)")
-      ->capture_default_str();
-  app.add_option("--submits-per-s", submits_per_s, "SubmitJob rate")->capture_default_str();
-  app.add_option("--duration", duration_s, "seconds of steady load")->capture_default_str();
-  app.add_option("--ternd", ternd_bin, "ternd binary")->capture_default_str();
-  CLI11_PARSE(app, argc, argv);
+  std::string ternd_bin;
+};
 
+// A ternd child process on an ephemeral loopback port, its state and log in a temporary folder.
+struct Ternd {
+  pid_t pid = -1;
+  std::string dir;
+  std::string addr;
+};
+
+// Starts ternd (without the HTTP dashboard) and waits up to 10 s for its port file.
+std::optional<Ternd> StartTernd(const std::string& ternd_bin) {
   char tmpl[] = "/tmp/tern-bench-cp-XXXXXX";
   const std::string dir = ::mkdtemp(tmpl);
   const pid_t ternd = ::fork();
@@ -194,12 +194,20 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "ternd (%s) did not start; see %s/ternd.log\n", ternd_bin.c_str(),
                  dir.c_str());
     ::kill(ternd, SIGKILL);
-    return 1;
+    return std::nullopt;
   }
-  const std::string addr = "127.0.0.1:" + std::to_string(port);
-  auto admin = Channel(addr, -1);
-  auto jobs = tern::v1::JobService::NewStub(admin);
+  return Ternd{ternd, dir, "127.0.0.1:" + std::to_string(port)};
+}
 
+void StopTernd(const Ternd& t) {
+  ::kill(t.pid, SIGTERM);
+  ::waitpid(t.pid, nullptr, 0);
+  std::filesystem::remove_all(t.dir);
+}
+
+// A job that stays PENDING (it needs 100000 nodes): the watched job, and what the submit load
+// sends.
+tern::v1::SubmitJobRequest PendingJob() {
   tern::v1::SubmitJobRequest submit;
   auto* spec = submit.mutable_spec();
   spec->set_name("bench");
@@ -208,56 +216,77 @@ int main(int argc, char** argv) {
   spec->mutable_model()->set_n_layer(2);
   spec->mutable_model()->set_n_head(4);
   spec->set_train_iters(100);
-  spec->mutable_resources()->set_nodes(100000);  // never schedulable: stays PENDING
-  tern::v1::SubmitJobResponse watched;
-  {
-    grpc::ClientContext ctx;
-    if (!jobs->SubmitJob(&ctx, submit, &watched).ok()) return 1;
+  spec->mutable_data()->set_path("/nonexistent/bench");  // required; ternd does not open it
+  spec->mutable_resources()->set_nodes(100000);          // never schedulable: stays PENDING
+  return submit;
+}
+
+// The steady background load: simulated workers (8 channels) and watch streams on one job
+// (16 channels), running until Stop().
+class Load {
+ public:
+  Load(const std::string& addr, const std::string& job, const Options& o) {
+    for (int i = 0; i < o.workers; ++i) {
+      sim_.emplace_back(SimulatedWorker, Channel(addr, 1000 + i % 8), i, job, &stop_, &workers_);
+    }
+    for (int i = 0; i < 16; ++i) {
+      watch_channels_.push_back(Channel(addr, i));
+      watch_stubs_.push_back(tern::v1::JobService::NewStub(watch_channels_.back()));
+    }
+    for (int i = 0; i < o.watchers; ++i) {
+      watchers_.push_back(std::make_unique<Watcher>(watch_stubs_[i % 16].get(), job));
+    }
   }
 
-  std::atomic<bool> stop{false};
-  WorkerStats wstats;
-  std::vector<std::thread> sim;
-  for (int i = 0; i < workers; ++i) {
-    sim.emplace_back(SimulatedWorker, Channel(addr, 1000 + i % 8), i, watched.job_id(), &stop,
-                     &wstats);
-  }
-  std::vector<std::shared_ptr<grpc::Channel>> watch_channels;
-  std::vector<std::unique_ptr<tern::v1::JobService::Stub>> watch_stubs;
-  for (int i = 0; i < 16; ++i) {
-    watch_channels.push_back(Channel(addr, i));
-    watch_stubs.push_back(tern::v1::JobService::NewStub(watch_channels.back()));
-  }
-  std::vector<std::unique_ptr<Watcher>> ws;
-  for (int i = 0; i < watchers; ++i) {
-    ws.push_back(std::make_unique<Watcher>(watch_stubs[i % 16].get(), watched.job_id()));
-  }
-  std::this_thread::sleep_for(milliseconds(1500));  // streams and sessions up
+  const WorkerStats& workers() const { return workers_; }
 
-  const double cpu0 = CpuSeconds(ternd);
-  const auto t0 = Clock::now();
-  const int64_t beats0 = wstats.beats, metrics0 = wstats.metrics_sent;
-  int64_t fanned0 = 0;
-  for (auto& w : ws) fanned0 += w->metrics;
-  std::vector<double> lat_ms;
-  const auto period = std::chrono::microseconds(1000000 / std::max(1, submits_per_s));
+  // Metric points delivered to all watchers so far.
+  int64_t WatchItems() const {
+    int64_t n = 0;
+    for (const auto& w : watchers_) n += w->metrics;
+    return n;
+  }
+
+  void Stop() {
+    stop_ = true;
+    for (auto& t : sim_) t.join();
+    for (auto& w : watchers_) w->Cancel();
+    for (auto& w : watchers_) w->AwaitDone();
+  }
+
+ private:
+  std::atomic<bool> stop_{false};
+  WorkerStats workers_;
+  std::vector<std::thread> sim_;
+  std::vector<std::shared_ptr<grpc::Channel>> watch_channels_;
+  std::vector<std::unique_ptr<tern::v1::JobService::Stub>> watch_stubs_;
+  std::vector<std::unique_ptr<Watcher>> watchers_;
+};
+
+struct Submits {
+  std::vector<double> lat_ms;  // each call's latency
+  int errors = 0;
+};
+
+// SubmitJob calls at `per_s` a second from t0 until `duration_s` have passed.
+Submits SubmitAtRate(tern::v1::JobService::Stub* jobs, const tern::v1::SubmitJobRequest& submit,
+                     int per_s, double duration_s, Clock::time_point t0) {
+  Submits out;
+  const auto period = std::chrono::microseconds(1000000 / std::max(1, per_s));
   auto next = Clock::now();
-  int submit_errors = 0;
   while (Clock::now() - t0 < std::chrono::duration<double>(duration_s)) {
     std::this_thread::sleep_until(next);
     next += period;
     grpc::ClientContext ctx;
     tern::v1::SubmitJobResponse r;
     const auto s = Clock::now();
-    if (!jobs->SubmitJob(&ctx, submit, &r).ok()) ++submit_errors;
-    lat_ms.push_back(std::chrono::duration<double, std::milli>(Clock::now() - s).count());
+    if (!jobs->SubmitJob(&ctx, submit, &r).ok()) ++out.errors;
+    out.lat_ms.push_back(std::chrono::duration<double, std::milli>(Clock::now() - s).count());
   }
-  const double elapsed = std::chrono::duration<double>(Clock::now() - t0).count();
-  const double cpu = CpuSeconds(ternd) - cpu0;
-  int64_t fanned = -fanned0;
-  for (auto& w : ws) fanned += w->metrics;
-  const int64_t beats = wstats.beats - beats0, sent = wstats.metrics_sent - metrics0;
+  return out;
+}
 
+int ConnectedWorkers(tern::v1::JobService::Stub* jobs) {
   tern::v1::ListWorkersResponse lw;
   {
     grpc::ClientContext ctx;
@@ -265,42 +294,96 @@ int main(int argc, char** argv) {
   }
   int connected = 0;
   for (const auto& w : lw.workers()) connected += w.connected();
-  const long rss = StatusKb(ternd, "VmRSS"), hwm = StatusKb(ternd, "VmHWM");
+  return connected;
+}
 
-  stop = true;
-  for (auto& t : sim) t.join();
-  for (auto& w : ws) w->Cancel();
-  for (auto& w : ws) w->AwaitDone();
-  ::kill(ternd, SIGTERM);
-  ::waitpid(ternd, nullptr, 0);
-  std::filesystem::remove_all(dir);
+// What the load window measured on ternd and on the clients.
+struct Measured {
+  double elapsed_s = 0, ternd_cpu_s = 0;
+  int64_t beats = 0, late_beats = 0, metrics_sent = 0, watch_items = 0;
+  int connected = 0;
+  long rss_kb = 0, hwm_kb = 0;
+};
 
+nlohmann::json Report(const Options& o, Submits sub, const Measured& m) {
+  auto& lat_ms = sub.lat_ms;
   std::sort(lat_ms.begin(), lat_ms.end());
   auto pct = [&](double q) {
     return lat_ms.empty() ? 0.0 : lat_ms[size_t(q * (lat_ms.size() - 1))];
   };
-  nlohmann::json out = {
+  return {
       {"bench", "controlplane"},
-      {"watchers", watchers},
-      {"workers", workers},
-      {"duration_s", elapsed},
+      {"watchers", o.watchers},
+      {"workers", o.workers},
+      {"duration_s", m.elapsed_s},
       {"cores", std::thread::hardware_concurrency()},
       {"submits", lat_ms.size()},
-      {"submit_errors", submit_errors},
+      {"submit_errors", sub.errors},
       {"submit_p50_ms", pct(0.50)},
       {"submit_p99_ms", pct(0.99)},
       {"submit_max_ms", lat_ms.empty() ? 0.0 : lat_ms.back()},
-      {"heartbeats_per_s", double(beats) / elapsed},
-      {"late_heartbeats", wstats.late.load()},
-      {"workers_connected_at_end", connected},
-      {"missed_heartbeat_workers", workers - connected},
-      {"metric_points_sent", sent},
-      {"watch_items_delivered", fanned},
-      {"watch_fanout_per_s", double(fanned) / elapsed},
-      {"ternd_cpu_percent", 100.0 * cpu / elapsed},
-      {"ternd_rss_mb", rss / 1024.0},
-      {"ternd_peak_rss_mb", hwm / 1024.0},
+      {"heartbeats_per_s", double(m.beats) / m.elapsed_s},
+      {"late_heartbeats", m.late_beats},
+      {"workers_connected_at_end", m.connected},
+      {"missed_heartbeat_workers", o.workers - m.connected},
+      {"metric_points_sent", m.metrics_sent},
+      {"watch_items_delivered", m.watch_items},
+      {"watch_fanout_per_s", double(m.watch_items) / m.elapsed_s},
+      {"ternd_cpu_percent", 100.0 * m.ternd_cpu_s / m.elapsed_s},
+      {"ternd_rss_mb", m.rss_kb / 1024.0},
+      {"ternd_peak_rss_mb", m.hwm_kb / 1024.0},
   };
-  std::printf("%s\n", out.dump().c_str());
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  Options o;
+  o.ternd_bin = std::filesystem::read_symlink("/proc/self/exe").parent_path().string() + "/ternd";
+  CLI::App app{"tern-bench-controlplane: load benchmark for ternd"};
+  app.add_option("--watchers", o.watchers, "concurrent WatchJob streams")->capture_default_str();
+  app.add_option("--workers", o.workers, "simulated workers (1 Hz heartbeats)")
+      ->capture_default_str();
+  app.add_option("--submits-per-s", o.submits_per_s, "SubmitJob rate")->capture_default_str();
+  app.add_option("--duration", o.duration_s, "seconds of steady load")->capture_default_str();
+  app.add_option("--ternd", o.ternd_bin, "ternd binary")->capture_default_str();
+  CLI11_PARSE(app, argc, argv);
+
+  const std::optional<Ternd> ternd = StartTernd(o.ternd_bin);
+  if (!ternd) return 1;
+  auto admin = Channel(ternd->addr, -1);
+  auto jobs = tern::v1::JobService::NewStub(admin);
+  const tern::v1::SubmitJobRequest submit = PendingJob();
+  tern::v1::SubmitJobResponse watched;
+  {
+    grpc::ClientContext ctx;
+    if (const grpc::Status st = jobs->SubmitJob(&ctx, submit, &watched); !st.ok()) {
+      std::fprintf(stderr, "SubmitJob: %s\n", st.error_message().c_str());
+      StopTernd(*ternd);
+      return 1;
+    }
+  }
+  Load load(ternd->addr, watched.job_id(), o);
+  std::this_thread::sleep_for(milliseconds(1500));  // streams and sessions up
+
+  const double cpu0 = CpuSeconds(ternd->pid);
+  const auto t0 = Clock::now();
+  const int64_t beats0 = load.workers().beats, metrics0 = load.workers().metrics_sent;
+  const int64_t items0 = load.WatchItems();
+  Submits sub = SubmitAtRate(jobs.get(), submit, o.submits_per_s, o.duration_s, t0);
+  Measured m;
+  m.elapsed_s = std::chrono::duration<double>(Clock::now() - t0).count();
+  m.ternd_cpu_s = CpuSeconds(ternd->pid) - cpu0;
+  m.watch_items = load.WatchItems() - items0;
+  m.beats = load.workers().beats - beats0;
+  m.metrics_sent = load.workers().metrics_sent - metrics0;
+  m.connected = ConnectedWorkers(jobs.get());
+  m.rss_kb = StatusKb(ternd->pid, "VmRSS");
+  m.hwm_kb = StatusKb(ternd->pid, "VmHWM");
+
+  load.Stop();
+  StopTernd(*ternd);
+  m.late_beats = load.workers().late.load();
+  std::printf("%s\n", Report(o, std::move(sub), m).dump().c_str());
   return 0;
 }

@@ -187,9 +187,9 @@ void BenchAttentionVariants(Report* r, int B, int T, int C) {
   BenchAttention(r, B, T, kHeads, 2, HS, 0, 0, "[gqa]");
 }
 
-void BenchElementwise(Report* r, const ModelSize& s) {
-  const int B = s.batch, T = s.seq, C = s.dim, N = B * T, L = s.layers, HS = C / kHeads;
-  const int F = static_cast<int>(std::ceil(8.0 * C / 3 / 32.0)) * 32;  // llama ffn
+// Row-wise ops over (N, C): embedding, the norms and the residual add.
+void BenchRowwise(Report* r, const ModelSize& s) {
+  const int B = s.batch, T = s.seq, C = s.dim, N = B * T, L = s.layers;
   const size_t NC = static_cast<size_t>(N) * C;
   auto x = Rand(NC, 7), w = Rand(C, 8), bias = Rand(C, 9), dout = Rand(NC, 10);
   std::vector<float> out(NC), dx(NC), mean(N), rstd(N), dw(C), db(C);
@@ -232,6 +232,13 @@ void BenchElementwise(Report* r, const ModelSize& s) {
   r->Emit("residual_bwd", nc,
           TimeMs([&] { residual_backward(dx.data(), out.data(), dout.data(), NC); }), 0,
           5.0 * NC * 4, 2 * L, 2 * L);
+}
+
+// RoPE and the activations (SwiGLU for llama, GELU for gpt2).
+void BenchPositionAndActivations(Report* r, const ModelSize& s) {
+  const int B = s.batch, T = s.seq, C = s.dim, N = B * T, L = s.layers, HS = C / kHeads;
+  const int F = static_cast<int>(std::ceil(8.0 * C / 3 / 32.0)) * 32;  // llama ffn
+  const size_t NC = static_cast<size_t>(N) * C;
   // RoPE on fused qkv (MHA).
   const size_t nqkv = NC * 3;
   auto qkv = Rand(nqkv, 13);
@@ -254,7 +261,7 @@ void BenchElementwise(Report* r, const ModelSize& s) {
   r->Emit("swiglu_fwd", sf, TimeMs([&] { swiglu_forward(hout.data(), h.data(), N, F); }), 0,
           3.0 * nf * 4, L, 0);
   r->Emit("swiglu_bwd", sf,
-          TimeMs([&] { swiglu_backward(dhin.data(), h.data(), dh.data(), N, F); }), 0, 5.0 * nf * 4,
+          TimeMs([&] { swiglu_backward(dhin.data(), dh.data(), h.data(), N, F); }), 0, 5.0 * nf * 4,
           L, 0);
   const size_t ng = NC * 4;
   auto g = Rand(ng, 16, 3.0f), dg = Rand(ng, 17);
@@ -262,8 +269,14 @@ void BenchElementwise(Report* r, const ModelSize& s) {
   const std::string gs = Shape({{"n", static_cast<long>(ng)}});
   r->Emit("gelu_fwd", gs, TimeMs([&] { gelu_forward(gout.data(), g.data(), ng); }), 0, 2.0 * ng * 4,
           0, L);
-  r->Emit("gelu_bwd", gs, TimeMs([&] { gelu_backward(dgin.data(), g.data(), dg.data(), ng); }), 0,
+  r->Emit("gelu_bwd", gs, TimeMs([&] { gelu_backward(dgin.data(), dg.data(), g.data(), ng); }), 0,
           3.0 * ng * 4, 0, L);
+}
+
+// The loss (softmax + cross-entropy over V) and the optimizer over the whole parameter count.
+void BenchLossAndOptimizer(Report* r, const ModelSize& s) {
+  const int C = s.dim, N = s.batch * s.seq, L = s.layers;
+  const int F = static_cast<int>(std::ceil(8.0 * C / 3 / 32.0)) * 32;  // llama ffn
   // Cross-entropy over V.
   const size_t nv = static_cast<size_t>(N) * kVocab;
   auto logits = Rand(nv, 18, 4.0f);
@@ -277,7 +290,7 @@ void BenchElementwise(Report* r, const ModelSize& s) {
           }),
           0, 2.0 * nv * 4, 1, 1);
   r->Emit("crossentropy_bwd", vs, TimeMs([&] {
-            crossentropy_softmax_backward(dlogits.data(), probs.data(), tgt.data(), 1.0f / N, N,
+            crossentropy_softmax_backward(dlogits.data(), 1.0f / N, probs.data(), tgt.data(), N,
                                           kVocab);
           }),
           0, 2.0 * nv * 4, 1, 1);
@@ -299,6 +312,12 @@ void BenchElementwise(Report* r, const ModelSize& s) {
   r->Emit("scale_inplace", ps, TimeMs([&] { scale_inplace(pg.data(), 1.0f, P); }), 0, 2.0 * P * 4,
           0, 0);
   if (sink < 0) std::printf("%f\n", sink);
+}
+
+void BenchElementwise(Report* r, const ModelSize& s) {
+  BenchRowwise(r, s);
+  BenchPositionAndActivations(r, s);
+  BenchLossAndOptimizer(r, s);
 }
 
 void BenchSize(const ModelSize& s, int threads) {

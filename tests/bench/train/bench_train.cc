@@ -45,7 +45,8 @@ double Median(std::vector<double> v) {
   return v.size() % 2 ? v[v.size() / 2] : 0.5 * (v[v.size() / 2 - 1] + v[v.size() / 2]);
 }
 
-int RunOne(const Args& a, int rank, tern::comm::Communicator* dp, tern::comm::CommGroups* groups) {
+// The model the flags describe.
+tern::v1::ModelConfig ModelConfigFor(const Args& a) {
   tern::v1::ModelConfig mc;
   mc.set_model_type(a.arch);
   mc.set_vocab_size(a.vocab);
@@ -55,7 +56,148 @@ int RunOne(const Args& a, int rank, tern::comm::Communicator* dp, tern::comm::Co
   mc.set_max_position_embeddings(a.seq);
   if (a.ffn > 0) mc.set_intermediate_size(a.ffn);
   if (a.tie >= 0) mc.set_tie_word_embeddings(a.tie == 1);
-  auto dims = tern::model::ResolveModelDims(mc, a.seq);
+  return mc;
+}
+
+// Token batches (batch, seq): inputs and next-token targets cut from random windows, drawn
+// once (--data fixed) or again before every step (--data random). Each rank draws its own.
+class TokenBatches {
+ public:
+  TokenBatches(const Args& a, int rank)
+      : a_(a),
+        rng_(a.seed + 1 + uint64_t(rank) * 7919),
+        window_(size_t(a.batch) * (a.seq + 1)),
+        inp_(size_t(a.batch) * a.seq),
+        tgt_(size_t(a.batch) * a.seq) {
+    Draw();
+  }
+  void Draw() {
+    for (auto& t : window_) t = int32_t(rng_() % a_.vocab);
+    for (int b = 0; b < a_.batch; ++b)
+      for (int t = 0; t < a_.seq; ++t) {
+        inp_[size_t(b) * a_.seq + t] = window_[size_t(b) * (a_.seq + 1) + t];
+        tgt_[size_t(b) * a_.seq + t] = window_[size_t(b) * (a_.seq + 1) + t + 1];
+      }
+  }
+  const int32_t* inputs() const { return inp_.data(); }
+  const int32_t* targets() const { return tgt_.data(); }
+
+ private:
+  const Args& a_;
+  std::mt19937_64 rng_;
+  std::vector<int32_t> window_, inp_, tgt_;
+};
+
+// What the steps measured: every step's loss, the timed (post-warm-up) steps' seconds and
+// their collective bytes by kind.
+struct StepStats {
+  std::vector<double> times, losses;
+  std::map<std::string, uint64_t> bytes;
+};
+
+// Runs warmup + steps training steps (forward, backward, optional clip, AdamW), timing each.
+StepStats RunSteps(const Args& a, int rank, tern::model::Transformer<float>* model,
+                   tern::zero::TrainingState* state, tern::comm::Communicator* dp,
+                   tern::comm::CommGroups* groups) {
+  tern::optim::AdamWConfig adamw{a.lr, 0.9f, 0.95f, 1e-8f, a.wd};
+  TokenBatches batches(a, rank);
+  StepStats s;
+  for (int step = 0; step < a.warmup + a.steps; ++step) {
+    if (a.data == "random") batches.Draw();
+    auto t0 = std::chrono::steady_clock::now();
+    state->BeginMicroStep(true);
+    double loss =
+        model->Forward(state->source(), batches.inputs(), batches.targets(), a.batch, a.seq);
+    model->Backward(state->source(), 1.0f);
+    double norm = std::sqrt(*state->FinishBackward());
+    float mult = (a.clip > 0 && norm > a.clip) ? float(a.clip / (norm + 1e-6)) : 1.0f;
+    (void)state->OptimizerStep(adamw, a.lr, step + 1, mult);
+    if (dp != nullptr) {
+      float l = float(loss);
+      (void)dp->AllReduce({&l, 1}, {});
+      loss = l / a.ranks;
+      if (step >= a.warmup) {
+        for (const auto& [kind, stats] : groups->TakeStatsByKind())
+          s.bytes[kind] += stats.total_bytes();
+      } else {
+        groups->TakeStatsByKind();
+      }
+    }
+    double dt = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    s.losses.push_back(loss);
+    if (step >= a.warmup) s.times.push_back(dt);
+  }
+  return s;
+}
+
+// The JSON line's fields for one rank's run (throughput over all ranks).
+nlohmann::json Report(const Args& a, const tern::model::ModelDims& dims, double peak,
+                      const StepStats& s) {
+  const double med = Median(s.times);
+  const double tokens = double(a.batch) * a.seq * a.ranks;
+  const auto cost = tern::model::EstimateCost(dims, a.seq);
+  const double gflops = cost.flops_per_token * tokens / med / 1e9;
+  const double all_peak = peak * a.ranks;  // every rank measured its own threads' sgemm peak
+  return {{"peer", "tern"},
+          {"arch", a.arch},
+          {"vocab", a.vocab},
+          {"dim", a.dim},
+          {"layers", a.layers},
+          {"heads", a.heads},
+          {"seq", a.seq},
+          {"ffn", dims.F},
+          {"tied", dims.tied},
+          {"batch", a.batch},
+          {"threads", a.threads},
+          {"steps", a.steps},
+          {"warmup", a.warmup},
+          {"data", a.data},
+          {"params", cost.params},
+          {"tokens_per_s", std::round(tokens / med * 10) / 10},
+          {"step_ms_median", med * 1e3},
+          {"step_ms_min", *std::min_element(s.times.begin(), s.times.end()) * 1e3},
+          {"step_ms_max", *std::max_element(s.times.begin(), s.times.end()) * 1e3},
+          {"est_gflops", gflops},
+          {"sgemm_peak_gflops", peak},
+          {"mfu", gflops / all_peak},
+          {"peak_rss_mib", tern::engine::PeakRssMib()},
+          {"first_loss", s.losses.front()},
+          {"final_loss", s.losses.back()},
+          {"blas", "openblas-openmp"}};
+}
+
+// Adds the data-parallel fields: layout, collective bytes per step (intra/inter node), rank 0's
+// state bytes and every rank's peak RSS (an all-gather: every rank must call this).
+void AddDataParallelReport(const Args& a, std::map<std::string, uint64_t> bytes,
+                           const tern::zero::TrainingState& state, tern::comm::Communicator* dp,
+                           nlohmann::json* out) {
+  (*out)["world"] = a.ranks;
+  (*out)["ranks_per_node"] = a.ranks_per_node > 0 ? a.ranks_per_node : a.ranks;
+  (*out)["zero_stage"] = a.zero_stage;
+  (*out)["mode"] = "zero" + std::to_string(a.zero_stage);
+  (*out)["batch_per_rank"] = a.batch;
+  (*out)["threads_per_rank"] = a.threads;
+  for (const auto& [kind, b] : bytes) (*out)["bytes_per_step"][kind] = b / a.steps;
+  // The data-parallel group crosses nodes unless every rank shares one node.
+  const bool cross = a.ranks_per_node > 0 && a.ranks_per_node < a.ranks;
+  uint64_t intra = bytes["intra_node"], inter = bytes["inter_node"];
+  (cross ? inter : intra) += bytes["data_parallel"] + bytes["world"];
+  (*out)["bytes_intra_node_per_step"] = intra / a.steps;
+  (*out)["bytes_inter_node_per_step"] = inter / a.steps;
+  const auto mem = state.memory();
+  (*out)["rank0_state_bytes"] = {
+      {"params", mem.param_bytes}, {"grads", mem.grad_bytes}, {"optimizer", mem.optim_bytes}};
+  // Peak RSS of every rank (all-gathered), like the peer's peak_rss_mib_per_rank.
+  std::vector<float> rss(a.ranks, 0.0f);
+  float mine = float(tern::engine::PeakRssMib());
+  (void)dp->AllGather(std::as_bytes(std::span<float>(&mine, 1)),
+                      std::as_writable_bytes(std::span<float>(rss)), {});
+  (*out)["peak_rss_mib_per_rank"] = rss;
+}
+
+// One rank's benchmark (dp null: a single process without ZeRO). Rank 0 prints the JSON line.
+int RunOne(const Args& a, int rank, tern::comm::Communicator* dp, tern::comm::CommGroups* groups) {
+  auto dims = tern::model::ResolveModelDims(ModelConfigFor(a), a.seq);
   if (!dims.ok()) {
     std::fprintf(stderr, "error: %s\n", std::string(dims.status().message()).c_str());
     return 2;
@@ -78,100 +220,10 @@ int RunOne(const Args& a, int rank, tern::comm::Communicator* dp, tern::comm::Co
     }
     state = std::move(*st);
   }
-  tern::optim::AdamWConfig adamw{a.lr, 0.9f, 0.95f, 1e-8f, a.wd};
-
-  std::mt19937_64 rng(a.seed + 1 + uint64_t(rank) * 7919);
-  const size_t n = size_t(a.batch) * a.seq;
-  std::vector<int32_t> window(size_t(a.batch) * (a.seq + 1)), inp(n), tgt(n);
-  auto draw = [&] {
-    for (auto& t : window) t = int32_t(rng() % a.vocab);
-    for (int b = 0; b < a.batch; ++b)
-      for (int t = 0; t < a.seq; ++t) {
-        inp[size_t(b) * a.seq + t] = window[size_t(b) * (a.seq + 1) + t];
-        tgt[size_t(b) * a.seq + t] = window[size_t(b) * (a.seq + 1) + t + 1];
-      }
-  };
-  draw();
-  std::vector<double> times, losses;
-  std::map<std::string, uint64_t> bytes;
-  for (int step = 0; step < a.warmup + a.steps; ++step) {
-    if (a.data == "random") draw();
-    auto t0 = std::chrono::steady_clock::now();
-    state->BeginMicroStep(true);
-    double loss = model.Forward(state->source(), inp.data(), tgt.data(), a.batch, a.seq);
-    model.Backward(state->source(), 1.0f);
-    double norm = std::sqrt(*state->FinishBackward());
-    float mult = (a.clip > 0 && norm > a.clip) ? float(a.clip / (norm + 1e-6)) : 1.0f;
-    (void)state->OptimizerStep(adamw, a.lr, step + 1, mult);
-    if (dp != nullptr) {
-      float l = float(loss);
-      (void)dp->AllReduce({&l, 1}, {});
-      loss = l / a.ranks;
-      if (step >= a.warmup) {
-        for (const auto& [kind, stats] : groups->TakeStatsByKind())
-          bytes[kind] += stats.total_bytes();
-      } else {
-        groups->TakeStatsByKind();
-      }
-    }
-    double dt = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-    losses.push_back(loss);
-    if (step >= a.warmup) times.push_back(dt);
-  }
-  const double med = Median(times);
-  const double tokens = double(n) * a.ranks;
-  const auto cost = tern::model::EstimateCost(*dims, a.seq);
-  const double gflops = cost.flops_per_token * tokens / med / 1e9;
-  const double all_peak = peak * a.ranks;  // every rank measured its own threads' sgemm peak
-  nlohmann::json out = {{"peer", "tern"},
-                        {"arch", a.arch},
-                        {"vocab", a.vocab},
-                        {"dim", a.dim},
-                        {"layers", a.layers},
-                        {"heads", a.heads},
-                        {"seq", a.seq},
-                        {"ffn", dims->F},
-                        {"tied", dims->tied},
-                        {"batch", a.batch},
-                        {"threads", a.threads},
-                        {"steps", a.steps},
-                        {"warmup", a.warmup},
-                        {"data", a.data},
-                        {"params", cost.params},
-                        {"tokens_per_s", std::round(tokens / med * 10) / 10},
-                        {"step_ms_median", med * 1e3},
-                        {"step_ms_min", *std::min_element(times.begin(), times.end()) * 1e3},
-                        {"step_ms_max", *std::max_element(times.begin(), times.end()) * 1e3},
-                        {"est_gflops", gflops},
-                        {"sgemm_peak_gflops", peak},
-                        {"mfu", gflops / all_peak},
-                        {"peak_rss_mib", tern::engine::PeakRssMib()},
-                        {"first_loss", losses.front()},
-                        {"final_loss", losses.back()},
-                        {"blas", "openblas-openmp"}};
+  const StepStats stats = RunSteps(a, rank, &model, state.get(), dp, groups);
+  nlohmann::json out = Report(a, *dims, peak, stats);
   if (dp != nullptr) {
-    out["world"] = a.ranks;
-    out["ranks_per_node"] = a.ranks_per_node > 0 ? a.ranks_per_node : a.ranks;
-    out["zero_stage"] = a.zero_stage;
-    out["mode"] = "zero" + std::to_string(a.zero_stage);
-    out["batch_per_rank"] = a.batch;
-    out["threads_per_rank"] = a.threads;
-    for (const auto& [kind, b] : bytes) out["bytes_per_step"][kind] = b / a.steps;
-    // The data-parallel group crosses nodes unless every rank shares one node.
-    const bool cross = a.ranks_per_node > 0 && a.ranks_per_node < a.ranks;
-    uint64_t intra = bytes["intra_node"], inter = bytes["inter_node"];
-    (cross ? inter : intra) += bytes["data_parallel"] + bytes["world"];
-    out["bytes_intra_node_per_step"] = intra / a.steps;
-    out["bytes_inter_node_per_step"] = inter / a.steps;
-    const auto mem = state->memory();
-    out["rank0_state_bytes"] = {
-        {"params", mem.param_bytes}, {"grads", mem.grad_bytes}, {"optimizer", mem.optim_bytes}};
-    // Peak RSS of every rank (all-gathered), like the peer's peak_rss_mib_per_rank.
-    std::vector<float> rss(a.ranks, 0.0f);
-    float mine = float(tern::engine::PeakRssMib());
-    (void)dp->AllGather(std::as_bytes(std::span<float>(&mine, 1)),
-                        std::as_writable_bytes(std::span<float>(rss)), {});
-    out["peak_rss_mib_per_rank"] = rss;
+    AddDataParallelReport(a, stats.bytes, *state, dp, &out);
     if (rank != 0) return 0;
   }
   std::printf("%s\n", out.dump().c_str());

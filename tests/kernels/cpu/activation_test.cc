@@ -42,8 +42,8 @@ void CheckGeluFloat(size_t n) {
   const auto dout = RandomVec(n, 2);
   auto fd = ToFloat(dout);
   std::vector<double> ddx(n);
-  gelu_backward(ddx.data(), x.data(), dout.data(), n);
-  gelu_backward(dx.data(), fx.data(), fd.data(), n);
+  gelu_backward(ddx.data(), dout.data(), x.data(), n);
+  gelu_backward(dx.data(), fd.data(), fx.data(), n);
   ExpectClose(dx, ddx, 2e-6, "gelu dinp");
 }
 
@@ -59,7 +59,7 @@ TEST(GeluTest, GradientMatchesFiniteDifferences) {
     gelu_forward(out.data(), x.data(), n);
     return Dot(out, dout);
   };
-  gelu_backward(dx.data(), x.data(), dout.data(), n);
+  gelu_backward(dx.data(), dout.data(), x.data(), n);
   CheckGradient(&x, dx, loss, "gelu dinp");
 }
 
@@ -77,8 +77,8 @@ void CheckSwigluFloat(int N, int F) {
   auto fd = ToFloat(dout);
   std::vector<double> ddi(inp.size());
   std::vector<float> di(inp.size());
-  swiglu_backward(ddi.data(), inp.data(), dout.data(), N, F);
-  swiglu_backward(di.data(), fi.data(), fd.data(), N, F);
+  swiglu_backward(ddi.data(), dout.data(), inp.data(), N, F);
+  swiglu_backward(di.data(), fd.data(), fi.data(), N, F);
   ExpectClose(di, ddi, 2e-6, "swiglu dinp");
 }
 
@@ -94,7 +94,7 @@ TEST(SwigluTest, GradientMatchesFiniteDifferences) {
     swiglu_forward(out.data(), inp.data(), N, F);
     return Dot(out, dout);
   };
-  swiglu_backward(di.data(), inp.data(), dout.data(), N, F);
+  swiglu_backward(di.data(), dout.data(), inp.data(), N, F);
   CheckGradient(&inp, di, loss, "swiglu dinp");
 }
 

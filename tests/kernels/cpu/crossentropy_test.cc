@@ -42,7 +42,7 @@ void CheckForwardBackward(int N, int V) {
   ExpectClose(probs, want_p, 1e-6, "probs");
   ExpectClose(losses, want_loss, 2e-6, "losses");
   const float dloss = 0.375f;
-  crossentropy_softmax_backward(dl.data(), probs.data(), tgt.data(), dloss, N, V);
+  crossentropy_softmax_backward(dl.data(), dloss, probs.data(), tgt.data(), N, V);
   std::vector<double> want_dl(logits.size(), 0.0);
   for (int n = 0; n < N; ++n) {
     if (tgt[n] < 0) continue;
@@ -67,7 +67,7 @@ TEST(CrossEntropyTest, GradientMatchesFiniteDifferences) {
     return s;
   };
   loss();
-  crossentropy_softmax_backward(dl.data(), probs.data(), tgt.data(), dloss, N, V);
+  crossentropy_softmax_backward(dl.data(), dloss, probs.data(), tgt.data(), N, V);
   CheckGradient(&logits, dl, loss, "dlogits");
 }
 

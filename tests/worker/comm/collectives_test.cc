@@ -4,6 +4,7 @@
 #include <cmath>
 #include <numeric>
 
+#include "absl/strings/str_cat.h"
 #include "tests/worker/comm/rank_threads.h"
 #include "worker/comm/byte_accounting.h"
 
@@ -265,7 +266,7 @@ TEST_P(CollectivesTest, InvalidArgumentsFailWithoutCommunicating) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Sizes, CollectivesTest, ::testing::Values(1, 2, 3, 4),
-                         [](const auto& info) { return "n" + std::to_string(info.param); });
+                         [](const auto& info) { return absl::StrCat("n", info.param); });
 
 TEST(ByteAccountingTest, FormulasMatchTheTextbookVolumes) {
   for (int n : {2, 3, 4, 8}) {

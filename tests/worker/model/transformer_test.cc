@@ -8,6 +8,7 @@
 #include <set>
 #include <string>
 
+#include "absl/strings/str_cat.h"
 #include "kernels/cpu/threads.h"
 
 namespace tern::model {
@@ -128,10 +129,10 @@ class RecordingSource : public FlatParamSource<float> {
  public:
   using FlatParamSource<float>::FlatParamSource;
   const float* Acquire(int unit) override {
-    log.push_back("A" + std::to_string(unit));
+    log.push_back(absl::StrCat("A", unit));
     return FlatParamSource<float>::Acquire(unit);
   }
-  void GradsReady(int unit) override { log.push_back("G" + std::to_string(unit)); }
+  void GradsReady(int unit) override { log.push_back(absl::StrCat("G", unit)); }
   std::vector<std::string> log;
 };
 
