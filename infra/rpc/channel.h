@@ -16,8 +16,8 @@
 namespace tern::infra {
 
 struct ChannelOptions {
-  std::string address;                 // host:port
-  std::string tls_ca;                  // PEM root certs file; empty = plaintext
+  std::string address{};               // host:port
+  std::string tls_ca{};                // PEM root certs file; empty = plaintext
   bool tls_ca_from_env = true;         // an empty tls_ca falls back to $TERN_TLS_CA
   std::string tls_ca_what = "TLS CA";  // names tls_ca in errors ("--tls-ca")
   // Keepalive ping period on an idle connection (timeout 5 s); 0 = no keepalive.
