@@ -24,6 +24,7 @@ struct LaunchOptions {
   std::string save_final;
   int collective_timeout_s = kDefaultCollectiveTimeoutS;
   double peak_gflops = 0;  // --peak-gflops for every rank; 0 = each resolves its own
+  bool check_memory = true;  // false: --skip-memory-check for every rank
 };
 
 // Returns the process exit code (0 success, 1 a rank failed, 2 bad input).

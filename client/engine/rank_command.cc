@@ -24,12 +24,8 @@ struct RankArgs {
   bool json = false;
   bool resume = false;
   double peak_gflops = 0;
+  bool skip_memory_check = false;
 };
-
-bool IsInputError(const absl::Status& st) {
-  return absl::IsInvalidArgument(st) || absl::IsNotFound(st) || absl::IsFailedPrecondition(st) ||
-         absl::IsDataLoss(st) || absl::IsOutOfRange(st);
-}
 
 absl::StatusOr<std::unique_ptr<comm::Store>> ConnectStore(const RankArgs& a) {
   if (absl::StartsWith(a.rendezvous, "tcp://")) {
@@ -80,6 +76,7 @@ int RunRankCommand(const RankArgs& a) {
   ro.sink = &sink;
   ro.save_final_dir = a.save_final;
   ro.peak_gflops = a.peak_gflops;
+  ro.check_memory = !a.skip_memory_check;
   absl::Status st = engine::RunRank(*cfg, **store, ro);
   if (!st.ok()) {
     fmt::print(stderr, "error: rank {}: {}\n", a.rank, std::string(st.message()));
@@ -109,6 +106,8 @@ void AddRankCommand(CLI::App& app, int* exit_code) {
   cmd->add_flag("--json", a->json, "JSON lines on stdout");
   cmd->add_option("--peak-gflops", a->peak_gflops, "sgemm GFLOP/s of this rank for MFU");
   cmd->add_flag("--resume", a->resume, "Continue from checkpoint.load (default: latest)");
+  cmd->add_flag("--skip-memory-check", a->skip_memory_check,
+                "Start even when this node's ranks need more memory than it has available");
   cmd->callback([a, exit_code] { *exit_code = RunRankCommand(*a); });
 }
 

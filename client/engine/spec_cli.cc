@@ -32,6 +32,11 @@ absl::Status ApplyResumeFlag(bool resume, spec::JobConfig* cfg) {
   return absl::OkStatus();
 }
 
+bool IsInputError(const absl::Status& st) {
+  return absl::IsInvalidArgument(st) || absl::IsNotFound(st) || absl::IsFailedPrecondition(st) ||
+         absl::IsDataLoss(st) || absl::IsOutOfRange(st) || absl::IsResourceExhausted(st);
+}
+
 void PrintSpecWarnings(const std::vector<std::string>& warnings) {
   for (const auto& w : warnings) fmt::print(stderr, "warning: {}\n", w);
 }

@@ -24,6 +24,10 @@ absl::StatusOr<spec::JobConfig> LoadResolvedSpec(const std::string& path,
 // without checkpoint.dir.
 absl::Status ApplyResumeFlag(bool resume, spec::JobConfig* cfg);
 
+// Whether a run that failed to start was refused for its input (spec, data, checkpoint, a job
+// that cannot fit the host): exit code 2, nothing was written; otherwise 1.
+bool IsInputError(const absl::Status& st);
+
 // Prints the warnings of a resolved spec on stderr, one line each.
 void PrintSpecWarnings(const std::vector<std::string>& warnings);
 

@@ -81,6 +81,8 @@ absl::Status RunRank(const tern::spec::JobConfig& config, comm::Store& store,
   topts.sink = &sink;
   topts.save_final_dir = o.save_final_dir;
   topts.peak_gflops = o.peak_gflops;
+  topts.check_memory = o.check_memory;
+  topts.ranks_on_host = o.ranks_per_node;
   zero::ZeroOptions zo = config.zero;
   zo.timeout = o.collective_timeout;
   topts.make_state = [dp, zo](const ParamTable& table, const std::vector<float>& init) {

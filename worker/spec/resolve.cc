@@ -1,6 +1,8 @@
 // ResolveJob: the model, data, batch and training sections; the ZeRO, checkpoint, elastic and
 // resources sections are in sections.cc.
+#include <algorithm>
 #include <filesystem>
+#include <limits>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
@@ -86,6 +88,14 @@ void ResolveBatch(const tern::v1::JobSpec& spec, JobConfig& c, Findings& f) {
   }
   if (m == 0) m = 1;
   if (accum == 0) accum = 1;
+  // The kernels index a micro-batch's tokens with 32-bit ints.
+  constexpr int64_t kMaxTokens = std::numeric_limits<int32_t>::max();
+  if (m > kMaxTokens / std::max(1, c.seq_len) || accum > kMaxTokens) {
+    f.Error(absl::StrCat("train_micro_batch_size_per_gpu: ", m, " sequences x data.seq_len ",
+                         c.seq_len, " (gradient_accumulation_steps ", accum,
+                         ") is more than 2^31-1 tokens per micro-batch"));
+    return;
+  }
   c.micro_batch = static_cast<int>(m);
   c.accum = static_cast<int>(accum);
   c.global_batch = m * accum * c.dp_size;
