@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <ctime>
 #include <filesystem>
 #include <map>
 #include <set>
@@ -243,12 +244,39 @@ absl::StatusOr<std::vector<std::string>> ApplyRetention(const std::string& root,
   return removed;
 }
 
+absl::StatusOr<std::vector<std::string>> SetAsideNewerThan(const std::string& root,
+                                                           int64_t step) {
+  const std::time_t now = std::time(nullptr);
+  std::tm tm{};
+  gmtime_r(&now, &tm);
+  char stamp[32];
+  std::strftime(stamp, sizeof(stamp), "%Y%m%dT%H%M%SZ", &tm);
+  std::vector<std::string> newer, moved;
+  std::error_code ec;
+  for (const auto& e : fs::directory_iterator(root, ec)) {
+    const std::string name = e.path().filename().string();
+    if (ParseStepDirName(name) > step) newer.push_back(name);
+  }
+  if (ec) return ErrnoStatus(ec.value(), "list", root);
+  std::sort(newer.begin(), newer.end());
+  for (const auto& name : newer) {
+    const std::string to = absl::StrCat(name, ".set-aside-", stamp);
+    fs::rename(fs::path(root) / name, fs::path(root) / to, ec);
+    if (ec) return ErrnoStatus(ec.value(), "rename", root + "/" + name);
+    moved.push_back(to);
+  }
+  TERN_RETURN_IF_ERROR(WriteFileAtomic(root + "/" + kLatestName, StepDirName(step) + "\n"));
+  return moved;
+}
+
 std::string CompleteHint(const std::string& root, const std::string& exclude) {
   auto steps = ListCheckpoints(root);
   if (steps.ok()) {
     for (auto it = steps->rbegin(); it != steps->rend(); ++it) {
       if (it->complete && it->name != exclude) {
-        return absl::StrCat("--> hint: ", it->name, " is complete");
+        return absl::StrCat("--> hint: ", it->name,
+                            " is complete: resume from it with --set checkpoint.load=", it->name,
+                            " (newer steps are set aside, not deleted)");
       }
     }
   }

@@ -102,7 +102,13 @@ absl::StatusOr<std::vector<StepInfo>> ListCheckpoints(const std::string& root);
 absl::StatusOr<std::vector<std::string>> CleanupIncomplete(const std::string& root);
 // Keeps the newest `keep_last` complete steps (and anything newer); removes older ones.
 absl::StatusOr<std::vector<std::string>> ApplyRetention(const std::string& root, int keep_last);
-// "--> hint: step-000100 is complete" (the newest complete step other than `exclude`).
+// "--> hint: step-000100 is complete: resume from it with --set checkpoint.load=step-000100"
+// (the newest complete step other than `exclude`).
 std::string CompleteHint(const std::string& root, const std::string& exclude);
+// Branching from an older step: renames every step directory newer than `step` to
+// "<name>.set-aside-<UTC time>" (a name Tern never loads, cleans up or overwrites), then
+// points `latest` at `step`. Returns the new names, relative to root.
+absl::StatusOr<std::vector<std::string>> SetAsideNewerThan(const std::string& root,
+                                                           int64_t step);
 
 }  // namespace tern::ckpt

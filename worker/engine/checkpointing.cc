@@ -205,18 +205,35 @@ absl::StatusOr<std::string> Checkpointing::PrepareOnLeader(bool resume, int64_t*
   } else {
     name = cfg_.checkpoint.load;
     if (name.empty() || name == "latest") {
-      auto latest = ckpt::ReadSmallFile(root_ + "/" + ckpt::kLatestName);
-      if (latest.ok()) {
-        name = Trim(*latest);
-        // A manifest committed just before a crash that kept `latest` behind is the newest.
-        if (newest != nullptr && newest->step > ckpt::ParseStepDirName(name)) name = newest->name;
-      } else if (newest != nullptr) {
-        name = newest->name;
-      } else {
+      if (newest == nullptr && !steps.empty()) {
+        const auto& last = steps.back();
+        return absl::DataLossError(absl::StrCat(
+            "no complete checkpoint under ", root_, " to resume from: ", last.name,
+            " is incomplete: ", last.problem,
+            " --> hint: run without --resume to start from scratch"));
+      }
+      if (newest == nullptr) {
         return absl::NotFoundError(absl::StrCat("no complete checkpoint under ", root_,
                                                 " to resume from --> hint: run without --resume "
                                                 "to start from scratch"));
       }
+      // `latest` names the newest complete step unless a crash kept it behind a manifest
+      // committed just before, or the step it names was removed or left incomplete: then the
+      // newest complete step is what it should name, and is what loads.
+      name = newest->name;
+    } else {
+      // An explicit step: the run branches from it. It must be complete; newer steps are set
+      // aside once it has loaded (Start), so none of them blocks the run or gets overwritten.
+      const auto it = std::find_if(steps.begin(), steps.end(),
+                                   [&](const ckpt::StepInfo& s) { return s.name == name; });
+      if (it == steps.end() || !it->complete) {
+        return absl::NotFoundError(absl::StrCat(
+            "checkpoint.load: ", root_, "/", name,
+            it == steps.end() ? " does not exist" : absl::StrCat(" is incomplete: ", it->problem),
+            " ", ckpt::CompleteHint(root_, name)));
+      }
+      *done_hint = it->step;
+      return name;
     }
   }
   *done_hint = name.empty() ? 0 : std::max<int64_t>(0, ckpt::ParseStepDirName(name));
@@ -255,6 +272,23 @@ absl::StatusOr<int64_t> Checkpointing::Start(zero::TrainingState& state, const P
   const auto t0 = Clock::now();
   TERN_RETURN_IF_ERROR(Agree(Load(name, state, table, train, &done)));
   TERN_RETURN_IF_ERROR(state.SyncAfterLoad());
+  const std::string& asked = cfg_.checkpoint.load;
+  if (opts_.rank == 0) {
+    // Branching from an explicit step sets newer ones aside; resuming from the newest complete
+    // step repairs a `latest` that names anything else. Both before the first save.
+    std::vector<std::string> moved;
+    if (!asked.empty() && asked != "latest") {
+      TERN_ASSIGN_OR_RETURN(moved, ckpt::SetAsideNewerThan(root_, done));
+    } else if (Trim(ckpt::ReadSmallFile(root_ + "/" + ckpt::kLatestName).value_or("")) != name) {
+      TERN_RETURN_IF_ERROR(ckpt::WriteFileAtomic(root_ + "/" + ckpt::kLatestName, name + "\n"));
+      if (opts_.sink)
+        opts_.sink->OnEvent("checkpoint_latest_repaired",
+                            Dump({{"latest", name}, {"dir", root_}}));
+    }
+    if (!moved.empty() && opts_.sink)
+      opts_.sink->OnEvent("checkpoint_set_aside",
+                          Dump({{"dir", root_}, {"loaded", name}, {"set_aside", moved}}));
+  }
   if (opts_.rank == 0 && opts_.sink) {
     opts_.sink->OnEvent(
         "resume",
