@@ -65,10 +65,10 @@ int RunTrain(const TrainArgs& a) {
   if (auto st = ApplyResumeFlag(a.resume, &*cfg); !st.ok()) return Fail(st, true);
   // Every rank of a local launch shares this host: all of them must fit before any starts.
   if (launch && !a.skip_memory_check) {
-    const int threads = a.threads > 0 ? a.threads
-                                      : (cfg->threads_per_rank > 0
-                                             ? cfg->threads_per_rank
-                                             : std::max(1, DefaultThreads() / a.ranks));
+    const int threads = a.threads > 0
+                            ? a.threads
+                            : (cfg->threads_per_rank > 0 ? cfg->threads_per_rank
+                                                         : std::max(1, DefaultThreads() / a.ranks));
     if (auto host = engine::ReadHostMemory(); host.ok()) {
       auto st = engine::CheckFitsHost(engine::PlanRankMemory(*cfg, threads), a.ranks, *host);
       if (!st.ok()) return Fail(st, true);

@@ -244,8 +244,7 @@ absl::StatusOr<std::vector<std::string>> ApplyRetention(const std::string& root,
   return removed;
 }
 
-absl::StatusOr<std::vector<std::string>> SetAsideNewerThan(const std::string& root,
-                                                           int64_t step) {
+absl::StatusOr<std::vector<std::string>> SetAsideNewerThan(const std::string& root, int64_t step) {
   const std::time_t now = std::time(nullptr);
   std::tm tm{};
   gmtime_r(&now, &tm);

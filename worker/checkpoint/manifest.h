@@ -108,7 +108,6 @@ std::string CompleteHint(const std::string& root, const std::string& exclude);
 // Branching from an older step: renames every step directory newer than `step` to
 // "<name>.set-aside-<UTC time>" (a name Tern never loads, cleans up or overwrites), then
 // points `latest` at `step`. Returns the new names, relative to root.
-absl::StatusOr<std::vector<std::string>> SetAsideNewerThan(const std::string& root,
-                                                           int64_t step);
+absl::StatusOr<std::vector<std::string>> SetAsideNewerThan(const std::string& root, int64_t step);
 
 }  // namespace tern::ckpt

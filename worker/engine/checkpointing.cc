@@ -207,10 +207,10 @@ absl::StatusOr<std::string> Checkpointing::PrepareOnLeader(bool resume, int64_t*
     if (name.empty() || name == "latest") {
       if (newest == nullptr && !steps.empty()) {
         const auto& last = steps.back();
-        return absl::DataLossError(absl::StrCat(
-            "no complete checkpoint under ", root_, " to resume from: ", last.name,
-            " is incomplete: ", last.problem,
-            " --> hint: run without --resume to start from scratch"));
+        return absl::DataLossError(
+            absl::StrCat("no complete checkpoint under ", root_, " to resume from: ", last.name,
+                         " is incomplete: ", last.problem,
+                         " --> hint: run without --resume to start from scratch"));
       }
       if (newest == nullptr) {
         return absl::NotFoundError(absl::StrCat("no complete checkpoint under ", root_,
@@ -282,8 +282,7 @@ absl::StatusOr<int64_t> Checkpointing::Start(zero::TrainingState& state, const P
     } else if (Trim(ckpt::ReadSmallFile(root_ + "/" + ckpt::kLatestName).value_or("")) != name) {
       TERN_RETURN_IF_ERROR(ckpt::WriteFileAtomic(root_ + "/" + ckpt::kLatestName, name + "\n"));
       if (opts_.sink)
-        opts_.sink->OnEvent("checkpoint_latest_repaired",
-                            Dump({{"latest", name}, {"dir", root_}}));
+        opts_.sink->OnEvent("checkpoint_latest_repaired", Dump({{"latest", name}, {"dir", root_}}));
     }
     if (!moved.empty() && opts_.sink)
       opts_.sink->OnEvent("checkpoint_set_aside",

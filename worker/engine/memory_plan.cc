@@ -19,14 +19,14 @@ namespace {
 uint64_t ActivationElems(const model::ModelDims& d, int B, int T, int threads) {
   const uint64_t N = uint64_t(B) * T, C = d.C, F = d.F, V = d.V, QKV = d.QKV();
   const uint64_t A = uint64_t(d.NH) * d.HS, fc = d.is_gpt2() ? F : 2 * F;
-  const uint64_t mean = d.is_gpt2() ? N : 0;  // layernorm keeps means, rmsnorm does not
-  const uint64_t per_layer = 3 * N * C  // ln1, mid, ln2
-                             + 2 * (N + mean)    // ln1/ln2 rstd (+ mean)
+  const uint64_t mean = d.is_gpt2() ? N : 0;   // layernorm keeps means, rmsnorm does not
+  const uint64_t per_layer = 3 * N * C         // ln1, mid, ln2
+                             + 2 * (N + mean)  // ln1/ln2 rstd (+ mean)
                              + N * QKV + uint64_t(B) * d.NH * T * T + N * A + N * fc + N * F;
   uint64_t n = uint64_t(d.L + 1) * N * C + uint64_t(d.L) * per_layer;
-  n += N * C + N + mean;           // final norm
-  n += 3 * N * V + N;              // logits, probs, dlogits, losses
-  n += 4 * N * C;                  // dx, dtmp, dln, proj
+  n += N * C + N + mean;                  // final norm
+  n += 3 * N * V + N;                     // logits, probs, dlogits, losses
+  n += 4 * N * C;                         // dx, dtmp, dln, proj
   n += N * QKV + N * A + N * fc + N * F;  // dqkv, datty, dfc, dact
   n += kernels::attention_scratch_elems(B, T, d.NH, d.NKV, d.HS, threads);
   return n;
@@ -124,10 +124,9 @@ absl::Status CheckFitsHost(const RankMemoryPlan& p, int ranks_on_host, const Hos
   const double need = double(p.peak_bytes()) * std::max(1, ranks_on_host);
   if (need <= double(host.available_bytes)) return absl::OkStatus();
   return absl::ResourceExhaustedError(absl::StrCat(
-      "memory: this job needs ", FormatBytes(need), " on this host (", ranks_on_host,
-      " rank(s) x ", FormatBytes(double(p.peak_bytes())), ": state ",
-      FormatBytes(double(p.state_bytes())), " (checkpoint staging ",
-      FormatBytes(double(p.checkpoint_staging_bytes)), ") + activations ",
+      "memory: this job needs ", FormatBytes(need), " on this host (", ranks_on_host, " rank(s) x ",
+      FormatBytes(double(p.peak_bytes())), ": state ", FormatBytes(double(p.state_bytes())),
+      " (checkpoint staging ", FormatBytes(double(p.checkpoint_staging_bytes)), ") + activations ",
       FormatBytes(double(p.activation_bytes)), " + gather pool ",
       FormatBytes(double(p.gather_pool_bytes)), ", initial weights ",
       FormatBytes(double(p.init_bytes)), ") but only ", FormatBytes(double(host.available_bytes)),

@@ -22,7 +22,7 @@ struct RankOptions {
   std::chrono::milliseconds collective_timeout = kDefaultCollectiveTimeout;
   MetricsSink* sink = nullptr;  // rank 0 reports metrics; every rank its memory
   std::string save_final_dir;
-  double peak_gflops = 0;  // sgemm peak per rank for MFU; 0 = resolve (engine/sgemm_peak.h)
+  double peak_gflops = 0;    // sgemm peak per rank for MFU; 0 = resolve (engine/sgemm_peak.h)
   bool check_memory = true;  // refuse a job this node's ranks cannot fit (memory_plan.h)
 };
 

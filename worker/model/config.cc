@@ -192,7 +192,8 @@ absl::StatusOr<ModelDims> ResolveModelDims(const tern::v1::ModelConfig& in, int 
   // whose derived size does not is named with the size it implies.
   constexpr int64_t kMaxDim = std::numeric_limits<int32_t>::max();
   if (int64_t(d.C) * 3 > kMaxDim)
-    errors.push_back(absl::StrCat("model.hidden_size: ", d.C, " is too large (the fused q/k/v "
+    errors.push_back(absl::StrCat("model.hidden_size: ", d.C,
+                                  " is too large (the fused q/k/v "
                                   "projection would have more than 2^31-1 columns)"));
   if (c.has_intermediate_size()) {
     d.F = c.intermediate_size();
@@ -211,7 +212,8 @@ absl::StatusOr<ModelDims> ResolveModelDims(const tern::v1::ModelConfig& in, int 
   }
   if (d.F <= 0) errors.push_back(absl::StrCat("model.intermediate_size: must be > 0, got ", d.F));
   if (int64_t(d.F) * 2 > kMaxDim)
-    errors.push_back(absl::StrCat("model.intermediate_size: ", d.F, " is too large (the fused "
+    errors.push_back(absl::StrCat("model.intermediate_size: ", d.F,
+                                  " is too large (the fused "
                                   "gate/up projection would have more than 2^31-1 columns)"));
   if (d.max_T <= 0)
     errors.push_back(absl::StrCat("model.max_position_embeddings: must be > 0, got ", d.max_T));

@@ -29,7 +29,7 @@ std::vector<UnitLayout> LayoutUnits(const ParamTable& table, int n) {
 
 uint64_t PoolCapacity(const std::vector<UnitLayout>& units, const ZeroOptions& o) {
   if (o.stage == 0) return 0;
-  uint64_t cap = 2;  // stage 1: two reduce-scatter outputs in flight
+  uint64_t cap = 2;           // stage 1: two reduce-scatter outputs in flight
   if (o.stage >= 2) cap = 5;  // + the unit accumulating and the sources of two in flight
   if (o.stage == 3) {
     // The units gathered ahead: at most as many as the smallest units that fill the budget,

@@ -341,9 +341,7 @@ TEST_F(CheckpointE2E, FlippedByteFailsResumeAndVerifyNamingTheFile) {
   Result reverify = Tern("ckpt verify " + Path("flip"));
   EXPECT_EQ(reverify.code, 0) << reverify.out;
   // A `latest` naming a step that is gone is repaired: --resume loads the newest complete step.
-  {
-    std::ofstream(Path("flip/latest")) << "step-000099\n";
-  }
+  { std::ofstream(Path("flip/latest")) << "step-000099\n"; }
   Result repaired = Train("flip", "--resume --set train_iters=11");
   ASSERT_EQ(repaired.code, 0) << repaired.out;
   ExpectReference(Losses(repaired), 11, 11);

@@ -92,8 +92,7 @@ TEST(MemoryPlan, ZeroStateMatchesThePlanAtEveryStage) {
         optim::AdamWConfig adam;
         for (int step = 0; step < 2; ++step) {
           (*state)->BeginMicroStep(true);
-          model.Forward((*state)->source(), tokens.data(), tokens.data(), c.micro_batch,
-                        c.seq_len);
+          model.Forward((*state)->source(), tokens.data(), tokens.data(), c.micro_batch, c.seq_len);
           model.Backward((*state)->source(), 1.0f);
           ASSERT_TRUE((*state)->FinishBackward().ok());
           ASSERT_TRUE((*state)->OptimizerStep(adam, 1e-3f, step + 1, 1.0f).ok());
