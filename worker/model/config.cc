@@ -11,6 +11,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "nlohmann/json.hpp"
+#include "worker/core/bounded_input.h"
 
 namespace tern::model {
 namespace {
@@ -80,12 +81,15 @@ bool IsNoOp(const std::string& key, const nlohmann::json& v, bool* known) {
 }  // namespace
 
 absl::StatusOr<tern::v1::ModelConfig> LoadHfConfig(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) return absl::NotFoundError(absl::StrCat("model.config_file: cannot open ", path));
-  std::stringstream ss;
-  ss << in.rdbuf();
-  nlohmann::json j = nlohmann::json::parse(ss.str(), nullptr, /*allow_exceptions=*/false);
-  if (j.is_discarded() || !j.is_object())
+  // A config.json is a few KiB of flat JSON (rope_scaling and quantization_config nest once).
+  auto text = ReadBoundedFile(path, "model.config_file", 4 << 20);
+  if (absl::IsNotFound(text.status()))
+    return absl::NotFoundError(absl::StrCat("model.config_file: cannot open ", path));
+  if (!text.ok()) return text.status();
+  auto parsed = ParseJsonBounded(*text, absl::StrCat("model.config_file: ", path), 16);
+  if (!parsed.ok()) return parsed.status();
+  const nlohmann::json& j = *parsed;
+  if (!j.is_object())
     return absl::InvalidArgumentError(
         absl::StrCat("model.config_file: ", path, " is not a JSON object"));
   const auto* desc = tern::v1::ModelConfig::descriptor();
