@@ -26,9 +26,8 @@ absl::StatusOr<std::string> ReadBoundedFile(const std::string& path, const std::
   }
   if (static_cast<uint64_t>(st.st_size) > limit) {
     ::close(fd);
-    return absl::InvalidArgumentError(
-        absl::StrCat(what, " ", path, ": ", st.st_size, " bytes, more than the ", limit,
-                     " it may have"));
+    return absl::InvalidArgumentError(absl::StrCat(
+        what, " ", path, ": ", st.st_size, " bytes, more than the ", limit, " it may have"));
   }
   std::string out;
   out.resize(std::min<size_t>(limit + 1, static_cast<size_t>(st.st_size) + 1));
