@@ -69,10 +69,8 @@ int RunTrain(const TrainArgs& a) {
                             ? a.threads
                             : (cfg->threads_per_rank > 0 ? cfg->threads_per_rank
                                                          : std::max(1, DefaultThreads() / a.ranks));
-    if (auto host = engine::ReadHostMemory(); host.ok()) {
-      auto st = engine::CheckFitsHost(engine::PlanRankMemory(*cfg, threads), a.ranks, *host);
-      if (!st.ok()) return Fail(st, true);
-    }
+    auto st = engine::CheckJobFitsThisHost(*cfg, threads, a.ranks);
+    if (!st.ok()) return Fail(st, true);
   }
   if (launch) {
     LaunchOptions lo;

@@ -13,6 +13,7 @@
 #include "worker/comm/rendezvous_store.h"
 #include "worker/comm/tcp_store.h"
 #include "worker/core/status.h"
+#include "worker/engine/memory_plan.h"
 #include "worker/engine/rank_runner.h"
 
 namespace tern::cli {
@@ -58,6 +59,15 @@ int RunRankCommand(const RankArgs& a) {
     fmt::print(stderr, "error: {}\n", std::string(resume.message()));
     return 2;
   }
+  // This node's ranks must fit before any of them joins the rendezvous.
+  const int on_node = a.ranks_per_node > 0 ? a.ranks_per_node : a.world;
+  if (!a.skip_memory_check) {
+    absl::Status fits = engine::CheckJobFitsThisHost(*cfg, a.threads, on_node);
+    if (!fits.ok()) {
+      fmt::print(stderr, "error: rank {}: {}\n", a.rank, std::string(fits.message()));
+      return 2;
+    }
+  }
   auto store = ConnectStore(a);
   if (!store.ok()) {
     fmt::print(stderr, "error: rank {}: rendezvous: {}\n", a.rank,
@@ -76,7 +86,7 @@ int RunRankCommand(const RankArgs& a) {
   ro.sink = &sink;
   ro.save_final_dir = a.save_final;
   ro.peak_gflops = a.peak_gflops;
-  ro.check_memory = !a.skip_memory_check;
+  ro.check_memory = false;  // checked above
   absl::Status st = engine::RunRank(*cfg, **store, ro);
   if (!st.ok()) {
     fmt::print(stderr, "error: rank {}: {}\n", a.rank, std::string(st.message()));

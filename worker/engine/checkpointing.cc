@@ -205,6 +205,16 @@ absl::StatusOr<std::string> Checkpointing::PrepareOnLeader(bool resume, int64_t*
   } else {
     name = cfg_.checkpoint.load;
     if (name.empty() || name == "latest") {
+      // A newer step with a manifest was committed but cannot be loaded: loading an older one
+      // instead must be asked for (checkpoint.load), never done silently.
+      for (auto it = steps.rbegin(); it != steps.rend(); ++it) {
+        if (it->complete) break;
+        if (std::filesystem::exists(root_ + "/" + it->name + "/" + ckpt::kManifestName, ec)) {
+          return absl::DataLossError(absl::StrCat(
+              root_, "/", it->name, " was committed but cannot be loaded: ", it->problem, " ",
+              ckpt::CompleteHint(root_, it->name)));
+        }
+      }
       if (newest == nullptr && !steps.empty()) {
         const auto& last = steps.back();
         return absl::DataLossError(

@@ -107,6 +107,13 @@ absl::StatusOr<HostMemory> ReadHostMemory() {
   return h;
 }
 
+absl::Status CheckJobFitsThisHost(const tern::spec::JobConfig& config, int threads,
+                                  int ranks_on_host) {
+  auto host = ReadHostMemory();
+  if (!host.ok()) return absl::OkStatus();  // no /proc/meminfo: nothing to check against
+  return CheckFitsHost(PlanRankMemory(config, threads), ranks_on_host, *host);
+}
+
 std::string FormatBytes(double b) {
   const char* units[] = {"B", "KiB", "MiB", "GiB", "TiB", "PiB"};
   int i = 0;

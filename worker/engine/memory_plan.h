@@ -58,6 +58,10 @@ absl::StatusOr<HostMemory> ReadHostMemory();
 // more than `host` has.
 absl::Status CheckFitsHost(const RankMemoryPlan& plan, int ranks_on_host, const HostMemory& host);
 
+// PlanRankMemory + ReadHostMemory + CheckFitsHost: OK when the host's memory cannot be read.
+absl::Status CheckJobFitsThisHost(const tern::spec::JobConfig& config, int threads,
+                                  int ranks_on_host);
+
 // "1.23 GiB" style.
 std::string FormatBytes(double bytes);
 

@@ -63,12 +63,8 @@ absl::Status Trainer::Init() {
     TERN_RETURN_IF_ERROR(val_data_->dataset().ValidateVocab(cfg_.dims.V));
   }
   // A job that cannot fit is refused with its numbers before the first allocation.
-  if (opts_.check_memory) {
-    auto host = ReadHostMemory();
-    if (host.ok())
-      TERN_RETURN_IF_ERROR(
-          CheckFitsHost(PlanRankMemory(cfg_, opts_.threads), opts_.ranks_on_host, *host));
-  }
+  if (opts_.check_memory)
+    TERN_RETURN_IF_ERROR(CheckJobFitsThisHost(cfg_, opts_.threads, opts_.ranks_on_host));
   // Every output location is created and probed before anything is allocated or trained, so a
   // bad path never costs a training run (the trained weights of --save-final included).
   if (ckpt_) TERN_RETURN_IF_ERROR(ckpt::ProbeWritableDir(cfg_.checkpoint.dir, "checkpoint.dir"));
