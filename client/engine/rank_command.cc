@@ -82,6 +82,13 @@ int RunRankCommand(const RankArgs& a) {
   ro.threads = a.threads;
   // The ternd store is already scoped by job and round; the TCP store is shared.
   ro.prefix = absl::StartsWith(a.rendezvous, "tcp://") ? a.prefix : "ranks";
+  // Under ternd the prefix is "<job>/<round>": the round fences checkpoint commits.
+  if (!absl::StartsWith(a.rendezvous, "tcp://")) {
+    const size_t slash = a.prefix.rfind('/');
+    int64_t round = -1;
+    if (slash != std::string::npos && absl::SimpleAtoi(a.prefix.substr(slash + 1), &round))
+      ro.round = round;
+  }
   ro.collective_timeout = std::chrono::seconds(a.timeout_s);
   ro.sink = &sink;
   ro.save_final_dir = a.save_final;

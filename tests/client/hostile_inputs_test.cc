@@ -47,8 +47,7 @@ class HostileInputs : public ::testing::Test {
         "train_micro_batch_size_per_gpu": 4, "train_iters": 4, "eval_interval": 0})");
     // A good checkpoint root and an exported model, the "work already written".
     Result r = Tern("train " + Spec() + " --threads 1 --set checkpoint.interval=2" +
-                    " --set checkpoint.dir=" + Path("good") +
-                    " --save-final " + Path("model"));
+                    " --set checkpoint.dir=" + Path("good") + " --save-final " + Path("model"));
     ASSERT_EQ(r.code, 0) << r.out;
   }
   static void TearDownTestSuite() {
@@ -114,9 +113,9 @@ TEST_F(HostileInputs, SpecFiles) {
   ExpectRefused("describe " + Spec() + " --set model.hidden_size=1e400", "model.hidden_size");
   ExpectRefused("train " + Spec() + " --set checkpoint.dir=x --set checkpoint.async=yes",
                 "checkpoint.async");
-  ExpectRefused("describe " + Spec() + " --set " + std::string(100, 'a') + "=" +
-                    std::string(100, '['),
-                "nested deeper than");
+  ExpectRefused(
+      "describe " + Spec() + " --set " + std::string(100, 'a') + "=" + std::string(100, '['),
+      "nested deeper than");
 }
 
 TEST_F(HostileInputs, DerivedSizesAndMemory) {
@@ -138,7 +137,8 @@ TEST_F(HostileInputs, DerivedSizesAndMemory) {
   // A cluster rank refuses before it joins the rendezvous (nothing listens on port 1).
   WriteText(Path("big.json"), R"({"model": {"model_type": "llama", "hidden_size": 16384,
       "num_hidden_layers": 64, "num_attention_heads": 128},
-      "data": {"path": ")" + Path("corpus") + R"(", "seq_len": 32}, "train_iters": 4})");
+      "data": {"path": ")" + Path("corpus") +
+                                  R"(", "seq_len": 32}, "train_iters": 4})");
   ExpectRefused("rank --spec-file " + Path("big.json") +
                     " --rank 0 --world-size 1 --rendezvous tcp://127.0.0.1:1",
                 "memory: this job needs");
@@ -205,9 +205,10 @@ TEST_F(HostileInputs, DataFiles) {
   fs::create_symlink("/dev/zero", d / "dev.idx");
   ExpectRefused("train " + Spec() + " --set data.path=" + (d / "dev").string(),
                 "not a regular file");
-  ExpectRefused("train " + Spec() + " --set data.seq_len=64 --set model.max_position_embeddings=64 "
-                                    "--set data.path=" + copy("short") + " --set data.val_path=" +
-                    (d / "missing").string(),
+  ExpectRefused("train " + Spec() +
+                    " --set data.seq_len=64 --set model.max_position_embeddings=64 "
+                    "--set data.path=" +
+                    copy("short") + " --set data.val_path=" + (d / "missing").string(),
                 "data.val_path");
 }
 
@@ -256,8 +257,8 @@ TEST_F(HostileInputs, Checkpoints) {
       },
       "no complete checkpoint");
   ExpectResumeRefused(
-      "missing-step", [](const fs::path&) {}, "checkpoint.load: ",
-      "--set checkpoint.load=step-000099");
+      "missing-step", [](const fs::path&) {},
+      "checkpoint.load: ", "--set checkpoint.load=step-000099");
   ExpectResumeRefused(
       "other-model", [](const fs::path&) {}, "model", "--set model.hidden_size=64");
   ExpectRefused("generate --checkpoint " + Path("garbage-manifest") + " --prompt x",
@@ -275,11 +276,11 @@ TEST_F(HostileInputs, ExportedModels) {
     return d.string();
   };
   // config.json asks for far more parameters than the file holds: refused before allocating.
-  const std::string huge = variant(
-      "huge",
-      R"({"model_type": "llama", "hidden_size": 65536, "num_hidden_layers": 512,
+  const std::string huge =
+      variant("huge",
+              R"({"model_type": "llama", "hidden_size": 65536, "num_hidden_layers": 512,
           "num_attention_heads": 64, "vocab_size": 256, "max_position_embeddings": 64})",
-      nullptr);
+              nullptr);
   ExpectRefused("generate --model-dir " + huge + " --prompt x", "config.json describes");
   auto header = [](const std::string& json) {
     return [json](const fs::path& p) {
@@ -290,8 +291,7 @@ TEST_F(HostileInputs, ExportedModels) {
     };
   };
   ExpectRefused("generate --model-dir " +
-                    variant("badshape", "",
-                            header(R"({"model.embed_tokens.weight": {"dtype": "F32",
+                    variant("badshape", "", header(R"({"model.embed_tokens.weight": {"dtype": "F32",
                                        "shape": "big", "data_offsets": [0, 4]}})")) +
                     " --prompt x",
                 "model.embed_tokens.weight");
@@ -299,11 +299,11 @@ TEST_F(HostileInputs, ExportedModels) {
                     variant("notobj", "", header(R"({"model.embed_tokens.weight": 5})")) +
                     " --prompt x",
                 "model.embed_tokens.weight");
-  ExpectRefused("generate --model-dir " +
-                    variant("deephdr", "", header(std::string(5000, '[') +
-                                                  std::string(5000, ']'))) +
-                    " --prompt x",
-                "bad header");
+  ExpectRefused(
+      "generate --model-dir " +
+          variant("deephdr", "", header(std::string(5000, '[') + std::string(5000, ']'))) +
+          " --prompt x",
+      "bad header");
   ExpectRefused("generate --model-dir " +
                     variant("hugelen", "",
                             [](const fs::path& p) {

@@ -1,10 +1,12 @@
 #include "worker/engine/checkpointing.h"
 
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <chrono>
 #include <filesystem>
+#include <random>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
@@ -251,10 +253,63 @@ absl::StatusOr<std::string> Checkpointing::PrepareOnLeader(bool resume, int64_t*
   return name;
 }
 
+absl::Status CheckSharedRoot(const std::string& root, int rank, int ranks,
+                             const GatherBytesFn& gather) {
+  if (!gather || ranks <= 1) return absl::OkStatus();
+  // Rank 0's nonce names this round's probes, so stale probes never count.
+  std::string nonce;
+  if (rank == 0) nonce = absl::StrCat(absl::Hex(std::random_device{}() ^ uint64_t(getpid()) << 20));
+  TERN_ASSIGN_OR_RETURN(auto nonces, gather(nonce));
+  nonce = nonces.at(0);
+  auto probe = [&](int r) { return absl::StrCat(root, "/.probe-", nonce, "-rank-", r); };
+  char host[256] = {};
+  ::gethostname(host, sizeof(host) - 1);
+  const absl::Status wrote = ckpt::WriteFileAtomic(probe(rank), absl::StrCat(host, "\n"));
+  TERN_ASSIGN_OR_RETURN(
+      auto written, gather(Dump({{"status", StatusToJson(wrote)}, {"host", std::string(host)}})));
+  absl::Status verdict;
+  if (rank == 0) {
+    std::vector<std::string> missing, errors;
+    for (int r = 0; r < ranks; ++r) {
+      auto j = nlohmann::json::parse(written[r], nullptr, false);
+      const std::string h = j.is_object() ? j.value("host", "?") : "?";
+      absl::Status st = j.is_object() ? StatusFromJson(j["status"]) : absl::InternalError("?");
+      std::error_code ec;
+      if (!st.ok()) {
+        errors.push_back(absl::StrCat("rank ", r, " on ", h, ": ", st.message()));
+      } else if (!std::filesystem::exists(probe(r), ec)) {
+        missing.push_back(absl::StrCat(r, " (", h, ")"));
+      }
+      std::filesystem::remove(probe(r), ec);
+    }
+    if (!errors.empty()) {
+      verdict = absl::FailedPreconditionError(absl::StrCat(
+          "checkpoint.dir ", root, ": ranks cannot write there: ", absl::StrJoin(errors, "; ")));
+    } else if (!missing.empty()) {
+      verdict = absl::FailedPreconditionError(absl::StrCat(
+          "checkpoint.dir ", root,
+          " is not shared by every rank: rank 0 does not see the "
+          "probe files of rank(s) ",
+          absl::StrJoin(missing, ", "),
+          " --> hint: put checkpoint.dir (or ternd's --checkpoint-root) on storage every node "
+          "mounts at the same path"));
+    }
+  }
+  TERN_ASSIGN_OR_RETURN(auto verdicts, gather(Dump(StatusToJson(verdict))));
+  return StatusFromJson(nlohmann::json::parse(verdicts.at(0), nullptr, false));
+}
+
 absl::StatusOr<int64_t> Checkpointing::Start(zero::TrainingState& state, const ParamTable& table,
                                              const data::DataLoader& train) {
   table_ = &table;
   const bool resume = !cfg_.checkpoint.load.empty();
+  TERN_RETURN_IF_ERROR(CheckSharedRoot(root_, opts_.rank, opts_.ranks, opts_.gather));
+  // This round owns the root from now on: a stale round can no longer commit into it.
+  if (opts_.round >= 0) {
+    absl::Status claimed =
+        opts_.rank == 0 ? ckpt::ClaimRound(root_, opts_.round) : absl::OkStatus();
+    TERN_RETURN_IF_ERROR(Agree(claimed));
+  }
   nlohmann::json mine = {{"status", StatusToJson(absl::OkStatus())}, {"name", ""}};
   if (opts_.rank == 0) {
     int64_t hint = 0;
@@ -434,6 +489,7 @@ absl::Status Checkpointing::Collect() {
   co.world = {{"dp_size", cfg_.dp_size}, {"zero_stage", cfg_.zero_stage}, {"ranks", opts_.ranks}};
   co.extra = std::move(pending_extra_);
   co.keep_last = keep_last_;
+  co.round = opts_.round;
   const double gib = double(bytes) / double(1ull << 30);
   commit_event_ = {{"step", pending_step_},
                    {"dir", root_ + "/" + step_name},

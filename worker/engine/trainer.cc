@@ -100,6 +100,7 @@ absl::Status Trainer::InitCheckpointing() {
   co.gather = opts_.all_gather_bytes;
   co.all_reduce = opts_.all_reduce_sum;
   co.sink = opts_.sink;
+  co.round = opts_.round;
   TERN_ASSIGN_OR_RETURN(ckpt_, Checkpointing::Create(cfg_, std::move(co)));
   return absl::OkStatus();
 }

@@ -28,6 +28,7 @@ struct TrainerOptions {
   // (engine/memory_plan.h).
   bool check_memory = true;
   int ranks_on_host = 1;
+  int64_t round = -1;  // the cluster round this run is (fences checkpoint commits); -1 = none
   // Builds the partitioned training state; null = single rank, nothing partitioned.
   std::function<absl::StatusOr<std::unique_ptr<zero::TrainingState>>(const ParamTable&,
                                                                      const std::vector<float>&)>
