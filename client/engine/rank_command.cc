@@ -26,6 +26,7 @@ struct RankArgs {
   bool resume = false;
   double peak_gflops = 0;
   bool skip_memory_check = false;
+  std::string bind_address = "127.0.0.1";
 };
 
 absl::StatusOr<std::unique_ptr<comm::Store>> ConnectStore(const RankArgs& a) {
@@ -94,6 +95,7 @@ int RunRankCommand(const RankArgs& a) {
   ro.save_final_dir = a.save_final;
   ro.peak_gflops = a.peak_gflops;
   ro.check_memory = false;  // checked above
+  ro.bind_address = a.bind_address;
   absl::Status st = engine::RunRank(*cfg, **store, ro);
   if (!st.ok()) {
     fmt::print(stderr, "error: rank {}: {}\n", a.rank, std::string(st.message()));
@@ -123,6 +125,9 @@ void AddRankCommand(CLI::App& app, int* exit_code) {
   cmd->add_flag("--json", a->json, "JSON lines on stdout");
   cmd->add_option("--peak-gflops", a->peak_gflops, "sgemm GFLOP/s of this rank for MFU");
   cmd->add_flag("--resume", a->resume, "Continue from checkpoint.load (default: latest)");
+  cmd->add_option("--bind-address", a->bind_address,
+                  "Address this rank's collectives listen on (peers on other hosts connect)")
+      ->capture_default_str();
   cmd->add_flag("--skip-memory-check", a->skip_memory_check,
                 "Start even when this node's ranks need more memory than it has available");
   cmd->callback([a, exit_code] { *exit_code = RunRankCommand(*a); });

@@ -40,6 +40,7 @@ Agent::Agent(AgentOptions options) : options_(std::move(options)) {
   launch_.coordinator = options_.coordinator;
   launch_.scratch = options_.scratch;
   launch_.token_file = options_.token_file;
+  launch_.bind_address = options_.advertise_address;
   launch_.threads_per_slot = std::max(1, options_.cores / std::max(1, options_.slots));
   supervisor_ = std::make_unique<RankSupervisor>(
       options_.grace, [this](tern::v1::WorkerMessage m) { Enqueue(std::move(m)); },

@@ -37,6 +37,9 @@ struct AgentOptions {
   std::chrono::milliseconds grace{10000};       // SIGTERM -> SIGKILL
   std::chrono::milliseconds max_backoff{2000};  // reconnect backoff cap
   int cores = 1;
+  // The address ranks bind their collective transport to and peers on other hosts connect to
+  // (--advertise-address; default: the local address of the route to the coordinator).
+  std::string advertise_address;
 };
 
 class Agent {

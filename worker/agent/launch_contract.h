@@ -2,7 +2,7 @@
 //
 //   <rank-binary> rank --spec-file <scratch>/<job>/spec.json --rank R --world-size W
 //     --ranks-per-node M --rendezvous <coordinator addr> --rendezvous-prefix <job>/<round>
-//     --threads T --json [--token-file F]
+//     --threads T --json [--token-file F] [--bind-address A]
 //
 // T = resources.threads_per_rank if set, else max(1, cores / slots). The spec file is the
 // JobSpec in protobuf's JSON mapping with the proto field names; ternd has already filled in
@@ -25,6 +25,7 @@ struct LaunchContext {
   std::string scratch;       // worker scratch dir
   std::string token_file;    // passed to ranks when non-empty
   int threads_per_slot = 1;  // cores / slots
+  std::string bind_address;  // --bind-address for every rank ("" = the rank's default)
 };
 
 std::string JobDir(const LaunchContext& ctx, const std::string& job_id);

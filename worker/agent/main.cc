@@ -12,6 +12,7 @@
 #include "absl/strings/str_cat.h"
 #include "infra/http/http_listener.h"
 #include "infra/http/prometheus_text.h"
+#include "infra/net_address.h"
 #include "infra/port_file.h"
 #include "infra/stop_signal.h"
 #include "infra/token_file.h"
@@ -70,6 +71,9 @@ void AddFlags(CLI::App& app, AgentOptions* opts, Flags* f) {
   app.add_option("--max-backoff", f->max_backoff, "longest wait between reconnect attempts")
       ->capture_default_str();
   app.add_option("--tls-ca", opts->tls_ca, "PEM root certificates: connect with TLS");
+  app.add_option("--advertise-address", opts->advertise_address,
+                 "address of this host that ranks on other hosts connect to (default: the "
+                 "local address of the route to --coordinator)");
   app.add_option("--metrics", f->metrics_addr,
                  "serve Prometheus metrics at http://ADDR/metrics (host:port, port 0 = pick one)");
   app.add_option("--metrics-port-file", f->metrics_port_file,
@@ -93,6 +97,16 @@ absl::Status ResolveOptions(const Flags& f, AgentOptions* opts) {
     }
     opts->token = tokens->front();
     opts->token_file = std::filesystem::absolute(opts->token_file).string();
+  }
+  if (opts->advertise_address.empty()) {
+    auto local = tern::infra::LocalAddressTowards(opts->coordinator);
+    if (!local.ok())
+      return absl::Status(local.status().code(),
+                          absl::StrCat("--advertise-address: ", local.status().message(),
+                                       " --> hint: pass --advertise-address ADDR"));
+    opts->advertise_address = *local;
+  } else {
+    TERN_RETURN_IF_ERROR(tern::infra::CheckLocalAddress(opts->advertise_address));
   }
   std::error_code ec;
   std::filesystem::create_directories(opts->scratch, ec);

@@ -69,6 +69,7 @@ absl::Status RunRank(const tern::spec::JobConfig& config, comm::Store& store,
   TERN_ASSIGN_OR_RETURN(comm::Topology topo, comm::Topology::Create(tc));
   comm::GlooOptions go;
   go.timeout = o.collective_timeout;
+  go.hostname = o.bind_address;
   TERN_ASSIGN_OR_RETURN(comm::CommGroups groups, comm::CreateCommGroups(store, o.prefix, topo, go));
   comm::Communicator* dp = groups.data_parallel.get();
   // The data-parallel group spans nodes unless every rank sits on one node.

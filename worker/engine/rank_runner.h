@@ -25,6 +25,7 @@ struct RankOptions {
   double peak_gflops = 0;    // sgemm peak per rank for MFU; 0 = resolve (engine/sgemm_peak.h)
   bool check_memory = true;  // refuse a job this node's ranks cannot fit (memory_plan.h)
   int64_t round = -1;        // the cluster round (from the rendezvous prefix); -1 = none
+  std::string bind_address = "127.0.0.1";  // Gloo's TCP device: peers connect here
 };
 
 // Runs the job as `options.rank` of `options.world_size`. `config` must have been resolved

@@ -10,7 +10,7 @@
 set -u
 [[ "${1:-}" == "rank" ]] || { echo "fake_rank: first argument must be 'rank'" >&2; exit 2; }
 shift
-spec="" rank="" world="" rpn="" rdv="" prefix="" threads="" json=0 token=""
+spec="" rank="" world="" rpn="" rdv="" prefix="" threads="" json=0 token="" bind=""
 while [[ $# -gt 0 ]]; do
   case "$1" in
     --spec-file) spec="$2"; shift 2 ;;
@@ -21,11 +21,12 @@ while [[ $# -gt 0 ]]; do
     --rendezvous-prefix) prefix="$2"; shift 2 ;;
     --threads) threads="$2"; shift 2 ;;
     --token-file) token="$2"; shift 2 ;;
+    --bind-address) bind="$2"; shift 2 ;;
     --json) json=1; shift ;;
     *) echo "fake_rank: unknown flag $1" >&2; exit 2 ;;
   esac
 done
-for v in spec rank world rpn rdv prefix threads; do
+for v in spec rank world rpn rdv prefix threads bind; do
   [[ -n "${!v}" ]] || { echo "fake_rank: missing flag for $v" >&2; exit 2; }
 done
 [[ $json == 1 ]] || { echo "fake_rank: --json missing" >&2; exit 2; }
