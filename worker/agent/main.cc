@@ -146,6 +146,10 @@ int main(int argc, char** argv) {
   const int sig = tern::infra::WaitForStopSignal([&agent] { return !agent.fatal().ok(); });
   if (sig > 0) spdlog::info("signal {}: stopping ranks and exiting", sig);
   metrics_listener.Stop();
+  const absl::Status fatal = agent.fatal();
   agent.Stop();
+  if (sig <= 0 && !fatal.ok()) {
+    std::fprintf(stderr, "tern-worker: %s\n", std::string(fatal.message()).c_str());
+  }
   return sig > 0 ? 0 : 1;
 }
