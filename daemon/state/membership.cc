@@ -4,8 +4,10 @@ namespace tern::daemon {
 
 int64_t Membership::Register(const tern::v1::RegisterRequest& req, int64_t now_ms) {
   auto& w = workers_[req.name()];
-  if (!w) {
-    w = std::make_unique<WorkerState>();
+  if (!w) w = std::make_unique<WorkerState>();
+  // A new process under this name (not a reconnect of the same one) registers anew.
+  if (w->info.registered_ms() == 0 || req.instance_id().empty() ||
+      req.instance_id() != w->instance_id) {
     w->info.set_registered_ms(now_ms);
   }
   w->info.set_name(req.name());

@@ -178,6 +178,10 @@ BoundedServer::BoundedServer(HttpLimits limits) : limits_(limits) {
   set_payload_max_length(limits_.max_payload_bytes);
 }
 
+void BoundedServer::RaiseListenBacklog() {
+  if (svr_sock_ != INVALID_SOCKET) (void)::listen(svr_sock_, limits_.listen_backlog);
+}
+
 bool BoundedServer::process_and_close_socket(socket_t sock) {
   const int open = ++open_;
   bool ret = false;

@@ -26,6 +26,7 @@ namespace tern::infra {
 
 struct HttpLimits {
   int max_connections = 128;
+  int listen_backlog = 512;
   int idle_timeout_s = 5;
   int request_timeout_s = 10;
   int write_timeout_s = 10;
@@ -38,6 +39,10 @@ class BoundedServer : public httplib::Server {
   explicit BoundedServer(HttpLimits limits);
   const HttpLimits& limits() const { return limits_; }
   int open_connections() const { return open_.load(); }
+  // After bind: cpp-httplib listens with a backlog of 5, so a burst of connections (hostile
+  // or not) has the kernel drop SYNs and clients wait a second per retry. HttpListener calls
+  // this right after binding.
+  void RaiseListenBacklog();
 
  private:
   bool process_and_close_socket(socket_t sock) override;

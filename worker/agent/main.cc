@@ -10,6 +10,7 @@
 #include <thread>
 
 #include "absl/strings/str_cat.h"
+#include "infra/http/bounded_server.h"
 #include "infra/http/http_listener.h"
 #include "infra/http/prometheus_text.h"
 #include "infra/port_file.h"
@@ -137,7 +138,8 @@ int main(int argc, char** argv) {
 
   tern::infra::BlockStopSignals();  // before any thread starts
   tern::agent::Agent agent(opts);
-  httplib::Server metrics_server;
+  // Bounded like ternd's: idle connections cannot starve a Prometheus scrape.
+  tern::infra::BoundedServer metrics_server{tern::infra::HttpLimits{}};
   tern::infra::HttpListener metrics_listener;
   if (auto st = StartMetrics(flags, &agent, &metrics_server, &metrics_listener); !st.ok()) {
     return Fail(st);
