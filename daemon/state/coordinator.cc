@@ -10,6 +10,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "worker/core/status.h"
+#include "worker/core/text.h"
 
 namespace tern::daemon {
 
@@ -69,6 +70,7 @@ absl::Status Coordinator::Recover() {
   }
   TERN_ASSIGN_OR_RETURN(auto workers, store_->LoadWorkers());
   for (auto& w : workers) {
+    if (now - w.last_heartbeat_ms() > options_.worker_expiry_ms) continue;  // history only
     w.set_connected(false);
     offline_[w.name()] = std::move(w);
   }
@@ -116,10 +118,13 @@ absl::StatusOr<tern::v1::Job> Coordinator::GetJob(const std::string& id) const {
   return it->second.job;
 }
 
-std::vector<tern::v1::Job> Coordinator::ListJobs(tern::v1::JobState state, int limit) const {
+std::vector<tern::v1::Job> Coordinator::ListJobs(tern::v1::JobState state, int limit,
+                                                 const std::string& before_id) const {
   if (limit <= 0) limit = 1000;
   std::vector<tern::v1::Job> out;
-  for (auto it = jobs_.rbegin(); it != jobs_.rend() && static_cast<int>(out.size()) < limit; ++it) {
+  auto it =
+      before_id.empty() ? jobs_.rbegin() : std::make_reverse_iterator(jobs_.lower_bound(before_id));
+  for (; it != jobs_.rend() && static_cast<int>(out.size()) < limit; ++it) {
     if (state != tern::v1::JOB_STATE_UNSPECIFIED && it->second.job.state() != state) continue;
     out.push_back(it->second.job);
   }
@@ -184,7 +189,7 @@ void Coordinator::AddEvent(JobRuntime& rt, const std::string& kind, const std::s
   if (auto st = store_->AppendEvent(ev); !st.ok()) {
     spdlog::error("job {}: cannot store event: {}", rt.job.id(), st.ToString());
   }
-  spdlog::info("job {} [{}] {}", rt.job.id(), kind, message);
+  spdlog::info("job {} [{}] {}", rt.job.id(), Printable(kind), Printable(message, 1024));
   tern::v1::WatchJobResponse item;
   *item.mutable_event() = std::move(ev);
   hub_.Publish(rt.job.id(), item);
@@ -238,9 +243,23 @@ void Coordinator::Schedule() {
         {id, r.has_nodes() ? r.nodes() : 1, r.has_ranks_per_node() ? r.ranks_per_node() : 1});
   }
   if (pending.empty()) return;
-  for (const Placement& p : scheduler_->Schedule(pending, membership_.Free())) {
+  const std::vector<FreeSlots> free = membership_.Free();
+  std::set<std::string> started;
+  for (const Placement& p : scheduler_->Schedule(pending, free)) {
     pending_.erase(std::remove(pending_.begin(), pending_.end(), p.job_id), pending_.end());
+    started.insert(p.job_id);
     StartRound(jobs_[p.job_id], p);
+  }
+  // Every job still waiting says for what, and what the cluster has (stored when it changes).
+  for (const PendingJob& job : pending) {
+    if (started.count(job.id)) continue;
+    JobRuntime& rt = jobs_[job.id];
+    std::string message = PendingMessage(job, free);
+    if (rt.job.message() == message) continue;
+    rt.job.set_message(std::move(message));
+    if (auto st = store_->PutJob(rt.job); !st.ok()) {
+      spdlog::error("job {}: cannot store its message: {}", rt.job.id(), st.ToString());
+    }
   }
 }
 
@@ -265,6 +284,7 @@ void Coordinator::StartRound(JobRuntime& rt, const Placement& placement) {
   const int world = rpn * static_cast<int>(placement.workers.size());
   rt.job.set_round(rt.job.round() + 1);
   rt.job.set_world_size(world);
+  rt.job.clear_message();  // the PENDING line
   rt.job.clear_placement();
   rt.ranks.clear();
   std::vector<std::string> where;

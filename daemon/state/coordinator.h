@@ -31,7 +31,11 @@ struct CoordinatorOptions {
   int32_t heartbeat_interval_ms = 1000;  // what workers are told to use
   int64_t reconnect_grace_ms = 15000;    // after a restart: how long RUNNING jobs wait for workers
   int64_t tick_ms = 200;                 // failure-detection period
+  int64_t worker_expiry_ms = 600000;     // a disconnected worker leaves the listings after this
 };
+
+// The most slots one worker may offer.
+inline constexpr int kMaxWorkerSlots = 4096;
 
 bool IsTerminal(tern::v1::JobState s);
 std::string StateName(tern::v1::JobState s);  // "RUNNING"
@@ -48,7 +52,9 @@ class Coordinator {
   // ---- JobService (spec already validated by the handler).
   absl::StatusOr<std::string> Submit(const tern::v1::JobSpec& spec);
   absl::StatusOr<tern::v1::Job> GetJob(const std::string& id) const;
-  std::vector<tern::v1::Job> ListJobs(tern::v1::JobState state, int limit) const;
+  // Newest first, at most `limit` (0 = 1000), only jobs older than `before_id` when set.
+  std::vector<tern::v1::Job> ListJobs(tern::v1::JobState state, int limit,
+                                      const std::string& before_id = "") const;
   absl::StatusOr<tern::v1::Job> Cancel(const std::string& id, const std::string& reason);
   // Sends the snapshot and history to `sink`, then subscribes it (or closes it if finished).
   absl::Status Watch(const std::string& id, std::shared_ptr<WatchSink> sink);

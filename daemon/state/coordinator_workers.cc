@@ -9,24 +9,41 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "daemon/state/coordinator.h"
+#include "worker/core/status.h"
+#include "worker/core/text.h"
 
 namespace tern::daemon {
 
 absl::StatusOr<tern::v1::RegisterResponse> Coordinator::RegisterWorker(
     const tern::v1::RegisterRequest& req) {
-  if (req.name().empty()) return absl::InvalidArgumentError("RegisterRequest.name is empty");
-  if (req.slots() < 1) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("worker ", req.name(), ": slots must be >= 1 (got ", req.slots(), ")"));
+  TERN_RETURN_IF_ERROR(CheckName("worker name (tern-worker --name)", req.name(), false));
+  TERN_RETURN_IF_ERROR(CheckName("worker host", req.host(), true));
+  if (req.slots() < 1 || req.slots() > kMaxWorkerSlots) {
+    return absl::InvalidArgumentError(absl::StrCat("worker ", req.name(), ": slots must be 1..",
+                                                   kMaxWorkerSlots, " (got ", req.slots(), ")"));
   }
-  const bool known = membership_.Find(req.name()) != nullptr;
+  const int64_t now = NowMs();
+  const WorkerState* holder = membership_.Find(req.name());
+  if (holder && (req.instance_id().empty() || holder->instance_id != req.instance_id()) &&
+      Membership::Live(*holder, now, options_.heartbeat_timeout_ms)) {
+    spdlog::warn("refused a second worker named \"{}\" (host {}): the name is held by host {}",
+                 Printable(req.name()), Printable(req.host()), Printable(holder->info.host()));
+    return absl::AlreadyExistsError(absl::StrCat(
+        "worker name \"", Printable(req.name()), "\" is held by a live session (host ",
+        Printable(holder->info.host()), ", last heartbeat ", now - holder->info.last_heartbeat_ms(),
+        " ms ago) --> hint: give this worker another --name, or stop the other one: the name is "
+        "free once its session ends (disconnect, or ",
+        options_.heartbeat_timeout_ms, " ms without a heartbeat)"));
+  }
+  const bool known = holder != nullptr;
   tern::v1::RegisterResponse resp;
   resp.set_worker_id(req.name());
-  resp.set_session_id(membership_.Register(req, NowMs()));
+  resp.set_session_id(membership_.Register(req, now));
   resp.set_heartbeat_interval_ms(options_.heartbeat_interval_ms);
   offline_.erase(req.name());
-  spdlog::info("worker {} ({}) {} with {} slots, {} known ranks", req.name(), req.host(),
-               known ? "re-registered" : "registered", req.slots(), req.ranks_size());
+  spdlog::info("worker {} ({}) {} with {} slots, {} known ranks", Printable(req.name()),
+               Printable(req.host()), known ? "re-registered" : "registered", req.slots(),
+               req.ranks_size());
   ReconcileReportedRanks(req.name(), req, &resp);
   PersistWorker(req.name());
   return resp;
@@ -105,8 +122,8 @@ absl::Status Coordinator::OpenSession(const std::string& worker, int64_t session
 
 void Coordinator::OnSessionClosed(const std::string& worker, int64_t session_id) {
   if (membership_.Detach(worker, session_id)) {
-    spdlog::warn("worker {}: session closed; lost unless it reconnects within {} ms", worker,
-                 options_.heartbeat_timeout_ms);
+    spdlog::warn("worker {}: session closed; lost unless it reconnects within {} ms",
+                 Printable(worker), options_.heartbeat_timeout_ms);
   }
 }
 
@@ -183,7 +200,7 @@ void Coordinator::AppendLog(const std::string& worker, const tern::v1::RankLog& 
 void Coordinator::WorkerLost(const std::string& worker, const std::string& why) {
   auto state = membership_.Remove(worker);
   if (!state) return;
-  spdlog::warn("worker {} lost: {}", worker, why);
+  spdlog::warn("worker {} lost: {}", Printable(worker), Printable(why));
   state->info.set_connected(false);
   offline_[worker] = state->info;
   (void)store_->PutWorker(state->info);
@@ -210,6 +227,17 @@ void Coordinator::Tick() {
   for (const auto& name : membership_.Expired(now, options_.heartbeat_timeout_ms)) {
     WorkerLost(name, absl::StrCat("no heartbeat for ", options_.heartbeat_timeout_ms, " ms"));
   }
+  // Workers gone for longer than --worker-expiry leave the listings (their row stays in
+  // the state db as history).
+  for (auto it = offline_.begin(); it != offline_.end();) {
+    if (now - it->second.last_heartbeat_ms() > options_.worker_expiry_ms) {
+      spdlog::info("worker {} expired from the listings (gone for more than {} ms)",
+                   Printable(it->first), options_.worker_expiry_ms);
+      it = offline_.erase(it);
+    } else {
+      ++it;
+    }
+  }
   for (auto& [id, rt] : jobs_) {
     if (rt.awaiting.empty() || now < rt.await_deadline_ms || IsTerminal(rt.job.state())) continue;
     const std::string missing = absl::StrJoin(rt.awaiting, ", ");
@@ -232,7 +260,7 @@ std::vector<tern::v1::WorkerInfo> Coordinator::ListWorkers() const {
 void Coordinator::PersistWorker(const std::string& name) {
   if (WorkerState* w = membership_.Find(name)) {
     if (auto st = store_->PutWorker(w->info); !st.ok()) {
-      spdlog::error("cannot store worker {}: {}", name, st.ToString());
+      spdlog::error("cannot store worker {}: {}", Printable(name), st.ToString());
     }
   }
 }

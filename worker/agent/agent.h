@@ -65,6 +65,7 @@ class Agent {
   void Wake();
 
   const AgentOptions options_;
+  std::string instance_id_;  // random per process: see RegisterRequest.instance_id
   LaunchContext launch_;
   std::unique_ptr<RankSupervisor> supervisor_;
   AgentMetrics metrics_;

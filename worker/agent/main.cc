@@ -10,6 +10,7 @@
 #include <thread>
 
 #include "absl/strings/str_cat.h"
+#include "infra/http/bounded_server.h"
 #include "infra/http/http_listener.h"
 #include "infra/http/prometheus_text.h"
 #include "infra/net_address.h"
@@ -151,7 +152,8 @@ int main(int argc, char** argv) {
 
   tern::infra::BlockStopSignals();  // before any thread starts
   tern::agent::Agent agent(opts);
-  httplib::Server metrics_server;
+  // Bounded like ternd's: idle connections cannot starve a Prometheus scrape.
+  tern::infra::BoundedServer metrics_server{tern::infra::HttpLimits{}};
   tern::infra::HttpListener metrics_listener;
   if (auto st = StartMetrics(flags, &agent, &metrics_server, &metrics_listener); !st.ok()) {
     return Fail(st);
@@ -160,6 +162,10 @@ int main(int argc, char** argv) {
   const int sig = tern::infra::WaitForStopSignal([&agent] { return !agent.fatal().ok(); });
   if (sig > 0) spdlog::info("signal {}: stopping ranks and exiting", sig);
   metrics_listener.Stop();
+  const absl::Status fatal = agent.fatal();
   agent.Stop();
+  if (sig <= 0 && !fatal.ok()) {
+    std::fprintf(stderr, "tern-worker: %s\n", std::string(fatal.message()).c_str());
+  }
   return sig > 0 ? 0 : 1;
 }

@@ -8,6 +8,7 @@
 // (reads model.config_file and, when asked, checks that the data files exist).
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
 #include <string>
 #include <vector>
@@ -65,6 +66,9 @@ struct JobConfig {
   // Accepted keys that have no effect yet, one line each naming the key.
   std::vector<std::string> warnings;
 };
+
+// The largest spec (serialized JobSpec) ternd accepts; checked when ResolveOptions::cluster.
+inline constexpr size_t kMaxClusterSpecBytes = size_t{1} << 20;
 
 // Where the spec is being resolved; decides which checks can be made.
 struct ResolveOptions {

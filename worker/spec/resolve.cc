@@ -6,6 +6,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "worker/core/text.h"
 #include "worker/spec/job_config.h"
 #include "worker/spec/sections.h"
 
@@ -153,6 +154,12 @@ absl::StatusOr<JobConfig> ResolveJob(const tern::v1::JobSpec& spec, const Resolv
   JobConfig c;
   c.spec = spec;
   Findings f;
+  // The name is shown in listings and logs: one policy for every name (worker/core/text.h).
+  if (auto st = CheckName("name", spec.name(), /*allow_empty=*/true); !st.ok())
+    f.Error(std::string(st.message()));
+  if (o.cluster && spec.ByteSizeLong() > kMaxClusterSpecBytes)
+    f.Error(absl::StrCat("job spec: ", spec.ByteSizeLong(), " bytes (serialized) exceeds ternd's ",
+                         kMaxClusterSpecBytes, "-byte limit for a submitted spec"));
   ResolveModel(spec, o, c, f);
   ResolveResources(spec, o, c, f);
   ResolveBatch(spec, c, f);
