@@ -26,7 +26,7 @@ while [[ $# -gt 0 ]]; do
     *) echo "fake_rank: unknown flag $1" >&2; exit 2 ;;
   esac
 done
-for v in spec rank world rpn rdv prefix threads bind; do
+for v in spec rank world rpn rdv prefix threads; do
   [[ -n "${!v}" ]] || { echo "fake_rank: missing flag for $v" >&2; exit 2; }
 done
 [[ $json == 1 ]] || { echo "fake_rank: --json missing" >&2; exit 2; }
