@@ -18,8 +18,7 @@ namespace {
 bool SplitHostPort(const std::string& hp, std::string* host, std::string* port) {
   if (!hp.empty() && hp[0] == '[') {
     const size_t close = hp.find(']');
-    if (close == std::string::npos || close + 1 >= hp.size() || hp[close + 1] != ':')
-      return false;
+    if (close == std::string::npos || close + 1 >= hp.size() || hp[close + 1] != ':') return false;
     *host = hp.substr(1, close - 1);
     *port = hp.substr(close + 2);
   } else {
@@ -82,9 +81,9 @@ absl::Status CheckLocalAddress(const std::string& address) {
     if (i->ifa_addr != nullptr && AddressText(i->ifa_addr) == address) local = true;
   freeifaddrs(ifs);
   if (local) return absl::OkStatus();
-  return absl::InvalidArgumentError(absl::StrCat(
-      "--advertise-address ", address,
-      " is not an address of this host (peers must reach the ranks there)"));
+  return absl::InvalidArgumentError(
+      absl::StrCat("--advertise-address ", address,
+                   " is not an address of this host (peers must reach the ranks there)"));
 }
 
 }  // namespace tern::infra

@@ -150,6 +150,7 @@ int main(int argc, char** argv) {
   spdlog::set_pattern(absl::StrCat("%Y-%m-%dT%H:%M:%S.%e %^%l%$ tern-worker[", opts.name, "]: %v"));
   if (auto st = ResolveOptions(flags, &opts); !st.ok()) return Fail(st);
 
+  spdlog::info("ranks bind and peers connect at {} (--advertise-address)", opts.advertise_address);
   tern::infra::BlockStopSignals();  // before any thread starts
   tern::agent::Agent agent(opts);
   // Bounded like ternd's: idle connections cannot starve a Prometheus scrape.
