@@ -26,6 +26,7 @@ struct RankArgs {
   bool resume = false;
   double peak_gflops = 0;
   bool skip_memory_check = false;
+  bool resume_if_any = false;
   std::string bind_address = "127.0.0.1";
 };
 
@@ -55,7 +56,7 @@ int RunRankCommand(const RankArgs& a) {
   resolve.world_size = a.world;
   resolve.cluster = !absl::StartsWith(a.rendezvous, "tcp://");
   auto cfg = LoadResolvedSpec(a.spec_file, {}, resolve);
-  absl::Status resume = cfg.ok() ? ApplyResumeFlag(a.resume, &*cfg) : cfg.status();
+  absl::Status resume = cfg.ok() ? ApplyResumeFlag(a.resume, &*cfg, a.resume_if_any) : cfg.status();
   if (!resume.ok()) {
     fmt::print(stderr, "error: {}\n", std::string(resume.message()));
     return 2;
@@ -128,6 +129,9 @@ void AddRankCommand(CLI::App& app, int* exit_code) {
   cmd->add_option("--bind-address", a->bind_address,
                   "Address this rank's collectives listen on (peers on other hosts connect)")
       ->capture_default_str();
+  cmd->add_flag("--resume-if-any", a->resume_if_any,
+                "Continue from the newest complete checkpoint when there is one (rounds after "
+                "the first of a cluster job)");
   cmd->add_flag("--skip-memory-check", a->skip_memory_check,
                 "Start even when this node's ranks need more memory than it has available");
   cmd->callback([a, exit_code] { *exit_code = RunRankCommand(*a); });

@@ -19,8 +19,12 @@ absl::StatusOr<spec::JobConfig> LoadResolvedSpec(const std::string& path,
   return cfg;
 }
 
-absl::Status ApplyResumeFlag(bool resume, spec::JobConfig* cfg) {
+absl::Status ApplyResumeFlag(bool resume, spec::JobConfig* cfg, bool if_any) {
   std::string& load = cfg->checkpoint.load;
+  if (if_any && !cfg->checkpoint.dir.empty()) {
+    if (load.empty() || load == "latest") load = spec::kLoadLatestIfAny;
+    return absl::OkStatus();
+  }
   if (!resume) {
     load.clear();
     return absl::OkStatus();

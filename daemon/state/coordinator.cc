@@ -56,7 +56,9 @@ absl::Status Coordinator::Recover() {
       }
     }
     if (rt.job.state() == tern::v1::JOB_STATE_PENDING) pending_.push_back(rt.job.id());
-    if (rt.job.state() == tern::v1::JOB_STATE_RUNNING) {
+    if (rt.job.state() == tern::v1::JOB_STATE_RESHARDING) resharding_.insert(rt.job.id());
+    if (rt.job.state() == tern::v1::JOB_STATE_RUNNING ||
+        rt.job.state() == tern::v1::JOB_STATE_RESHARDING) {
       // Assume the assignments were delivered; the workers confirm or deny on re-register.
       for (const auto& p : rt.job.placement()) {
         rt.ranks[p.rank()] = RankRuntime{p.worker(), true, false, 0};
@@ -141,6 +143,7 @@ absl::StatusOr<tern::v1::Job> Coordinator::Cancel(const std::string& id,
   }
   const std::string why = reason.empty() ? "cancelled by user" : reason;
   pending_.erase(std::remove(pending_.begin(), pending_.end(), id), pending_.end());
+  resharding_.erase(id);
   CancelRanks(*rt, why);
   rt->job.set_message(why);
   SetState(*rt, tern::v1::JOB_STATE_CANCELLED, "state", why);
@@ -231,11 +234,15 @@ void Coordinator::CancelRanks(JobRuntime& rt, const std::string& reason) {
     tern::v1::CoordinatorMessage msg;
     msg.mutable_cancel()->set_job_id(rt.job.id());
     msg.mutable_cancel()->set_reason(reason);
+    msg.mutable_cancel()->set_round(rt.job.round());
     membership_.Send(w, std::move(msg));
   }
 }
 
 void Coordinator::Schedule() {
+  // Running jobs between rounds come first: they hold a place in the cluster already.
+  for (const std::string& id : std::vector<std::string>(resharding_.begin(), resharding_.end()))
+    NextRound(jobs_[id]);
   std::vector<PendingJob> pending;
   for (const auto& id : pending_) {
     const auto& r = jobs_[id].job.spec().resources();
@@ -269,7 +276,8 @@ tern::v1::CoordinatorMessage Coordinator::MakeAssignment(const JobRuntime& rt,
   auto* a = msg.mutable_assign();
   a->set_job_id(rt.job.id());
   a->set_round(rt.job.round());
-  *a->mutable_spec() = rt.job.spec();
+  *a->mutable_spec() = RoundSpec(rt);
+  a->set_resume(rt.job.round() > 1);  // every round after the first continues
   a->set_world_size(rt.job.world_size());
   const auto& res = rt.job.spec().resources();
   a->set_ranks_per_node(res.has_ranks_per_node() ? res.ranks_per_node() : 1);
@@ -325,13 +333,18 @@ void Coordinator::HandleRankExit(const std::string& worker, const std::string& j
     Schedule();  // its slot is free now
     return;
   }
+  if (rt->job.state() == tern::v1::JOB_STATE_RESHARDING) {  // a rank of the stopped round
+    NextRound(*rt);
+    Schedule();
+    return;
+  }
   if (exit_code != 0) {
-    FailJob(*rt, "rank_exit",
-            absl::StrCat("rank ", rank, " on worker ", worker, " exited with code ", exit_code,
-                         detail.empty() || detail.rfind("exited", 0) == 0
-                             ? ""
-                             : absl::StrCat(" (", detail, ")")),
-            rank, worker);
+    RoundFailed(*rt, "rank_exit",
+                absl::StrCat("rank ", rank, " on worker ", worker, " exited with code ", exit_code,
+                             detail.empty() || detail.rfind("exited", 0) == 0
+                                 ? ""
+                                 : absl::StrCat(" (", detail, ")")),
+                rank, worker);
     return;
   }
   const bool all_done = std::all_of(rt->ranks.begin(), rt->ranks.end(), [](const auto& kv) {
@@ -345,13 +358,6 @@ void Coordinator::HandleRankExit(const std::string& worker, const std::string& j
     AddEvent(*rt, "rank_exit", absl::StrCat("rank ", rank, " finished (exit 0) on ", worker), rank,
              worker);
   }
-}
-
-bool Coordinator::TryElasticResume(JobRuntime& rt, const std::string& worker) {
-  // Later: if rt.job.spec().elastic().enabled() and enough nodes remain, move the job to
-  // RESHARDING, pick the newest complete checkpoint under the job's checkpoint root,
-  // compute the new layout and StartRound() on the remaining workers.
-  return false;
 }
 
 bool Coordinator::IsJobActive(const std::string& id) {

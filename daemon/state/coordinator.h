@@ -88,6 +88,7 @@ class Coordinator {
     std::map<int, RankRuntime> ranks;  // current round
     std::set<std::string> awaiting;    // workers to reconnect after a ternd restart
     int64_t await_deadline_ms = 0;
+    int64_t incident_ms = 0;  // when the current elastic incident was detected (0 = none)
   };
 
   JobRuntime* Find(const std::string& id);
@@ -109,13 +110,21 @@ class Coordinator {
   void HandleMetric(const tern::v1::MetricPoint& point);
   void AppendLog(const std::string& worker, const tern::v1::RankLog& log);
   void WorkerLost(const std::string& worker, const std::string& why);
-  // Elastic-resume hook: a job that lost `worker` may continue in a new round on the nodes
-  // that remain (DESIGN.md "Job lifecycle"). Returns true when it took the job over. Not
-  // implemented yet: always false, so the job fails.
-  bool TryElasticResume(JobRuntime& rt, const std::string& worker);
   void ReconcileReportedRanks(const std::string& worker, const tern::v1::RegisterRequest& req,
                               tern::v1::RegisterResponse* resp);
   void Tick();
+  // ---- Elastic rounds (elastic.cc). The one path every failure of a running round takes:
+  // without elastic.enabled (or with no restarts left) the job fails; with it the round is
+  // stopped (survivors cancelled), the job is RESHARDING until every rank of the round is
+  // gone, then NextRound() starts the next round on the workers that remain.
+  void RoundFailed(JobRuntime& rt, const std::string& kind, const std::string& message, int rank,
+                   const std::string& worker);
+  // RESHARDING: starts the next round when the stopped one is gone and enough workers are
+  // free (else says what it waits for).
+  void NextRound(JobRuntime& rt);
+  // The spec the ranks of the current round run: the submitted spec with the round's layout
+  // (nodes, and the gradient accumulation that keeps the global batch).
+  tern::v1::JobSpec RoundSpec(const JobRuntime& rt) const;
   void PersistWorker(const std::string& name);
   void CacheState(const tern::v1::Job& job);
 
@@ -128,6 +137,7 @@ class Coordinator {
   MetricsHub hub_;
   std::map<std::string, JobRuntime> jobs_;
   std::deque<std::string> pending_;                      // FIFO of PENDING job ids
+  std::set<std::string> resharding_;                     // RESHARDING job ids
   std::map<std::string, tern::v1::WorkerInfo> offline_;  // known workers not connected
 
   mutable std::mutex cache_mu_;

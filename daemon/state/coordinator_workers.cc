@@ -57,10 +57,14 @@ void Coordinator::ReconcileReportedRanks(const std::string& worker,
   for (const auto& r : req.ranks()) {
     JobRuntime* rt = Find(r.job_id());
     auto it = rt ? rt->ranks.find(r.rank()) : decltype(rt->ranks.end()){};
-    const bool ours = rt && !IsTerminal(rt->job.state()) && r.round() == rt->job.round() &&
-                      it != rt->ranks.end() && it->second.worker == worker;
+    const bool ours =
+        rt && !IsTerminal(rt->job.state()) && rt->job.state() != tern::v1::JOB_STATE_RESHARDING &&
+        r.round() == rt->job.round() && it != rt->ranks.end() && it->second.worker == worker;
     if (!ours) {
       if (r.running()) orphan_jobs.insert(r.job_id());
+      // A rank of a round being stopped: gone only once the worker reports its exit.
+      if (r.running() && rt && rt->job.state() == tern::v1::JOB_STATE_RESHARDING)
+        reported.insert({r.job_id(), r.rank()});
       continue;
     }
     reported.insert({r.job_id(), r.rank()});
@@ -91,11 +95,18 @@ void Coordinator::ReconcileReportedRanks(const std::string& worker,
       if (r.worker != worker || r.exited || reported.count({id, rank})) continue;
       (r.started ? lost : resend).push_back(rank);
     }
+    if (rt.job.state() == tern::v1::JOB_STATE_RESHARDING) {
+      // Between rounds: what this worker no longer runs of the stopped round is gone.
+      for (int rank : lost) rt.ranks[rank].exited = true;
+      for (int rank : resend) rt.ranks[rank].exited = true;
+      NextRound(rt);
+      continue;
+    }
     if (!lost.empty()) {
-      FailJob(rt, "worker_lost",
-              absl::StrCat("worker ", worker, " re-registered without rank(s) ",
-                           absl::StrJoin(lost, ","), " (worker restarted?)"),
-              lost[0], worker);
+      RoundFailed(rt, "worker_lost",
+                  absl::StrCat("worker ", worker, " re-registered without rank(s) ",
+                               absl::StrJoin(lost, ","), " (worker restarted?)"),
+                  lost[0], worker);
       continue;
     }
     if (!resend.empty()) {
@@ -214,10 +225,15 @@ void Coordinator::WorkerLost(const std::string& worker, const std::string& why) 
       }
     }
     if (lost_rank < 0) continue;
-    if (TryElasticResume(rt, worker)) continue;
-    FailJob(rt, "worker_lost",
-            absl::StrCat("worker ", worker, " lost (", why, "); it ran rank ", lost_rank),
-            lost_rank, worker);
+    if (rt.job.state() == tern::v1::JOB_STATE_RESHARDING) {  // NextRound sees it gone
+      AddEvent(rt, "node_lost",
+               absl::StrCat("worker ", worker, " lost (", why, "); it ran rank ", lost_rank),
+               lost_rank, worker);
+      continue;
+    }
+    RoundFailed(rt, "worker_lost",
+                absl::StrCat("worker ", worker, " lost (", why, "); it ran rank ", lost_rank),
+                lost_rank, worker);
   }
   Schedule();
 }
@@ -241,10 +257,17 @@ void Coordinator::Tick() {
   for (auto& [id, rt] : jobs_) {
     if (rt.awaiting.empty() || now < rt.await_deadline_ms || IsTerminal(rt.job.state())) continue;
     const std::string missing = absl::StrJoin(rt.awaiting, ", ");
-    FailJob(rt, "worker_lost",
-            absl::StrCat("worker(s) ", missing, " did not reconnect within ",
-                         options_.reconnect_grace_ms, " ms of ternd restarting"),
-            -1, *rt.awaiting.begin());
+    if (rt.job.state() == tern::v1::JOB_STATE_RESHARDING) {  // restored between rounds
+      for (auto& [rank, r] : rt.ranks)
+        if (rt.awaiting.count(r.worker)) r.exited = true;
+      rt.awaiting.clear();
+      NextRound(rt);
+      continue;
+    }
+    RoundFailed(rt, "worker_lost",
+                absl::StrCat("worker(s) ", missing, " did not reconnect within ",
+                             options_.reconnect_grace_ms, " ms of ternd restarting"),
+                -1, *rt.awaiting.begin());
   }
   loop_->PostAfter(std::chrono::milliseconds(options_.tick_ms), [this] { Tick(); });
 }

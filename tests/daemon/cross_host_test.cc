@@ -66,8 +66,9 @@ class HostPair {
           ip + " link set " + va_ + " netns " + a_, ip + " link set " + vb_ + " netns " + b_,
           ip + " -n " + a_ + " addr add " + addr_a_ + "/24 dev " + va_,
           ip + " -n " + b_ + " addr add " + addr_b_ + "/24 dev " + vb_,
-          ip + " -n " + a_ + " link set " + va_ + " up", ip + " -n " + b_ + " link set " + vb_ + " up",
-          ip + " -n " + a_ + " link set lo up", ip + " -n " + b_ + " link set lo up"}) {
+          ip + " -n " + a_ + " link set " + va_ + " up",
+          ip + " -n " + b_ + " link set " + vb_ + " up", ip + " -n " + a_ + " link set lo up",
+          ip + " -n " + b_ + " link set lo up"}) {
       int code = 0;
       const std::string out = Shell(cmd, &code);
       if (code != 0) return cmd + ": " + out;
@@ -75,9 +76,7 @@ class HostPair {
     return "";
   }
   // Bytes sent by both ends of the veth pair so far.
-  uint64_t VethTxBytes() const {
-    return TxBytes(a_, va_) + TxBytes(b_, vb_);
-  }
+  uint64_t VethTxBytes() const { return TxBytes(a_, va_) + TxBytes(b_, vb_); }
   const std::string& a() const { return a_; }
   const std::string& b() const { return b_; }
   const std::string& addr_a() const { return addr_a_; }
@@ -85,9 +84,8 @@ class HostPair {
 
  private:
   static uint64_t TxBytes(const std::string& ns, const std::string& dev) {
-    auto j = nlohmann::json::parse(Shell(std::string(kIp) + " -n " + ns + " -j -s link show dev " +
-                                       dev),
-                                   nullptr, false);
+    auto j = nlohmann::json::parse(
+        Shell(std::string(kIp) + " -n " + ns + " -j -s link show dev " + dev), nullptr, false);
     if (!j.is_array() || j.empty()) return 0;
     return j[0]["stats64"]["tx"]["bytes"].get<uint64_t>();
   }
@@ -108,9 +106,9 @@ TEST(CrossHostTest, TwoNodeJobAcrossNamespacesCountsItsCrossNodeBytes) {
     GTEST_SKIP() << "cannot create network namespaces: " << why;
   }
   const std::string bin = Env("TERN_BIN_DIR", "build/bin");
-  const std::string dir = (std::filesystem::temp_directory_path() /
-                           ("tern-crosshost-" + std::to_string(getpid())))
-                              .string();
+  const std::string dir =
+      (std::filesystem::temp_directory_path() / ("tern-crosshost-" + std::to_string(getpid())))
+          .string();
   std::filesystem::create_directories(dir);
   struct Cleanup {
     std::string dir;
@@ -122,9 +120,9 @@ TEST(CrossHostTest, TwoNodeJobAcrossNamespacesCountsItsCrossNodeBytes) {
   };
 
   // ternd on host A's veth address.
-  Process ternd(in_ns(hosts.a(), {bin + "/ternd", "--listen", hosts.addr_a() + ":0",
-                                  "--state-dir", dir + "/state", "--port-file", dir + "/port",
-                                  "--http", "127.0.0.1:0", "--heartbeat-timeout", "2s"}),
+  Process ternd(in_ns(hosts.a(), {bin + "/ternd", "--listen", hosts.addr_a() + ":0", "--state-dir",
+                                  dir + "/state", "--port-file", dir + "/port", "--http",
+                                  "127.0.0.1:0", "--heartbeat-timeout", "2s"}),
                 {}, dir + "/ternd.log");
   std::string port;
   for (int i = 0; i < 100 && port.empty(); ++i) {
@@ -137,14 +135,13 @@ TEST(CrossHostTest, TwoNodeJobAcrossNamespacesCountsItsCrossNodeBytes) {
   std::vector<std::unique_ptr<Process>> workers;
   for (const auto& [ns, name] : {std::pair{hosts.a(), "wa"}, std::pair{hosts.b(), "wb"}}) {
     workers.push_back(std::make_unique<Process>(
-        in_ns(ns, {bin + "/tern-worker", "--coordinator", coordinator, "--name", name, "--slots",
-                   "1", "--scratch", dir + "/" + name, "--rank-binary", bin + "/tern", "--grace",
-                   "1s"}),
+        in_ns(ns,
+              {bin + "/tern-worker", "--coordinator", coordinator, "--name", name, "--slots", "1",
+               "--scratch", dir + "/" + name, "--rank-binary", bin + "/tern", "--grace", "1s"}),
         std::vector<std::string>{}, dir + "/" + name + ".log"));
   }
-  const std::string tern =
-      std::string(kIp) + " netns exec " + hosts.a() + " env TERN_COORDINATOR=" + coordinator +
-      " " + bin + "/tern ";
+  const std::string tern = std::string(kIp) + " netns exec " + hosts.a() +
+                           " env TERN_COORDINATOR=" + coordinator + " " + bin + "/tern ";
   bool up = false;
   for (int i = 0; i < 100 && !up; ++i) {
     auto j = nlohmann::json::parse(Shell(tern + "workers --json"), nullptr, false);
@@ -163,8 +160,8 @@ TEST(CrossHostTest, TwoNodeJobAcrossNamespacesCountsItsCrossNodeBytes) {
   }
   int code = 0;
   std::string out = Shell(bin + "/tern data prepare --tokenizer byte --input " + dir +
-                            "/corpus.txt --output " + dir + "/corpus --doc-separator %",
-                        &code);
+                              "/corpus.txt --output " + dir + "/corpus --doc-separator %",
+                          &code);
   ASSERT_EQ(code, 0) << out;
   const int steps = 12;
   nlohmann::json spec = {

@@ -2,7 +2,7 @@
 //
 //   <rank-binary> rank --spec-file <scratch>/<job>/spec.json --rank R --world-size W
 //     --ranks-per-node M --rendezvous <coordinator addr> --rendezvous-prefix <job>/<round>
-//     --threads T --json [--token-file F] [--bind-address A]
+//     --threads T --json [--token-file F] [--resume-if-any] [--bind-address A]
 //
 // T = resources.threads_per_rank if set, else max(1, cores / slots). The spec file is the
 // JobSpec in protobuf's JSON mapping with the proto field names; ternd has already filled in

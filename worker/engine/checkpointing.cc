@@ -206,7 +206,8 @@ absl::StatusOr<std::string> Checkpointing::PrepareOnLeader(bool resume, int64_t*
     }
   } else {
     name = cfg_.checkpoint.load;
-    if (name.empty() || name == "latest") {
+    const bool if_any = name == spec::kLoadLatestIfAny;
+    if (name.empty() || name == "latest" || if_any) {
       // A newer step with a manifest was committed but cannot be loaded: loading an older one
       // instead must be asked for (checkpoint.load), never done silently.
       for (auto it = steps.rbegin(); it != steps.rend(); ++it) {
@@ -217,6 +218,7 @@ absl::StatusOr<std::string> Checkpointing::PrepareOnLeader(bool resume, int64_t*
               ckpt::CompleteHint(root_, it->name)));
         }
       }
+      if (newest == nullptr && if_any) return std::string();  // nothing committed yet: fresh
       if (newest == nullptr && !steps.empty()) {
         const auto& last = steps.back();
         return absl::DataLossError(
@@ -331,7 +333,7 @@ absl::StatusOr<int64_t> Checkpointing::Start(zero::TrainingState& state, const P
     leader = StatusFromJson(j["status"]);
   }
   TERN_RETURN_IF_ERROR(leader);
-  if (!resume) return int64_t{0};
+  if (name.empty()) return int64_t{0};  // a fresh run (also --resume-if-any with nothing)
 
   int64_t done = 0;
   const auto t0 = Clock::now();
@@ -342,7 +344,7 @@ absl::StatusOr<int64_t> Checkpointing::Start(zero::TrainingState& state, const P
     // Branching from an explicit step sets newer ones aside; resuming from the newest complete
     // step repairs a `latest` that names anything else. Both before the first save.
     std::vector<std::string> moved;
-    if (!asked.empty() && asked != "latest") {
+    if (!asked.empty() && asked != "latest" && asked != spec::kLoadLatestIfAny) {
       TERN_ASSIGN_OR_RETURN(moved, ckpt::SetAsideNewerThan(root_, done));
     } else if (Trim(ckpt::ReadSmallFile(root_ + "/" + ckpt::kLatestName).value_or("")) != name) {
       TERN_RETURN_IF_ERROR(ckpt::WriteFileAtomic(root_ + "/" + ckpt::kLatestName, name + "\n"));

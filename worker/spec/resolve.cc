@@ -167,7 +167,7 @@ absl::StatusOr<JobConfig> ResolveJob(const tern::v1::JobSpec& spec, const Resolv
   ResolveData(spec, o, c, f);
   ResolveZero(spec, c, f);
   ResolveCheckpoint(spec, o, c, f);
-  ResolveElastic(spec, c, f);
+  ResolveElastic(spec, o, c, f);
   if (!f.errors.empty()) return absl::InvalidArgumentError(absl::StrJoin(f.errors, "; "));
   c.warnings = std::move(f.warnings);
   return c;

@@ -10,7 +10,7 @@
 set -u
 [[ "${1:-}" == "rank" ]] || { echo "fake_rank: first argument must be 'rank'" >&2; exit 2; }
 shift
-spec="" rank="" world="" rpn="" rdv="" prefix="" threads="" json=0 token="" bind=""
+spec="" rank="" world="" rpn="" rdv="" prefix="" threads="" json=0 token="" bind="" resume=0
 while [[ $# -gt 0 ]]; do
   case "$1" in
     --spec-file) spec="$2"; shift 2 ;;
@@ -22,6 +22,7 @@ while [[ $# -gt 0 ]]; do
     --threads) threads="$2"; shift 2 ;;
     --token-file) token="$2"; shift 2 ;;
     --bind-address) bind="$2"; shift 2 ;;
+    --resume-if-any) resume=1; shift ;;
     --json) json=1; shift ;;
     *) echo "fake_rank: unknown flag $1" >&2; exit 2 ;;
   esac
