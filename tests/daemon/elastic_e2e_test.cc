@@ -190,7 +190,8 @@ class ElasticE2E : public ::testing::Test {
     }
   }
 
-  Cluster c_{ClusterOptions{.heartbeat_timeout = "2s", .checkpoint_root = true}};
+  Cluster c_{
+      ClusterOptions{.heartbeat_timeout = "2s", .reconnect_grace = "3s", .checkpoint_root = true}};
   nlohmann::json spec_;
 };
 
@@ -287,6 +288,37 @@ TEST_F(ElasticE2E, AWorkerJoiningGrowsTheJobToMaxNodes) {
   ASSERT_FALSE(round2.empty());
   EXPECT_EQ(round2.begin()->first, from + 1);
   ExpectSameLosses(round2, Reference(id, from, 2), from + 1);
+}
+
+TEST_F(ElasticE2E, TerndRestartedWhileReshardingRecoversTheJobOnce) {
+  c_.AddWorker("w1", 1, {}, "", "1s", "tern");
+  Process* w2 = c_.AddWorker("w2", 1, {}, "", "1s", "tern");
+  ASSERT_TRUE(c_.WaitForWorkers(2, seconds(10)));
+  const std::string id = Submit();
+  ASSERT_FALSE(id.empty());
+  WaitForStep(id, 5);
+  w2->Signal(SIGKILL);
+  // The survivor's collective fails at once; ternd then waits (up to the heartbeat timeout)
+  // for w2's rank to be gone: kill ternd in that window and start it again.
+  bool resharding = false;
+  for (int i = 0; i < 100 && !resharding; ++i) {
+    resharding = Show(id).value("state", "") == "RESHARDING";
+    if (!resharding) std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  ASSERT_TRUE(resharding) << Show(id);
+  c_.KillTernd(SIGKILL);
+  ASSERT_TRUE(c_.StartTernd());
+  ASSERT_EQ(WaitForEnd(id), "SUCCEEDED") << c_.Tern({"show", id}).out;
+  auto jobs = nlohmann::json::parse(c_.Tern({"jobs", "--json"}).out, nullptr, false);
+  ASSERT_TRUE(jobs.is_object() && jobs.contains("jobs")) << jobs;
+  EXPECT_EQ(jobs["jobs"].size(), 1u) << jobs;  // neither lost nor duplicated
+  auto job = Show(id);
+  EXPECT_EQ(Int(job, "round"), 2) << job;
+  EXPECT_EQ(Int(job, "world_size"), 1) << job;
+  History h = Watch(id);
+  SCOPED_TRACE(Kinds(h));
+  EXPECT_EQ(Count(h, "reshard"), 1);
+  EXPECT_EQ(h.losses[2].rbegin()->first, kSteps);
 }
 
 TEST_F(ElasticE2E, WithoutElasticALostWorkerFailsTheJob) {
