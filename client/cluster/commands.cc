@@ -273,6 +273,10 @@ void AddWorkers(CLI::App& app, int* exit_code) {
                   << (w.connected() ? "yes" : "no") << std::setw(12)
                   << (tern::cluster::FormatDuration(NowMs() - w.last_heartbeat_ms()) + " ago")
                   << absl::StrJoin(w.jobs(), ",") << "\n";
+        if (!w.cpu_sets().empty()) {
+          std::cout << "  cpus per slot: " << absl::StrJoin(w.cpu_sets(), " | ") << "\n";
+        }
+        for (const auto& warning : w.warnings()) std::cout << "  warning: " << warning << "\n";
       }
       return 0;
     });

@@ -1,6 +1,7 @@
 // Coordinator, job side: submission, scheduling, state changes, cancellation, watching.
 // The worker side (registration, sessions, failure detection) is in coordinator_workers.cc.
 #include "daemon/state/coordinator.h"
+#include "daemon/state/cpu_overlap.h"
 
 #include <spdlog/spdlog.h>
 
@@ -290,6 +291,12 @@ void Coordinator::StartRound(JobRuntime& rt, const Placement& placement) {
   }
   SetState(rt, tern::v1::JOB_STATE_RUNNING, "scheduled",
            absl::StrCat("round ", rt.job.round(), ": ", absl::StrJoin(where, ", ")));
+  auto overlaps = CpuOverlapWarnings(membership_.List());
+  for (const std::string& w : placement.workers) {
+    for (const std::string& line : overlaps[w]) {
+      AddEvent(rt, "cpu_overlap", absl::StrCat("worker ", w, ": ", line), -1, w);
+    }
+  }
 }
 
 void Coordinator::HandleRankExit(const std::string& worker, const std::string& job_id, int round,

@@ -9,6 +9,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "daemon/state/coordinator.h"
+#include "daemon/state/cpu_overlap.h"
 
 namespace tern::daemon {
 
@@ -223,6 +224,10 @@ void Coordinator::Tick() {
 
 std::vector<tern::v1::WorkerInfo> Coordinator::ListWorkers() const {
   std::vector<tern::v1::WorkerInfo> out = membership_.List();
+  auto warnings = CpuOverlapWarnings(out);
+  for (auto& w : out) {
+    for (auto& line : warnings[w.name()]) w.add_warnings(std::move(line));
+  }
   for (const auto& [name, info] : offline_) out.push_back(info);
   std::sort(out.begin(), out.end(),
             [](const auto& a, const auto& b) { return a.name() < b.name(); });

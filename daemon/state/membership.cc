@@ -11,6 +11,7 @@ int64_t Membership::Register(const tern::v1::RegisterRequest& req, int64_t now_m
   w->info.set_name(req.name());
   w->info.set_host(req.host());
   w->info.set_slots(req.slots());
+  *w->info.mutable_cpu_sets() = req.cpu_sets();
   w->info.set_last_heartbeat_ms(now_ms);
   if (w->session)
     w->session->Close(grpc::Status(grpc::StatusCode::ABORTED, "replaced by a new session"));

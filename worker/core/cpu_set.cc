@@ -220,6 +220,15 @@ absl::Status SetAffinity(pid_t pid, const CpuList& cpus) {
   return absl::OkStatus();
 }
 
+cpu_set_t ToCpuSetT(const CpuList& cpus) {
+  cpu_set_t set;
+  CPU_ZERO(&set);
+  for (int c : cpus) {
+    if (c >= 0 && c <= kMaxCpu) CPU_SET(c, &set);
+  }
+  return set;
+}
+
 absl::StatusOr<CpuList> ResolveCpus(absl::string_view flag, absl::string_view text,
                                     const CpuList& allowed) {
   if (absl::StripAsciiWhitespace(text).empty()) return allowed;

@@ -6,6 +6,7 @@
 // SplitCpus is pure (it takes a CpuTopology) so tests can feed synthetic machines.
 #pragma once
 
+#include <sched.h>
 #include <sys/types.h>
 
 #include <string>
@@ -54,8 +55,11 @@ CpuTopology ReadCpuTopology(const std::string& sysfs_root = "/sys");
 absl::StatusOr<CpuList> ThisProcessAffinity();
 // The CPUs process `pid` may run on, from /proc/<pid>/status's Cpus_allowed_list.
 absl::StatusOr<CpuList> ProcessAffinityFromProc(pid_t pid);
-// sched_setaffinity(pid, cpus); pid 0 = the calling thread's process.
+// sched_setaffinity(pid, cpus); pid 0 = the calling thread.
 absl::Status SetAffinity(pid_t pid, const CpuList& cpus);
+// The mask for sched_setaffinity, built before fork so the child only makes the syscall.
+// CPUs above kMaxCpu are left out (ParseCpuList refuses them).
+cpu_set_t ToCpuSetT(const CpuList& cpus);
 
 // The CPUs a `--cpus` style flag names: `allowed` when `text` is empty, else the parsed list,
 // which must lie within `allowed` (the error names the CPUs outside it and `flag`).

@@ -23,7 +23,13 @@ struct RankOptions {
   MetricsSink* sink = nullptr;  // rank 0 reports metrics; every rank its memory
   std::string save_final_dir;
   double peak_gflops = 0;  // sgemm peak per rank for MFU; 0 = resolve (engine/sgemm_peak.h)
+  std::string bound_cpus;  // the CPU set the launcher bound this rank to ("" = not bound)
 };
+
+// The rank's "placement" event (every rank, once its threads are set): {"rank", "pid",
+// "cpus" (its affinity mask, read back with sched_getaffinity), "bound" (the launcher's
+// set, or null), "threads", "omp_threads", "blas_threads"} as JSON text.
+std::string PlacementReport(int rank, int threads, const std::string& bound_cpus);
 
 // Runs the job as `options.rank` of `options.world_size`. `config` must have been resolved
 // for world_size ranks.
