@@ -226,7 +226,10 @@ void AddEngineCommands(CLI::App& app, int* exit_code) {
   train->add_option("spec", targs->spec, "Job spec JSON file")->required();
   train->add_option("--set", targs->sets, "Override a spec field: key.path=value")->take_all();
   train->add_flag("--json", targs->json, "One JSON object per line");
-  train->add_option("--threads", targs->threads, "Compute threads (default: all cores; per rank with --ranks: the size of its CPU set)")
+  train
+      ->add_option(
+          "--threads", targs->threads,
+          "Compute threads (default: all cores; per rank with --ranks: the size of its CPU set)")
       ->check(CLI::Range(1, 4096));
   train->add_option("--save-final", targs->save_final,
                     "Write config.json + model.safetensors here");

@@ -1,8 +1,8 @@
 #include "client/engine/local_launcher.h"
 
 #include <fcntl.h>
-#include <sched.h>
 #include <poll.h>
+#include <sched.h>
 #include <signal.h>
 #include <sys/prctl.h>
 #include <sys/wait.h>
@@ -157,8 +157,7 @@ int Supervise(std::vector<Child>& children, ConsoleSink& sink, const LaunchOptio
 
 }  // namespace
 
-absl::StatusOr<Placement> PlaceRanks(const tern::spec::JobConfig& config,
-                                     const LaunchOptions& o) {
+absl::StatusOr<Placement> PlaceRanks(const tern::spec::JobConfig& config, const LaunchOptions& o) {
   const int n = o.ranks;
   const int asked = o.threads_per_rank > 0 ? o.threads_per_rank : config.threads_per_rank;
   const char* what = o.threads_per_rank > 0 ? "--threads" : "resources.threads_per_rank";
@@ -178,10 +177,10 @@ absl::StatusOr<Placement> PlaceRanks(const tern::spec::JobConfig& config,
   for (int r = 0; r < n; ++r) {
     const int size = static_cast<int>(split.sets[r].size());
     if (asked > size) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          what, " ", asked, " is more than the ", size, " CPU(s) of rank ", r, "'s set (",
-          cpu::FormatCpuList(split.sets[r]), "; ", n, " ranks on CPUs ", cpu::FormatCpuList(mine),
-          "); lower it, or run with --no-bind-cores"));
+      return absl::InvalidArgumentError(
+          absl::StrCat(what, " ", asked, " is more than the ", size, " CPU(s) of rank ", r,
+                       "'s set (", cpu::FormatCpuList(split.sets[r]), "; ", n, " ranks on CPUs ",
+                       cpu::FormatCpuList(mine), "); lower it, or run with --no-bind-cores"));
     }
     p.threads.push_back(asked > 0 ? asked : size);
   }

@@ -57,9 +57,10 @@ absl::Status CheckThreadsFitCpus(const RankArgs& a) {
   if (a.cpus.empty()) return absl::OkStatus();
   TERN_ASSIGN_OR_RETURN(cpu::CpuList set, cpu::ParseCpuList(a.cpus));
   if (a.threads > static_cast<int>(set.size())) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "rank ", a.rank, ": --threads ", a.threads, " (resources.threads_per_rank) is more than the ",
-        set.size(), " CPU(s) the rank is bound to (", cpu::FormatCpuList(set), ")"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("rank ", a.rank, ": --threads ", a.threads,
+                     " (resources.threads_per_rank) is more than the ", set.size(),
+                     " CPU(s) the rank is bound to (", cpu::FormatCpuList(set), ")"));
   }
   return absl::OkStatus();
 }

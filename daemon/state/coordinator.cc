@@ -1,7 +1,6 @@
 // Coordinator, job side: submission, scheduling, state changes, cancellation, watching.
 // The worker side (registration, sessions, failure detection) is in coordinator_workers.cc.
 #include "daemon/state/coordinator.h"
-#include "daemon/state/cpu_overlap.h"
 
 #include <spdlog/spdlog.h>
 
@@ -10,6 +9,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "daemon/state/cpu_overlap.h"
 #include "worker/core/status.h"
 
 namespace tern::daemon {

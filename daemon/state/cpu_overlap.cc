@@ -29,10 +29,11 @@ std::map<std::string, std::vector<std::string>> CpuOverlapWarnings(
       if (a.info == b.info || a.info->host() != b.info->host()) continue;
       const cpu::CpuList shared = cpu::Intersection(a.cpus, b.cpus);
       if (shared.empty()) continue;
-      out[a.info->name()].push_back(absl::StrCat(
-          "CPUs ", cpu::FormatCpuList(shared), " overlap worker ", b.info->name(), " on host ",
-          a.info->host(), ": their ranks compete for cores (start each worker with its own "
-          "--cpus)"));
+      out[a.info->name()].push_back(
+          absl::StrCat("CPUs ", cpu::FormatCpuList(shared), " overlap worker ", b.info->name(),
+                       " on host ", a.info->host(),
+                       ": their ranks compete for cores (start each worker with its own "
+                       "--cpus)"));
     }
   }
   return out;

@@ -253,9 +253,10 @@ void Agent::HandleAssignment(const tern::v1::Assignment& a) {
         }
       }
       if (l.slot < 0) {
-        spdlog::warn("{} rank {}: every slot is busy (ranks of an earlier round still exit); "
-                     "starting it without CPU binding",
-                     a.job_id(), rank);
+        spdlog::warn(
+            "{} rank {}: every slot is busy (ranks of an earlier round still exit); "
+            "starting it without CPU binding",
+            a.job_id(), rank);
       }
     }
     l.argv = BuildRankArgv(launch_, a, rank, l.cpus);

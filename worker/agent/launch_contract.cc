@@ -22,8 +22,7 @@ std::string RankLogPath(const LaunchContext& ctx, const std::string& job_id, int
   return absl::StrCat(JobDir(ctx, job_id), "/rank-", rank, ".log");
 }
 
-int RankThreads(const LaunchContext& ctx, const tern::v1::Assignment& a,
-                const cpu::CpuList& cpus) {
+int RankThreads(const LaunchContext& ctx, const tern::v1::Assignment& a, const cpu::CpuList& cpus) {
   const auto& res = a.spec().resources();
   if (res.has_threads_per_rank()) return std::max(1, res.threads_per_rank());
   return std::max(1, cpus.empty() ? ctx.threads_per_slot : static_cast<int>(cpus.size()));

@@ -93,7 +93,8 @@ absl::Status ResolveCpuSets(const Flags& f, AgentOptions* opts) {
   TERN_ASSIGN_OR_RETURN(cpu::CpuList cpus, cpu::ResolveCpus("--cpus", f.cpus, allowed));
   opts->cores = static_cast<int>(cpus.size());
   if (f.no_bind) {
-    if (!f.cpus.empty()) return absl::InvalidArgumentError("--cpus and --no-bind-cores exclude each other");
+    if (!f.cpus.empty())
+      return absl::InvalidArgumentError("--cpus and --no-bind-cores exclude each other");
     return absl::OkStatus();
   }
   TERN_ASSIGN_OR_RETURN(cpu::SlotCpus split,

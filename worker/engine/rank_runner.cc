@@ -1,15 +1,15 @@
 #include "worker/engine/rank_runner.h"
 
+#include <unistd.h>
+
 #include <algorithm>
 #include <span>
-
-#include <unistd.h>
 
 #include "kernels/cpu/threads.h"
 #include "nlohmann/json.hpp"
 #include "worker/comm/groups.h"
-#include "worker/core/cpu_set.h"
 #include "worker/comm/topology.h"
+#include "worker/core/cpu_set.h"
 #include "worker/core/status.h"
 #include "worker/engine/trainer.h"
 #include "worker/zero/state.h"
