@@ -1,5 +1,6 @@
 // tern-worker: the Tern node agent. Flags -> options -> start -> wait for a signal.
 #include <httplib.h>
+#include <spdlog/sinks/stdout_color_sinks.h>
 #include <spdlog/spdlog.h>
 #include <unistd.h>
 
@@ -28,7 +29,7 @@ using tern::agent::AgentOptions;
 // The flags that are not AgentOptions fields as they stand.
 struct Flags {
   std::string grace, max_backoff, log_level = "info", metrics_addr, metrics_port_file, cpus;
-  bool no_bind = false;
+  bool no_bind = false, print_cpu_sets = false;
 };
 
 std::string HostName() {
@@ -65,6 +66,9 @@ void AddFlags(CLI::App& app, AgentOptions* opts, Flags* f) {
                  "CPUs this worker's ranks run on, Linux cpulist (e.g. 0-15,32-47); split into "
                  "one disjoint set per slot, each rank bound to its slot's set (default: the "
                  "worker's own affinity mask)");
+  app.add_flag("--print-cpu-sets", f->print_cpu_sets,
+               "print the CPU set of each slot (one cpulist per line) for --cpus and --slots, "
+               "then exit");
   app.add_flag("--no-bind-cores", f->no_bind,
                "do not bind ranks to CPUs (threads per rank = CPUs / slots)");
   app.add_option("--scratch", opts->scratch, "local dir for job specs and rank logs")
@@ -166,6 +170,15 @@ int main(int argc, char** argv) {
   CLI11_PARSE(app, argc, argv);
   spdlog::set_level(spdlog::level::from_str(flags.log_level));
   spdlog::set_pattern(absl::StrCat("%Y-%m-%dT%H:%M:%S.%e %^%l%$ tern-worker[", opts.name, "]: %v"));
+  if (flags.print_cpu_sets) {  // stdout holds the sets only; logs go to stderr
+    auto err = spdlog::stderr_color_mt("stderr");
+    err->set_level(spdlog::get_level());
+    spdlog::set_default_logger(err);
+    if (auto st = ResolveCpuSets(flags, &opts); !st.ok()) return Fail(st);
+    for (const auto& set : opts.slot_cpus)
+      std::printf("%s\n", tern::cpu::FormatCpuList(set).c_str());
+    return 0;
+  }
   if (auto st = ResolveOptions(flags, &opts); !st.ok()) return Fail(st);
 
   tern::infra::BlockStopSignals();  // before any thread starts
