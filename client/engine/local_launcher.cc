@@ -83,7 +83,7 @@ bool SpawnRank(int rank, std::vector<std::string> args, const cpu::CpuList& cpus
     if (getppid() != parent) _exit(1);
     dup2(fds[1], STDOUT_FILENO);
     if (!cpus.empty() && sched_setaffinity(0, sizeof(mask), &mask) != 0) {
-      if (write(STDERR_FILENO, bind_error.data(), bind_error.size()) < 0) _exit(127);
+      (void)!write(STDERR_FILENO, bind_error.data(), bind_error.size());
       _exit(127);
     }
     execve(argv[0], argv.data(), envp.data());
