@@ -308,6 +308,15 @@ TEST_F(CliTest, RanksRunBoundToTheirOwnCpuSets) {
                        " is more than the " + std::to_string(smallest) + " CPU(s) of rank 0's set"),
             std::string::npos)
       << r.out;
+  // tern-worker's ranks: `tern rank --cpus` refuses more threads than its set, before the
+  // rendezvous.
+  r = Tern("rank --spec-file " + Path("spec.json") +
+           " --rank 0 --world-size 1 --rendezvous tcp://127.0.0.1:1 --threads 3 --cpus 0-1 --json");
+  EXPECT_EQ(r.code, 2) << r.out;
+  EXPECT_NE(r.out.find("error: rank 0: --threads 3 (resources.threads_per_rank) is more than the "
+                       "2 CPU(s) the rank is bound to (0-1)"),
+            std::string::npos)
+      << r.out;
 }
 
 TEST_F(CliTest, BadInputExitsTwoWithOneLineAndWritesNothing) {
