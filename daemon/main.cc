@@ -2,6 +2,7 @@
 #include <spdlog/spdlog.h>
 
 #include <CLI/CLI.hpp>
+#include <algorithm>
 #include <cstdio>
 
 #include "daemon/server.h"
@@ -16,7 +17,8 @@ using tern::daemon::DaemonOptions;
 
 // The flags that are not DaemonOptions fields as they stand.
 struct Flags {
-  std::string heartbeat_timeout, reconnect_grace, port_file, http_port_file, log_level = "info";
+  std::string heartbeat_timeout, reconnect_grace, worker_expiry, port_file, http_port_file,
+      http_idle_timeout, http_request_timeout, log_level = "info";
   bool no_tensorboard = false;
   CLI::Option* http = nullptr;  // --http, to tell an explicit address from the default
 };
@@ -41,12 +43,16 @@ void AddServingFlags(CLI::App& app, DaemonOptions* opts) {
 void AddFlags(CLI::App& app, DaemonOptions* opts, Flags* f) {
   f->heartbeat_timeout = tern::FormatDurationMs(opts->heartbeat_timeout_ms);
   f->reconnect_grace = tern::FormatDurationMs(opts->reconnect_grace_ms);
+  f->worker_expiry = tern::FormatDurationMs(opts->worker_expiry_ms);
   AddServingFlags(app, opts);
   app.add_option("--heartbeat-timeout", f->heartbeat_timeout,
                  "a worker is lost after this long without a heartbeat")
       ->capture_default_str();
   app.add_option("--reconnect-grace", f->reconnect_grace,
                  "after a restart, how long running jobs wait for their workers")
+      ->capture_default_str();
+  app.add_option("--worker-expiry", f->worker_expiry,
+                 "a disconnected worker leaves the listings after this long (kept in the state db)")
       ->capture_default_str();
   app.add_option("--max-streams-per-client", opts->limits.max_streams_per_client,
                  "open WatchJob/GetLogs streams allowed per client IP")
@@ -57,6 +63,20 @@ void AddFlags(CLI::App& app, DaemonOptions* opts, Flags* f) {
                 ->capture_default_str();
   app.add_option("--http-port-file", f->http_port_file,
                  "write the bound --http port to this file once serving");
+  f->http_idle_timeout = tern::FormatDurationMs(opts->http.limits.idle_timeout_s * 1000);
+  f->http_request_timeout = tern::FormatDurationMs(opts->http.limits.request_timeout_s * 1000);
+  app.add_option("--http-max-connections", opts->http.limits.max_connections,
+                 "HTTP connections served at once; more are answered 503")
+      ->capture_default_str();
+  app.add_option("--http-max-event-streams", opts->http.max_event_streams,
+                 "open dashboard event streams (at most half of --http-max-connections)")
+      ->capture_default_str();
+  app.add_option("--http-idle-timeout", f->http_idle_timeout,
+                 "close an HTTP connection that sends no request for this long")
+      ->capture_default_str();
+  app.add_option("--http-request-timeout", f->http_request_timeout,
+                 "an HTTP request's head and body must arrive within this long")
+      ->capture_default_str();
   app.add_option("--http-allow-host", opts->http.allowed_hosts,
                  "a host name the dashboard may be reached by (besides IPs and localhost)");
   app.add_flag("--no-tensorboard", f->no_tensorboard,
@@ -72,8 +92,18 @@ absl::Status ResolveOptions(const Flags& f, DaemonOptions* opts) {
   opts->http_required = f.http->count() > 0;
   opts->tensorboard = !f.no_tensorboard;
   for (auto [text, out] : {std::pair{&f.heartbeat_timeout, &opts->heartbeat_timeout_ms},
-                           std::pair{&f.reconnect_grace, &opts->reconnect_grace_ms}}) {
+                           std::pair{&f.reconnect_grace, &opts->reconnect_grace_ms},
+                           std::pair{&f.worker_expiry, &opts->worker_expiry_ms}}) {
     TERN_ASSIGN_OR_RETURN(*out, tern::ParseDurationMs(*text));
+  }
+  for (auto [text, out] :
+       {std::pair{&f.http_idle_timeout, &opts->http.limits.idle_timeout_s},
+        std::pair{&f.http_request_timeout, &opts->http.limits.request_timeout_s}}) {
+    TERN_ASSIGN_OR_RETURN(int64_t ms, tern::ParseDurationMs(*text));
+    *out = static_cast<int>(std::max<int64_t>(1, (ms + 999) / 1000));  // whole seconds, >= 1
+  }
+  if (opts->http.limits.max_connections < 1) {
+    return absl::InvalidArgumentError("--http-max-connections must be >= 1");
   }
   return absl::OkStatus();
 }
@@ -97,7 +127,8 @@ int main(int argc, char** argv) {
   tern::daemon::Daemon daemon(opts);
   if (auto st = daemon.Start(); !st.ok()) {
     spdlog::error("{}", st.ToString());
-    return 1;
+    // Exit 2 when the state dir is another ternd's (ALREADY_EXISTS names it): not a crash.
+    return st.code() == absl::StatusCode::kAlreadyExists ? 2 : 1;
   }
   std::printf("ternd listening on port %d\n", daemon.port());
   std::fflush(stdout);

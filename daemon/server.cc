@@ -30,6 +30,11 @@ absl::Status Daemon::Start() {
     return absl::UnavailableError(
         absl::StrCat("cannot create --state-dir ", options_.state_dir, ": ", ec.message()));
   }
+  // One ternd per state dir: two would split the cluster's brain over one SQLite file.
+  TERN_ASSIGN_OR_RETURN(auto lock,
+                        infra::DirLock::Acquire(options_.state_dir + "/ternd.lock",
+                                                absl::StrCat("--state-dir ", options_.state_dir)));
+  lock_.emplace(std::move(lock));
   TERN_ASSIGN_OR_RETURN(auto admin, Tokens(options_.auth_token_file));
   TERN_ASSIGN_OR_RETURN(auto worker, Tokens(options_.worker_token_file));
   TERN_ASSIGN_OR_RETURN(auto read, Tokens(options_.read_token_file));
@@ -49,6 +54,7 @@ absl::Status Daemon::Start() {
                               .string();
   copts.heartbeat_timeout_ms = options_.heartbeat_timeout_ms;
   copts.reconnect_grace_ms = options_.reconnect_grace_ms;
+  copts.worker_expiry_ms = options_.worker_expiry_ms;
   loop_ = std::make_unique<EventLoop>();
   rendezvous_ = std::make_unique<RendezvousStore>();
   coord_ = std::make_unique<Coordinator>(copts, loop_.get(), std::move(store),

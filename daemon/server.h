@@ -5,6 +5,7 @@
 #include <grpcpp/grpcpp.h>
 
 #include <memory>
+#include <optional>
 #include <string>
 
 #include "absl/status/status.h"
@@ -16,6 +17,7 @@
 #include "daemon/state/event_loop.h"
 #include "daemon/state/job_stats.h"
 #include "daemon/state/rendezvous_store.h"
+#include "infra/dir_lock.h"
 
 namespace tern::daemon {
 
@@ -29,6 +31,7 @@ struct DaemonOptions {
   std::string tls_cert, tls_key, tls_ca;  // PEM files; TLS when tls_cert is set; mTLS with ca
   int64_t heartbeat_timeout_ms = CoordinatorOptions{}.heartbeat_timeout_ms;
   int64_t reconnect_grace_ms = CoordinatorOptions{}.reconnect_grace_ms;
+  int64_t worker_expiry_ms = CoordinatorOptions{}.worker_expiry_ms;
   int max_message_bytes = 16 << 20;  // largest request/response accepted
   ServiceLimits limits;
   // Dashboard, /api and /metrics (daemon/http/http_server.h); empty = off. When `http_required`
@@ -44,7 +47,9 @@ class Daemon {
   explicit Daemon(DaemonOptions options);
   ~Daemon();  // Shutdown()
 
-  // Opens the state, recovers jobs and starts serving. The bound port is in port().
+  // Locks the state dir (<state_dir>/ternd.lock: ALREADY_EXISTS naming the holder while
+  // another ternd runs on it), opens the state, recovers jobs and starts serving. The bound
+  // port is in port().
   absl::Status Start();
   int port() const { return port_; }
   int http_port() const { return http_ ? http_->port() : 0; }
@@ -52,6 +57,7 @@ class Daemon {
 
  private:
   DaemonOptions options_;
+  std::optional<infra::DirLock> lock_;  // held for the process's life
   std::unique_ptr<EventLoop> loop_;
   std::unique_ptr<RendezvousStore> rendezvous_;
   std::unique_ptr<Authorizer> auth_;

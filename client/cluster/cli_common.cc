@@ -11,6 +11,7 @@
 #include "client/cluster/format.h"
 #include "infra/rpc/channel.h"
 #include "infra/token_file.h"
+#include "worker/core/text.h"
 
 namespace tern::cluster {
 
@@ -68,7 +69,7 @@ class WatchPrinter {
     EndProgressLine();
     if (!json_) {
       out_ << "job " << job_id_ << " " << StateName(state_) << (message_.empty() ? "" : ": ")
-           << message_ << std::endl;
+           << Printable(message_, 4096) << std::endl;
     }
     switch (state_) {
       case tern::v1::JOB_STATE_SUCCEEDED:
@@ -87,8 +88,8 @@ class WatchPrinter {
     message_ = item.job().message();
     if (json_ && first_) out_ << WatchItemToJson(item, NowMs()).dump() << std::endl;
     if (!json_ && first_) {
-      out_ << "job " << job_id_ << " (" << item.job().spec().name() << "): " << StateName(state_)
-           << std::endl;
+      out_ << "job " << job_id_ << " (" << Printable(item.job().spec().name())
+           << "): " << StateName(state_) << std::endl;
     }
     first_ = false;
   }
@@ -200,7 +201,7 @@ int Fail(const std::string& cmd, const absl::Status& st, const std::string& addr
     hint = absl::StrCat(" --> hint: is ternd running at ", address,
                         "? set --coordinator or TERN_COORDINATOR");
   }
-  std::cerr << "tern " << cmd << ": " << st.message() << hint << std::endl;
+  std::cerr << "tern " << cmd << ": " << Printable(st.message(), 4096) << hint << std::endl;
   switch (st.code()) {
     case absl::StatusCode::kInvalidArgument:
     case absl::StatusCode::kNotFound:

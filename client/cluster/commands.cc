@@ -14,6 +14,7 @@
 #include "client/cluster/format.h"
 #include "client/engine/spec_cli.h"
 #include "infra/rpc/channel.h"
+#include "worker/core/text.h"
 #include "worker/spec/spec.h"
 
 namespace tern::cli {
@@ -26,6 +27,13 @@ using tern::infra::FromGrpc;
 using tern::infra::MakeContext;
 
 constexpr std::chrono::milliseconds kTimeout(10000);
+
+// A table cell of at most `width` - 1 columns: escaped (worker/core/text.h), cut with "...".
+std::string Cell(const std::string& text, size_t width) {
+  std::string p = tern::Printable(text, width);
+  if (p.size() > width - 1) p = p.substr(0, width - 4) + "...";
+  return p;
+}
 
 int64_t NowMs() {
   return std::chrono::duration_cast<std::chrono::milliseconds>(
@@ -99,12 +107,22 @@ void AddJobs(CLI::App& app, int* exit_code) {
   tern::cluster::AddConnOptions(cmd, &o->conn, true);
   cmd->callback([o, exit_code] {
     Run("jobs", o->conn, exit_code, [&](Conn& c) {
-      tern::v1::ListJobsRequest req;
-      req.set_limit(o->limit);
+      // Pages until --limit jobs: a page stops at ternd's response byte budget.
       tern::v1::ListJobsResponse resp;
-      auto ctx = MakeContext(c.token, kTimeout);
-      auto st = FromGrpc(c.jobs->ListJobs(ctx.get(), req, &resp), "ListJobs");
-      if (!st.ok()) return Fail("jobs", st, c.address);
+      std::string before;
+      const int want = o->limit > 0 ? o->limit : 1000;
+      while (resp.jobs_size() < want) {
+        tern::v1::ListJobsRequest req;
+        req.set_limit(want - resp.jobs_size());
+        req.set_before_id(before);
+        tern::v1::ListJobsResponse page;
+        auto ctx = MakeContext(c.token, kTimeout);
+        auto st = FromGrpc(c.jobs->ListJobs(ctx.get(), req, &page), "ListJobs");
+        if (!st.ok()) return Fail("jobs", st, c.address);
+        for (auto& j : *page.mutable_jobs()) *resp.add_jobs() = std::move(j);
+        before = page.next_before_id();
+        if (before.empty() || page.jobs_size() == 0) break;
+      }
       if (o->conn.json) {
         nlohmann::json arr = nlohmann::json::array();
         for (const auto& j : resp.jobs()) arr.push_back(tern::cluster::JobToJson(j));
@@ -113,19 +131,19 @@ void AddJobs(CLI::App& app, int* exit_code) {
       }
       std::cout << std::left << std::setw(10) << "ID" << std::setw(22) << "NAME" << std::setw(11)
                 << "STATE" << std::setw(7) << "WORLD" << std::setw(14) << "STEP" << std::setw(10)
-                << "LOSS"
-                << "AGE"
-                << "\n";
+                << "LOSS" << std::setw(8) << "AGE"
+                << "MESSAGE\n";
       for (const auto& j : resp.jobs()) {
         const auto& m = j.last_metric();
         auto loss = m.values().find("loss");
-        std::cout << std::setw(10) << j.id() << std::setw(22) << j.spec().name().substr(0, 21)
+        std::cout << std::setw(10) << Cell(j.id(), 10) << std::setw(22) << Cell(j.spec().name(), 22)
                   << std::setw(11) << tern::cluster::StateName(j.state()) << std::setw(7)
                   << j.world_size() << std::setw(14)
                   << absl::StrCat(m.step(), "/", j.spec().train_iters()) << std::setw(10)
                   << (loss == m.values().end() ? std::string("-")
                                                : absl::StrFormat("%.4f", loss->second))
-                  << tern::cluster::FormatDuration(NowMs() - j.created_ms()) << "\n";
+                  << std::setw(8) << tern::cluster::FormatDuration(NowMs() - j.created_ms())
+                  << tern::Printable(j.message(), 160) << "\n";
       }
       return 0;
     });
@@ -153,14 +171,15 @@ void AddShow(CLI::App& app, int* exit_code) {
         std::cout << tern::cluster::JobToJson(job).dump(2) << std::endl;
         return 0;
       }
-      std::cout << "id:       " << job.id() << "\nname:     " << job.spec().name()
+      std::cout << "id:       " << job.id() << "\nname:     " << tern::Printable(job.spec().name())
                 << "\nstate:    " << tern::cluster::StateName(job.state())
                 << "\nround:    " << job.round() << "\nworld:    " << job.world_size()
                 << "\nsteps:    " << job.spec().train_iters() << "\n";
-      if (!job.message().empty()) std::cout << "message:  " << job.message() << "\n";
+      if (!job.message().empty())
+        std::cout << "message:  " << tern::Printable(job.message(), 4096) << "\n";
       std::vector<std::string> placement;
       for (const auto& p : job.placement())
-        placement.push_back(absl::StrCat(p.rank(), "@", p.worker()));
+        placement.push_back(absl::StrCat(p.rank(), "@", tern::Printable(p.worker())));
       if (!placement.empty()) std::cout << "ranks:    " << absl::StrJoin(placement, " ") << "\n";
       if (job.has_last_metric()) {
         std::cout << "progress: "
@@ -210,7 +229,8 @@ void AddCancel(CLI::App& app, int* exit_code) {
       if (o->conn.json) {
         std::cout << tern::cluster::JobToJson(job).dump(2) << std::endl;
       } else {
-        std::cout << job.id() << " " << tern::cluster::StateName(job.state()) << std::endl;
+        std::cout << tern::Printable(job.id()) << " " << tern::cluster::StateName(job.state())
+                  << std::endl;
       }
       return 0;
     });
@@ -268,15 +288,17 @@ void AddWorkers(CLI::App& app, int* exit_code) {
                 << std::setw(12) << "HEARTBEAT"
                 << "JOBS\n";
       for (const auto& w : resp.workers()) {
-        std::cout << std::setw(20) << w.name() << std::setw(20) << w.host() << std::setw(8)
-                  << w.slots() << std::setw(7) << w.used_slots() << std::setw(11)
+        std::cout << std::setw(20) << Cell(w.name(), 20) << std::setw(20) << Cell(w.host(), 20)
+                  << std::setw(8) << w.slots() << std::setw(7) << w.used_slots() << std::setw(11)
                   << (w.connected() ? "yes" : "no") << std::setw(12)
                   << (tern::cluster::FormatDuration(NowMs() - w.last_heartbeat_ms()) + " ago")
-                  << absl::StrJoin(w.jobs(), ",") << "\n";
+                  << tern::Printable(absl::StrJoin(w.jobs(), ","), 1024) << "\n";
         if (!w.cpu_sets().empty()) {
-          std::cout << "  cpus per slot: " << absl::StrJoin(w.cpu_sets(), " | ") << "\n";
+          std::cout << "  cpus per slot: "
+                    << tern::Printable(absl::StrJoin(w.cpu_sets(), " | "), 1024) << "\n";
         }
-        for (const auto& warning : w.warnings()) std::cout << "  warning: " << warning << "\n";
+        for (const auto& warning : w.warnings())
+          std::cout << "  warning: " << tern::Printable(warning, 1024) << "\n";
       }
       return 0;
     });

@@ -7,6 +7,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "worker/core/run_text.h"
+#include "worker/core/text.h"
 
 namespace tern::cluster {
 namespace {
@@ -102,17 +103,18 @@ std::string EventLine(const tern::v1::JobEvent& e) {
   localtime_r(&t, &tm);
   char buf[32];
   std::strftime(buf, sizeof(buf), "%Y-%m-%d %H:%M:%S", &tm);
-  return absl::StrCat(buf, " [", e.kind(), "] ", EventText(e.kind(), e.message()));
+  return absl::StrCat(buf, " [", Printable(e.kind()), "] ",
+                      Printable(EventText(e.kind(), e.message()), 4096));
 }
 
 std::string MetricLine(const tern::v1::MetricPoint& p) {
   nlohmann::json j = {{"type", p.kind()}, {"step", p.step()}};
   for (const auto& [k, v] : p.values()) j[k] = v;
-  if (p.kind() == "eval") return EvalLine(j);
-  const std::string head = absl::StrCat(p.kind(), " at step ", p.step(), ":");
-  if (p.kind() == "summary") return absl::StrCat(head, " ", SummaryLine(j));
+  if (p.kind() == "eval") return Printable(EvalLine(j), 4096);
+  const std::string head = absl::StrCat(Printable(p.kind()), " at step ", p.step(), ":");
+  if (p.kind() == "summary") return absl::StrCat(head, " ", Printable(SummaryLine(j), 4096));
   std::string line = head;
-  for (const auto& [k, v] : p.values()) absl::StrAppend(&line, " ", k, "=", v);
+  for (const auto& [k, v] : p.values()) absl::StrAppend(&line, " ", Printable(k), "=", v);
   return line;
 }
 

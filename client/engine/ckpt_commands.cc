@@ -3,6 +3,7 @@
 #include <sys/stat.h>
 
 #include <cstdio>
+#include <filesystem>
 #include <memory>
 #include <string>
 #include <vector>
@@ -29,6 +30,13 @@ std::string LatestName(const std::string& root) {
   std::string s = *text;
   while (!s.empty() && (s.back() == '\n' || s.back() == '\r' || s.back() == ' ')) s.pop_back();
   return s;
+}
+
+// The last path component, trailing slashes ignored.
+std::string BaseName(const std::string& path) {
+  std::filesystem::path p(path);
+  if (p.filename().empty()) p = p.parent_path();
+  return p.filename().string();
 }
 
 int BadInput(const std::string& msg) {
@@ -76,27 +84,29 @@ std::string VerifyStep(const std::string& step_dir, uint64_t* fragments) {
 
 int RunVerify(const std::string& root, const std::string& step, bool json) {
   if (!Exists(root)) return BadInput(absl::StrCat(root, " does not exist"));
-  std::vector<std::string> dirs;  // step directories to check
-  std::vector<std::string> skipped;
+  std::vector<std::string> dirs;        // step directories to check
+  std::vector<std::string> incomplete;  // step directories without a manifest
   if (!step.empty()) {
     if (!Exists(root + "/" + step))
       return BadInput(absl::StrCat(root, "/", step, " does not exist"));
     dirs.push_back(step);
-  } else if (Exists(root + "/" + ckpt::kManifestName)) {
-    dirs.push_back("");  // DIR is itself a step directory
+  } else if (Exists(root + "/" + ckpt::kManifestName) ||
+             ckpt::ParseStepDirName(BaseName(root)) >= 0) {
+    dirs.push_back("");  // DIR is itself a step directory (a missing manifest is reported)
   } else {
     auto steps = ckpt::ListCheckpoints(root);
     if (!steps.ok()) return BadInput(std::string(steps.status().message()));
     for (const auto& s : *steps) {
-      // A manifest makes a step committed: a problem with it is corruption, not a write in
-      // progress. Steps without one are incomplete and never loaded.
+      // A manifest makes a step committed: a problem with it is corruption. A step without one
+      // was never committed (a crash or a write in progress) and can never be loaded.
       if (s.complete || Exists(root + "/" + s.name + "/" + ckpt::kManifestName)) {
         dirs.push_back(s.name);
       } else {
-        skipped.push_back(s.name);
+        incomplete.push_back(s.name);
       }
     }
-    if (dirs.empty()) return BadInput(absl::StrCat("no committed checkpoint under ", root));
+    if (dirs.empty() && incomplete.empty())
+      return BadInput(absl::StrCat("no checkpoint under ", root));
   }
   int bad = 0;
   nlohmann::json out = nlohmann::json::array();
@@ -114,11 +124,13 @@ int RunVerify(const std::string& root, const std::string& step, bool json) {
       fmt::print("{}: CORRUPT: {}\n", dir, problem);
     }
   }
-  for (const auto& name : skipped) {
+  for (const auto& name : incomplete) {
+    ++bad;
     if (json) {
-      out.push_back({{"dir", root + "/" + name}, {"ok", true}, {"incomplete", true}});
+      out.push_back({{"dir", root + "/" + name}, {"ok", false}, {"incomplete", true}});
     } else {
-      fmt::print("{}/{}: incomplete (no manifest), skipped\n", root, name);
+      fmt::print("{}/{}: INCOMPLETE: no {} (never committed; not loadable)\n", root, name,
+                 ckpt::kManifestName);
     }
   }
   if (json) fmt::print("{}\n", out.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace));

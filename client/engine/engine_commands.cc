@@ -16,6 +16,7 @@
 #include "worker/core/status.h"
 #include "worker/data/prepare.h"
 #include "worker/engine/export.h"
+#include "worker/engine/memory_plan.h"
 #include "worker/engine/trainer.h"
 
 namespace tern::cli {
@@ -25,11 +26,6 @@ namespace {
 int Fail(const absl::Status& st, bool bad_input) {
   fmt::print(stderr, "error: {}\n", std::string(st.message()));
   return bad_input ? 2 : 1;
-}
-
-bool IsInputError(const absl::Status& st) {
-  return absl::IsInvalidArgument(st) || absl::IsNotFound(st) || absl::IsFailedPrecondition(st) ||
-         absl::IsDataLoss(st) || absl::IsOutOfRange(st);
 }
 
 int DefaultThreads() { return std::max(1u, std::thread::hardware_concurrency()); }
@@ -45,6 +41,7 @@ struct TrainArgs {
   int collective_timeout_s = kDefaultCollectiveTimeoutS;
   bool resume = false;
   double peak_gflops = 0;
+  bool skip_memory_check = false;
   bool bind_cores = true;
 };
 
@@ -67,8 +64,18 @@ int RunTrain(const TrainArgs& a) {
   });
   if (!cfg.ok()) return Fail(cfg.status(), true);
   if (auto st = ApplyResumeFlag(a.resume, &*cfg); !st.ok()) return Fail(st, true);
+  // Every rank of a local launch shares this host: all of them must fit before any starts.
+  if (launch && !a.skip_memory_check) {
+    const int threads = a.threads > 0
+                            ? a.threads
+                            : (cfg->threads_per_rank > 0 ? cfg->threads_per_rank
+                                                         : std::max(1, DefaultThreads() / a.ranks));
+    auto st = engine::CheckJobFitsThisHost(*cfg, threads, a.ranks);
+    if (!st.ok()) return Fail(st, true);
+  }
   if (launch) {
     LaunchOptions lo;
+    lo.check_memory = !a.skip_memory_check;
     lo.ranks = a.ranks;
     lo.ranks_per_node = per_node;
     lo.threads_per_rank = a.threads;
@@ -87,6 +94,7 @@ int RunTrain(const TrainArgs& a) {
   opts.sink = &sink;
   opts.save_final_dir = a.save_final;
   opts.peak_gflops = a.peak_gflops;
+  opts.check_memory = !a.skip_memory_check;
   auto trainer = engine::Trainer::Create(*cfg, std::move(opts));
   if (!trainer.ok()) return Fail(trainer.status(), IsInputError(trainer.status()));
   absl::Status st = (*trainer)->Run();
@@ -109,10 +117,15 @@ int RunDescribe(const std::string& path, const std::vector<std::string>& sets, i
   const auto cost = model::EstimateCost(d, cfg->seq_len);
   const double P = double(cost.params);
   const int n = cfg->dp_size, stage = cfg->zero_stage;
-  // Per-rank bytes under ZeRO (fp32 params, grads, AdamW moments).
-  const double params_rank = stage >= 3 ? 4 * P / n : 4 * P;
-  const double grads_rank = stage >= 2 ? 4 * P / n : 4 * P;
-  const double optim_rank = stage >= 1 ? 8 * P / n : 8 * P;
+  // The same plan the Trainer checks before allocating (engine/memory_plan.h).
+  const int ranks_on_host = std::max(1, n / std::max(1, cfg->nodes));
+  const int threads = cfg->threads_per_rank > 0
+                          ? cfg->threads_per_rank
+                          : std::max(1, DefaultThreads() / std::max(1, ranks_on_host));
+  const engine::RankMemoryPlan plan = engine::PlanRankMemory(*cfg, threads);
+  auto host = engine::ReadHostMemory();
+  const absl::Status fits =
+      host.ok() ? engine::CheckFitsHost(plan, ranks_on_host, *host) : host.status();
   nlohmann::json j = {{"model_type", d.model_type},
                       {"params", cost.params},
                       {"hidden_size", d.C},
@@ -129,10 +142,18 @@ int RunDescribe(const std::string& path, const std::vector<std::string>& sets, i
                       {"ranks", n},
                       {"zero_stage", stage},
                       {"per_rank",
-                       {{"param_bytes", params_rank},
-                        {"grad_bytes", grads_rank},
-                        {"optim_bytes", optim_rank},
-                        {"total_bytes", params_rank + grads_rank + optim_rank}}}};
+                       {{"param_bytes", plan.param_bytes},
+                        {"grad_bytes", plan.grad_bytes},
+                        {"optim_bytes", plan.optim_bytes},
+                        {"checkpoint_staging_bytes", plan.checkpoint_staging_bytes},
+                        {"activation_bytes", plan.activation_bytes},
+                        {"gather_pool_bytes", plan.gather_pool_bytes},
+                        {"init_bytes", plan.init_bytes},
+                        {"peak_bytes", plan.peak_bytes()}}},
+                      {"host",
+                       {{"ranks", ranks_on_host},
+                        {"available_bytes", host.ok() ? host->available_bytes : 0},
+                        {"fits", fits.ok()}}}};
   if (json) {
     fmt::print("{}\n", j.dump(2));
     return 0;
@@ -149,8 +170,18 @@ int RunDescribe(const std::string& path, const std::vector<std::string>& sets, i
   fmt::print(
       "per rank       {:.2f} GiB params + {:.2f} GiB grads + {:.2f} GiB optimizer = {:.2f} GiB "
       "(ZeRO-{}, {} ranks)\n",
-      gib(params_rank), gib(grads_rank), gib(optim_rank),
-      gib(params_rank + grads_rank + optim_rank), stage, n);
+      gib(plan.param_bytes), gib(plan.grad_bytes), gib(plan.optim_bytes),
+      gib(plan.param_bytes + plan.grad_bytes + plan.optim_bytes), stage, n);
+  fmt::print(
+      "               + {:.2f} GiB activations (micro-batch {} x {}) + {:.2f} GiB gather pool + "
+      "{:.2f} GiB checkpoint staging: peak {:.2f} GiB\n",
+      gib(plan.activation_bytes), cfg->micro_batch, cfg->seq_len, gib(plan.gather_pool_bytes),
+      gib(plan.checkpoint_staging_bytes), gib(plan.peak_bytes()));
+  if (host.ok()) {
+    fmt::print("this host      {} rank(s) need {:.2f} GiB of {:.2f} GiB available ({}): {}\n",
+               ranks_on_host, gib(double(plan.peak_bytes()) * ranks_on_host),
+               gib(host->available_bytes), host->source, fits.ok() ? "fits" : "does NOT fit");
+  }
   return 0;
 }
 
@@ -253,6 +284,9 @@ void AddEngineCommands(CLI::App& app, int* exit_code) {
       ->check(CLI::PositiveNumber);
   train->add_flag("--resume", targs->resume,
                   "Continue from checkpoint.load (default: the newest complete checkpoint)");
+  train->add_flag("--skip-memory-check", targs->skip_memory_check,
+                  "Start even when the memory plan (tern describe) exceeds what this host has "
+                  "available");
   train->callback([targs, exit_code] { *exit_code = RunTrain(*targs); });
 
   auto dspec = std::make_shared<std::string>();

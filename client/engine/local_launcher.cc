@@ -238,6 +238,7 @@ int LaunchLocalRanks(const tern::spec::JobConfig& config, const LaunchOptions& o
       args.push_back("--peak-gflops");
       args.push_back(absl::StrCat(o.peak_gflops));
     }
+    if (!o.check_memory) args.push_back("--skip-memory-check");
     if (!o.save_final.empty()) {
       args.push_back("--save-final");
       args.push_back(o.save_final);

@@ -31,7 +31,8 @@ struct LaunchOptions {
   bool json = false;
   std::string save_final;
   int collective_timeout_s = kDefaultCollectiveTimeoutS;
-  double peak_gflops = 0;  // --peak-gflops for every rank; 0 = each resolves its own
+  double peak_gflops = 0;    // --peak-gflops for every rank; 0 = each resolves its own
+  bool check_memory = true;  // false: --skip-memory-check for every rank
 };
 
 // Where each rank runs: its CPU set (empty = not bound) and thread count, rank order.

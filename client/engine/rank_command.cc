@@ -14,6 +14,7 @@
 #include "worker/comm/tcp_store.h"
 #include "worker/core/cpu_set.h"
 #include "worker/core/status.h"
+#include "worker/engine/memory_plan.h"
 #include "worker/engine/rank_runner.h"
 
 namespace tern::cli {
@@ -25,12 +26,10 @@ struct RankArgs {
   bool json = false;
   bool resume = false;
   double peak_gflops = 0;
+  bool skip_memory_check = false;
+  bool resume_if_any = false;
+  std::string bind_address = "127.0.0.1";
 };
-
-bool IsInputError(const absl::Status& st) {
-  return absl::IsInvalidArgument(st) || absl::IsNotFound(st) || absl::IsFailedPrecondition(st) ||
-         absl::IsDataLoss(st) || absl::IsOutOfRange(st);
-}
 
 absl::StatusOr<std::unique_ptr<comm::Store>> ConnectStore(const RankArgs& a) {
   if (absl::StartsWith(a.rendezvous, "tcp://")) {
@@ -75,10 +74,19 @@ int RunRankCommand(const RankArgs& a) {
   resolve.world_size = a.world;
   resolve.cluster = !absl::StartsWith(a.rendezvous, "tcp://");
   auto cfg = LoadResolvedSpec(a.spec_file, {}, resolve);
-  absl::Status resume = cfg.ok() ? ApplyResumeFlag(a.resume, &*cfg) : cfg.status();
+  absl::Status resume = cfg.ok() ? ApplyResumeFlag(a.resume, &*cfg, a.resume_if_any) : cfg.status();
   if (!resume.ok()) {
     fmt::print(stderr, "error: {}\n", std::string(resume.message()));
     return 2;
+  }
+  // This node's ranks must fit before any of them joins the rendezvous.
+  const int on_node = a.ranks_per_node > 0 ? a.ranks_per_node : a.world;
+  if (!a.skip_memory_check) {
+    absl::Status fits = engine::CheckJobFitsThisHost(*cfg, a.threads, on_node);
+    if (!fits.ok()) {
+      fmt::print(stderr, "error: rank {}: {}\n", a.rank, std::string(fits.message()));
+      return 2;
+    }
   }
   auto store = ConnectStore(a);
   if (!store.ok()) {
@@ -94,10 +102,19 @@ int RunRankCommand(const RankArgs& a) {
   ro.threads = a.threads;
   // The ternd store is already scoped by job and round; the TCP store is shared.
   ro.prefix = absl::StartsWith(a.rendezvous, "tcp://") ? a.prefix : "ranks";
+  // Under ternd the prefix is "<job>/<round>": the round fences checkpoint commits.
+  if (!absl::StartsWith(a.rendezvous, "tcp://")) {
+    const size_t slash = a.prefix.rfind('/');
+    int64_t round = -1;
+    if (slash != std::string::npos && absl::SimpleAtoi(a.prefix.substr(slash + 1), &round))
+      ro.round = round;
+  }
   ro.collective_timeout = std::chrono::seconds(a.timeout_s);
   ro.sink = &sink;
   ro.save_final_dir = a.save_final;
   ro.peak_gflops = a.peak_gflops;
+  ro.check_memory = false;  // checked above
+  ro.bind_address = a.bind_address;
   ro.bound_cpus = a.cpus;
   absl::Status st = engine::RunRank(*cfg, **store, ro);
   if (!st.ok()) {
@@ -131,6 +148,14 @@ void AddRankCommand(CLI::App& app, int* exit_code) {
   cmd->add_flag("--json", a->json, "JSON lines on stdout");
   cmd->add_option("--peak-gflops", a->peak_gflops, "sgemm GFLOP/s of this rank for MFU");
   cmd->add_flag("--resume", a->resume, "Continue from checkpoint.load (default: latest)");
+  cmd->add_option("--bind-address", a->bind_address,
+                  "Address this rank's collectives listen on (peers on other hosts connect)")
+      ->capture_default_str();
+  cmd->add_flag("--resume-if-any", a->resume_if_any,
+                "Continue from the newest complete checkpoint when there is one (rounds after "
+                "the first of a cluster job)");
+  cmd->add_flag("--skip-memory-check", a->skip_memory_check,
+                "Start even when this node's ranks need more memory than it has available");
   cmd->callback([a, exit_code] { *exit_code = RunRankCommand(*a); });
 }
 

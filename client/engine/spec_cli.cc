@@ -19,8 +19,12 @@ absl::StatusOr<spec::JobConfig> LoadResolvedSpec(const std::string& path,
   return cfg;
 }
 
-absl::Status ApplyResumeFlag(bool resume, spec::JobConfig* cfg) {
+absl::Status ApplyResumeFlag(bool resume, spec::JobConfig* cfg, bool if_any) {
   std::string& load = cfg->checkpoint.load;
+  if (if_any && !cfg->checkpoint.dir.empty()) {
+    if (load.empty() || load == "latest") load = spec::kLoadLatestIfAny;
+    return absl::OkStatus();
+  }
   if (!resume) {
     load.clear();
     return absl::OkStatus();
@@ -30,6 +34,11 @@ absl::Status ApplyResumeFlag(bool resume, spec::JobConfig* cfg) {
         "--resume: the job spec sets no checkpoint.dir --> hint: --set checkpoint.dir=DIR");
   if (load.empty()) load = "latest";
   return absl::OkStatus();
+}
+
+bool IsInputError(const absl::Status& st) {
+  return absl::IsInvalidArgument(st) || absl::IsNotFound(st) || absl::IsFailedPrecondition(st) ||
+         absl::IsDataLoss(st) || absl::IsOutOfRange(st) || absl::IsResourceExhausted(st);
 }
 
 void PrintSpecWarnings(const std::vector<std::string>& warnings) {

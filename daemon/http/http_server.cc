@@ -77,17 +77,18 @@ HttpServer::HttpServer(HttpOptions options, Coordinator* coord, EventLoop* loop,
       loop_(loop),
       auth_(auth),
       stats_(stats),
-      server_(std::make_unique<httplib::Server>()) {}
+      server_(std::make_unique<infra::BoundedServer>(options_.limits)) {}
 
 HttpServer::~HttpServer() { Stop(); }
 
 absl::Status HttpServer::Start() {
-  const int threads = options_.threads;
-  server_->new_task_queue = [threads] { return new httplib::ThreadPool(threads); };
-  server_->set_keep_alive_timeout(5);
-  server_->set_read_timeout(10);
-  server_->set_write_timeout(10);
-  server_->set_payload_max_length(64 << 10);
+  if (options_.max_event_streams < 0 ||
+      options_.max_event_streams > options_.limits.max_connections / 2) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--http-max-event-streams ", options_.max_event_streams, " must be 0..",
+                     options_.limits.max_connections / 2,
+                     " (half of --http-max-connections): event streams must not starve the API"));
+  }
   server_->set_default_headers({{"Content-Security-Policy", kCsp},
                                 {"X-Content-Type-Options", "nosniff"},
                                 {"X-Frame-Options", "DENY"},
@@ -130,6 +131,55 @@ bool HttpServer::HostAllowed(const std::string& header) const {
   return false;
 }
 
+namespace {
+
+// The value of cookie `name` in a Cookie header, URL-decoded; "" if absent.
+std::string CookieValue(const std::string& header, const std::string& name) {
+  size_t pos = 0;
+  while (pos < header.size()) {
+    size_t end = header.find(';', pos);
+    if (end == std::string::npos) end = header.size();
+    std::string_view part(header.data() + pos, end - pos);
+    while (!part.empty() && part.front() == ' ') part.remove_prefix(1);
+    if (part.size() > name.size() && part.substr(0, name.size()) == name &&
+        part[name.size()] == '=') {
+      std::string out;
+      const std::string_view v = part.substr(name.size() + 1);
+      for (size_t i = 0; i < v.size(); ++i) {
+        int hex = 0;
+        if (v[i] == '%' && i + 2 < v.size() &&
+            absl::SimpleHexAtoi(std::string(v.substr(i + 1, 2)), &hex)) {
+          out += static_cast<char>(hex);
+          i += 2;
+        } else {
+          out += v[i];
+        }
+      }
+      return out;
+    }
+    pos = end + 1;
+  }
+  return "";
+}
+
+}  // namespace
+
+absl::Status HttpServer::CheckRead(const httplib::Request& req) const {
+  if (!auth_->read_protected()) return absl::OkStatus();
+  std::string authorization = req.get_header_value("Authorization");
+  if (authorization.empty()) {
+    const std::string cookie = CookieValue(req.get_header_value("Cookie"), "tern_token");
+    if (!cookie.empty()) authorization = "Bearer " + cookie;
+  }
+  if (authorization.empty()) {
+    return absl::UnauthenticatedError(
+        "this ternd needs a token for job data --> hint: send \"Authorization: Bearer "
+        "<token>\" (a read or admin token; Prometheus: authorization.credentials_file), or "
+        "enter it in the dashboard");
+  }
+  return auth_->CheckHeader(authorization, Role::kRead);
+}
+
 template <class T>
 std::optional<T> HttpServer::OnLoop(std::function<T()> fn) {
   struct State {
@@ -166,12 +216,21 @@ std::optional<ClusterSnapshot> HttpServer::Snapshot() {
 void HttpServer::Routes() {
   auto& s = *server_;
   s.set_pre_routing_handler([this](const httplib::Request& req, httplib::Response& res) {
-    if (HostAllowed(req.get_header_value("Host")))
-      return httplib::Server::HandlerResponse::Unhandled;
-    Error(res, 421,
-          "unexpected Host header --> hint: use an IP address or localhost, or start "
-          "ternd with --http-allow-host <name>");
-    return httplib::Server::HandlerResponse::Handled;
+    if (!HostAllowed(req.get_header_value("Host"))) {
+      Error(res, 421,
+            "unexpected Host header --> hint: use an IP address or localhost, or start "
+            "ternd with --http-allow-host <name>");
+      return httplib::Server::HandlerResponse::Handled;
+    }
+    // Job data (everything under /api, and /metrics) needs a token when tokens are set.
+    if (req.path.rfind("/api/", 0) == 0 || req.path == "/metrics") {
+      if (auto st = CheckRead(req); !st.ok()) {
+        res.set_header("WWW-Authenticate", "Bearer realm=\"ternd\"");
+        Error(res, st);
+        return httplib::Server::HandlerResponse::Handled;
+      }
+    }
+    return httplib::Server::HandlerResponse::Unhandled;
   });
   auto asset = [this](const httplib::Request& req, httplib::Response& res) {
     ServeAsset(req, res);

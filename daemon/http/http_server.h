@@ -4,6 +4,18 @@
 // which needs the admin bearer token (and ternd started with --auth-token-file): without it
 // everything is read-only.
 //
+// Tokens: the same as gRPC's (rpc/auth.h). With --auth-token-file or --read-token-file,
+// everything under /api and /metrics needs a valid token (read, admin or worker), sent as
+// "Authorization: Bearer <token>" or, for the browser's EventSource which cannot set
+// headers, as the cookie "tern_token" (URL-encoded; the page sets it, SameSite=Strict).
+// Cancel takes the admin token from the Authorization header only (never a cookie, so
+// another site cannot make the browser cancel). The page shell (/, /assets/*) and /healthz
+// hold no job data and stay public.
+//
+// Connections: an infra::BoundedServer (--http-max-connections, idle and request timeouts);
+// event streams hold a connection each and are capped at max_event_streams, which must stay
+// at most half of max_connections so streams never starve the JSON API.
+//
 //   GET  /                                the dashboard (HTML; JS/CSS/Chart.js under /assets/)
 //   GET  /api/cluster                     workers: slots, heartbeat age, state
 //   GET  /api/jobs                        jobs: state, progress, ETA, goodput, newest values
@@ -37,6 +49,7 @@
 #include "daemon/state/coordinator.h"
 #include "daemon/state/event_loop.h"
 #include "daemon/state/job_stats.h"
+#include "infra/http/bounded_server.h"
 #include "infra/http/http_listener.h"
 
 namespace httplib {
@@ -52,7 +65,7 @@ class SseStream;
 struct HttpOptions {
   std::string address = "127.0.0.1:8080";  // host:port; port 0 picks a free one
   std::vector<std::string> allowed_hosts;  // Host names accepted besides IPs and localhost
-  int threads = 32;                        // handler threads (each event stream holds one)
+  infra::HttpLimits limits;                // connections, timeouts, payload size
   int max_event_streams = 24;              // open /events streams; more get 503
   size_t max_stream_queue = 8192;          // queued items per stream before it is cut off
   int max_jobs = 200;                      // newest jobs listed in /api/jobs and /metrics
@@ -72,6 +85,9 @@ class HttpServer {
  private:
   void Routes();
   bool HostAllowed(const std::string& host_header) const;
+  // OK when the request may read job data: a valid token in the Authorization header or
+  // the tern_token cookie, or no read tokens configured.
+  absl::Status CheckRead(const httplib::Request& req) const;
   // Runs `fn` on the EventLoop thread and returns its result (nullopt if the loop does not
   // answer within 10 s). `fn` must capture only long-lived pointers and copies.
   template <class T>
@@ -93,7 +109,7 @@ class HttpServer {
   EventLoop* loop_;
   const Authorizer* auth_;
   const JobStats* stats_;
-  std::unique_ptr<httplib::Server> server_;
+  std::unique_ptr<infra::BoundedServer> server_;
   infra::HttpListener listener_;
   std::atomic<bool> stopping_{false};
   std::mutex streams_mu_;

@@ -29,6 +29,8 @@ class Authorizer {
   // The same check for an "authorization" value ("Bearer <token>"; empty when absent).
   absl::Status CheckHeader(const std::string& authorization, Role role) const;
   bool admin_enabled() const { return !admin_.empty(); }
+  // Whether Role::kRead calls need a token (admin or read tokens configured).
+  bool read_protected() const { return !admin_.empty() || !read_.empty(); }
   bool enabled() const { return !admin_.empty() || !worker_.empty() || !read_.empty(); }
 
  private:

@@ -133,6 +133,22 @@ class LogsReactor : public grpc::ServerWriteReactor<tern::v1::LogChunk> {
 
 }  // namespace
 
+tern::v1::Job ListingView(const tern::v1::Job& job) {
+  constexpr size_t kMaxListedMessage = 1024;
+  tern::v1::Job view = job;
+  view.clear_spec();
+  auto* spec = view.mutable_spec();
+  spec->set_name(job.spec().name());
+  spec->set_train_iters(job.spec().train_iters());
+  *spec->mutable_resources() = job.spec().resources();
+  if (view.message().size() > kMaxListedMessage) {
+    size_t cut = kMaxListedMessage;  // at a UTF-8 character boundary
+    while (cut > 0 && (static_cast<unsigned char>(view.message()[cut]) & 0xC0) == 0x80) --cut;
+    view.set_message(view.message().substr(0, cut) + "...");
+  }
+  return view;
+}
+
 std::string PeerClient(const std::string& peer) {
   auto pos = peer.rfind(':');
   return pos == std::string::npos ? peer : peer.substr(0, pos);
@@ -193,7 +209,24 @@ grpc::ServerUnaryReactor* JobServiceImpl::ListJobs(grpc::CallbackServerContext* 
   if (auto st = auth_->Check(ctx, Role::kRead); !st.ok()) return Reject<void>(ctx, st);
   auto* reactor = ctx->DefaultReactor();
   loop_->Post([this, req, resp, reactor] {
-    for (auto& j : coord_->ListJobs(req->state(), req->limit())) *resp->add_jobs() = std::move(j);
+    const int limit = req->limit() > 0 ? req->limit() : 1000;
+    // One more than asked: tells whether older jobs remain.
+    std::vector<tern::v1::Job> jobs = coord_->ListJobs(req->state(), limit + 1, req->before_id());
+    size_t bytes = 0;
+    for (size_t i = 0; i < jobs.size(); ++i) {
+      if (static_cast<int>(i) == limit) {
+        resp->set_next_before_id(resp->jobs(resp->jobs_size() - 1).id());
+        break;
+      }
+      tern::v1::Job view = ListingView(jobs[i]);
+      const size_t size = view.ByteSizeLong() + 8;
+      if (bytes + size > limits_.max_list_bytes && resp->jobs_size() > 0) {
+        resp->set_next_before_id(resp->jobs(resp->jobs_size() - 1).id());
+        break;
+      }
+      bytes += size;
+      *resp->add_jobs() = std::move(view);
+    }
     reactor->Finish(grpc::Status::OK);
   });
   return reactor;

@@ -45,7 +45,12 @@ std::string PeerClient(const std::string& peer);
 struct ServiceLimits {
   int max_streams_per_client = 2048;  // WatchJob + GetLogs streams per client IP
   size_t max_stream_queue = 8192;     // queued messages per stream before it is cut off
+  size_t max_list_bytes = 4 << 20;    // a ListJobs page stops before this many bytes
 };
+
+// A job as ListJobs carries it: the spec cut to name, train_iters and resources (GetJob has
+// the whole spec), the message to 1 KiB.
+tern::v1::Job ListingView(const tern::v1::Job& job);
 
 class JobServiceImpl final : public tern::v1::JobService::CallbackService {
  public:

@@ -11,6 +11,7 @@
 #include "absl/strings/str_join.h"
 #include "daemon/state/cpu_overlap.h"
 #include "worker/core/status.h"
+#include "worker/core/text.h"
 
 namespace tern::daemon {
 
@@ -56,7 +57,9 @@ absl::Status Coordinator::Recover() {
       }
     }
     if (rt.job.state() == tern::v1::JOB_STATE_PENDING) pending_.push_back(rt.job.id());
-    if (rt.job.state() == tern::v1::JOB_STATE_RUNNING) {
+    if (rt.job.state() == tern::v1::JOB_STATE_RESHARDING) resharding_.insert(rt.job.id());
+    if (rt.job.state() == tern::v1::JOB_STATE_RUNNING ||
+        rt.job.state() == tern::v1::JOB_STATE_RESHARDING) {
       // Assume the assignments were delivered; the workers confirm or deny on re-register.
       for (const auto& p : rt.job.placement()) {
         rt.ranks[p.rank()] = RankRuntime{p.worker(), true, false, 0};
@@ -70,6 +73,7 @@ absl::Status Coordinator::Recover() {
   }
   TERN_ASSIGN_OR_RETURN(auto workers, store_->LoadWorkers());
   for (auto& w : workers) {
+    if (now - w.last_heartbeat_ms() > options_.worker_expiry_ms) continue;  // history only
     w.set_connected(false);
     offline_[w.name()] = std::move(w);
   }
@@ -117,10 +121,13 @@ absl::StatusOr<tern::v1::Job> Coordinator::GetJob(const std::string& id) const {
   return it->second.job;
 }
 
-std::vector<tern::v1::Job> Coordinator::ListJobs(tern::v1::JobState state, int limit) const {
+std::vector<tern::v1::Job> Coordinator::ListJobs(tern::v1::JobState state, int limit,
+                                                 const std::string& before_id) const {
   if (limit <= 0) limit = 1000;
   std::vector<tern::v1::Job> out;
-  for (auto it = jobs_.rbegin(); it != jobs_.rend() && static_cast<int>(out.size()) < limit; ++it) {
+  auto it =
+      before_id.empty() ? jobs_.rbegin() : std::make_reverse_iterator(jobs_.lower_bound(before_id));
+  for (; it != jobs_.rend() && static_cast<int>(out.size()) < limit; ++it) {
     if (state != tern::v1::JOB_STATE_UNSPECIFIED && it->second.job.state() != state) continue;
     out.push_back(it->second.job);
   }
@@ -137,6 +144,7 @@ absl::StatusOr<tern::v1::Job> Coordinator::Cancel(const std::string& id,
   }
   const std::string why = reason.empty() ? "cancelled by user" : reason;
   pending_.erase(std::remove(pending_.begin(), pending_.end(), id), pending_.end());
+  resharding_.erase(id);
   CancelRanks(*rt, why);
   rt->job.set_message(why);
   SetState(*rt, tern::v1::JOB_STATE_CANCELLED, "state", why);
@@ -185,7 +193,7 @@ void Coordinator::AddEvent(JobRuntime& rt, const std::string& kind, const std::s
   if (auto st = store_->AppendEvent(ev); !st.ok()) {
     spdlog::error("job {}: cannot store event: {}", rt.job.id(), st.ToString());
   }
-  spdlog::info("job {} [{}] {}", rt.job.id(), kind, message);
+  spdlog::info("job {} [{}] {}", rt.job.id(), Printable(kind), Printable(message, 1024));
   tern::v1::WatchJobResponse item;
   *item.mutable_event() = std::move(ev);
   hub_.Publish(rt.job.id(), item);
@@ -227,11 +235,15 @@ void Coordinator::CancelRanks(JobRuntime& rt, const std::string& reason) {
     tern::v1::CoordinatorMessage msg;
     msg.mutable_cancel()->set_job_id(rt.job.id());
     msg.mutable_cancel()->set_reason(reason);
+    msg.mutable_cancel()->set_round(rt.job.round());
     membership_.Send(w, std::move(msg));
   }
 }
 
 void Coordinator::Schedule() {
+  // Running jobs between rounds come first: they hold a place in the cluster already.
+  for (const std::string& id : std::vector<std::string>(resharding_.begin(), resharding_.end()))
+    NextRound(jobs_[id]);
   std::vector<PendingJob> pending;
   for (const auto& id : pending_) {
     const auto& r = jobs_[id].job.spec().resources();
@@ -239,9 +251,23 @@ void Coordinator::Schedule() {
         {id, r.has_nodes() ? r.nodes() : 1, r.has_ranks_per_node() ? r.ranks_per_node() : 1});
   }
   if (pending.empty()) return;
-  for (const Placement& p : scheduler_->Schedule(pending, membership_.Free())) {
+  const std::vector<FreeSlots> free = membership_.Free();
+  std::set<std::string> started;
+  for (const Placement& p : scheduler_->Schedule(pending, free)) {
     pending_.erase(std::remove(pending_.begin(), pending_.end(), p.job_id), pending_.end());
+    started.insert(p.job_id);
     StartRound(jobs_[p.job_id], p);
+  }
+  // Every job still waiting says for what, and what the cluster has (stored when it changes).
+  for (const PendingJob& job : pending) {
+    if (started.count(job.id)) continue;
+    JobRuntime& rt = jobs_[job.id];
+    std::string message = PendingMessage(job, free);
+    if (rt.job.message() == message) continue;
+    rt.job.set_message(std::move(message));
+    if (auto st = store_->PutJob(rt.job); !st.ok()) {
+      spdlog::error("job {}: cannot store its message: {}", rt.job.id(), st.ToString());
+    }
   }
 }
 
@@ -251,7 +277,8 @@ tern::v1::CoordinatorMessage Coordinator::MakeAssignment(const JobRuntime& rt,
   auto* a = msg.mutable_assign();
   a->set_job_id(rt.job.id());
   a->set_round(rt.job.round());
-  *a->mutable_spec() = rt.job.spec();
+  *a->mutable_spec() = RoundSpec(rt);
+  a->set_resume(rt.job.round() > 1);  // every round after the first continues
   a->set_world_size(rt.job.world_size());
   const auto& res = rt.job.spec().resources();
   a->set_ranks_per_node(res.has_ranks_per_node() ? res.ranks_per_node() : 1);
@@ -266,6 +293,7 @@ void Coordinator::StartRound(JobRuntime& rt, const Placement& placement) {
   const int world = rpn * static_cast<int>(placement.workers.size());
   rt.job.set_round(rt.job.round() + 1);
   rt.job.set_world_size(world);
+  rt.job.clear_message();  // the PENDING line
   rt.job.clear_placement();
   rt.ranks.clear();
   std::vector<std::string> where;
@@ -312,13 +340,18 @@ void Coordinator::HandleRankExit(const std::string& worker, const std::string& j
     Schedule();  // its slot is free now
     return;
   }
+  if (rt->job.state() == tern::v1::JOB_STATE_RESHARDING) {  // a rank of the stopped round
+    NextRound(*rt);
+    Schedule();
+    return;
+  }
   if (exit_code != 0) {
-    FailJob(*rt, "rank_exit",
-            absl::StrCat("rank ", rank, " on worker ", worker, " exited with code ", exit_code,
-                         detail.empty() || detail.rfind("exited", 0) == 0
-                             ? ""
-                             : absl::StrCat(" (", detail, ")")),
-            rank, worker);
+    RoundFailed(*rt, "rank_exit",
+                absl::StrCat("rank ", rank, " on worker ", worker, " exited with code ", exit_code,
+                             detail.empty() || detail.rfind("exited", 0) == 0
+                                 ? ""
+                                 : absl::StrCat(" (", detail, ")")),
+                rank, worker);
     return;
   }
   const bool all_done = std::all_of(rt->ranks.begin(), rt->ranks.end(), [](const auto& kv) {
@@ -332,13 +365,6 @@ void Coordinator::HandleRankExit(const std::string& worker, const std::string& j
     AddEvent(*rt, "rank_exit", absl::StrCat("rank ", rank, " finished (exit 0) on ", worker), rank,
              worker);
   }
-}
-
-bool Coordinator::TryElasticResume(JobRuntime& rt, const std::string& worker) {
-  // Later: if rt.job.spec().elastic().enabled() and enough nodes remain, move the job to
-  // RESHARDING, pick the newest complete checkpoint under the job's checkpoint root,
-  // compute the new layout and StartRound() on the remaining workers.
-  return false;
 }
 
 bool Coordinator::IsJobActive(const std::string& id) {

@@ -31,7 +31,11 @@ struct CoordinatorOptions {
   int32_t heartbeat_interval_ms = 1000;  // what workers are told to use
   int64_t reconnect_grace_ms = 15000;    // after a restart: how long RUNNING jobs wait for workers
   int64_t tick_ms = 200;                 // failure-detection period
+  int64_t worker_expiry_ms = 600000;     // a disconnected worker leaves the listings after this
 };
+
+// The most slots one worker may offer.
+inline constexpr int kMaxWorkerSlots = 4096;
 
 bool IsTerminal(tern::v1::JobState s);
 std::string StateName(tern::v1::JobState s);  // "RUNNING"
@@ -48,7 +52,9 @@ class Coordinator {
   // ---- JobService (spec already validated by the handler).
   absl::StatusOr<std::string> Submit(const tern::v1::JobSpec& spec);
   absl::StatusOr<tern::v1::Job> GetJob(const std::string& id) const;
-  std::vector<tern::v1::Job> ListJobs(tern::v1::JobState state, int limit) const;
+  // Newest first, at most `limit` (0 = 1000), only jobs older than `before_id` when set.
+  std::vector<tern::v1::Job> ListJobs(tern::v1::JobState state, int limit,
+                                      const std::string& before_id = "") const;
   absl::StatusOr<tern::v1::Job> Cancel(const std::string& id, const std::string& reason);
   // Sends the snapshot and history to `sink`, then subscribes it (or closes it if finished).
   absl::Status Watch(const std::string& id, std::shared_ptr<WatchSink> sink);
@@ -82,6 +88,7 @@ class Coordinator {
     std::map<int, RankRuntime> ranks;  // current round
     std::set<std::string> awaiting;    // workers to reconnect after a ternd restart
     int64_t await_deadline_ms = 0;
+    int64_t incident_ms = 0;  // when the current elastic incident was detected (0 = none)
   };
 
   JobRuntime* Find(const std::string& id);
@@ -103,13 +110,21 @@ class Coordinator {
   void HandleMetric(const tern::v1::MetricPoint& point);
   void AppendLog(const std::string& worker, const tern::v1::RankLog& log);
   void WorkerLost(const std::string& worker, const std::string& why);
-  // Elastic-resume hook: a job that lost `worker` may continue in a new round on the nodes
-  // that remain (DESIGN.md "Job lifecycle"). Returns true when it took the job over. Not
-  // implemented yet: always false, so the job fails.
-  bool TryElasticResume(JobRuntime& rt, const std::string& worker);
   void ReconcileReportedRanks(const std::string& worker, const tern::v1::RegisterRequest& req,
                               tern::v1::RegisterResponse* resp);
   void Tick();
+  // ---- Elastic rounds (elastic.cc). The one path every failure of a running round takes:
+  // without elastic.enabled (or with no restarts left) the job fails; with it the round is
+  // stopped (survivors cancelled), the job is RESHARDING until every rank of the round is
+  // gone, then NextRound() starts the next round on the workers that remain.
+  void RoundFailed(JobRuntime& rt, const std::string& kind, const std::string& message, int rank,
+                   const std::string& worker);
+  // RESHARDING: starts the next round when the stopped one is gone and enough workers are
+  // free (else says what it waits for).
+  void NextRound(JobRuntime& rt);
+  // The spec the ranks of the current round run: the submitted spec with the round's layout
+  // (nodes, and the gradient accumulation that keeps the global batch).
+  tern::v1::JobSpec RoundSpec(const JobRuntime& rt) const;
   void PersistWorker(const std::string& name);
   void CacheState(const tern::v1::Job& job);
 
@@ -122,6 +137,7 @@ class Coordinator {
   MetricsHub hub_;
   std::map<std::string, JobRuntime> jobs_;
   std::deque<std::string> pending_;                      // FIFO of PENDING job ids
+  std::set<std::string> resharding_;                     // RESHARDING job ids
   std::map<std::string, tern::v1::WorkerInfo> offline_;  // known workers not connected
 
   mutable std::mutex cache_mu_;

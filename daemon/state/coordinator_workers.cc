@@ -10,24 +10,42 @@
 #include "absl/strings/str_join.h"
 #include "daemon/state/coordinator.h"
 #include "daemon/state/cpu_overlap.h"
+#include "worker/core/status.h"
+#include "worker/core/text.h"
 
 namespace tern::daemon {
 
 absl::StatusOr<tern::v1::RegisterResponse> Coordinator::RegisterWorker(
     const tern::v1::RegisterRequest& req) {
-  if (req.name().empty()) return absl::InvalidArgumentError("RegisterRequest.name is empty");
-  if (req.slots() < 1) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("worker ", req.name(), ": slots must be >= 1 (got ", req.slots(), ")"));
+  TERN_RETURN_IF_ERROR(CheckName("worker name (tern-worker --name)", req.name(), false));
+  TERN_RETURN_IF_ERROR(CheckName("worker host", req.host(), true));
+  if (req.slots() < 1 || req.slots() > kMaxWorkerSlots) {
+    return absl::InvalidArgumentError(absl::StrCat("worker ", req.name(), ": slots must be 1..",
+                                                   kMaxWorkerSlots, " (got ", req.slots(), ")"));
   }
-  const bool known = membership_.Find(req.name()) != nullptr;
+  TERN_RETURN_IF_ERROR(CheckCpuSets(req));
+  const int64_t now = NowMs();
+  const WorkerState* holder = membership_.Find(req.name());
+  if (holder && (req.instance_id().empty() || holder->instance_id != req.instance_id()) &&
+      Membership::Live(*holder, now, options_.heartbeat_timeout_ms)) {
+    spdlog::warn("refused a second worker named \"{}\" (host {}): the name is held by host {}",
+                 Printable(req.name()), Printable(req.host()), Printable(holder->info.host()));
+    return absl::AlreadyExistsError(absl::StrCat(
+        "worker name \"", Printable(req.name()), "\" is held by a live session (host ",
+        Printable(holder->info.host()), ", last heartbeat ", now - holder->info.last_heartbeat_ms(),
+        " ms ago) --> hint: give this worker another --name, or stop the other one: the name is "
+        "free once its session ends (disconnect, or ",
+        options_.heartbeat_timeout_ms, " ms without a heartbeat)"));
+  }
+  const bool known = holder != nullptr;
   tern::v1::RegisterResponse resp;
   resp.set_worker_id(req.name());
-  resp.set_session_id(membership_.Register(req, NowMs()));
+  resp.set_session_id(membership_.Register(req, now));
   resp.set_heartbeat_interval_ms(options_.heartbeat_interval_ms);
   offline_.erase(req.name());
-  spdlog::info("worker {} ({}) {} with {} slots, {} known ranks", req.name(), req.host(),
-               known ? "re-registered" : "registered", req.slots(), req.ranks_size());
+  spdlog::info("worker {} ({}) {} with {} slots, {} known ranks", Printable(req.name()),
+               Printable(req.host()), known ? "re-registered" : "registered", req.slots(),
+               req.ranks_size());
   ReconcileReportedRanks(req.name(), req, &resp);
   PersistWorker(req.name());
   return resp;
@@ -41,10 +59,14 @@ void Coordinator::ReconcileReportedRanks(const std::string& worker,
   for (const auto& r : req.ranks()) {
     JobRuntime* rt = Find(r.job_id());
     auto it = rt ? rt->ranks.find(r.rank()) : decltype(rt->ranks.end()){};
-    const bool ours = rt && !IsTerminal(rt->job.state()) && r.round() == rt->job.round() &&
-                      it != rt->ranks.end() && it->second.worker == worker;
+    const bool ours =
+        rt && !IsTerminal(rt->job.state()) && rt->job.state() != tern::v1::JOB_STATE_RESHARDING &&
+        r.round() == rt->job.round() && it != rt->ranks.end() && it->second.worker == worker;
     if (!ours) {
       if (r.running()) orphan_jobs.insert(r.job_id());
+      // A rank of a round being stopped: gone only once the worker reports its exit.
+      if (r.running() && rt && rt->job.state() == tern::v1::JOB_STATE_RESHARDING)
+        reported.insert({r.job_id(), r.rank()});
       continue;
     }
     reported.insert({r.job_id(), r.rank()});
@@ -75,11 +97,18 @@ void Coordinator::ReconcileReportedRanks(const std::string& worker,
       if (r.worker != worker || r.exited || reported.count({id, rank})) continue;
       (r.started ? lost : resend).push_back(rank);
     }
+    if (rt.job.state() == tern::v1::JOB_STATE_RESHARDING) {
+      // Between rounds: what this worker no longer runs of the stopped round is gone.
+      for (int rank : lost) rt.ranks[rank].exited = true;
+      for (int rank : resend) rt.ranks[rank].exited = true;
+      NextRound(rt);
+      continue;
+    }
     if (!lost.empty()) {
-      FailJob(rt, "worker_lost",
-              absl::StrCat("worker ", worker, " re-registered without rank(s) ",
-                           absl::StrJoin(lost, ","), " (worker restarted?)"),
-              lost[0], worker);
+      RoundFailed(rt, "worker_lost",
+                  absl::StrCat("worker ", worker, " re-registered without rank(s) ",
+                               absl::StrJoin(lost, ","), " (worker restarted?)"),
+                  lost[0], worker);
       continue;
     }
     if (!resend.empty()) {
@@ -106,8 +135,8 @@ absl::Status Coordinator::OpenSession(const std::string& worker, int64_t session
 
 void Coordinator::OnSessionClosed(const std::string& worker, int64_t session_id) {
   if (membership_.Detach(worker, session_id)) {
-    spdlog::warn("worker {}: session closed; lost unless it reconnects within {} ms", worker,
-                 options_.heartbeat_timeout_ms);
+    spdlog::warn("worker {}: session closed; lost unless it reconnects within {} ms",
+                 Printable(worker), options_.heartbeat_timeout_ms);
   }
 }
 
@@ -184,7 +213,7 @@ void Coordinator::AppendLog(const std::string& worker, const tern::v1::RankLog& 
 void Coordinator::WorkerLost(const std::string& worker, const std::string& why) {
   auto state = membership_.Remove(worker);
   if (!state) return;
-  spdlog::warn("worker {} lost: {}", worker, why);
+  spdlog::warn("worker {} lost: {}", Printable(worker), Printable(why));
   state->info.set_connected(false);
   offline_[worker] = state->info;
   (void)store_->PutWorker(state->info);
@@ -198,10 +227,15 @@ void Coordinator::WorkerLost(const std::string& worker, const std::string& why) 
       }
     }
     if (lost_rank < 0) continue;
-    if (TryElasticResume(rt, worker)) continue;
-    FailJob(rt, "worker_lost",
-            absl::StrCat("worker ", worker, " lost (", why, "); it ran rank ", lost_rank),
-            lost_rank, worker);
+    if (rt.job.state() == tern::v1::JOB_STATE_RESHARDING) {  // NextRound sees it gone
+      AddEvent(rt, "node_lost",
+               absl::StrCat("worker ", worker, " lost (", why, "); it ran rank ", lost_rank),
+               lost_rank, worker);
+      continue;
+    }
+    RoundFailed(rt, "worker_lost",
+                absl::StrCat("worker ", worker, " lost (", why, "); it ran rank ", lost_rank),
+                lost_rank, worker);
   }
   Schedule();
 }
@@ -211,13 +245,31 @@ void Coordinator::Tick() {
   for (const auto& name : membership_.Expired(now, options_.heartbeat_timeout_ms)) {
     WorkerLost(name, absl::StrCat("no heartbeat for ", options_.heartbeat_timeout_ms, " ms"));
   }
+  // Workers gone for longer than --worker-expiry leave the listings (their row stays in
+  // the state db as history).
+  for (auto it = offline_.begin(); it != offline_.end();) {
+    if (now - it->second.last_heartbeat_ms() > options_.worker_expiry_ms) {
+      spdlog::info("worker {} expired from the listings (gone for more than {} ms)",
+                   Printable(it->first), options_.worker_expiry_ms);
+      it = offline_.erase(it);
+    } else {
+      ++it;
+    }
+  }
   for (auto& [id, rt] : jobs_) {
     if (rt.awaiting.empty() || now < rt.await_deadline_ms || IsTerminal(rt.job.state())) continue;
     const std::string missing = absl::StrJoin(rt.awaiting, ", ");
-    FailJob(rt, "worker_lost",
-            absl::StrCat("worker(s) ", missing, " did not reconnect within ",
-                         options_.reconnect_grace_ms, " ms of ternd restarting"),
-            -1, *rt.awaiting.begin());
+    if (rt.job.state() == tern::v1::JOB_STATE_RESHARDING) {  // restored between rounds
+      for (auto& [rank, r] : rt.ranks)
+        if (rt.awaiting.count(r.worker)) r.exited = true;
+      rt.awaiting.clear();
+      NextRound(rt);
+      continue;
+    }
+    RoundFailed(rt, "worker_lost",
+                absl::StrCat("worker(s) ", missing, " did not reconnect within ",
+                             options_.reconnect_grace_ms, " ms of ternd restarting"),
+                -1, *rt.awaiting.begin());
   }
   loop_->PostAfter(std::chrono::milliseconds(options_.tick_ms), [this] { Tick(); });
 }
@@ -237,7 +289,7 @@ std::vector<tern::v1::WorkerInfo> Coordinator::ListWorkers() const {
 void Coordinator::PersistWorker(const std::string& name) {
   if (WorkerState* w = membership_.Find(name)) {
     if (auto st = store_->PutWorker(w->info); !st.ok()) {
-      spdlog::error("cannot store worker {}: {}", name, st.ToString());
+      spdlog::error("cannot store worker {}: {}", Printable(name), st.ToString());
     }
   }
 }

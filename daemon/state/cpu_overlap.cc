@@ -2,8 +2,27 @@
 
 #include "absl/strings/str_cat.h"
 #include "worker/core/cpu_set.h"
+#include "worker/core/text.h"
 
 namespace tern::daemon {
+
+absl::Status CheckCpuSets(const tern::v1::RegisterRequest& req) {
+  if (req.cpu_sets().empty()) return absl::OkStatus();
+  if (req.cpu_sets_size() != req.slots()) {
+    return absl::InvalidArgumentError(absl::StrCat("worker ", Printable(req.name()), ": ",
+                                                   req.cpu_sets_size(), " CPU sets for ",
+                                                   req.slots(), " slots (want one per slot)"));
+  }
+  for (int i = 0; i < req.cpu_sets_size(); ++i) {
+    auto set = cpu::ParseCpuList(req.cpu_sets(i));
+    if (!set.ok()) {
+      return absl::InvalidArgumentError(absl::StrCat("worker ", Printable(req.name()),
+                                                     ": CPU set of slot ", i, ": ",
+                                                     Printable(set.status().message())));
+    }
+  }
+  return absl::OkStatus();
+}
 
 std::map<std::string, std::vector<std::string>> CpuOverlapWarnings(
     const std::vector<tern::v1::WorkerInfo>& workers) {

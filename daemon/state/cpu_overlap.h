@@ -7,9 +7,14 @@
 #include <string>
 #include <vector>
 
+#include "absl/status/status.h"
 #include "tern/v1/cluster.pb.h"
 
 namespace tern::daemon {
+
+// RegisterRequest.cpu_sets: none, or one valid cpulist per slot (INVALID_ARGUMENT naming
+// the worker and the set otherwise).
+absl::Status CheckCpuSets(const tern::v1::RegisterRequest& req);
 
 // For each connected worker whose CPUs overlap another connected worker's on the same host:
 // one line per such peer, e.g. "CPUs 0-1 overlap worker b on host h (--cpus)". Workers that

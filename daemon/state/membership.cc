@@ -4,8 +4,10 @@ namespace tern::daemon {
 
 int64_t Membership::Register(const tern::v1::RegisterRequest& req, int64_t now_ms) {
   auto& w = workers_[req.name()];
-  if (!w) {
-    w = std::make_unique<WorkerState>();
+  if (!w) w = std::make_unique<WorkerState>();
+  // A new process under this name (not a reconnect of the same one) registers anew.
+  if (w->info.registered_ms() == 0 || req.instance_id().empty() ||
+      req.instance_id() != w->instance_id) {
     w->info.set_registered_ms(now_ms);
   }
   w->info.set_name(req.name());
@@ -13,6 +15,8 @@ int64_t Membership::Register(const tern::v1::RegisterRequest& req, int64_t now_m
   w->info.set_slots(req.slots());
   *w->info.mutable_cpu_sets() = req.cpu_sets();
   w->info.set_last_heartbeat_ms(now_ms);
+  w->instance_id = req.instance_id();
+  w->detached = false;
   if (w->session)
     w->session->Close(grpc::Status(grpc::StatusCode::ABORTED, "replaced by a new session"));
   w->session.reset();
@@ -38,7 +42,13 @@ bool Membership::Detach(const std::string& name, int64_t session_id) {
   if (!w || w->session_id != session_id) return false;
   w->session.reset();
   w->info.set_connected(false);
+  w->detached = true;
   return true;
+}
+
+bool Membership::Live(const WorkerState& w, int64_t now_ms, int64_t timeout_ms) {
+  if (w.session) return true;
+  return !w.detached && now_ms - w.info.last_heartbeat_ms() <= timeout_ms;
 }
 
 void Membership::Heartbeat(const std::string& name, int64_t now_ms) {
@@ -82,7 +92,9 @@ std::vector<FreeSlots> Membership::Free() const {
   std::vector<FreeSlots> out;
   for (const auto& [name, w] : workers_) {
     if (!w->session) continue;
-    out.push_back({name, w->info.slots() - static_cast<int>(w->ranks.size())});
+    out.push_back({.worker = name,
+                   .free = w->info.slots() - static_cast<int>(w->ranks.size()),
+                   .total = w->info.slots()});
   }
   return out;
 }

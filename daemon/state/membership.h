@@ -21,6 +21,8 @@ using SessionSink = StreamSink<tern::v1::CoordinatorMessage>;
 struct WorkerState {
   tern::v1::WorkerInfo info;                          // name, host, slots, timestamps
   int64_t session_id = 0;                             // from the latest Register
+  std::string instance_id;                            // the tern-worker process holding it
+  bool detached = false;                              // its session ended (not yet lost)
   std::shared_ptr<SessionSink> session;               // null while disconnected
   std::set<std::pair<std::string, int>> ranks;        // (job, rank) occupying a slot each
   std::vector<tern::v1::CoordinatorMessage> pending;  // sent once the session opens
@@ -50,6 +52,9 @@ class Membership {
   std::vector<std::string> Expired(int64_t now_ms, int64_t timeout_ms) const;
   std::vector<FreeSlots> Free() const;  // connected workers only
   WorkerState* Find(const std::string& name);
+  // Held by a live session: attached, or registered and heartbeating within `timeout_ms`
+  // and not detached since.
+  static bool Live(const WorkerState& w, int64_t now_ms, int64_t timeout_ms);
   std::vector<tern::v1::WorkerInfo> List() const;
   size_t size() const { return workers_.size(); }
 

@@ -3,6 +3,7 @@
 #pragma once
 
 #include <memory>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -16,7 +17,8 @@ struct PendingJob {
 
 struct FreeSlots {
   std::string worker;
-  int free = 0;
+  int free = 0;   // slots not occupied now
+  int total = 0;  // slots the worker offers
 };
 
 struct Placement {
@@ -32,10 +34,19 @@ class Scheduler {
                                           std::vector<FreeSlots> free) = 0;
 };
 
-// Strict FIFO gang scheduling: the oldest pending job starts as soon as `nodes` distinct
-// workers each have `ranks_per_node` free slots; younger jobs wait behind it (no backfill,
-// so a large job is never starved). Among fitting workers the ones with the fewest free
-// slots are used first (best fit), ties by name.
+// FIFO gang scheduling with backfill: jobs are considered oldest first; a job starts as soon
+// as `nodes` distinct workers each have `ranks_per_node` free slots. A job that does not fit
+// never blocks the jobs behind it. Against starvation, the oldest job that does not fit now
+// but could once running jobs finish (enough workers offer `ranks_per_node` slots in all)
+// reserves the workers it will use; younger jobs backfill on the other workers only. A job
+// that the live workers could never hold reserves nothing. Among fitting workers the ones
+// with the fewest free slots are used first (best fit), ties by name.
 std::unique_ptr<Scheduler> NewFifoGangScheduler();
+
+// Whether the live workers could ever hold `job` (each of `nodes` workers offering
+// `ranks_per_node` slots in all), and the human line a PENDING job carries:
+// "waiting for 3 nodes x 2 slots; cluster has 2 live workers with 2, 2 free slots (of 2, 2)".
+bool CouldEverFit(const PendingJob& job, const std::vector<FreeSlots>& workers);
+std::string PendingMessage(const PendingJob& job, const std::vector<FreeSlots>& workers);
 
 }  // namespace tern::daemon

@@ -6,6 +6,7 @@
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "infra/http/bounded_server.h"
 
 namespace tern::infra {
 
@@ -39,6 +40,7 @@ absl::StatusOr<int> HttpListener::Start(httplib::Server* server, const std::stri
         absl::StrCat("cannot listen on ", flag, " ", address,
                      " --> hint: is the port in use? (port 0 picks a free one)"));
   }
+  if (auto* bounded = dynamic_cast<BoundedServer*>(server)) bounded->RaiseListenBacklog();
   server_ = server;
   port_ = port;
   thread_ = std::thread([server] { server->listen_after_bind(); });

@@ -86,6 +86,8 @@ Cluster::Cluster(ClusterOptions options) : options_(std::move(options)) {
     std::ofstream(dir_ + "/admin.token") << options_.admin_token << "\n";
   if (!options_.worker_token.empty())
     std::ofstream(dir_ + "/worker.token") << options_.worker_token << "\n";
+  if (!options_.read_token.empty())
+    std::ofstream(dir_ + "/read.token") << options_.read_token << "\n";
 }
 
 Cluster::~Cluster() {
@@ -137,6 +139,10 @@ bool Cluster::StartTernd() {
   if (!options_.worker_token.empty()) {
     argv.insert(argv.end(), {"--worker-token-file", dir_ + "/worker.token"});
   }
+  if (!options_.read_token.empty()) {
+    argv.insert(argv.end(), {"--read-token-file", dir_ + "/read.token"});
+  }
+  argv.insert(argv.end(), options_.ternd_args.begin(), options_.ternd_args.end());
   ternd_ = std::make_unique<Process>(argv, std::vector<std::string>{},
                                      dir_ + "/ternd." + std::to_string(ternd_starts_++) + ".log");
   const auto end = std::chrono::steady_clock::now() + std::chrono::seconds(10);

@@ -41,6 +41,9 @@ struct ClusterOptions {
   // Initialised, so that designated initializers may leave them out (-Wmissing-field-initializers).
   std::string admin_token{};  // when set, ternd requires it (and worker_token for workers)
   std::string worker_token{};
+  std::string read_token{};  // when set, ternd gets it as --read-token-file
+  // Extra ternd flags (e.g. {"--worker-expiry", "1s"}).
+  std::vector<std::string> ternd_args{};
   // Start ternd with --checkpoint-root <dir>/ckroot (see Cluster::checkpoint_root()).
   bool checkpoint_root = false;
 };
@@ -80,6 +83,8 @@ class Cluster {
   // ternd's dashboard/API/metrics port (--http 127.0.0.1:0, kept across restarts).
   int http_port() const { return http_port_; }
   std::string bin(const std::string& name) const;
+  // The running ternd (null before StartTernd()).
+  Process* ternd() const { return ternd_.get(); }
   std::string fake_rank() const;
 
  private:

@@ -58,10 +58,12 @@ std::unique_ptr<httplib::Client> Http(const Cluster& c) {
 }
 
 // The whole SSE stream of a job (it ends after the job's terminal event).
-std::string ReadEvents(const Cluster& c, const std::string& id, const std::string& last_id = "") {
+std::string ReadEvents(const Cluster& c, const std::string& id, const std::string& last_id = "",
+                       const std::string& token_cookie = "") {
   auto cli = Http(c);
   httplib::Headers h = {{"Accept-Encoding", "gzip, deflate, br"}};  // as browsers send
   if (!last_id.empty()) h.emplace("Last-Event-ID", last_id);
+  if (!token_cookie.empty()) h.emplace("Cookie", "theme=dark; tern_token=" + token_cookie);
   std::string body;
   auto res = cli->Get(("/api/jobs/" + id + "/events").c_str(), h, [&](const char* data, size_t n) {
     body.append(data, n);
@@ -292,12 +294,15 @@ TEST(DashboardE2ETest, CancelWorksOnlyWithTheAdminToken) {
   EXPECT_EQ(post("Bearer guess"), 401);
   EXPECT_EQ(post("admin-secret"), 401);  // not "Bearer <token>"
   EXPECT_EQ(post("Bearer worker-secret"), 403);
-  EXPECT_EQ(nlohmann::json::parse(cli->Get(("/api/jobs/" + id).c_str())->body)["state"], "RUNNING");
+  const httplib::Headers reader = {{"Authorization", "Bearer worker-secret"}};  // any token reads
+  EXPECT_EQ(nlohmann::json::parse(cli->Get(("/api/jobs/" + id).c_str(), reader)->body)["state"],
+            "RUNNING");
   EXPECT_EQ(post("Bearer admin-secret"), 200);
-  EXPECT_EQ(nlohmann::json::parse(cli->Get(("/api/jobs/" + id).c_str())->body)["state"],
+  EXPECT_EQ(nlohmann::json::parse(cli->Get(("/api/jobs/" + id).c_str(), reader)->body)["state"],
             "CANCELLED");
   EXPECT_EQ(post("Bearer admin-secret"), 409);  // already cancelled
-  auto blocks = ParseSse(ReadEvents(c, id));
+  // The browser's EventSource sends the token as the tern_token cookie (URL-encoded).
+  auto blocks = ParseSse(ReadEvents(c, id, "", "worker%2Dsecret"));
   ASSERT_FALSE(blocks.empty());
   EXPECT_EQ(blocks.back().event, "end");
   EXPECT_NE(blocks[blocks.size() - 2].data.find("cancelled from the dashboard"), std::string::npos);

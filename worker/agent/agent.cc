@@ -2,7 +2,10 @@
 
 #include <spdlog/spdlog.h>
 
+#include <random>
+
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 #include "infra/rpc/channel.h"
 
 namespace tern::agent {
@@ -30,16 +33,20 @@ absl::StatusOr<std::shared_ptr<grpc::Channel>> CoordinatorChannel(const AgentOpt
 
 bool Permanent(grpc::StatusCode c) {
   return c == grpc::StatusCode::UNAUTHENTICATED || c == grpc::StatusCode::PERMISSION_DENIED ||
-         c == grpc::StatusCode::INVALID_ARGUMENT;
+         c == grpc::StatusCode::INVALID_ARGUMENT || c == grpc::StatusCode::ALREADY_EXISTS;
 }
 
 }  // namespace
 
 Agent::Agent(AgentOptions options) : options_(std::move(options)) {
+  // Tells ternd a reconnect of this process from another process using the same --name.
+  std::random_device rd;
+  instance_id_ = absl::StrFormat("%08x%08x%08x%08x", rd(), rd(), rd(), rd());
   launch_.rank_binary = options_.rank_binary;
   launch_.coordinator = options_.coordinator;
   launch_.scratch = options_.scratch;
   launch_.token_file = options_.token_file;
+  launch_.bind_address = options_.advertise_address;
   launch_.threads_per_slot = std::max(1, options_.cores / std::max(1, options_.slots));
   supervisor_ = std::make_unique<RankSupervisor>(
       options_.grace, [this](tern::v1::WorkerMessage m) { Enqueue(std::move(m)); },
@@ -134,6 +141,7 @@ absl::Status Agent::RunSession(tern::v1::WorkerService::Stub* stub) {
   reg.set_name(options_.name);
   reg.set_host(options_.host);
   reg.set_slots(options_.slots);
+  reg.set_instance_id(instance_id_);
   for (const auto& set : options_.slot_cpus) reg.add_cpu_sets(cpu::FormatCpuList(set));
   for (auto& r : supervisor_->Snapshot()) *reg.add_ranks() = std::move(r);
   tern::v1::RegisterResponse resp;

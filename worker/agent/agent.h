@@ -41,6 +41,9 @@ struct AgentOptions {
   // One CPU set per slot, each rank bound to its slot's (see worker/core/cpu_set.h); empty =
   // no binding (threads = cores / slots).
   std::vector<cpu::CpuList> slot_cpus;
+  // The address ranks bind their collective transport to and peers on other hosts connect to
+  // (--advertise-address; default: the local address of the route to the coordinator).
+  std::string advertise_address;
 };
 
 class Agent {
@@ -66,6 +69,7 @@ class Agent {
   void Wake();
 
   const AgentOptions options_;
+  std::string instance_id_;  // random per process: see RegisterRequest.instance_id
   LaunchContext launch_;
   std::unique_ptr<RankSupervisor> supervisor_;
   AgentMetrics metrics_;

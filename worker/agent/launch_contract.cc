@@ -57,6 +57,11 @@ std::vector<std::string> BuildRankArgv(const LaunchContext& ctx, const tern::v1:
     argv.push_back("--token-file");
     argv.push_back(ctx.token_file);
   }
+  if (a.resume()) argv.push_back("--resume-if-any");
+  if (!ctx.bind_address.empty()) {
+    argv.push_back("--bind-address");
+    argv.push_back(ctx.bind_address);
+  }
   return argv;
 }
 

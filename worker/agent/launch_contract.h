@@ -2,7 +2,8 @@
 //
 //   <rank-binary> rank --spec-file <scratch>/<job>/spec.json --rank R --world-size W
 //     --ranks-per-node M --rendezvous <coordinator addr> --rendezvous-prefix <job>/<round>
-//     --threads T --json [--cpus LIST] [--token-file F]
+//     --threads T --json [--cpus LIST] [--token-file F] [--resume-if-any]
+//     [--bind-address A]
 //
 // With CPU binding (tern-worker splits its --cpus into one set per slot, see
 // worker/core/cpu_set.h) the rank is started bound to its slot's set (sched_setaffinity
@@ -31,6 +32,7 @@ struct LaunchContext {
   std::string scratch;       // worker scratch dir
   std::string token_file;    // passed to ranks when non-empty
   int threads_per_slot = 1;  // cores / slots
+  std::string bind_address;  // --bind-address for every rank ("" = the rank's default)
 };
 
 std::string JobDir(const LaunchContext& ctx, const std::string& job_id);

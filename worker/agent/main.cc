@@ -12,8 +12,10 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "infra/http/bounded_server.h"
 #include "infra/http/http_listener.h"
 #include "infra/http/prometheus_text.h"
+#include "infra/net_address.h"
 #include "infra/port_file.h"
 #include "infra/stop_signal.h"
 #include "infra/token_file.h"
@@ -82,6 +84,9 @@ void AddFlags(CLI::App& app, AgentOptions* opts, Flags* f) {
   app.add_option("--max-backoff", f->max_backoff, "longest wait between reconnect attempts")
       ->capture_default_str();
   app.add_option("--tls-ca", opts->tls_ca, "PEM root certificates: connect with TLS");
+  app.add_option("--advertise-address", opts->advertise_address,
+                 "address of this host that ranks on other hosts connect to (default: the "
+                 "local address of the route to --coordinator)");
   app.add_option("--metrics", f->metrics_addr,
                  "serve Prometheus metrics at http://ADDR/metrics (host:port, port 0 = pick one)");
   app.add_option("--metrics-port-file", f->metrics_port_file,
@@ -131,6 +136,16 @@ absl::Status ResolveOptions(const Flags& f, AgentOptions* opts) {
     opts->token_file = std::filesystem::absolute(opts->token_file).string();
   }
   TERN_RETURN_IF_ERROR(ResolveCpuSets(f, opts));
+  if (opts->advertise_address.empty()) {
+    auto local = tern::infra::LocalAddressTowards(opts->coordinator);
+    if (!local.ok())
+      return absl::Status(local.status().code(),
+                          absl::StrCat("--advertise-address: ", local.status().message(),
+                                       " --> hint: pass --advertise-address ADDR"));
+    opts->advertise_address = *local;
+  } else {
+    TERN_RETURN_IF_ERROR(tern::infra::CheckLocalAddress(opts->advertise_address));
+  }
   std::error_code ec;
   std::filesystem::create_directories(opts->scratch, ec);
   opts->scratch = std::filesystem::absolute(opts->scratch).string();
@@ -181,9 +196,11 @@ int main(int argc, char** argv) {
   }
   if (auto st = ResolveOptions(flags, &opts); !st.ok()) return Fail(st);
 
+  spdlog::info("ranks bind and peers connect at {} (--advertise-address)", opts.advertise_address);
   tern::infra::BlockStopSignals();  // before any thread starts
   tern::agent::Agent agent(opts);
-  httplib::Server metrics_server;
+  // Bounded like ternd's: idle connections cannot starve a Prometheus scrape.
+  tern::infra::BoundedServer metrics_server{tern::infra::HttpLimits{}};
   tern::infra::HttpListener metrics_listener;
   if (auto st = StartMetrics(flags, &agent, &metrics_server, &metrics_listener); !st.ok()) {
     return Fail(st);
@@ -192,6 +209,10 @@ int main(int argc, char** argv) {
   const int sig = tern::infra::WaitForStopSignal([&agent] { return !agent.fatal().ok(); });
   if (sig > 0) spdlog::info("signal {}: stopping ranks and exiting", sig);
   metrics_listener.Stop();
+  const absl::Status fatal = agent.fatal();
   agent.Stop();
+  if (sig <= 0 && !fatal.ok()) {
+    std::fprintf(stderr, "tern-worker: %s\n", std::string(fatal.message()).c_str());
+  }
   return sig > 0 ? 0 : 1;
 }

@@ -107,9 +107,15 @@ absl::Status WriteFileAtomic(const std::string& path, const std::string& content
   return FsyncDir(std::filesystem::path(path).parent_path().string());
 }
 
-absl::StatusOr<std::string> ReadSmallFile(const std::string& path) {
-  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+absl::StatusOr<std::string> ReadSmallFile(const std::string& path, size_t limit) {
+  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK);
   if (fd < 0) return ErrnoStatus(errno, "open", path);
+  struct stat st {};
+  if (::fstat(fd, &st) != 0 || !S_ISREG(st.st_mode) || uint64_t(st.st_size) > limit) {
+    ::close(fd);
+    return absl::DataLossError(
+        absl::StrCat(path, ": not a regular file of at most ", limit, " bytes"));
+  }
   std::string out;
   char buf[65536];
   while (true) {
@@ -122,6 +128,10 @@ absl::StatusOr<std::string> ReadSmallFile(const std::string& path) {
     }
     if (n == 0) break;
     out.append(buf, static_cast<size_t>(n));
+    if (out.size() > limit) {
+      ::close(fd);
+      return absl::DataLossError(absl::StrCat(path, ": more than ", limit, " bytes"));
+    }
   }
   ::close(fd);
   return out;

@@ -32,8 +32,9 @@ absl::Status ProbeWritableDir(const std::string& dir, const std::string& what);
 absl::Status WriteFileAtomic(const std::string& path, const std::string& content,
                              const char* fault_before_rename = nullptr);
 
-// Reads a whole (small) file.
-absl::StatusOr<std::string> ReadSmallFile(const std::string& path);
+// Reads a whole regular file of at most `limit` bytes (a manifest, `latest`); DATA_LOSS for
+// anything else (a device, a FIFO, a file too large).
+absl::StatusOr<std::string> ReadSmallFile(const std::string& path, size_t limit = size_t{1} << 30);
 
 // Test-only crash injection. When the environment variable TERN_CKPT_FAULT (or the value set
 // by SetFaultPointForTesting) equals `point`, the process kills itself with SIGKILL right

@@ -1,13 +1,20 @@
 #include "worker/checkpoint/manifest.h"
 
+#include <fcntl.h>
+#include <sys/file.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <chrono>
+#include <ctime>
 #include <filesystem>
 #include <map>
+#include <memory>
 #include <set>
 
+#include "absl/strings/ascii.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "worker/checkpoint/fs_util.h"
 #include "worker/core/status.h"
@@ -128,9 +135,63 @@ std::string ReadLatestName(const std::string& root) {
 
 }  // namespace
 
+namespace {
+
+// flock on <root>/.round.lock for the lifetime of the object.
+class RoundLock {
+ public:
+  static absl::StatusOr<std::unique_ptr<RoundLock>> Take(const std::string& root) {
+    const std::string path = root + "/.round.lock";
+    const int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+    if (fd < 0) return ErrnoStatus(errno, "open", path);
+    while (::flock(fd, LOCK_EX) != 0) {
+      if (errno == EINTR) continue;
+      const int err = errno;
+      ::close(fd);
+      return ErrnoStatus(err, "lock", path);
+    }
+    return std::unique_ptr<RoundLock>(new RoundLock(fd));
+  }
+  ~RoundLock() { ::close(fd_); }  // releases the lock
+
+ private:
+  explicit RoundLock(int fd) : fd_(fd) {}
+  int fd_;
+};
+
+// The round recorded in <root>/round; -1 when none.
+int64_t RecordedRound(const std::string& root) {
+  auto text = ReadSmallFile(root + "/round", 64);
+  int64_t r = -1;
+  if (!text.ok() || !absl::SimpleAtoi(absl::StripAsciiWhitespace(*text), &r)) return -1;
+  return r;
+}
+
+}  // namespace
+
+absl::Status ClaimRound(const std::string& root, int64_t round) {
+  TERN_ASSIGN_OR_RETURN(auto lock, RoundLock::Take(root));
+  const int64_t held = RecordedRound(root);
+  if (held > round)
+    return absl::FailedPreconditionError(absl::StrCat("checkpoint.dir ", root, " belongs to round ",
+                                                      held, " of this job; round ", round,
+                                                      " is stale"));
+  if (held == round) return absl::OkStatus();
+  return WriteFileAtomic(root + "/round", absl::StrCat(round, "\n"));
+}
+
 absl::Status CommitManifest(const std::string& root, int64_t step,
                             const std::vector<RankShardResult>& shards, const ParamTable& table,
                             const CommitOptions& options) {
+  std::unique_ptr<RoundLock> fence;
+  if (options.round >= 0) {
+    TERN_ASSIGN_OR_RETURN(fence, RoundLock::Take(root));
+    const int64_t held = RecordedRound(root);
+    if (held != options.round)
+      return absl::FailedPreconditionError(
+          absl::StrCat("checkpoint ", StepDirName(step), " of round ", options.round,
+                       " not committed: round ", held, " now holds ", root, " (fenced)"));
+  }
   const std::string name = StepDirName(step);
   const std::string dir = root + "/" + name;
   TERN_ASSIGN_OR_RETURN(Manifest m, BuildManifest(step, shards, table, options));
@@ -243,12 +304,38 @@ absl::StatusOr<std::vector<std::string>> ApplyRetention(const std::string& root,
   return removed;
 }
 
+absl::StatusOr<std::vector<std::string>> SetAsideNewerThan(const std::string& root, int64_t step) {
+  const std::time_t now = std::time(nullptr);
+  std::tm tm{};
+  gmtime_r(&now, &tm);
+  char stamp[32];
+  std::strftime(stamp, sizeof(stamp), "%Y%m%dT%H%M%SZ", &tm);
+  std::vector<std::string> newer, moved;
+  std::error_code ec;
+  for (const auto& e : fs::directory_iterator(root, ec)) {
+    const std::string name = e.path().filename().string();
+    if (ParseStepDirName(name) > step) newer.push_back(name);
+  }
+  if (ec) return ErrnoStatus(ec.value(), "list", root);
+  std::sort(newer.begin(), newer.end());
+  for (const auto& name : newer) {
+    const std::string to = absl::StrCat(name, ".set-aside-", stamp);
+    fs::rename(fs::path(root) / name, fs::path(root) / to, ec);
+    if (ec) return ErrnoStatus(ec.value(), "rename", root + "/" + name);
+    moved.push_back(to);
+  }
+  TERN_RETURN_IF_ERROR(WriteFileAtomic(root + "/" + kLatestName, StepDirName(step) + "\n"));
+  return moved;
+}
+
 std::string CompleteHint(const std::string& root, const std::string& exclude) {
   auto steps = ListCheckpoints(root);
   if (steps.ok()) {
     for (auto it = steps->rbegin(); it != steps->rend(); ++it) {
       if (it->complete && it->name != exclude) {
-        return absl::StrCat("--> hint: ", it->name, " is complete");
+        return absl::StrCat("--> hint: ", it->name,
+                            " is complete: resume from it with --set checkpoint.load=", it->name,
+                            " (newer steps are set aside, not deleted)");
       }
     }
   }

@@ -64,7 +64,17 @@ struct CommitOptions {
   bool require_full_coverage = true;  // every state must cover every parameter exactly once
   bool check_files = true;            // stat each rank file (needs a shared filesystem)
   int keep_last = 0;                  // > 0: delete all but the newest keep_last complete steps
+  // >= 0: the commit is fenced by round (ClaimRound): refused once a newer round has claimed
+  // the root. -1: no fence (tern train, one run owns its root).
+  int64_t round = -1;
 };
+
+// Rounds of a cluster job share one checkpoint root, and a stale round's rank 0 may still be
+// finishing a write when the next round starts. ClaimRound records `round` in <root>/round under
+// an exclusive lock (<root>/.round.lock, flock); CommitManifest with options.round takes the
+// same lock and commits only while <root>/round still names its round. FAILED_PRECONDITION
+// when a newer round already holds the root.
+absl::Status ClaimRound(const std::string& root, int64_t round);
 
 // Validates the gathered shard results (files unique, fragments in range and not overlapping,
 // full coverage when asked), writes <root>/step-NNNNNN/manifest.json atomically, then points
@@ -102,7 +112,12 @@ absl::StatusOr<std::vector<StepInfo>> ListCheckpoints(const std::string& root);
 absl::StatusOr<std::vector<std::string>> CleanupIncomplete(const std::string& root);
 // Keeps the newest `keep_last` complete steps (and anything newer); removes older ones.
 absl::StatusOr<std::vector<std::string>> ApplyRetention(const std::string& root, int keep_last);
-// "--> hint: step-000100 is complete" (the newest complete step other than `exclude`).
+// "--> hint: step-000100 is complete: resume from it with --set checkpoint.load=step-000100"
+// (the newest complete step other than `exclude`).
 std::string CompleteHint(const std::string& root, const std::string& exclude);
+// Branching from an older step: renames every step directory newer than `step` to
+// "<name>.set-aside-<UTC time>" (a name Tern never loads, cleans up or overwrites), then
+// points `latest` at `step`. Returns the new names, relative to root.
+absl::StatusOr<std::vector<std::string>> SetAsideNewerThan(const std::string& root, int64_t step);
 
 }  // namespace tern::ckpt

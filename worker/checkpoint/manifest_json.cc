@@ -19,6 +19,7 @@
 #include "absl/strings/str_cat.h"
 #include "worker/checkpoint/fs_util.h"
 #include "worker/checkpoint/manifest.h"
+#include "worker/core/bounded_input.h"
 #include "worker/core/status.h"
 
 namespace tern::ckpt {
@@ -159,9 +160,10 @@ absl::StatusOr<Manifest> ReadManifest(const std::string& step_dir) {
     }
     return text.status();
   }
-  nlohmann::json j = nlohmann::json::parse(*text, nullptr, /*allow_exceptions=*/false);
-  if (j.is_discarded()) return absl::DataLossError(absl::StrCat(path, " is not valid JSON"));
-  return ManifestFromJson(j, path);
+  // The manifest nests 5 deep (states / fragments / fields).
+  auto j = ParseJsonBounded(*text, path, 16);
+  if (!j.ok()) return absl::DataLossError(absl::StrCat(j.status().message(), " (not valid JSON)"));
+  return ManifestFromJson(*j, path);
 }
 
 }  // namespace tern::ckpt

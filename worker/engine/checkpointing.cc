@@ -1,10 +1,12 @@
 #include "worker/engine/checkpointing.h"
 
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <chrono>
 #include <filesystem>
+#include <random>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
@@ -204,19 +206,48 @@ absl::StatusOr<std::string> Checkpointing::PrepareOnLeader(bool resume, int64_t*
     }
   } else {
     name = cfg_.checkpoint.load;
-    if (name.empty() || name == "latest") {
-      auto latest = ckpt::ReadSmallFile(root_ + "/" + ckpt::kLatestName);
-      if (latest.ok()) {
-        name = Trim(*latest);
-        // A manifest committed just before a crash that kept `latest` behind is the newest.
-        if (newest != nullptr && newest->step > ckpt::ParseStepDirName(name)) name = newest->name;
-      } else if (newest != nullptr) {
-        name = newest->name;
-      } else {
+    const bool if_any = name == spec::kLoadLatestIfAny;
+    if (name.empty() || name == "latest" || if_any) {
+      // A newer step with a manifest was committed but cannot be loaded: loading an older one
+      // instead must be asked for (checkpoint.load), never done silently.
+      for (auto it = steps.rbegin(); it != steps.rend(); ++it) {
+        if (it->complete) break;
+        if (std::filesystem::exists(root_ + "/" + it->name + "/" + ckpt::kManifestName, ec)) {
+          return absl::DataLossError(absl::StrCat(
+              root_, "/", it->name, " was committed but cannot be loaded: ", it->problem, " ",
+              ckpt::CompleteHint(root_, it->name)));
+        }
+      }
+      if (newest == nullptr && if_any) return std::string();  // nothing committed yet: fresh
+      if (newest == nullptr && !steps.empty()) {
+        const auto& last = steps.back();
+        return absl::DataLossError(
+            absl::StrCat("no complete checkpoint under ", root_, " to resume from: ", last.name,
+                         " is incomplete: ", last.problem,
+                         " --> hint: run without --resume to start from scratch"));
+      }
+      if (newest == nullptr) {
         return absl::NotFoundError(absl::StrCat("no complete checkpoint under ", root_,
                                                 " to resume from --> hint: run without --resume "
                                                 "to start from scratch"));
       }
+      // `latest` names the newest complete step unless a crash kept it behind a manifest
+      // committed just before, or the step it names was removed or left incomplete: then the
+      // newest complete step is what it should name, and is what loads.
+      name = newest->name;
+    } else {
+      // An explicit step: the run branches from it. It must be complete; newer steps are set
+      // aside once it has loaded (Start), so none of them blocks the run or gets overwritten.
+      const auto it = std::find_if(steps.begin(), steps.end(),
+                                   [&](const ckpt::StepInfo& s) { return s.name == name; });
+      if (it == steps.end() || !it->complete) {
+        return absl::NotFoundError(absl::StrCat(
+            "checkpoint.load: ", root_, "/", name,
+            it == steps.end() ? " does not exist" : absl::StrCat(" is incomplete: ", it->problem),
+            " ", ckpt::CompleteHint(root_, name)));
+      }
+      *done_hint = it->step;
+      return name;
     }
   }
   *done_hint = name.empty() ? 0 : std::max<int64_t>(0, ckpt::ParseStepDirName(name));
@@ -224,10 +255,63 @@ absl::StatusOr<std::string> Checkpointing::PrepareOnLeader(bool resume, int64_t*
   return name;
 }
 
+absl::Status CheckSharedRoot(const std::string& root, int rank, int ranks,
+                             const GatherBytesFn& gather) {
+  if (!gather || ranks <= 1) return absl::OkStatus();
+  // Rank 0's nonce names this round's probes, so stale probes never count.
+  std::string nonce;
+  if (rank == 0) nonce = absl::StrCat(absl::Hex(std::random_device{}() ^ uint64_t(getpid()) << 20));
+  TERN_ASSIGN_OR_RETURN(auto nonces, gather(nonce));
+  nonce = nonces.at(0);
+  auto probe = [&](int r) { return absl::StrCat(root, "/.probe-", nonce, "-rank-", r); };
+  char host[256] = {};
+  ::gethostname(host, sizeof(host) - 1);
+  const absl::Status wrote = ckpt::WriteFileAtomic(probe(rank), absl::StrCat(host, "\n"));
+  TERN_ASSIGN_OR_RETURN(
+      auto written, gather(Dump({{"status", StatusToJson(wrote)}, {"host", std::string(host)}})));
+  absl::Status verdict;
+  if (rank == 0) {
+    std::vector<std::string> missing, errors;
+    for (int r = 0; r < ranks; ++r) {
+      auto j = nlohmann::json::parse(written[r], nullptr, false);
+      const std::string h = j.is_object() ? j.value("host", "?") : "?";
+      absl::Status st = j.is_object() ? StatusFromJson(j["status"]) : absl::InternalError("?");
+      std::error_code ec;
+      if (!st.ok()) {
+        errors.push_back(absl::StrCat("rank ", r, " on ", h, ": ", st.message()));
+      } else if (!std::filesystem::exists(probe(r), ec)) {
+        missing.push_back(absl::StrCat(r, " (", h, ")"));
+      }
+      std::filesystem::remove(probe(r), ec);
+    }
+    if (!errors.empty()) {
+      verdict = absl::FailedPreconditionError(absl::StrCat(
+          "checkpoint.dir ", root, ": ranks cannot write there: ", absl::StrJoin(errors, "; ")));
+    } else if (!missing.empty()) {
+      verdict = absl::FailedPreconditionError(absl::StrCat(
+          "checkpoint.dir ", root,
+          " is not shared by every rank: rank 0 does not see the "
+          "probe files of rank(s) ",
+          absl::StrJoin(missing, ", "),
+          " --> hint: put checkpoint.dir (or ternd's --checkpoint-root) on storage every node "
+          "mounts at the same path"));
+    }
+  }
+  TERN_ASSIGN_OR_RETURN(auto verdicts, gather(Dump(StatusToJson(verdict))));
+  return StatusFromJson(nlohmann::json::parse(verdicts.at(0), nullptr, false));
+}
+
 absl::StatusOr<int64_t> Checkpointing::Start(zero::TrainingState& state, const ParamTable& table,
                                              const data::DataLoader& train) {
   table_ = &table;
   const bool resume = !cfg_.checkpoint.load.empty();
+  TERN_RETURN_IF_ERROR(CheckSharedRoot(root_, opts_.rank, opts_.ranks, opts_.gather));
+  // This round owns the root from now on: a stale round can no longer commit into it.
+  if (opts_.round >= 0) {
+    absl::Status claimed =
+        opts_.rank == 0 ? ckpt::ClaimRound(root_, opts_.round) : absl::OkStatus();
+    TERN_RETURN_IF_ERROR(Agree(claimed));
+  }
   nlohmann::json mine = {{"status", StatusToJson(absl::OkStatus())}, {"name", ""}};
   if (opts_.rank == 0) {
     int64_t hint = 0;
@@ -249,12 +333,28 @@ absl::StatusOr<int64_t> Checkpointing::Start(zero::TrainingState& state, const P
     leader = StatusFromJson(j["status"]);
   }
   TERN_RETURN_IF_ERROR(leader);
-  if (!resume) return int64_t{0};
+  if (name.empty()) return int64_t{0};  // a fresh run (also --resume-if-any with nothing)
 
   int64_t done = 0;
   const auto t0 = Clock::now();
   TERN_RETURN_IF_ERROR(Agree(Load(name, state, table, train, &done)));
   TERN_RETURN_IF_ERROR(state.SyncAfterLoad());
+  const std::string& asked = cfg_.checkpoint.load;
+  if (opts_.rank == 0) {
+    // Branching from an explicit step sets newer ones aside; resuming from the newest complete
+    // step repairs a `latest` that names anything else. Both before the first save.
+    std::vector<std::string> moved;
+    if (!asked.empty() && asked != "latest" && asked != spec::kLoadLatestIfAny) {
+      TERN_ASSIGN_OR_RETURN(moved, ckpt::SetAsideNewerThan(root_, done));
+    } else if (Trim(ckpt::ReadSmallFile(root_ + "/" + ckpt::kLatestName).value_or("")) != name) {
+      TERN_RETURN_IF_ERROR(ckpt::WriteFileAtomic(root_ + "/" + ckpt::kLatestName, name + "\n"));
+      if (opts_.sink)
+        opts_.sink->OnEvent("checkpoint_latest_repaired", Dump({{"latest", name}, {"dir", root_}}));
+    }
+    if (!moved.empty() && opts_.sink)
+      opts_.sink->OnEvent("checkpoint_set_aside",
+                          Dump({{"dir", root_}, {"loaded", name}, {"set_aside", moved}}));
+  }
   if (opts_.rank == 0 && opts_.sink) {
     opts_.sink->OnEvent(
         "resume",
@@ -391,6 +491,7 @@ absl::Status Checkpointing::Collect() {
   co.world = {{"dp_size", cfg_.dp_size}, {"zero_stage", cfg_.zero_stage}, {"ranks", opts_.ranks}};
   co.extra = std::move(pending_extra_);
   co.keep_last = keep_last_;
+  co.round = opts_.round;
   const double gib = double(bytes) / double(1ull << 30);
   commit_event_ = {{"step", pending_step_},
                    {"dir", root_ + "/" + step_name},

@@ -58,11 +58,18 @@ struct CheckpointingOptions {
   GatherBytesFn gather;         // over every rank of the job
   AllReduceSumFn all_reduce;    // over the same ranks
   MetricsSink* sink = nullptr;  // rank 0 emits "checkpoint" and "resume" events
+  int64_t round = -1;           // cluster round: claims the root and fences commits; -1 = none
 };
 
 // Returns a status with the same code whose message is prefixed (gathers keep the code).
 absl::Status StatusFromJson(const nlohmann::json& j);
 nlohmann::json StatusToJson(const absl::Status& st);
+
+// Every rank writes a probe file into `root` and rank 0 checks it sees all of them: a root that
+// is not on storage every rank shares fails here, at the start of a round, naming it (not at the
+// first resume). The result is the same on every rank. No-op for one rank.
+absl::Status CheckSharedRoot(const std::string& root, int rank, int ranks,
+                             const GatherBytesFn& gather);
 
 // Splits `total` elements into `parts` near-equal ranges; [begin, end) of part `i`.
 std::pair<uint64_t, uint64_t> EvenShare(uint64_t total, int parts, int i);

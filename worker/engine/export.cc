@@ -9,6 +9,7 @@
 #include "absl/strings/str_cat.h"
 #include "nlohmann/json.hpp"
 #include "worker/checkpoint/checkpoint.h"
+#include "worker/core/bounded_input.h"
 #include "worker/core/status.h"
 #include "worker/model/transformer.h"
 #include "worker/spec/job_config.h"
@@ -98,24 +99,53 @@ absl::StatusOr<LoadedModel> LoadModel(const std::string& dir) {
   if (!in) return absl::NotFoundError(absl::StrCat("cannot open ", path));
   uint64_t len = 0;
   in.read(reinterpret_cast<char*>(&len), 8);
-  if (!in || len > (1u << 30))
+  if (!in || len > (100u << 20))
     return absl::DataLossError(absl::StrCat(path, ": bad header length"));
   std::string h(len, '\0');
   in.read(h.data(), len);
-  nlohmann::json header = nlohmann::json::parse(h, nullptr, false);
-  if (!in || header.is_discarded()) return absl::DataLossError(absl::StrCat(path, ": bad header"));
+  if (!in) return absl::DataLossError(absl::StrCat(path, ": truncated header"));
+  auto parsed = ParseJsonBounded(h, path + " header", 8);
+  if (!parsed.ok() || !parsed->is_object())
+    return absl::DataLossError(absl::StrCat(path, ": bad header"));
+  const nlohmann::json& header = *parsed;
   const uint64_t data_start = 8 + len;
-  const uint64_t file_size = std::filesystem::file_size(path);
+  std::error_code ec;
+  const uint64_t file_size = std::filesystem::file_size(path, ec);
+  // config.json decides how much is allocated: it must describe what the file holds.
+  if (ec || table.total() * 4 > file_size)
+    return absl::DataLossError(absl::StrCat(dir, "/config.json describes ", table.total(),
+                                            " parameters but ", path, " holds ", file_size,
+                                            " bytes"));
   out.params.resize(table.total());
   for (const auto& e : table.entries()) {
     if (!header.contains(e.name))
       return absl::NotFoundError(absl::StrCat(path, ": tensor ", e.name, " is missing"));
     const auto& t = header[e.name];
-    if (t.value("dtype", "") != "F32" || t["shape"].get<std::vector<int64_t>>() != e.shape)
-      return absl::InvalidArgumentError(
-          absl::StrCat(path, ": tensor ", e.name, " has dtype/shape ", t.dump(), ", expected F32"));
-    const auto offs = t["data_offsets"].get<std::vector<uint64_t>>();
-    if (offs.size() != 2 || offs[1] - offs[0] != e.numel * 4 || data_start + offs[1] > file_size)
+    const auto bad = [&](const char* what) {
+      return absl::DataLossError(
+          absl::StrCat(path, ": tensor ", e.name, " has ", what, " ",
+                       t.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace)));
+    };
+    if (!t.is_object() || !t.contains("shape") || !t["shape"].is_array() ||
+        !t.contains("data_offsets") || !t["data_offsets"].is_array())
+      return bad("no shape/data_offsets:");
+    std::vector<int64_t> shape;
+    std::vector<uint64_t> offs;
+    for (const auto& v : t["shape"]) {
+      if (!v.is_number_integer()) return bad("a bad shape:");
+      shape.push_back(v.get<int64_t>());
+    }
+    for (const auto& v : t["data_offsets"]) {
+      if (!v.is_number_unsigned()) return bad("bad data_offsets:");
+      offs.push_back(v.get<uint64_t>());
+    }
+    const auto dtype = t.find("dtype");
+    if (dtype == t.end() || *dtype != "F32" || shape != e.shape)
+      return absl::InvalidArgumentError(absl::StrCat(
+          path, ": tensor ", e.name, " has dtype/shape ",
+          t.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace), ", expected F32"));
+    if (offs.size() != 2 || offs[0] > offs[1] || offs[1] - offs[0] != e.numel * 4 ||
+        offs[1] > file_size - data_start)
       return absl::DataLossError(absl::StrCat(path, ": tensor ", e.name, " has bad data_offsets"));
     in.seekg(static_cast<std::streamoff>(data_start + offs[0]));
     in.read(reinterpret_cast<char*>(out.params.data() + e.offset), e.numel * 4);

@@ -87,6 +87,7 @@ absl::Status RunRank(const tern::spec::JobConfig& config, comm::Store& store,
   TERN_ASSIGN_OR_RETURN(comm::Topology topo, comm::Topology::Create(tc));
   comm::GlooOptions go;
   go.timeout = o.collective_timeout;
+  go.hostname = o.bind_address;
   TERN_ASSIGN_OR_RETURN(comm::CommGroups groups, comm::CreateCommGroups(store, o.prefix, topo, go));
   comm::Communicator* dp = groups.data_parallel.get();
   // The data-parallel group spans nodes unless every rank sits on one node.
@@ -99,6 +100,9 @@ absl::Status RunRank(const tern::spec::JobConfig& config, comm::Store& store,
   topts.sink = &sink;
   topts.save_final_dir = o.save_final_dir;
   topts.peak_gflops = o.peak_gflops;
+  topts.check_memory = o.check_memory;
+  topts.ranks_on_host = o.ranks_per_node;
+  topts.round = o.round;
   zero::ZeroOptions zo = config.zero;
   zo.timeout = o.collective_timeout;
   topts.make_state = [dp, zo](const ParamTable& table, const std::vector<float>& init) {

@@ -22,7 +22,10 @@ struct RankOptions {
   std::chrono::milliseconds collective_timeout = kDefaultCollectiveTimeout;
   MetricsSink* sink = nullptr;  // rank 0 reports metrics; every rank its memory
   std::string save_final_dir;
-  double peak_gflops = 0;  // sgemm peak per rank for MFU; 0 = resolve (engine/sgemm_peak.h)
+  double peak_gflops = 0;    // sgemm peak per rank for MFU; 0 = resolve (engine/sgemm_peak.h)
+  bool check_memory = true;  // refuse a job this node's ranks cannot fit (memory_plan.h)
+  int64_t round = -1;        // the cluster round (from the rendezvous prefix); -1 = none
+  std::string bind_address = "127.0.0.1";  // Gloo's TCP device: peers connect here
   std::string bound_cpus;  // the CPU set the launcher bound this rank to ("" = not bound)
 };
 

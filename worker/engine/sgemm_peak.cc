@@ -12,6 +12,7 @@
 #include "absl/strings/strip.h"
 #include "kernels/cpu/peak.h"
 #include "nlohmann/json.hpp"
+#include "worker/core/bounded_input.h"
 
 namespace tern::engine {
 namespace {
@@ -29,12 +30,10 @@ std::string CpuModel() {
 }
 
 nlohmann::json ReadJson(const std::string& path) {
-  std::ifstream in(path);
-  if (!in) return nlohmann::json::object();
-  std::stringstream ss;
-  ss << in.rdbuf();
-  nlohmann::json j = nlohmann::json::parse(ss.str(), nullptr, /*allow_exceptions=*/false);
-  return j.is_object() ? j : nlohmann::json::object();
+  auto text = ReadBoundedFile(path, "sgemm peak cache", 1 << 20);
+  if (!text.ok()) return nlohmann::json::object();
+  auto j = ParseJsonBounded(*text, path, 8);
+  return j.ok() && j->is_object() ? *j : nlohmann::json::object();
 }
 
 }  // namespace

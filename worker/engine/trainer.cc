@@ -14,6 +14,7 @@
 #include "worker/core/status.h"
 #include "worker/data/data_loader.h"
 #include "worker/engine/export.h"
+#include "worker/engine/memory_plan.h"
 #include "worker/engine/sgemm_peak.h"
 
 namespace tern::engine {
@@ -61,6 +62,9 @@ absl::Status Trainer::Init() {
                           data::DataLoader::Open(cfg_.val_path, cfg_.seq_len, cfg_.seed));
     TERN_RETURN_IF_ERROR(val_data_->dataset().ValidateVocab(cfg_.dims.V));
   }
+  // A job that cannot fit is refused with its numbers before the first allocation.
+  if (opts_.check_memory)
+    TERN_RETURN_IF_ERROR(CheckJobFitsThisHost(cfg_, opts_.threads, opts_.ranks_on_host));
   // Every output location is created and probed before anything is allocated or trained, so a
   // bad path never costs a training run (the trained weights of --save-final included).
   if (ckpt_) TERN_RETURN_IF_ERROR(ckpt::ProbeWritableDir(cfg_.checkpoint.dir, "checkpoint.dir"));
@@ -70,12 +74,14 @@ absl::Status Trainer::Init() {
                                                               cfg_.train_iters));
   schedule_ = std::make_unique<optim::LrSchedule>(sched);
   model_ = std::make_unique<model::Transformer<float>>(cfg_.dims);
-  std::vector<float> init(model_->params().total());
-  model_->InitParams(init.data(), cfg_.seed);
-  if (opts_.make_state) {
-    TERN_ASSIGN_OR_RETURN(state_, opts_.make_state(model_->params(), init));
-  } else {
-    state_ = zero::CreateLocalState(model_->params(), init);
+  {  // the initial vector is freed before the activations are allocated (memory_plan.h)
+    std::vector<float> init(model_->params().total());
+    model_->InitParams(init.data(), cfg_.seed);
+    if (opts_.make_state) {
+      TERN_ASSIGN_OR_RETURN(state_, opts_.make_state(model_->params(), init));
+    } else {
+      state_ = zero::CreateLocalState(model_->params(), init);
+    }
   }
   model_->Reserve(cfg_.micro_batch, cfg_.seq_len);
   inputs_.resize(size_t(cfg_.micro_batch) * cfg_.seq_len);
@@ -94,6 +100,7 @@ absl::Status Trainer::InitCheckpointing() {
   co.gather = opts_.all_gather_bytes;
   co.all_reduce = opts_.all_reduce_sum;
   co.sink = opts_.sink;
+  co.round = opts_.round;
   TERN_ASSIGN_OR_RETURN(ckpt_, Checkpointing::Create(cfg_, std::move(co)));
   return absl::OkStatus();
 }

@@ -24,6 +24,11 @@ struct TrainerOptions {
   MetricsSink* sink = nullptr;  // receives metrics (rank 0 reports the global values)
   std::string save_final_dir;   // write model.safetensors + config.json at the end
   double peak_gflops = 0;       // sgemm peak per rank for MFU (--peak-gflops); 0 = resolve
+  // Refuse to start when ranks_on_host ranks of this job need more memory than the host has
+  // (engine/memory_plan.h).
+  bool check_memory = true;
+  int ranks_on_host = 1;
+  int64_t round = -1;  // the cluster round this run is (fences checkpoint commits); -1 = none
   // Builds the partitioned training state; null = single rank, nothing partitioned.
   std::function<absl::StatusOr<std::unique_ptr<zero::TrainingState>>(const ParamTable&,
                                                                      const std::vector<float>&)>

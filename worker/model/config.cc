@@ -3,6 +3,7 @@
 #include <google/protobuf/util/json_util.h>
 
 #include <fstream>
+#include <limits>
 #include <set>
 #include <sstream>
 #include <vector>
@@ -10,6 +11,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "nlohmann/json.hpp"
+#include "worker/core/bounded_input.h"
 
 namespace tern::model {
 namespace {
@@ -79,12 +81,15 @@ bool IsNoOp(const std::string& key, const nlohmann::json& v, bool* known) {
 }  // namespace
 
 absl::StatusOr<tern::v1::ModelConfig> LoadHfConfig(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) return absl::NotFoundError(absl::StrCat("model.config_file: cannot open ", path));
-  std::stringstream ss;
-  ss << in.rdbuf();
-  nlohmann::json j = nlohmann::json::parse(ss.str(), nullptr, /*allow_exceptions=*/false);
-  if (j.is_discarded() || !j.is_object())
+  // A config.json is a few KiB of flat JSON (rope_scaling and quantization_config nest once).
+  auto text = ReadBoundedFile(path, "model.config_file", 4 << 20);
+  if (absl::IsNotFound(text.status()))
+    return absl::NotFoundError(absl::StrCat("model.config_file: cannot open ", path));
+  if (!text.ok()) return text.status();
+  auto parsed = ParseJsonBounded(*text, absl::StrCat("model.config_file: ", path), 16);
+  if (!parsed.ok()) return parsed.status();
+  const nlohmann::json& j = *parsed;
+  if (!j.is_object())
     return absl::InvalidArgumentError(
         absl::StrCat("model.config_file: ", path, " is not a JSON object"));
   const auto* desc = tern::v1::ModelConfig::descriptor();
@@ -187,17 +192,33 @@ absl::StatusOr<ModelDims> ResolveModelDims(const tern::v1::ModelConfig& in, int 
     if (!gpt2 && d.HS % 2 != 0)
       errors.push_back(absl::StrCat("model: head size ", d.HS, " must be even for RoPE"));
   }
+  // Derived sizes are computed in 64 bits and must fit the kernels' int dimensions; a field
+  // whose derived size does not is named with the size it implies.
+  constexpr int64_t kMaxDim = std::numeric_limits<int32_t>::max();
+  if (int64_t(d.C) * 3 > kMaxDim)
+    errors.push_back(absl::StrCat("model.hidden_size: ", d.C,
+                                  " is too large (the fused q/k/v "
+                                  "projection would have more than 2^31-1 columns)"));
   if (c.has_intermediate_size()) {
     d.F = c.intermediate_size();
   } else if (c.has_n_inner()) {
     d.F = c.n_inner();
-  } else if (gpt2) {
-    d.F = 4 * d.C;
   } else {
-    d.F = ((8 * d.C / 3 + 31) / 32) * 32;
-    if (d.F < 8 * d.C / 3.0) d.F += 32;
+    const int64_t C = d.C;
+    int64_t F = gpt2 ? 4 * C : ((8 * C / 3 + 31) / 32) * 32;
+    if (!gpt2 && double(F) < 8 * C / 3.0) F += 32;
+    if (F > kMaxDim) {
+      errors.push_back(absl::StrCat("model.hidden_size: ", d.C, " implies intermediate_size ", F,
+                                    ", more than 2^31-1 --> hint: set intermediate_size"));
+      F = 1;
+    }
+    d.F = int(F);
   }
   if (d.F <= 0) errors.push_back(absl::StrCat("model.intermediate_size: must be > 0, got ", d.F));
+  if (int64_t(d.F) * 2 > kMaxDim)
+    errors.push_back(absl::StrCat("model.intermediate_size: ", d.F,
+                                  " is too large (the fused "
+                                  "gate/up projection would have more than 2^31-1 columns)"));
   if (d.max_T <= 0)
     errors.push_back(absl::StrCat("model.max_position_embeddings: must be > 0, got ", d.max_T));
   if (d.norm_eps <= 0) errors.push_back("model: the norm epsilon must be > 0");

@@ -8,6 +8,7 @@
 // (reads model.config_file and, when asked, checks that the data files exist).
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
 #include <string>
 #include <vector>
@@ -28,14 +29,20 @@ struct CheckpointOptions {
   bool async = true;        // stage then persist in the background
   uint64_t block_size = 0;  // bytes per I/O request; 0 = the I/O engine's default
   int queue_depth = 0;      // requests in flight; 0 = the I/O engine's default
-  std::string load;         // "" (fresh run), "latest" or "step-NNNNNN"
+  std::string load;         // "" (fresh run), "latest", "step-NNNNNN" or kLoadLatestIfAny
 };
+
+// checkpoint.load as `tern rank --resume-if-any` sets it (never from a spec): the newest
+// complete checkpoint when there is one, else a fresh run — what every round of a cluster
+// job after the first asks for.
+inline constexpr const char* kLoadLatestIfAny = "latest-if-any";
 
 // elastic.* resolved.
 struct ElasticOptions {
   bool enabled = false;
   int min_nodes = 1;
   int max_nodes = 1;
+  int max_restarts = 3;
 };
 
 // Everything a run needs, with defaults resolved.
@@ -66,6 +73,9 @@ struct JobConfig {
   std::vector<std::string> warnings;
 };
 
+// The largest spec (serialized JobSpec) ternd accepts; checked when ResolveOptions::cluster.
+inline constexpr size_t kMaxClusterSpecBytes = size_t{1} << 20;
+
 // Where the spec is being resolved; decides which checks can be made.
 struct ResolveOptions {
   // Data-parallel ranks; 0 = resources.nodes x resources.ranks_per_node.
@@ -79,6 +89,11 @@ struct ResolveOptions {
   // the other checkpoint keys need no dir of their own.
   bool default_checkpoint_dir = false;
 };
+
+// Elastic resume keeps the global batch (train_batch_size) and the micro batch, and changes
+// gradient_accumulation_steps: the node counts in [elastic.min_nodes, elastic.max_nodes] where
+// that works (global % (micro x nodes x ranks_per_node) == 0), ascending.
+std::vector<int> ElasticNodeCounts(const JobConfig& config);
 
 // Validates the whole spec before anything is allocated; INVALID_ARGUMENT lists every
 // offending field at once ("field: problem; field: problem").

@@ -1,9 +1,12 @@
 // ResolveJob: the model, data, batch and training sections; the ZeRO, checkpoint, elastic and
 // resources sections are in sections.cc.
+#include <algorithm>
 #include <filesystem>
+#include <limits>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "worker/core/text.h"
 #include "worker/spec/job_config.h"
 #include "worker/spec/sections.h"
 
@@ -86,6 +89,14 @@ void ResolveBatch(const tern::v1::JobSpec& spec, JobConfig& c, Findings& f) {
   }
   if (m == 0) m = 1;
   if (accum == 0) accum = 1;
+  // The kernels index a micro-batch's tokens with 32-bit ints.
+  constexpr int64_t kMaxTokens = std::numeric_limits<int32_t>::max();
+  if (m > kMaxTokens / std::max(1, c.seq_len) || accum > kMaxTokens) {
+    f.Error(absl::StrCat("train_micro_batch_size_per_gpu: ", m, " sequences x data.seq_len ",
+                         c.seq_len, " (gradient_accumulation_steps ", accum,
+                         ") is more than 2^31-1 tokens per micro-batch"));
+    return;
+  }
   c.micro_batch = static_cast<int>(m);
   c.accum = static_cast<int>(accum);
   c.global_batch = m * accum * c.dp_size;
@@ -143,6 +154,12 @@ absl::StatusOr<JobConfig> ResolveJob(const tern::v1::JobSpec& spec, const Resolv
   JobConfig c;
   c.spec = spec;
   Findings f;
+  // The name is shown in listings and logs: one policy for every name (worker/core/text.h).
+  if (auto st = CheckName("name", spec.name(), /*allow_empty=*/true); !st.ok())
+    f.Error(std::string(st.message()));
+  if (o.cluster && spec.ByteSizeLong() > kMaxClusterSpecBytes)
+    f.Error(absl::StrCat("job spec: ", spec.ByteSizeLong(), " bytes (serialized) exceeds ternd's ",
+                         kMaxClusterSpecBytes, "-byte limit for a submitted spec"));
   ResolveModel(spec, o, c, f);
   ResolveResources(spec, o, c, f);
   ResolveBatch(spec, c, f);
@@ -150,7 +167,7 @@ absl::StatusOr<JobConfig> ResolveJob(const tern::v1::JobSpec& spec, const Resolv
   ResolveData(spec, o, c, f);
   ResolveZero(spec, c, f);
   ResolveCheckpoint(spec, o, c, f);
-  ResolveElastic(spec, c, f);
+  ResolveElastic(spec, o, c, f);
   if (!f.errors.empty()) return absl::InvalidArgumentError(absl::StrJoin(f.errors, "; "));
   c.warnings = std::move(f.warnings);
   return c;

@@ -2,7 +2,10 @@
 // zero_optimization, checkpoint, elastic.
 #include "worker/spec/sections.h"
 
+#include <algorithm>
+
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "worker/checkpoint/layout.h"
 
 namespace tern::spec {
@@ -140,7 +143,17 @@ void ResolveCheckpoint(const tern::v1::JobSpec& spec, const ResolveOptions& ro, 
     f.Warn("checkpoint.writer.io_buffer_size: no effect yet (staging holds the whole shard)");
 }
 
-void ResolveElastic(const tern::v1::JobSpec& spec, JobConfig& c, Findings& f) {
+std::vector<int> ElasticNodeCounts(const JobConfig& c) {
+  std::vector<int> out;
+  for (int n = c.elastic.min_nodes; n <= c.elastic.max_nodes; ++n) {
+    const int64_t per_step = int64_t(c.micro_batch) * n * c.ranks_per_node;
+    if (per_step > 0 && c.global_batch % per_step == 0) out.push_back(n);
+  }
+  return out;
+}
+
+void ResolveElastic(const tern::v1::JobSpec& spec, const ResolveOptions& ro, JobConfig& c,
+                    Findings& f) {
   const auto& e = spec.elastic();
   ElasticOptions& o = c.elastic;
   o.enabled = e.has_enabled() && e.enabled();
@@ -152,10 +165,39 @@ void ResolveElastic(const tern::v1::JobSpec& spec, JobConfig& c, Findings& f) {
                          o.min_nodes));
   if (e.has_min_nodes() && o.min_nodes > c.nodes)
     f.Error(absl::StrCat("elastic.min_nodes: ", o.min_nodes, " exceeds resources.nodes ", c.nodes));
-  if (o.enabled)
-    f.Error("elastic.enabled: not supported yet (a lost node fails the job) --> hint: remove it");
-  else if (e.has_min_nodes() || e.has_max_nodes())
-    f.Warn("elastic.min_nodes/max_nodes: no effect without elastic.enabled");
+  o.max_restarts = e.has_max_restarts() ? e.max_restarts() : 3;
+  if (o.max_restarts < 0)
+    f.Error(absl::StrCat("elastic.max_restarts: must be >= 0, got ", o.max_restarts));
+  if (!o.enabled) {
+    if (e.has_min_nodes() || e.has_max_nodes() || e.has_max_restarts())
+      f.Warn("elastic.min_nodes/max_nodes/max_restarts: no effect without elastic.enabled");
+    return;
+  }
+  // Every node count in range must keep the global batch, or the job could resume into a size
+  // it cannot train at.
+  if (c.micro_batch > 0 && c.dp_size > 0 && c.nodes > 0) {
+    const std::vector<int> ok = ElasticNodeCounts(c);
+    std::vector<int> bad;
+    for (int n = o.min_nodes; n <= o.max_nodes; ++n)
+      if (std::find(ok.begin(), ok.end(), n) == ok.end()) bad.push_back(n);
+    if (!bad.empty())
+      f.Error(absl::StrCat(
+          "elastic: train_batch_size ", c.global_batch, " with train_micro_batch_size_per_gpu ",
+          c.micro_batch, " and ", c.ranks_per_node, " rank(s) per node cannot be kept on ",
+          absl::StrJoin(bad, ", "), " node(s) (it must divide into micro batch x ranks)",
+          ok.empty() ? std::string()
+                     : absl::StrCat("; node counts that work: ", absl::StrJoin(ok, ", ")),
+          " --> hint: narrow elastic.min_nodes/max_nodes or pick a train_batch_size divisible "
+          "by every size"));
+  }
+  if (!ro.cluster) {
+    f.Warn("elastic.enabled: no effect outside a ternd cluster (tern train has no nodes to lose)");
+    return;
+  }
+  if (c.checkpoint.interval == 0)
+    f.Warn(
+        "elastic.enabled: checkpoint.interval is 0, so a resume restarts from step 0 --> "
+        "hint: checkpoint.interval=1 loses at most one step");
 }
 
 }  // namespace tern::spec

@@ -25,6 +25,7 @@ void ResolveZero(const tern::v1::JobSpec& spec, JobConfig& c, Findings& f);
 void ResolveCheckpoint(const tern::v1::JobSpec& spec, const ResolveOptions& o, JobConfig& c,
                        Findings& f);
 // elastic.*
-void ResolveElastic(const tern::v1::JobSpec& spec, JobConfig& c, Findings& f);
+void ResolveElastic(const tern::v1::JobSpec& spec, const ResolveOptions& ro, JobConfig& c,
+                    Findings& f);
 
 }  // namespace tern::spec

@@ -10,6 +10,8 @@
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "nlohmann/json.hpp"
+#include "worker/core/bounded_input.h"
+#include "worker/core/status.h"
 
 namespace tern::spec {
 namespace {
@@ -43,29 +45,6 @@ void FindUnknownFields(const json& j, const Descriptor* desc, const std::string&
 }
 
 // The deepest nesting of [ and { outside strings (nlohmann's parser recurses per level).
-int NestingDepth(const std::string& text) {
-  int depth = 0, deepest = 0;
-  bool in_string = false, escaped = false;
-  for (char ch : text) {
-    if (in_string) {
-      if (escaped) {
-        escaped = false;
-      } else if (ch == '\\') {
-        escaped = true;
-      } else if (ch == '"') {
-        in_string = false;
-      }
-    } else if (ch == '"') {
-      in_string = true;
-    } else if (ch == '[' || ch == '{') {
-      deepest = std::max(deepest, ++depth);
-    } else if (ch == ']' || ch == '}') {
-      --depth;
-    }
-  }
-  return deepest;
-}
-
 absl::Status ApplyOverride(json& root, const std::string& assignment) {
   const size_t eq = assignment.find('=');
   if (eq == std::string::npos || eq == 0)
@@ -73,7 +52,7 @@ absl::Status ApplyOverride(json& root, const std::string& assignment) {
         absl::StrCat("--set '", assignment, "': expected key.path=value"));
   const std::string key = assignment.substr(0, eq);
   const std::string text = assignment.substr(eq + 1);
-  if (NestingDepth(text) > kMaxSpecDepth)
+  if (JsonNestingDepth(text) > kMaxSpecDepth)
     return absl::InvalidArgumentError(
         absl::StrCat("--set ", key, ": value nested deeper than ", kMaxSpecDepth, " levels"));
   json value = json::parse(text, nullptr, /*allow_exceptions=*/false);
@@ -100,23 +79,7 @@ absl::Status ApplyOverride(json& root, const std::string& assignment) {
 
 absl::StatusOr<std::string> ReadSmallTextFile(const std::string& path, const std::string& what,
                                               size_t limit) {
-  struct stat st {};
-  if (::stat(path.c_str(), &st) != 0)
-    return absl::NotFoundError(absl::StrCat(what, " ", path, ": cannot open"));
-  if (!S_ISREG(st.st_mode))
-    return absl::InvalidArgumentError(absl::StrCat(what, " ", path, ": not a regular file"));
-  if (static_cast<uint64_t>(st.st_size) > limit)
-    return absl::InvalidArgumentError(absl::StrCat(
-        what, " ", path, ": ", st.st_size, " bytes, more than the ", limit, " a spec may have"));
-  std::ifstream in(path, std::ios::binary);
-  if (!in) return absl::NotFoundError(absl::StrCat(what, " ", path, ": cannot open"));
-  std::string text(limit + 1, '\0');
-  in.read(text.data(), static_cast<std::streamsize>(text.size()));
-  text.resize(static_cast<size_t>(in.gcount()));
-  if (text.size() > limit)
-    return absl::InvalidArgumentError(
-        absl::StrCat(what, " ", path, ": more than ", limit, " bytes"));
-  return text;
+  return ReadBoundedFile(path, what, limit);
 }
 
 absl::StatusOr<tern::v1::JobSpec> ParseJobSpec(const std::string& text,
@@ -125,15 +88,7 @@ absl::StatusOr<tern::v1::JobSpec> ParseJobSpec(const std::string& text,
   if (text.size() > kMaxSpecBytes)
     return absl::InvalidArgumentError(
         absl::StrCat(source, ": ", text.size(), " bytes, more than ", kMaxSpecBytes));
-  if (NestingDepth(text) > kMaxSpecDepth)
-    return absl::InvalidArgumentError(
-        absl::StrCat(source, ": JSON nested deeper than ", kMaxSpecDepth, " levels"));
-  json j;
-  try {
-    j = json::parse(text);
-  } catch (const json::exception& e) {
-    return absl::InvalidArgumentError(absl::StrCat(source, ": malformed JSON: ", e.what()));
-  }
+  TERN_ASSIGN_OR_RETURN(json j, ParseJsonBounded(text, source, kMaxSpecDepth));
   if (!j.is_object())
     return absl::InvalidArgumentError(absl::StrCat(source, ": the job spec must be a JSON object"));
   for (const auto& o : overrides) {

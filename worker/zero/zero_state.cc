@@ -27,6 +27,28 @@ std::vector<UnitLayout> LayoutUnits(const ParamTable& table, int n) {
   return out;
 }
 
+uint64_t PoolCapacity(const std::vector<UnitLayout>& units, const ZeroOptions& o) {
+  if (o.stage == 0) return 0;
+  uint64_t cap = 2;           // stage 1: two reduce-scatter outputs in flight
+  if (o.stage >= 2) cap = 5;  // + the unit accumulating and the sources of two in flight
+  if (o.stage == 3) {
+    // The units gathered ahead: at most as many as the smallest units that fill the budget,
+    // plus the unit in use and the one whose prefetch crosses the budget.
+    std::vector<uint64_t> sizes;
+    for (const auto& u : units) sizes.push_back(u.numel);
+    std::sort(sizes.begin(), sizes.end());
+    int64_t budget = o.prefetch_bucket_size;
+    uint64_t ahead = 0;
+    for (uint64_t s : sizes) {
+      if (budget <= 0) break;
+      budget -= int64_t(s);
+      ++ahead;
+    }
+    cap += 2 + ahead;
+  }
+  return std::min<uint64_t>(cap, 3 * units.size());
+}
+
 namespace {
 
 using comm::CollectiveOptions;
@@ -54,6 +76,7 @@ class ZeroState : public TrainingState, public model::ParamSource<float> {
       shard_total_ += u.chunk;
       max_unit_ = std::max(max_unit_, u.chunk * n_);
     }
+    pool_cap_ = PoolCapacity(units_, opts_);
   }
 
   absl::Status Init(const std::vector<float>& init) {
@@ -273,6 +296,9 @@ class ZeroState : public TrainingState, public model::ParamSource<float> {
   }
 
   float* TakeBuffer() {
+    // At the cap, the oldest reductions give their buffers back first.
+    while (pool_.empty() && storage_.size() >= pool_cap_ && !pending_rs_.empty())
+      FinishOldestReduceScatter();
     if (pool_.empty()) {
       storage_.emplace_back(max_unit_);
       return storage_.back().data();
@@ -295,6 +321,7 @@ class ZeroState : public TrainingState, public model::ParamSource<float> {
     int64_t budget = opts_.prefetch_bucket_size;
     for (size_t i = from; i < trace_.size(); ++i) {
       const int unit = trace_[i];
+      if (pool_.empty() && storage_.size() >= pool_cap_) break;  // no prefetch beyond the cap
       if (!live_[unit]) StartGather(unit);
       budget -= int64_t(units_[unit].numel);
       if (budget <= 0) break;
@@ -312,15 +339,18 @@ class ZeroState : public TrainingState, public model::ParamSource<float> {
   }
 
   void DrainReduceScatters() {
-    for (auto& p : pending_rs_) {
-      Check(p.work.Wait());
-      const auto& u = units_[p.unit];
-      float* dst = &grad_shard_[u.shard_off];
-      for (uint64_t i = 0; i < u.chunk; ++i) dst[i] += p.out[i];
-      ReturnBuffer(p.out);
-      if (p.release) ReturnBuffer(p.release);
-    }
-    pending_rs_.clear();
+    while (!pending_rs_.empty()) FinishOldestReduceScatter();
+  }
+
+  void FinishOldestReduceScatter() {
+    PendingReduce p = pending_rs_.front();
+    pending_rs_.pop_front();
+    Check(p.work.Wait());
+    const auto& u = units_[p.unit];
+    float* dst = &grad_shard_[u.shard_off];
+    for (uint64_t i = 0; i < u.chunk; ++i) dst[i] += p.out[i];
+    ReturnBuffer(p.out);
+    if (p.release) ReturnBuffer(p.release);
   }
 
   // Stage 3: gathered copies are stale once the master chunks change.
@@ -359,7 +389,7 @@ class ZeroState : public TrainingState, public model::ParamSource<float> {
   const int n_, r_;
   std::vector<UnitLayout> units_;
   CollectiveOptions coll_;
-  uint64_t padded_total_ = 0, shard_total_ = 0, max_unit_ = 0;
+  uint64_t padded_total_ = 0, shard_total_ = 0, max_unit_ = 0, pool_cap_ = 0;
   absl::Status error_;
 
   std::vector<float> full_params_;  // stages 0-2, padded layout
@@ -376,7 +406,7 @@ class ZeroState : public TrainingState, public model::ParamSource<float> {
   std::vector<int> persistent_;
   std::deque<std::vector<float>> persistent_bufs_;
   std::vector<float*> unit_grads_;  // stages 2-3: full-unit gradient buffers
-  std::vector<PendingReduce> pending_rs_;
+  std::deque<PendingReduce> pending_rs_;
   std::vector<Work> pending_ar_;
   uint64_t bucket_lo_ = 0, bucket_n_ = 0;
   bool last_micro_ = true;

@@ -40,4 +40,11 @@ struct UnitLayout {
 
 std::vector<UnitLayout> LayoutUnits(const ParamTable& table, int n);
 
+// Full-unit buffers (of the largest padded unit each) the working pool of stages 1-3 may hold:
+// reduce-scatter outputs in flight (stage 1), plus the unit gradient being accumulated and the
+// unit gradients being reduced (stage 2), plus the gathered units within prefetch_bucket_size
+// ahead (stage 3). Reaching it, the state waits for the oldest reduce-scatter to finish and
+// does not prefetch further; only a unit the model needs right now can go beyond it.
+uint64_t PoolCapacity(const std::vector<UnitLayout>& units, const ZeroOptions& options);
+
 }  // namespace tern::zero

@@ -62,9 +62,36 @@
     s.textContent = text;
     s.dataset.state = st;
   }
+  // The token (when ternd runs with token files): typed into the header's field, kept in
+  // sessionStorage for this tab, sent as "Authorization: Bearer" by fetch and, for the
+  // EventSource (which cannot set headers), as the same-site cookie tern_token.
+  function token() {
+    return $('token').value.trim();
+  }
+  function saveToken(t) {
+    try { sessionStorage.setItem('tern_token', t); } catch (e) { /* storage off */ }
+    document.cookie = t
+      ? `tern_token=${encodeURIComponent(t)}; path=/api/; SameSite=Strict`
+      : 'tern_token=; path=/api/; max-age=0; SameSite=Strict';
+  }
+  function authHeaders() {
+    const t = token();
+    return t ? { Authorization: `Bearer ${t}` } : {};
+  }
+  function askForToken(message) {
+    const input = $('token');
+    input.placeholder = 'token needed';
+    input.dataset.needed = '1';
+    if (document.activeElement !== input) input.focus();
+    setStatus(`${message} — enter a token above`, 'error');
+  }
   async function getJSON(url) {
-    const r = await fetch(url, { cache: 'no-store' });
+    const r = await fetch(url, { cache: 'no-store', headers: authHeaders() });
     const body = await r.json().catch(() => ({}));
+    if (r.status === 401 || r.status === 403) {
+      askForToken(body.error || `HTTP ${r.status}`);
+      throw new Error(body.error || `HTTP ${r.status}`);
+    }
     if (!r.ok) throw new Error(body.error || `HTTP ${r.status}`);
     return body;
   }
@@ -146,7 +173,7 @@
       document.body.dataset.ready = '1';
       if (!state.stream || state.streamDone) setStatus('connected', 'live');
     } catch (e) {
-      setStatus(`ternd unreachable: ${e.message}`, 'error');
+      if (!$('token').dataset.needed) setStatus(`ternd unreachable: ${e.message}`, 'error');
     }
     setTimeout(refresh, 1000);
   }
@@ -416,7 +443,7 @@
         box.appendChild(div);
       }
       try {
-        const r = await fetch(`/api/jobs/${encodeURIComponent(id)}/logs/${rank}?tail=8192`, { cache: 'no-store' });
+        const r = await fetch(`/api/jobs/${encodeURIComponent(id)}/logs/${rank}?tail=8192`, { cache: 'no-store', headers: authHeaders() });
         if (id !== state.selected) return;
         const text = r.ok ? await r.text() : '(no log yet)';
         const pre = div.querySelector('pre');
@@ -454,8 +481,7 @@
 
   $('cancel').addEventListener('click', async () => {
     const result = $('cancel-result');
-    const token = $('token').value.trim();
-    const headers = token ? { Authorization: `Bearer ${token}` } : {};
+    const headers = authHeaders();
     try {
       const r = await fetch(`/api/jobs/${encodeURIComponent(state.selected)}/cancel`, { method: 'POST', headers });
       const body = await r.json().catch(() => ({}));
@@ -467,5 +493,16 @@
     }
   });
 
+  try { $('token').value = sessionStorage.getItem('tern_token') || ''; } catch (e) { /* off */ }
+  saveToken(token());
+  $('token').addEventListener('change', () => {
+    saveToken(token());
+    delete $('token').dataset.needed;
+    if (state.selected) {  // reopen the stream with the new cookie
+      const id = state.selected;
+      state.selected = null;
+      select(id);
+    }
+  });
   refresh();
 })();

@@ -40,5 +40,19 @@ TEST(CpuOverlapTest, DisconnectedAndUnboundWorkersAreLeftOut) {
   EXPECT_EQ(warnings["c"].size(), 1u);
 }
 
+TEST(CpuOverlapTest, RegistrationCpuSetsAreOnePerSlotAndValid) {
+  tern::v1::RegisterRequest req;
+  req.set_name("w");
+  req.set_slots(2);
+  EXPECT_TRUE(CheckCpuSets(req).ok()) << "no sets: the worker does not bind";
+  req.add_cpu_sets("0-1");
+  EXPECT_EQ(CheckCpuSets(req).message(), "worker w: 1 CPU sets for 2 slots (want one per slot)");
+  req.add_cpu_sets("2-x");
+  EXPECT_EQ(CheckCpuSets(req).message(),
+            "worker w: CPU set of slot 1: cpulist \"2-x\": \"x\" is not a CPU number");
+  req.set_cpu_sets(1, "2-3");
+  EXPECT_TRUE(CheckCpuSets(req).ok());
+}
+
 }  // namespace
 }  // namespace tern::daemon

@@ -11,7 +11,7 @@
 set -u
 [[ "${1:-}" == "rank" ]] || { echo "fake_rank: first argument must be 'rank'" >&2; exit 2; }
 shift
-spec="" rank="" world="" rpn="" rdv="" prefix="" threads="" json=0 token="" cpus=""
+spec="" rank="" world="" rpn="" rdv="" prefix="" threads="" json=0 token="" bind="" resume=0 cpus=""
 while [[ $# -gt 0 ]]; do
   case "$1" in
     --spec-file) spec="$2"; shift 2 ;;
@@ -23,6 +23,8 @@ while [[ $# -gt 0 ]]; do
     --threads) threads="$2"; shift 2 ;;
     --token-file) token="$2"; shift 2 ;;
     --cpus) cpus="$2"; shift 2 ;;
+    --bind-address) bind="$2"; shift 2 ;;
+    --resume-if-any) resume=1; shift ;;
     --json) json=1; shift ;;
     *) echo "fake_rank: unknown flag $1" >&2; exit 2 ;;
   esac

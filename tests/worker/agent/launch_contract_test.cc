@@ -12,7 +12,8 @@ namespace tern::agent {
 namespace {
 
 TEST(LaunchContract, BuildsTheDocumentedCommandLine) {
-  LaunchContext ctx{"/opt/tern/bin/tern", "10.0.0.1:7070", "/scratch", "/etc/tern/worker.token", 4};
+  LaunchContext ctx{
+      "/opt/tern/bin/tern", "10.0.0.1:7070", "/scratch", "/etc/tern/worker.token", 4, ""};
   tern::v1::Assignment a;
   a.set_job_id("j-000042");
   a.set_round(3);
@@ -48,7 +49,7 @@ TEST(LaunchContract, BuildsTheDocumentedCommandLine) {
 }
 
 TEST(LaunchContract, ABoundRankGetsItsSetAndThreadsFromTheSetSize) {
-  LaunchContext ctx{"/opt/tern/bin/tern", "10.0.0.1:7070", "/scratch", "", 4};
+  LaunchContext ctx{"/opt/tern/bin/tern", "10.0.0.1:7070", "/scratch", "", 4, ""};
   tern::v1::Assignment a;
   a.set_job_id("j-1");
   a.set_world_size(2);

@@ -293,3 +293,37 @@ TEST(CkptCheckpointTest, KeepLastRetentionAndListing) {
 
 }  // namespace
 }  // namespace tern::ckpt
+
+namespace tern::ckpt {
+namespace {
+
+// A round claims the root; a stale round can neither claim it back nor commit into it.
+TEST(CkptRoundFenceTest, StaleRoundCannotCommit) {
+  testing::TempDir dir;
+  ParamTable t;
+  t.Add("w", {4, 8}, true, 0);
+  std::vector<float> v(t.total(), 1.0f);
+  const std::vector<std::vector<Segment>> segs = {{{"weights", 0, t.total(), "f32", v.data()}}};
+  ASSERT_TRUE(ClaimRound(dir.path(), 3).ok());
+  CommitOptions co;
+  co.round = 3;
+  ASSERT_TRUE(SaveCheckpointLocal(dir.path(), 1, segs, t, co).ok());
+  EXPECT_TRUE(ClaimRound(dir.path(), 3).ok());  // the same round again (a restart of it)
+  ASSERT_TRUE(ClaimRound(dir.path(), 4).ok());
+  // Round 3 finishing a write after round 4 started: refused, nothing committed.
+  absl::Status late = SaveCheckpointLocal(dir.path(), 2, segs, t, co);
+  EXPECT_EQ(late.code(), absl::StatusCode::kFailedPrecondition) << late;
+  EXPECT_NE(std::string(late.message()).find("round 4 now holds"), std::string::npos) << late;
+  EXPECT_FALSE(std::filesystem::exists(dir.path() + "/step-000002/manifest.json"));
+  EXPECT_EQ(*ReadSmallFile(dir.path() + "/latest"), "step-000001\n");
+  absl::Status stale = ClaimRound(dir.path(), 3);
+  EXPECT_EQ(stale.code(), absl::StatusCode::kFailedPrecondition) << stale;
+  EXPECT_NE(std::string(stale.message()).find("belongs to round 4"), std::string::npos) << stale;
+  // Round 4 commits; without a round (tern train) nothing is fenced.
+  co.round = 4;
+  EXPECT_TRUE(SaveCheckpointLocal(dir.path(), 2, segs, t, co).ok());
+  EXPECT_TRUE(SaveCheckpointLocal(dir.path(), 3, segs, t).ok());
+}
+
+}  // namespace
+}  // namespace tern::ckpt

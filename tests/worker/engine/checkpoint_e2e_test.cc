@@ -272,10 +272,16 @@ TEST_F(CheckpointE2E, SigkillDuringAnAsyncWriteLeavesTheLastCommittedCheckpoint)
   waitpid(pid, &status, 0);
   ASSERT_GT(killed_at, 0) << "no write in flight was seen";
   ASSERT_TRUE(WIFSIGNALED(status));
-  // Every committed step verifies; the newest one is where the next run starts.
-  Result verify = Tern("ckpt verify " + Path("sigkill"));
-  EXPECT_EQ(verify.code, 0) << verify.out;
+  // Every committed step verifies; the step killed mid-write is reported incomplete (so verify
+  // fails), and the newest committed one is where the next run starts.
+  // (The kill can land just after the commit: then nothing is incomplete.)
   auto steps = nlohmann::json::parse(Tern("ckpt list --json " + Path("sigkill")).out);
+  bool incomplete = false;
+  for (const auto& s : steps) incomplete |= !s["complete"].get<bool>();
+  Result verify = Tern("ckpt verify " + Path("sigkill"));
+  EXPECT_EQ(verify.code, incomplete ? 1 : 0) << verify.out;
+  EXPECT_EQ(verify.out.find("INCOMPLETE") != std::string::npos, incomplete) << verify.out;
+  EXPECT_EQ(verify.out.find("CORRUPT"), std::string::npos) << verify.out;
   int newest = 0;
   for (const auto& s : steps)
     if (s["complete"]) newest = s["step"];
@@ -322,6 +328,25 @@ TEST_F(CheckpointE2E, FlippedByteFailsResumeAndVerifyNamingTheFile) {
   Result prev = Train("flip", "--resume --set checkpoint.load=step-000008 --set train_iters=10");
   ASSERT_EQ(prev.code, 0) << prev.out;
   ExpectReference(Losses(prev), 9, 10);
+  // It branched from step 8: the corrupt step 12 is set aside byte for byte, not deleted,
+  // `latest` names the new run's step, and the root verifies again.
+  auto aside = Events(prev, "checkpoint_set_aside");
+  ASSERT_EQ(aside.size(), 1u) << prev.out;
+  ASSERT_EQ(aside[0]["set_aside"].size(), 1u) << aside[0];
+  const std::string moved = aside[0]["set_aside"][0];
+  EXPECT_EQ(moved.rfind("step-000012.set-aside-", 0), 0u) << moved;
+  EXPECT_EQ(ReadFile(Path("flip/" + moved + "/rank-00000.bin")), flipped);
+  EXPECT_FALSE(fs::exists(Path("flip/step-000012")));
+  EXPECT_EQ(ReadFile(Path("flip/latest")), "step-000010\n");
+  Result reverify = Tern("ckpt verify " + Path("flip"));
+  EXPECT_EQ(reverify.code, 0) << reverify.out;
+  // A `latest` naming a step that is gone is repaired: --resume loads the newest complete step.
+  { std::ofstream(Path("flip/latest")) << "step-000099\n"; }
+  Result repaired = Train("flip", "--resume --set train_iters=11");
+  ASSERT_EQ(repaired.code, 0) << repaired.out;
+  ExpectReference(Losses(repaired), 11, 11);
+  EXPECT_EQ(Events(repaired, "checkpoint_latest_repaired").size(), 1u) << repaired.out;
+  EXPECT_EQ(ReadFile(Path("flip/latest")), "step-000011\n");
 
   // A missing shard file fails the same way (two ranks: both exit with the same error).
   ASSERT_EQ(Train("gone",
@@ -337,6 +362,16 @@ TEST_F(CheckpointE2E, FlippedByteFailsResumeAndVerifyNamingTheFile) {
   EXPECT_NE(gone.out.find("rank-00001.bin"), std::string::npos) << gone.out;
   Result vgone = Tern("ckpt verify " + Path("gone"));
   EXPECT_EQ(vgone.code, 1) << vgone.out;
+  // A step directory without its manifest was never committed: verify fails on it.
+  fs::create_directories(Path("gone/step-000008"));
+  fs::remove(Path("gone/step-000004/rank-00000.bin"));
+  Result vnone = Tern("ckpt verify " + Path("gone") + " --json");
+  EXPECT_EQ(vnone.code, 1) << vnone.out;
+  EXPECT_NE(vnone.out.find("\"incomplete\":true"), std::string::npos) << vnone.out;
+  fs::remove(Path("gone/step-000004/manifest.json"));
+  Result vstep = Tern("ckpt verify " + Path("gone/step-000004/"));
+  EXPECT_EQ(vstep.code, 1) << vstep.out;
+  EXPECT_NE(vstep.out.find("no committed manifest"), std::string::npos) << vstep.out;
 }
 
 }  // namespace

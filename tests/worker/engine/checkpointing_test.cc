@@ -1,10 +1,14 @@
 // Unit tests of the trainer's checkpoint helpers: even shares of replicated state, the segments
-// a rank writes, and statuses carried through gathers.
+// a rank writes, statuses carried through gathers, and the shared-root probe.
 #include "worker/engine/checkpointing.h"
 
 #include <gtest/gtest.h>
 
+#include <condition_variable>
+#include <filesystem>
+#include <mutex>
 #include <numeric>
+#include <thread>
 
 namespace tern::engine {
 namespace {
@@ -72,6 +76,79 @@ TEST(StatusJsonTest, RoundTripKeepsCodeAndMessage) {
   EXPECT_EQ(back, st);
   EXPECT_TRUE(StatusFromJson(StatusToJson(absl::OkStatus())).ok());
   EXPECT_EQ(StatusFromJson(nlohmann::json::array()).code(), absl::StatusCode::kInternal);
+}
+
+// All-gather of one string per rank among threads (the ranks), reusable round after round.
+class ThreadGather {
+ public:
+  explicit ThreadGather(int n) : n_(n), slots_(n) {}
+  absl::StatusOr<std::vector<std::string>> Gather(int rank, const std::string& mine) {
+    std::unique_lock<std::mutex> lock(mu_);
+    const int gen = generation_;
+    slots_[rank] = mine;
+    if (++arrived_ == n_) {
+      result_ = slots_;
+      arrived_ = 0;
+      ++generation_;
+      cv_.notify_all();
+    } else {
+      cv_.wait(lock, [&] { return generation_ != gen; });
+    }
+    return result_;
+  }
+
+ private:
+  const int n_;
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::vector<std::string> slots_, result_;
+  int arrived_ = 0, generation_ = 0;
+};
+
+// Each rank's view of the checkpoint root is `roots[rank]` (different directories stand for
+// nodes that do not share storage).
+std::vector<absl::Status> ProbeFromRanks(const std::vector<std::string>& roots) {
+  const int n = int(roots.size());
+  ThreadGather g(n);
+  std::vector<absl::Status> out(n);
+  std::vector<std::thread> threads;
+  for (int r = 0; r < n; ++r) {
+    threads.emplace_back([&, r] {
+      out[r] = CheckSharedRoot(roots[r], r, n,
+                               [&g, r](const std::string& mine) { return g.Gather(r, mine); });
+    });
+  }
+  for (auto& t : threads) t.join();
+  return out;
+}
+
+TEST(CheckSharedRootTest, SharedRootPassesAndLeavesNoProbes) {
+  const auto root = std::filesystem::temp_directory_path() / "tern-probe-shared";
+  std::filesystem::create_directories(root);
+  for (const auto& st : ProbeFromRanks({root.string(), root.string(), root.string()}))
+    EXPECT_TRUE(st.ok()) << st;
+  EXPECT_TRUE(std::filesystem::is_empty(root));
+  std::filesystem::remove_all(root);
+}
+
+TEST(CheckSharedRootTest, UnsharedRootFailsEveryRankNamingTheRanks) {
+  const auto base = std::filesystem::temp_directory_path() / "tern-probe-unshared";
+  for (const char* node : {"a", "b"}) std::filesystem::create_directories(base / node);
+  const std::string a = (base / "a").string(), b = (base / "b").string();
+  const auto sts = ProbeFromRanks({a, a, b, b});
+  for (const auto& st : sts) {
+    EXPECT_EQ(st.code(), absl::StatusCode::kFailedPrecondition) << st;
+    EXPECT_NE(std::string(st.message()).find("is not shared by every rank"), std::string::npos)
+        << st;
+    EXPECT_NE(std::string(st.message()).find("rank(s) 2 ("), std::string::npos) << st;
+    EXPECT_NE(std::string(st.message()).find(", 3 ("), std::string::npos) << st;
+  }
+  // A rank that cannot write at all is named with its error.
+  const auto sts2 = ProbeFromRanks({a, (base / "missing" / "dir").string()});
+  for (const auto& st : sts2)
+    EXPECT_NE(std::string(st.message()).find("ranks cannot write there: rank 1"), std::string::npos)
+        << st;
+  std::filesystem::remove_all(base);
 }
 
 }  // namespace

@@ -143,7 +143,9 @@ TEST(JobSpec, UnsupportedFeaturesAreRefusedByName) {
   EXPECT_NE(RefusedWith({"zero_optimization.zero_hpz_partition_size=8"})
                 .find("zero_optimization.zero_hpz_partition_size"),
             std::string::npos);
-  EXPECT_NE(RefusedWith({"elastic.enabled=true"}).find("elastic.enabled: not supported yet"),
+  // Elastic resume keeps the global batch: every node count in range must divide it.
+  EXPECT_NE(RefusedWith({"elastic.enabled=true", "elastic.max_nodes=3"})
+                .find("cannot be kept on 3 node(s)"),
             std::string::npos);
   EXPECT_NE(RefusedWith({"checkpoint.interval=10"}).find("checkpoint.dir: must be set"),
             std::string::npos);

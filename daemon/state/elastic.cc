@@ -1,0 +1,142 @@
+// Elastic rounds: what ternd does when a round of a running job fails (a worker lost, a rank
+// exiting non-zero, a worker not back after a ternd restart). See coordinator.h.
+//
+//   RUNNING --failure--> RESHARDING (survivors cancelled: SIGTERM now, SIGKILL after the
+//   worker's grace, so no rank waits for a collective timeout) --every rank of the round
+//   gone, enough free workers--> next round: the most nodes in [min_nodes, max_nodes] the
+//   free workers allow and the global batch divides into, every rank started with
+//   --resume-if-any (the newest complete checkpoint, else from scratch). Checkpoint commits
+//   are fenced by round, so a straggler of the stopped round cannot commit after this.
+#include <algorithm>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "daemon/state/coordinator.h"
+#include "nlohmann/json.hpp"
+#include "spdlog/spdlog.h"
+#include "worker/spec/job_config.h"
+
+namespace tern::daemon {
+namespace {
+
+// The submitted spec resolved as ternd resolves it (files live on the workers).
+absl::StatusOr<spec::JobConfig> Resolve(const tern::v1::JobSpec& s) {
+  spec::ResolveOptions ro;
+  ro.check_files = false;
+  ro.cluster = true;
+  ro.default_checkpoint_dir = true;
+  return spec::ResolveJob(s, ro);
+}
+
+int RanksPerNode(const tern::v1::JobSpec& s) {
+  return s.resources().has_ranks_per_node() ? s.resources().ranks_per_node() : 1;
+}
+
+}  // namespace
+
+tern::v1::JobSpec Coordinator::RoundSpec(const JobRuntime& rt) const {
+  tern::v1::JobSpec s = rt.job.spec();
+  const int rpn = RanksPerNode(s);
+  const int nodes = rt.job.world_size() / std::max(1, rpn);
+  const int submitted = s.resources().has_nodes() ? s.resources().nodes() : 1;
+  if (nodes <= 0 || nodes == submitted) return s;
+  auto cfg = Resolve(rt.job.spec());
+  if (!cfg.ok()) return s;  // validated at submission; cannot happen
+  // Keep the global batch and the micro batch; the accumulation absorbs the new world.
+  s.mutable_resources()->set_nodes(nodes);
+  s.set_train_batch_size(cfg->global_batch);
+  s.set_train_micro_batch_size_per_gpu(cfg->micro_batch);
+  s.set_gradient_accumulation_steps(
+      static_cast<int32_t>(cfg->global_batch / (int64_t(cfg->micro_batch) * nodes * rpn)));
+  return s;
+}
+
+void Coordinator::RoundFailed(JobRuntime& rt, const std::string& kind, const std::string& message,
+                              int rank, const std::string& worker) {
+  const auto& e = rt.job.spec().elastic();
+  const int max_restarts = e.has_max_restarts() ? e.max_restarts() : 3;
+  if (!e.enabled()) {
+    FailJob(rt, kind, message, rank, worker);
+    return;
+  }
+  if (rt.job.restarts() >= max_restarts) {
+    FailJob(rt, kind,
+            absl::StrCat(message, " (elastic.max_restarts ", max_restarts, " reached)"), rank,
+            worker);
+    return;
+  }
+  rt.incident_ms = NowMs();
+  AddEvent(rt, kind == "worker_lost" ? "node_lost" : kind, message, rank, worker);
+  const std::string why = absl::StrCat("round ", rt.job.round(), " stopped: ", message);
+  CancelRanks(rt, why);
+  rt.job.set_message(absl::StrCat(why, "; resharding"));
+  resharding_.insert(rt.job.id());
+  SetState(rt, tern::v1::JOB_STATE_RESHARDING, "round_stopped", why, rank, worker);
+  NextRound(rt);
+}
+
+void Coordinator::NextRound(JobRuntime& rt) {
+  if (rt.job.state() != tern::v1::JOB_STATE_RESHARDING) {
+    resharding_.erase(rt.job.id());
+    return;
+  }
+  // The stopped round must be gone first: its ranks exited or their workers lost.
+  for (const auto& [rank, r] : rt.ranks)
+    if (!r.exited && membership_.Find(r.worker) != nullptr) return;
+  auto cfg = Resolve(rt.job.spec());
+  if (!cfg.ok()) {
+    FailJob(rt, "reshard", std::string(cfg.status().message()), -1, "");
+    return;
+  }
+  const int rpn = RanksPerNode(rt.job.spec());
+  const std::vector<int> sizes = spec::ElasticNodeCounts(*cfg);
+  std::vector<FreeSlots> free = membership_.Free();
+  std::vector<std::string> workers;
+  // Workers of the stopped round first (their data and caches are warm), then by name.
+  std::set<std::string> before;
+  for (const auto& p : rt.job.placement()) before.insert(p.worker());
+  std::sort(free.begin(), free.end(), [&](const FreeSlots& a, const FreeSlots& b) {
+    const bool ia = before.count(a.worker) > 0, ib = before.count(b.worker) > 0;
+    return ia != ib ? ia : a.worker < b.worker;
+  });
+  for (const auto& f : free)
+    if (f.free >= rpn) workers.push_back(f.worker);
+  int nodes = 0;
+  for (int n : sizes)
+    if (n <= static_cast<int>(workers.size())) nodes = std::max(nodes, n);
+  if (nodes == 0) {
+    const std::string waiting = absl::StrCat(
+        "resharding: waiting for ", cfg->elastic.min_nodes, " node(s) with ", rpn,
+        " free slot(s) each (node counts that keep train_batch_size ", cfg->global_batch, ": ",
+        absl::StrJoin(sizes, ", "), "); ", workers.size(), " free now");
+    if (rt.job.message() != waiting) {
+      rt.job.set_message(waiting);
+      (void)store_->PutJob(rt.job);
+    }
+    return;
+  }
+  workers.resize(nodes);
+  const int from = rt.job.world_size(), to = nodes * rpn;
+  const int accum = static_cast<int>(cfg->global_batch / (int64_t(cfg->micro_batch) * to));
+  rt.job.set_restarts(rt.job.restarts() + 1);
+  resharding_.erase(rt.job.id());
+  const double detect_s = rt.incident_ms > 0 ? (NowMs() - rt.incident_ms) / 1e3 : 0;
+  AddEvent(rt, "reshard",
+           nlohmann::json{{"from_world", from},
+                          {"to_world", to},
+                          {"nodes", nodes},
+                          {"workers", workers},
+                          {"gradient_accumulation_steps", accum},
+                          {"train_batch_size", cfg->global_batch},
+                          {"restart", rt.job.restarts()},
+                          {"checkpoint", "newest complete under " + cfg->checkpoint.dir},
+                          {"seconds_since_incident", detect_s}}
+               .dump(-1, ' ', false, nlohmann::json::error_handler_t::replace));
+  StartRound(rt, Placement{rt.job.id(), workers});
+  AddEvent(rt, "round_started",
+           absl::StrCat("round ", rt.job.round(), ": world ", to, " (", nodes, " node(s) x ", rpn,
+                        "), gradient accumulation ", accum, ", resuming from the newest "
+                        "complete checkpoint"));
+}
+
+}  // namespace tern::daemon

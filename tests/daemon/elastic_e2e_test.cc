@@ -1,0 +1,281 @@
+// Elastic rounds with real ternd, tern-worker and rank processes: a job with elastic.enabled
+// survives a lost worker (it continues on the one that remains, at the smaller world, keeping
+// the global batch) and a killed rank (the round restarts), resuming from its newest complete
+// checkpoint; the losses after each resume equal those of `tern train` resumed from the same
+// checkpoint at the same layout.
+#include <gtest/gtest.h>
+#include <signal.h>
+
+#include <chrono>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <sstream>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "nlohmann/json.hpp"
+#include "tests/daemon/cluster_harness.h"
+
+namespace tern::testing {
+namespace {
+
+using std::chrono::seconds;
+namespace fs = std::filesystem;
+
+std::vector<nlohmann::json> JsonLines(const std::string& text) {
+  std::vector<nlohmann::json> out;
+  std::istringstream in(text);
+  std::string line;
+  while (std::getline(in, line)) {
+    auto j = nlohmann::json::parse(line, nullptr, false);
+    if (j.is_object()) out.push_back(j);
+  }
+  return out;
+}
+
+constexpr int kSteps = 16;
+
+// A JSON integer that protobuf's JSON mapping may have printed as a string (int64).
+int64_t Int(const nlohmann::json& j, const std::string& key) {
+  if (!j.is_object() || !j.contains(key)) return 0;
+  const auto& v = j[key];
+  if (v.is_number()) return v.get<int64_t>();
+  if (v.is_string()) return std::stoll(v.get<std::string>());
+  return 0;
+}
+
+class ElasticE2E : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    ASSERT_TRUE(c_.StartTernd());
+    {
+      std::ofstream text(c_.dir() + "/corpus.txt");
+      for (int i = 0; i < 400; ++i)
+        text << "the quick brown fox " << i << " jumps over the lazy dog\n%\n";
+    }
+    CliResult prep =
+        c_.Tern({"data", "prepare", "--tokenizer", "byte", "--input", c_.dir() + "/corpus.txt",
+                 "--output", c_.dir() + "/corpus", "--doc-separator", "%"});
+    ASSERT_EQ(prep.code, 0) << prep.out << prep.err;
+    spec_ = {
+        {"name", "elastic"},
+        {"model",
+         {{"model_type", "llama"},
+          {"hidden_size", 32},
+          {"num_hidden_layers", 2},
+          {"num_attention_heads", 4},
+          {"max_position_embeddings", 32}}},
+        {"data", {{"path", c_.dir() + "/corpus"}, {"seq_len", 32}}},
+        {"train_micro_batch_size_per_gpu", 2},
+        {"train_batch_size", 4},
+        {"steps_per_print", 1},
+        {"train_iters", kSteps},
+        {"eval_interval", 0},
+        // The schedule must not depend on the world: warmup then constant.
+        {"scheduler", {{"type", "WarmupLR"}, {"params", {{"warmup_num_steps", 2}}}}},
+        {"checkpoint", {{"interval", 1}, {"keep_last", 100}}},
+        {"elastic", {{"enabled", true}, {"min_nodes", 1}, {"max_nodes", 2}}},
+        {"resources", {{"nodes", 2}, {"ranks_per_node", 1}, {"threads_per_rank", 1}}}};
+  }
+
+  // Submits the spec; returns the job id.
+  std::string Submit() {
+    std::ofstream(c_.dir() + "/elastic.json") << spec_.dump();
+    CliResult r = c_.Tern({"submit", c_.dir() + "/elastic.json", "--json"});
+    EXPECT_EQ(r.code, 0) << r.out << r.err;
+    auto j = nlohmann::json::parse(r.out, nullptr, false);
+    return j.is_object() ? j.value("id", "") : "";
+  }
+
+  nlohmann::json Show(const std::string& id) {
+    return nlohmann::json::parse(c_.Tern({"show", id, "--json"}).out, nullptr, false);
+  }
+
+  // Waits until rank 0 reported `step` (or the job ended).
+  void WaitForStep(const std::string& id, int step) {
+    for (int i = 0; i < 600; ++i) {
+      auto j = Show(id);
+      if (j.is_object() && (j.value("state", "") == "SUCCEEDED" || j.value("state", "") == "FAILED"))
+        return;
+      if (j.is_object() && j.contains("last_metric") &&
+          Int(j["last_metric"], "step") >= step)
+        return;
+      std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    }
+  }
+
+  std::string WaitForEnd(const std::string& id) {
+    for (int i = 0; i < 1200; ++i) {
+      auto j = Show(id);
+      const std::string state = j.is_object() ? j.value("state", "") : "";
+      if (state == "SUCCEEDED" || state == "FAILED" || state == "CANCELLED") return state;
+      std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    }
+    return "TIMEOUT";
+  }
+
+  // The job's history: events and rank 0's step losses by (round, step).
+  struct History {
+    std::vector<nlohmann::json> events;
+    std::map<int, std::map<int, double>> losses;  // round -> step -> loss
+  };
+  History Watch(const std::string& id) {
+    History h;
+    for (const auto& j : JsonLines(c_.Tern({"watch", id, "--json"}, "", seconds(30)).out)) {
+      if (j.value("type", "") == "event") h.events.push_back(j);
+      if (j.value("type", "") == "metric" && j.value("kind", "") == "step" &&
+          j.value("rank", -1) == 0)
+        h.losses[j["round"].get<int>()][j["step"].get<int>()] = j["loss"].get<double>();
+    }
+    return h;
+  }
+
+  static std::string Kinds(const History& h) {
+    std::string s;
+    for (const auto& e : h.events)
+      s += e.value("kind", "") + ": " + e.value("message", "").substr(0, 160) + "\n";
+    return s;
+  }
+
+  static int Count(const History& h, const std::string& kind) {
+    int n = 0;
+    for (const auto& e : h.events) n += e.value("kind", "") == kind ? 1 : 0;
+    return n;
+  }
+
+  // The step the last round resumed from (its "resume" event).
+  static int ResumedFrom(const History& h) {
+    int step = -1;
+    for (const auto& e : h.events) {
+      if (e.value("kind", "") != "resume") continue;
+      auto m = nlohmann::json::parse(e.value("message", ""), nullptr, false);
+      if (m.is_object()) step = m.value("step", -1);
+    }
+    return step;
+  }
+
+  // `tern train` of the same spec on `ranks` ranks from a copy of the job's checkpoint at
+  // `step`: rank 0's losses by step.
+  std::map<int, double> Reference(const std::string& id, int step, int ranks) {
+    const std::string src = c_.checkpoint_root() + "/" + id;
+    const std::string copy = c_.dir() + "/ref-" + std::to_string(step);
+    fs::create_directories(copy);
+    const std::string name = "step-" + std::string(6 - std::to_string(step).size(), '0') +
+                             std::to_string(step);
+    fs::copy(src + "/" + name, copy + "/" + name, fs::copy_options::recursive);
+    nlohmann::json spec = spec_;
+    spec.erase("elastic");
+    spec["resources"] = {{"nodes", 1}, {"ranks_per_node", 1}, {"threads_per_rank", 1}};
+    spec["checkpoint"]["dir"] = copy;
+    std::ofstream(c_.dir() + "/ref.json") << spec.dump();
+    std::vector<std::string> args = {"train", c_.dir() + "/ref.json", "--json", "--resume",
+                                     "--set", "checkpoint.load=" + name, "--threads", "1"};
+    if (ranks > 1) args.insert(args.end(), {"--ranks", std::to_string(ranks)});
+    CliResult r = c_.Tern(args, "", seconds(120));
+    EXPECT_EQ(r.code, 0) << r.out << r.err;
+    std::map<int, double> out;
+    for (const auto& j : JsonLines(r.out))
+      if (j.value("type", "") == "step") out[j["step"].get<int>()] = j["loss"].get<double>();
+    return out;
+  }
+
+  static void ExpectSameLosses(const std::map<int, double>& got, const std::map<int, double>& ref,
+                               int from) {
+    ASSERT_FALSE(ref.empty());
+    for (int s = from; s <= kSteps; ++s) {
+      ASSERT_TRUE(got.count(s)) << "step " << s << " missing";
+      ASSERT_TRUE(ref.count(s)) << "reference step " << s << " missing";
+      EXPECT_NEAR(got.at(s), ref.at(s), 1e-5 * std::abs(ref.at(s))) << "step " << s;
+    }
+  }
+
+  Cluster c_{ClusterOptions{.heartbeat_timeout = "2s", .checkpoint_root = true}};
+  nlohmann::json spec_;
+};
+
+TEST_F(ElasticE2E, LostWorkerContinuesOnTheOtherAtTheSmallerWorld) {
+  c_.AddWorker("w1", 1, {}, "", "1s", "tern");
+  Process* w2 = c_.AddWorker("w2", 1, {}, "", "1s", "tern");
+  ASSERT_TRUE(c_.WaitForWorkers(2, seconds(10)));
+  const std::string id = Submit();
+  ASSERT_FALSE(id.empty());
+  WaitForStep(id, 5);
+  w2->Signal(SIGKILL);  // the node is gone: its rank dies with it
+  ASSERT_EQ(WaitForEnd(id), "SUCCEEDED") << c_.Tern({"show", id}).out
+                                         << c_.ReadFile(c_.dir() + "/w1.log");
+  History h = Watch(id);
+  SCOPED_TRACE(Kinds(h));
+  EXPECT_EQ(Count(h, "node_lost"), 1);
+  EXPECT_EQ(Count(h, "round_stopped"), 1);
+  EXPECT_EQ(Count(h, "reshard"), 1);
+  auto job = Show(id);
+  EXPECT_EQ(Int(job, "round"), 2) << job;
+  EXPECT_EQ(Int(job, "world_size"), 1) << job;
+  for (const auto& e : h.events) {
+    if (e.value("kind", "") != "reshard") continue;
+    auto plan = nlohmann::json::parse(e.value("message", ""), nullptr, false);
+    EXPECT_EQ(plan.value("from_world", 0), 2) << plan;
+    EXPECT_EQ(plan.value("to_world", 0), 1) << plan;
+    EXPECT_EQ(plan.value("gradient_accumulation_steps", 0), 2) << plan;
+  }
+  // Round 2 ran on one rank from the newest complete checkpoint: at most the step in flight
+  // was lost, and its losses are those of `tern train` resumed from that checkpoint.
+  const int from = ResumedFrom(h);
+  ASSERT_GE(from, 3) << "resumed from step " << from;
+  const auto& round2 = h.losses[2];
+  ASSERT_FALSE(round2.empty());
+  EXPECT_EQ(round2.begin()->first, from + 1);
+  EXPECT_EQ(round2.rbegin()->first, kSteps);
+  ExpectSameLosses(round2, Reference(id, from, 1), from + 1);
+}
+
+TEST_F(ElasticE2E, KilledRankRestartsTheRoundAtTheSameWorld) {
+  Process* w1 = c_.AddWorker("w1", 1, {}, "", "1s", "tern");
+  c_.AddWorker("w2", 1, {}, "", "1s", "tern");
+  ASSERT_TRUE(c_.WaitForWorkers(2, seconds(10)));
+  const std::string id = Submit();
+  ASSERT_FALSE(id.empty());
+  WaitForStep(id, 5);
+  // SIGKILL the rank process of worker w1 (a child of the worker), not the worker.
+  // (Any thread of the worker may have forked it.)
+  std::string children;
+  for (const auto& t : fs::directory_iterator("/proc/" + std::to_string(w1->pid()) + "/task"))
+    children += c_.ReadFile(t.path().string() + "/children") + " ";
+  std::istringstream pids(children);
+  int rank_pid = 0;
+  ASSERT_TRUE(static_cast<bool>(pids >> rank_pid)) << "worker w1 runs no rank";
+  ::kill(rank_pid, SIGKILL);
+  ASSERT_EQ(WaitForEnd(id), "SUCCEEDED") << c_.Tern({"show", id}).out;
+  History h = Watch(id);
+  SCOPED_TRACE(Kinds(h));
+  EXPECT_EQ(Count(h, "round_stopped"), 1);
+  for (const auto& e : h.events)
+    if (e.value("kind", "") == "round_stopped")
+      EXPECT_NE(e.value("message", "").find("exited with code"), std::string::npos) << e;
+  auto job = Show(id);
+  EXPECT_EQ(Int(job, "round"), 2) << job;
+  EXPECT_EQ(Int(job, "world_size"), 2) << job;
+  const int from = ResumedFrom(h);
+  ASSERT_GE(from, 3);
+  const auto& round2 = h.losses[2];
+  ASSERT_FALSE(round2.empty());
+  EXPECT_EQ(round2.begin()->first, from + 1);
+  ExpectSameLosses(round2, Reference(id, from, 2), from + 1);
+}
+
+TEST_F(ElasticE2E, WithoutElasticALostWorkerFailsTheJob) {
+  spec_.erase("elastic");
+  c_.AddWorker("w1", 1, {}, "", "1s", "tern");
+  Process* w2 = c_.AddWorker("w2", 1, {}, "", "1s", "tern");
+  ASSERT_TRUE(c_.WaitForWorkers(2, seconds(10)));
+  const std::string id = Submit();
+  WaitForStep(id, 3);
+  w2->Signal(SIGKILL);
+  EXPECT_EQ(WaitForEnd(id), "FAILED");
+  EXPECT_EQ(Count(Watch(id), "reshard"), 0);
+}
+
+}  // namespace
+}  // namespace tern::testing
