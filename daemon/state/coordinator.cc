@@ -250,7 +250,10 @@ void Coordinator::Schedule() {
     pending.push_back(
         {id, r.has_nodes() ? r.nodes() : 1, r.has_ranks_per_node() ? r.ranks_per_node() : 1});
   }
-  if (pending.empty()) return;
+  if (pending.empty()) {
+    MaybeGrow();
+    return;
+  }
   const std::vector<FreeSlots> free = membership_.Free();
   std::set<std::string> started;
   for (const Placement& p : scheduler_->Schedule(pending, free)) {
@@ -258,6 +261,7 @@ void Coordinator::Schedule() {
     started.insert(p.job_id);
     StartRound(jobs_[p.job_id], p);
   }
+  MaybeGrow();
   // Every job still waiting says for what, and what the cluster has (stored when it changes).
   for (const PendingJob& job : pending) {
     if (started.count(job.id)) continue;

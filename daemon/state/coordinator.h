@@ -89,6 +89,7 @@ class Coordinator {
     std::set<std::string> awaiting;    // workers to reconnect after a ternd restart
     int64_t await_deadline_ms = 0;
     int64_t incident_ms = 0;  // when the current elastic incident was detected (0 = none)
+    bool growing = false;     // the round was stopped to grow, not after a failure
   };
 
   JobRuntime* Find(const std::string& id);
@@ -125,6 +126,9 @@ class Coordinator {
   // The spec the ranks of the current round run: the submitted spec with the round's layout
   // (nodes, and the gradient accumulation that keeps the global batch).
   tern::v1::JobSpec RoundSpec(const JobRuntime& rt) const;
+  // Running elastic jobs below elastic.max_nodes grow onto free workers (when no job waits):
+  // the round stops at its newest complete checkpoint and the next one has more nodes.
+  void MaybeGrow();
   void PersistWorker(const std::string& name);
   void CacheState(const tern::v1::Job& job);
 

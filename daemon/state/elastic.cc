@@ -8,6 +8,7 @@
 //   --resume-if-any (the newest complete checkpoint, else from scratch). Checkpoint commits
 //   are fenced by round, so a straggler of the stopped round cannot commit after this.
 #include <algorithm>
+#include <set>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
@@ -60,9 +61,8 @@ void Coordinator::RoundFailed(JobRuntime& rt, const std::string& kind, const std
     return;
   }
   if (rt.job.restarts() >= max_restarts) {
-    FailJob(rt, kind,
-            absl::StrCat(message, " (elastic.max_restarts ", max_restarts, " reached)"), rank,
-            worker);
+    FailJob(rt, kind, absl::StrCat(message, " (elastic.max_restarts ", max_restarts, " reached)"),
+            rank, worker);
     return;
   }
   rt.incident_ms = NowMs();
@@ -118,7 +118,8 @@ void Coordinator::NextRound(JobRuntime& rt) {
   workers.resize(nodes);
   const int from = rt.job.world_size(), to = nodes * rpn;
   const int accum = static_cast<int>(cfg->global_batch / (int64_t(cfg->micro_batch) * to));
-  rt.job.set_restarts(rt.job.restarts() + 1);
+  if (!rt.growing) rt.job.set_restarts(rt.job.restarts() + 1);
+  rt.growing = false;
   resharding_.erase(rt.job.id());
   const double detect_s = rt.incident_ms > 0 ? (NowMs() - rt.incident_ms) / 1e3 : 0;
   AddEvent(rt, "reshard",
@@ -135,8 +136,42 @@ void Coordinator::NextRound(JobRuntime& rt) {
   StartRound(rt, Placement{rt.job.id(), workers});
   AddEvent(rt, "round_started",
            absl::StrCat("round ", rt.job.round(), ": world ", to, " (", nodes, " node(s) x ", rpn,
-                        "), gradient accumulation ", accum, ", resuming from the newest "
+                        "), gradient accumulation ", accum,
+                        ", resuming from the newest "
                         "complete checkpoint"));
+}
+
+void Coordinator::MaybeGrow() {
+  if (!pending_.empty()) return;  // free workers go to waiting jobs first
+  for (auto& [id, rt] : jobs_) {
+    if (rt.job.state() != tern::v1::JOB_STATE_RUNNING || !rt.job.spec().elastic().enabled())
+      continue;
+    // Only once this round has made progress (a step reported), so growing never loops.
+    if (rt.job.last_metric().round() != rt.job.round()) continue;
+    auto cfg = Resolve(rt.job.spec());
+    if (!cfg.ok()) continue;
+    const int rpn = RanksPerNode(rt.job.spec());
+    const int nodes = rt.job.world_size() / std::max(1, rpn);
+    std::set<std::string> mine;
+    for (const auto& p : rt.job.placement()) mine.insert(p.worker());
+    int extra = 0;
+    for (const auto& f : membership_.Free())
+      if (!mine.count(f.worker) && f.free >= rpn) ++extra;
+    int target = nodes;
+    for (int n : spec::ElasticNodeCounts(*cfg))
+      if (n > nodes && n <= nodes + extra) target = std::max(target, n);
+    if (target == nodes) continue;
+    const std::string why = absl::StrCat("growing from ", nodes, " to ", target,
+                                         " node(s): ", extra, " free worker(s) joined");
+    AddEvent(rt, "grow", why);
+    rt.incident_ms = NowMs();
+    rt.growing = true;
+    CancelRanks(rt, absl::StrCat("round ", rt.job.round(), " stopped: ", why));
+    rt.job.set_message(absl::StrCat(why, "; resharding"));
+    resharding_.insert(id);
+    SetState(rt, tern::v1::JOB_STATE_RESHARDING, "round_stopped",
+             absl::StrCat("round ", rt.job.round(), " stopped: ", why));
+  }
 }
 
 }  // namespace tern::daemon

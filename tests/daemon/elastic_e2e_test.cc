@@ -59,25 +59,24 @@ class ElasticE2E : public ::testing::Test {
         c_.Tern({"data", "prepare", "--tokenizer", "byte", "--input", c_.dir() + "/corpus.txt",
                  "--output", c_.dir() + "/corpus", "--doc-separator", "%"});
     ASSERT_EQ(prep.code, 0) << prep.out << prep.err;
-    spec_ = {
-        {"name", "elastic"},
-        {"model",
-         {{"model_type", "llama"},
-          {"hidden_size", 32},
-          {"num_hidden_layers", 2},
-          {"num_attention_heads", 4},
-          {"max_position_embeddings", 32}}},
-        {"data", {{"path", c_.dir() + "/corpus"}, {"seq_len", 32}}},
-        {"train_micro_batch_size_per_gpu", 2},
-        {"train_batch_size", 4},
-        {"steps_per_print", 1},
-        {"train_iters", kSteps},
-        {"eval_interval", 0},
-        // The schedule must not depend on the world: warmup then constant.
-        {"scheduler", {{"type", "WarmupLR"}, {"params", {{"warmup_num_steps", 2}}}}},
-        {"checkpoint", {{"interval", 1}, {"keep_last", 100}}},
-        {"elastic", {{"enabled", true}, {"min_nodes", 1}, {"max_nodes", 2}}},
-        {"resources", {{"nodes", 2}, {"ranks_per_node", 1}, {"threads_per_rank", 1}}}};
+    spec_ = {{"name", "elastic"},
+             {"model",
+              {{"model_type", "llama"},
+               {"hidden_size", 32},
+               {"num_hidden_layers", 2},
+               {"num_attention_heads", 4},
+               {"max_position_embeddings", 32}}},
+             {"data", {{"path", c_.dir() + "/corpus"}, {"seq_len", 32}}},
+             {"train_micro_batch_size_per_gpu", 2},
+             {"train_batch_size", 4},
+             {"steps_per_print", 1},
+             {"train_iters", kSteps},
+             {"eval_interval", 0},
+             // The schedule must not depend on the world: warmup then constant.
+             {"scheduler", {{"type", "WarmupLR"}, {"params", {{"warmup_num_steps", 2}}}}},
+             {"checkpoint", {{"interval", 1}, {"keep_last", 1000}}},
+             {"elastic", {{"enabled", true}, {"min_nodes", 1}, {"max_nodes", 2}}},
+             {"resources", {{"nodes", 2}, {"ranks_per_node", 1}, {"threads_per_rank", 1}}}};
   }
 
   // Submits the spec; returns the job id.
@@ -97,10 +96,10 @@ class ElasticE2E : public ::testing::Test {
   void WaitForStep(const std::string& id, int step) {
     for (int i = 0; i < 600; ++i) {
       auto j = Show(id);
-      if (j.is_object() && (j.value("state", "") == "SUCCEEDED" || j.value("state", "") == "FAILED"))
+      if (j.is_object() &&
+          (j.value("state", "") == "SUCCEEDED" || j.value("state", "") == "FAILED"))
         return;
-      if (j.is_object() && j.contains("last_metric") &&
-          Int(j["last_metric"], "step") >= step)
+      if (j.is_object() && j.contains("last_metric") && Int(j["last_metric"], "step") >= step)
         return;
       std::this_thread::sleep_for(std::chrono::milliseconds(100));
     }
@@ -162,15 +161,15 @@ class ElasticE2E : public ::testing::Test {
     const std::string src = c_.checkpoint_root() + "/" + id;
     const std::string copy = c_.dir() + "/ref-" + std::to_string(step);
     fs::create_directories(copy);
-    const std::string name = "step-" + std::string(6 - std::to_string(step).size(), '0') +
-                             std::to_string(step);
+    const std::string name =
+        "step-" + std::string(6 - std::to_string(step).size(), '0') + std::to_string(step);
     fs::copy(src + "/" + name, copy + "/" + name, fs::copy_options::recursive);
     nlohmann::json spec = spec_;
     spec.erase("elastic");
     spec["resources"] = {{"nodes", 1}, {"ranks_per_node", 1}, {"threads_per_rank", 1}};
     spec["checkpoint"]["dir"] = copy;
     std::ofstream(c_.dir() + "/ref.json") << spec.dump();
-    std::vector<std::string> args = {"train", c_.dir() + "/ref.json", "--json", "--resume",
+    std::vector<std::string> args = {"train", c_.dir() + "/ref.json",    "--json",    "--resume",
                                      "--set", "checkpoint.load=" + name, "--threads", "1"};
     if (ranks > 1) args.insert(args.end(), {"--ranks", std::to_string(ranks)});
     CliResult r = c_.Tern(args, "", seconds(120));
@@ -181,10 +180,10 @@ class ElasticE2E : public ::testing::Test {
     return out;
   }
 
-  static void ExpectSameLosses(const std::map<int, double>& got, const std::map<int, double>& ref,
-                               int from) {
+  void ExpectSameLosses(const std::map<int, double>& got, const std::map<int, double>& ref,
+                        int from) {
     ASSERT_FALSE(ref.empty());
-    for (int s = from; s <= kSteps; ++s) {
+    for (int s = from; s <= spec_["train_iters"].get<int>(); ++s) {
       ASSERT_TRUE(got.count(s)) << "step " << s << " missing";
       ASSERT_TRUE(ref.count(s)) << "reference step " << s << " missing";
       EXPECT_NEAR(got.at(s), ref.at(s), 1e-5 * std::abs(ref.at(s))) << "step " << s;
@@ -203,8 +202,8 @@ TEST_F(ElasticE2E, LostWorkerContinuesOnTheOtherAtTheSmallerWorld) {
   ASSERT_FALSE(id.empty());
   WaitForStep(id, 5);
   w2->Signal(SIGKILL);  // the node is gone: its rank dies with it
-  ASSERT_EQ(WaitForEnd(id), "SUCCEEDED") << c_.Tern({"show", id}).out
-                                         << c_.ReadFile(c_.dir() + "/w1.log");
+  ASSERT_EQ(WaitForEnd(id), "SUCCEEDED")
+      << c_.Tern({"show", id}).out << c_.ReadFile(c_.dir() + "/w1.log");
   History h = Watch(id);
   SCOPED_TRACE(Kinds(h));
   EXPECT_EQ(Count(h, "node_lost"), 1);
@@ -259,6 +258,31 @@ TEST_F(ElasticE2E, KilledRankRestartsTheRoundAtTheSameWorld) {
   EXPECT_EQ(Int(job, "world_size"), 2) << job;
   const int from = ResumedFrom(h);
   ASSERT_GE(from, 3);
+  const auto& round2 = h.losses[2];
+  ASSERT_FALSE(round2.empty());
+  EXPECT_EQ(round2.begin()->first, from + 1);
+  ExpectSameLosses(round2, Reference(id, from, 2), from + 1);
+}
+
+TEST_F(ElasticE2E, AWorkerJoiningGrowsTheJobToMaxNodes) {
+  spec_["resources"]["nodes"] = 1;  // starts on one node, may grow to two
+  spec_["train_iters"] = 60;        // long enough for a worker to join
+  c_.AddWorker("w1", 1, {}, "", "1s", "tern");
+  ASSERT_TRUE(c_.WaitForWorkers(1, seconds(10)));
+  const std::string id = Submit();
+  ASSERT_FALSE(id.empty());
+  WaitForStep(id, 4);
+  c_.AddWorker("w2", 1, {}, "", "1s", "tern");
+  ASSERT_EQ(WaitForEnd(id), "SUCCEEDED") << c_.Tern({"show", id}).out;
+  History h = Watch(id);
+  SCOPED_TRACE(Kinds(h));
+  EXPECT_EQ(Count(h, "grow"), 1) << c_.ReadFile(c_.dir() + "/ternd.0.log");
+  auto job = Show(id);
+  EXPECT_EQ(Int(job, "round"), 2) << job;
+  EXPECT_EQ(Int(job, "world_size"), 2) << job;
+  EXPECT_EQ(Int(job, "restarts"), 0) << job;  // growing is not a failure
+  const int from = ResumedFrom(h);
+  ASSERT_GE(from, 4);
   const auto& round2 = h.losses[2];
   ASSERT_FALSE(round2.empty());
   EXPECT_EQ(round2.begin()->first, from + 1);
