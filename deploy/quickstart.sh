@@ -59,7 +59,8 @@ if [ "${1:-}" = "--local" ]; then
   exit 0
 fi
 
-# The local cluster: one coordinator and two single-slot workers (one "node" each). The job
+# The local cluster: one coordinator and two single-slot workers (one "node" each, each on its
+# own half of the machine's CPUs). The job
 # keeps the single-process run's global batch (2 ranks x 16 sequences).
 down >/dev/null
 mkdir -p "$STATE/pids" "$STATE/logs"
@@ -69,9 +70,13 @@ start() {  # name, command...
   echo $! >"$STATE/pids/$name.pid"
 }
 start ternd "$BIN/ternd" --listen "$COORD" --state-dir "$STATE/ternd"
-for w in a b; do
+# Two workers on one machine: each gets its own half of the CPUs (whole cores, NUMA nodes kept
+# together), so their ranks do not compete for cores.
+mapfile -t HALVES < <("$BIN/tern-worker" --print-cpu-sets --slots 2 --log-level warn)
+for i in 0 1; do
+  w=$([ $i = 0 ] && echo a || echo b)
   start "worker-$w" "$BIN/tern-worker" --coordinator "$COORD" --name "worker-$w" --slots 1 \
-    --scratch "$STATE/worker-$w"
+    --cpus "${HALVES[$i]}" --scratch "$STATE/worker-$w"
 done
 export TERN_COORDINATOR=$COORD
 for _ in $(seq 100); do

@@ -293,6 +293,12 @@ void AddWorkers(CLI::App& app, int* exit_code) {
                   << (w.connected() ? "yes" : "no") << std::setw(12)
                   << (tern::cluster::FormatDuration(NowMs() - w.last_heartbeat_ms()) + " ago")
                   << tern::Printable(absl::StrJoin(w.jobs(), ","), 1024) << "\n";
+        if (!w.cpu_sets().empty()) {
+          std::cout << "  cpus per slot: "
+                    << tern::Printable(absl::StrJoin(w.cpu_sets(), " | "), 1024) << "\n";
+        }
+        for (const auto& warning : w.warnings())
+          std::cout << "  warning: " << tern::Printable(warning, 1024) << "\n";
       }
       return 0;
     });

@@ -42,6 +42,7 @@ struct TrainArgs {
   bool resume = false;
   double peak_gflops = 0;
   bool skip_memory_check = false;
+  bool bind_cores = true;
 };
 
 int RunTrain(const TrainArgs& a) {
@@ -82,6 +83,7 @@ int RunTrain(const TrainArgs& a) {
     lo.save_final = a.save_final;
     lo.collective_timeout_s = a.collective_timeout_s;
     lo.peak_gflops = a.peak_gflops;
+    lo.bind_cores = a.bind_cores;
     return LaunchLocalRanks(*cfg, lo);
   }
   ConsoleSink sink(a.json, cfg->steps_per_print);
@@ -255,7 +257,10 @@ void AddEngineCommands(CLI::App& app, int* exit_code) {
   train->add_option("spec", targs->spec, "Job spec JSON file")->required();
   train->add_option("--set", targs->sets, "Override a spec field: key.path=value")->take_all();
   train->add_flag("--json", targs->json, "One JSON object per line");
-  train->add_option("--threads", targs->threads, "Compute threads (default: all cores)")
+  train
+      ->add_option(
+          "--threads", targs->threads,
+          "Compute threads (default: all cores; per rank with --ranks: the size of its CPU set)")
       ->check(CLI::Range(1, 4096));
   train->add_option("--save-final", targs->save_final,
                     "Write config.json + model.safetensors here");
@@ -265,6 +270,9 @@ void AddEngineCommands(CLI::App& app, int* exit_code) {
       ->add_option("--ranks-per-node", targs->ranks_per_node,
                    "Ranks per (simulated) node; --ranks 4 --ranks-per-node 2 forms two nodes")
       ->check(CLI::Range(1, 1024));
+  train->add_flag("--bind-cores,!--no-bind-cores", targs->bind_cores,
+                  "With --ranks: split this process's CPUs into one disjoint set per rank and "
+                  "bind each rank to its set, threads = the set's size (default on)");
   train
       ->add_option("--collective-timeout-s", targs->collective_timeout_s,
                    "Seconds a collective may wait for a peer before failing")

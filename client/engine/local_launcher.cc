@@ -2,6 +2,7 @@
 
 #include <fcntl.h>
 #include <poll.h>
+#include <sched.h>
 #include <signal.h>
 #include <sys/prctl.h>
 #include <sys/wait.h>
@@ -12,12 +13,15 @@
 #include <filesystem>
 #include <fstream>
 #include <map>
+#include <string_view>
 #include <thread>
 
 #include "absl/strings/str_cat.h"
 #include "client/engine/output.h"
 #include "spdlog/fmt/fmt.h"
 #include "worker/comm/tcp_store.h"
+#include "worker/core/cpu_set.h"
+#include "worker/core/status.h"
 #include "worker/spec/spec.h"
 
 namespace tern::cli {
@@ -44,20 +48,45 @@ std::string Describe(int status) {
   return "ended";
 }
 
-// Forks and execs `args` with stdout on a pipe; the child dies with its launcher.
-bool SpawnRank(int rank, std::vector<std::string> args, Child* child) {
+// Forks and execs `args` with stdout on a pipe; the child dies with its launcher. With
+// `cpus`, the child is bound to them and OMP_NUM_THREADS / OPENBLAS_NUM_THREADS = `threads`.
+bool SpawnRank(int rank, std::vector<std::string> args, const cpu::CpuList& cpus, int threads,
+               Child* child) {
   int fds[2];
   if (pipe2(fds, O_CLOEXEC) != 0) return false;
+  // Everything the child needs is prepared before fork.
+  std::vector<std::string> env;
+  for (char** e = environ; *e; ++e) {
+    const std::string_view v(*e);
+    if (!cpus.empty() &&
+        (v.rfind("OMP_NUM_THREADS=", 0) == 0 || v.rfind("OPENBLAS_NUM_THREADS=", 0) == 0))
+      continue;
+    env.emplace_back(v);
+  }
+  if (!cpus.empty()) {
+    env.push_back(absl::StrCat("OMP_NUM_THREADS=", threads));
+    env.push_back(absl::StrCat("OPENBLAS_NUM_THREADS=", threads));
+  }
+  std::vector<char*> envp;
+  for (auto& e : env) envp.push_back(e.data());
+  envp.push_back(nullptr);
+  std::vector<char*> argv;
+  for (auto& a : args) argv.push_back(a.data());
+  argv.push_back(nullptr);
+  const cpu_set_t mask = cpu::ToCpuSetT(cpus);
+  const std::string bind_error = absl::StrCat("error: rank ", rank, ": cannot bind to CPUs ",
+                                              cpu::FormatCpuList(cpus), " (sched_setaffinity)\n");
   const pid_t parent = getpid();
   pid_t pid = fork();
   if (pid == 0) {
     prctl(PR_SET_PDEATHSIG, SIGKILL);
     if (getppid() != parent) _exit(1);
     dup2(fds[1], STDOUT_FILENO);
-    std::vector<char*> argv;
-    for (auto& a : args) argv.push_back(a.data());
-    argv.push_back(nullptr);
-    execv(argv[0], argv.data());
+    if (!cpus.empty() && sched_setaffinity(0, sizeof(mask), &mask) != 0) {
+      (void)!write(STDERR_FILENO, bind_error.data(), bind_error.size());
+      _exit(127);
+    }
+    execve(argv[0], argv.data(), envp.data());
     _exit(127);
   }
   close(fds[1]);
@@ -128,14 +157,46 @@ int Supervise(std::vector<Child>& children, ConsoleSink& sink, const LaunchOptio
 
 }  // namespace
 
+absl::StatusOr<Placement> PlaceRanks(const tern::spec::JobConfig& config, const LaunchOptions& o) {
+  const int n = o.ranks;
+  const int asked = o.threads_per_rank > 0 ? o.threads_per_rank : config.threads_per_rank;
+  const char* what = o.threads_per_rank > 0 ? "--threads" : "resources.threads_per_rank";
+  Placement p;
+  p.cpus.resize(n);
+  if (!o.bind_cores) {
+    const unsigned cores = std::max(1u, std::thread::hardware_concurrency());
+    p.threads.assign(n, asked > 0 ? asked : std::max(1, int(cores) / n));
+    return p;
+  }
+  TERN_ASSIGN_OR_RETURN(cpu::CpuList mine, cpu::ThisProcessAffinity());
+  TERN_ASSIGN_OR_RETURN(cpu::SlotCpus split, cpu::SplitCpus(cpu::ReadCpuTopology(), mine, n));
+  if (split.shared) {
+    p.warning = absl::StrCat("--ranks ", n, " is more than the ", mine.size(), " CPU(s) ",
+                             cpu::FormatCpuList(mine), ": ranks share CPUs, one CPU each");
+  }
+  for (int r = 0; r < n; ++r) {
+    const int size = static_cast<int>(split.sets[r].size());
+    if (asked > size) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(what, " ", asked, " is more than the ", size, " CPU(s) of rank ", r,
+                       "'s set (", cpu::FormatCpuList(split.sets[r]), "; ", n, " ranks on CPUs ",
+                       cpu::FormatCpuList(mine), "); lower it, or run with --no-bind-cores"));
+    }
+    p.threads.push_back(asked > 0 ? asked : size);
+  }
+  p.cpus = std::move(split.sets);
+  return p;
+}
+
 int LaunchLocalRanks(const tern::spec::JobConfig& config, const LaunchOptions& o) {
   const int n = o.ranks;
   const int per_node = o.ranks_per_node > 0 ? o.ranks_per_node : n;
-  const unsigned cores = std::max(1u, std::thread::hardware_concurrency());
-  const int threads =
-      o.threads_per_rank > 0
-          ? o.threads_per_rank
-          : (config.threads_per_rank > 0 ? config.threads_per_rank : std::max(1, int(cores) / n));
+  auto placement = PlaceRanks(config, o);
+  if (!placement.ok()) {
+    fmt::print(stderr, "error: {}\n", std::string(placement.status().message()));
+    return 2;
+  }
+  if (!placement->warning.empty()) fmt::print(stderr, "warning: {}\n", placement->warning);
   auto server = comm::TcpStoreServer::Start(0, "127.0.0.1");
   if (!server.ok()) {
     fmt::print(stderr, "error: rendezvous store: {}\n", std::string(server.status().message()));
@@ -168,7 +229,7 @@ int LaunchLocalRanks(const tern::spec::JobConfig& config, const LaunchOptions& o
                                      "--rendezvous-prefix",
                                      prefix,
                                      "--threads",
-                                     std::to_string(threads),
+                                     std::to_string(placement->threads[r]),
                                      "--json",
                                      "--collective-timeout-s",
                                      std::to_string(o.collective_timeout_s)};
@@ -182,7 +243,12 @@ int LaunchLocalRanks(const tern::spec::JobConfig& config, const LaunchOptions& o
       args.push_back("--save-final");
       args.push_back(o.save_final);
     }
-    if (!SpawnRank(r, std::move(args), &children[r])) return 1;
+    if (!placement->cpus[r].empty()) {
+      args.push_back("--cpus");
+      args.push_back(cpu::FormatCpuList(placement->cpus[r]));
+    }
+    if (!SpawnRank(r, std::move(args), placement->cpus[r], placement->threads[r], &children[r]))
+      return 1;
   }
 
   ConsoleSink sink(o.json, config.steps_per_print);

@@ -12,6 +12,7 @@
 #include "spdlog/fmt/fmt.h"
 #include "worker/comm/rendezvous_store.h"
 #include "worker/comm/tcp_store.h"
+#include "worker/core/cpu_set.h"
 #include "worker/core/status.h"
 #include "worker/engine/memory_plan.h"
 #include "worker/engine/rank_runner.h"
@@ -20,7 +21,7 @@ namespace tern::cli {
 namespace {
 
 struct RankArgs {
-  std::string spec_file, rendezvous, prefix, token_file, save_final;
+  std::string spec_file, rendezvous, prefix, token_file, save_final, cpus;
   int rank = 0, world = 1, ranks_per_node = 0, threads = 1, timeout_s = kDefaultCollectiveTimeoutS;
   bool json = false;
   bool resume = false;
@@ -50,7 +51,24 @@ absl::StatusOr<std::unique_ptr<comm::Store>> ConnectStore(const RankArgs& a) {
   return comm::ConnectRendezvousStore(a.rendezvous, a.prefix, token);
 }
 
+// --cpus: the set the launcher bound this rank to; more threads than its CPUs is refused.
+absl::Status CheckThreadsFitCpus(const RankArgs& a) {
+  if (a.cpus.empty()) return absl::OkStatus();
+  TERN_ASSIGN_OR_RETURN(cpu::CpuList set, cpu::ParseCpuList(a.cpus));
+  if (a.threads > static_cast<int>(set.size())) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("rank ", a.rank, ": --threads ", a.threads,
+                     " (resources.threads_per_rank) is more than the ", set.size(),
+                     " CPU(s) the rank is bound to (", cpu::FormatCpuList(set), ")"));
+  }
+  return absl::OkStatus();
+}
+
 int RunRankCommand(const RankArgs& a) {
+  if (auto st = CheckThreadsFitCpus(a); !st.ok()) {
+    fmt::print(stderr, "error: {}\n", std::string(st.message()));
+    return 2;
+  }
   // --resume loads checkpoint.load ("latest" unless set); without it nothing is loaded.
   spec::ResolveOptions resolve;
   resolve.world_size = a.world;
@@ -97,6 +115,7 @@ int RunRankCommand(const RankArgs& a) {
   ro.peak_gflops = a.peak_gflops;
   ro.check_memory = false;  // checked above
   ro.bind_address = a.bind_address;
+  ro.bound_cpus = a.cpus;
   absl::Status st = engine::RunRank(*cfg, **store, ro);
   if (!st.ok()) {
     fmt::print(stderr, "error: rank {}: {}\n", a.rank, std::string(st.message()));
@@ -120,6 +139,9 @@ void AddRankCommand(CLI::App& app, int* exit_code) {
       ->required();
   cmd->add_option("--rendezvous-prefix", a->prefix, "Key prefix of this job round");
   cmd->add_option("--threads", a->threads, "Compute threads")->check(CLI::Range(1, 4096));
+  cmd->add_option("--cpus", a->cpus,
+                  "The CPU set (cpulist) the launcher bound this rank to: reported, and "
+                  "--threads above its size is refused");
   cmd->add_option("--token-file", a->token_file, "Worker token for ternd");
   cmd->add_option("--save-final", a->save_final, "Write the final model here (rank 0)");
   cmd->add_option("--collective-timeout-s", a->timeout_s, "Collective and rendezvous timeout");

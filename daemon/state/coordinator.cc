@@ -9,6 +9,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "daemon/state/cpu_overlap.h"
 #include "worker/core/status.h"
 #include "worker/core/text.h"
 
@@ -322,6 +323,12 @@ void Coordinator::StartRound(JobRuntime& rt, const Placement& placement) {
   }
   SetState(rt, tern::v1::JOB_STATE_RUNNING, "scheduled",
            absl::StrCat("round ", rt.job.round(), ": ", absl::StrJoin(where, ", ")));
+  auto overlaps = CpuOverlapWarnings(membership_.List());
+  for (const std::string& w : placement.workers) {
+    for (const std::string& line : overlaps[w]) {
+      AddEvent(rt, "cpu_overlap", absl::StrCat("worker ", w, ": ", line), -1, w);
+    }
+  }
 }
 
 void Coordinator::HandleRankExit(const std::string& worker, const std::string& job_id, int round,

@@ -9,6 +9,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "daemon/state/coordinator.h"
+#include "daemon/state/cpu_overlap.h"
 #include "worker/core/status.h"
 #include "worker/core/text.h"
 
@@ -22,6 +23,7 @@ absl::StatusOr<tern::v1::RegisterResponse> Coordinator::RegisterWorker(
     return absl::InvalidArgumentError(absl::StrCat("worker ", req.name(), ": slots must be 1..",
                                                    kMaxWorkerSlots, " (got ", req.slots(), ")"));
   }
+  TERN_RETURN_IF_ERROR(CheckCpuSets(req));
   const int64_t now = NowMs();
   const WorkerState* holder = membership_.Find(req.name());
   if (holder && (req.instance_id().empty() || holder->instance_id != req.instance_id()) &&
@@ -274,6 +276,10 @@ void Coordinator::Tick() {
 
 std::vector<tern::v1::WorkerInfo> Coordinator::ListWorkers() const {
   std::vector<tern::v1::WorkerInfo> out = membership_.List();
+  auto warnings = CpuOverlapWarnings(out);
+  for (auto& w : out) {
+    for (auto& line : warnings[w.name()]) w.add_warnings(std::move(line));
+  }
   for (const auto& [name, info] : offline_) out.push_back(info);
   std::sort(out.begin(), out.end(),
             [](const auto& a, const auto& b) { return a.name() < b.name(); });

@@ -13,6 +13,7 @@ int64_t Membership::Register(const tern::v1::RegisterRequest& req, int64_t now_m
   w->info.set_name(req.name());
   w->info.set_host(req.host());
   w->info.set_slots(req.slots());
+  *w->info.mutable_cpu_sets() = req.cpu_sets();
   w->info.set_last_heartbeat_ms(now_ms);
   w->instance_id = req.instance_id();
   w->detached = false;

@@ -13,4 +13,6 @@ void SetNumThreads(int n) {
 
 int NumThreads() { return omp_get_max_threads(); }
 
+int BlasNumThreads() { return openblas_get_num_threads(); }
+
 }  // namespace tern::kernels

@@ -5,6 +5,7 @@ namespace tern::kernels {
 
 // Sets the OpenMP and OpenBLAS thread counts for this process.
 void SetNumThreads(int n);
-int NumThreads();
+int NumThreads();      // OpenMP
+int BlasNumThreads();  // OpenBLAS
 
 }  // namespace tern::kernels

@@ -11,6 +11,7 @@
 #include <thread>
 
 #include "tests/daemon/cluster_harness.h"
+#include "worker/core/cpu_set.h"
 
 namespace tern::testing {
 namespace {
@@ -344,6 +345,66 @@ TEST_F(ClusterTest, RealRanksTrainAcrossTwoWorkers) {
   EXPECT_EQ(shown["spec"]["checkpoint"].value("dir", ""), dir) << show.out;
   for (const char* step : {"step-000002", "step-000004"})
     EXPECT_TRUE(std::filesystem::exists(dir + "/" + step + "/manifest.json")) << dir << step;
+}
+
+// Workers report their CPU sets; two workers on one host with the same CPUs get a warning
+// in `tern workers` and a cpu_overlap event on the job placed on them; ranks run bound.
+TEST_F(ClusterTest, OverlappingWorkersOnOneHostAreWarnedAndRanksRunBound) {
+  auto mine = cpu::ThisProcessAffinity();
+  ASSERT_TRUE(mine.ok()) << mine.status();
+  const std::string first = std::to_string(mine->front());
+  Cluster c;
+  ASSERT_TRUE(c.StartTernd());
+  for (const char* name : {"a", "b"}) {
+    c.AddWorker(name, 1, {"FAKE_RANK_STEP_MS=20"}, "", "1s", "", {"--cpus", first});
+  }
+  ASSERT_TRUE(c.WaitForWorkers(2, seconds(10)));
+  CliResult text = c.Tern({"workers"});
+  ASSERT_EQ(text.code, 0) << text.err;
+  EXPECT_NE(text.out.find("  cpus per slot: " + first + "\n"), std::string::npos) << text.out;
+  EXPECT_NE(text.out.find("  warning: CPUs " + first + " overlap worker b on host "),
+            std::string::npos)
+      << text.out;
+  EXPECT_NE(text.out.find("  warning: CPUs " + first + " overlap worker a on host "),
+            std::string::npos)
+      << text.out;
+
+  CliResult r = c.Tern({"submit", c.WriteSpec("bound", 3, 2, 1), "--watch", "--json"});
+  ASSERT_EQ(r.code, 0) << r.out << r.err;
+  std::set<std::string> overlap_workers;
+  int placements = 0;
+  for (const auto& j : JsonLines(r.out)) {
+    if (j.value("type", "") != "event") continue;
+    if (j["kind"] == "cpu_overlap") overlap_workers.insert(j.value("worker", ""));
+    if (j["kind"] == "placement") {
+      ++placements;
+      auto p = nlohmann::json::parse(j["message"].get<std::string>());
+      EXPECT_EQ(p["cpus"], first) << p;  // the rank's own Cpus_allowed_list
+      EXPECT_EQ(p["bound"], first) << p;
+      EXPECT_EQ(p["threads"], 1) << p;
+      EXPECT_EQ(p["omp"], "1") << p;
+      EXPECT_EQ(p["blas"], "1") << p;
+    }
+  }
+  EXPECT_EQ(overlap_workers, (std::set<std::string>{"a", "b"})) << r.out;
+  EXPECT_EQ(placements, 2) << r.out;
+
+  // A worker that does not bind reports no sets and is neither warned nor warned about.
+  c.AddWorker("c", 1, {}, "", "1s", "", {"--no-bind-cores"});
+  ASSERT_TRUE(c.WaitForWorkers(3, seconds(10)));
+  CliResult js = c.Tern({"workers", "--json"});
+  ASSERT_EQ(js.code, 0) << js.err;
+  auto workers = nlohmann::json::parse(js.out)["workers"];
+  ASSERT_EQ(workers.size(), 3u) << js.out;
+  for (const auto& w : workers) {
+    if (w["name"] == "c") {
+      EXPECT_FALSE(w.contains("cpu_sets")) << w;
+      EXPECT_FALSE(w.contains("warnings")) << w;
+    } else {
+      EXPECT_EQ(w["cpu_sets"], nlohmann::json::array({first})) << w;
+      ASSERT_EQ(w["warnings"].size(), 1u) << w;
+    }
+  }
 }
 
 }  // namespace

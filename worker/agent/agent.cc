@@ -142,6 +142,7 @@ absl::Status Agent::RunSession(tern::v1::WorkerService::Stub* stub) {
   reg.set_host(options_.host);
   reg.set_slots(options_.slots);
   reg.set_instance_id(instance_id_);
+  for (const auto& set : options_.slot_cpus) reg.add_cpu_sets(cpu::FormatCpuList(set));
   for (auto& r : supervisor_->Snapshot()) *reg.add_ranks() = std::move(r);
   tern::v1::RegisterResponse resp;
   {
@@ -245,10 +246,33 @@ void Agent::HandleAssignment(const tern::v1::Assignment& a) {
                a.ranks_size() ? a.ranks(0) : -1, a.ranks_size() ? a.ranks(a.ranks_size() - 1) : -1,
                a.world_size());
   const absl::Status written = WriteSpecFile(SpecPath(launch_, a.job_id()), a.spec());
+  // Only this thread launches ranks, so the free slots cannot change under us but grow.
+  std::set<int> in_use = supervisor_->SlotsInUse();
   for (int rank : a.ranks()) {
     RankLaunch l;
     l.id = RankId{a.job_id(), a.round(), rank};
-    l.argv = BuildRankArgv(launch_, a, rank);
+    if (supervisor_->Known(l.id)) continue;  // an assignment resent after a reconnect
+    if (!options_.slot_cpus.empty()) {
+      for (int s = 0; s < static_cast<int>(options_.slot_cpus.size()); ++s) {
+        if (in_use.insert(s).second) {
+          l.slot = s;
+          l.cpus = options_.slot_cpus[s];
+          break;
+        }
+      }
+      if (l.slot < 0) {
+        spdlog::warn(
+            "{} rank {}: every slot is busy (ranks of an earlier round still exit); "
+            "starting it without CPU binding",
+            a.job_id(), rank);
+      }
+    }
+    l.argv = BuildRankArgv(launch_, a, rank, l.cpus);
+    if (!l.cpus.empty()) {
+      const int threads = RankThreads(launch_, a, l.cpus);
+      l.env.push_back(absl::StrCat("OMP_NUM_THREADS=", threads));
+      l.env.push_back(absl::StrCat("OPENBLAS_NUM_THREADS=", threads));
+    }
     if (!written.ok()) l.argv = {"/bin/false"};  // reported as a failed rank (see the log)
     l.log_path = RankLogPath(launch_, a.job_id(), rank);
     l.work_dir = JobDir(launch_, a.job_id());

@@ -15,6 +15,7 @@
 #include <mutex>
 #include <string>
 #include <thread>
+#include <vector>
 
 #include "absl/status/status.h"
 #include "tern/v1/cluster.grpc.pb.h"
@@ -36,7 +37,10 @@ struct AgentOptions {
   std::string tls_ca;                           // PEM root certs file: use TLS when set
   std::chrono::milliseconds grace{10000};       // SIGTERM -> SIGKILL
   std::chrono::milliseconds max_backoff{2000};  // reconnect backoff cap
-  int cores = 1;
+  int cores = 1;  // CPUs this worker offers (--cpus, default its affinity mask)
+  // One CPU set per slot, each rank bound to its slot's (see worker/core/cpu_set.h); empty =
+  // no binding (threads = cores / slots).
+  std::vector<cpu::CpuList> slot_cpus;
   // The address ranks bind their collective transport to and peers on other hosts connect to
   // (--advertise-address; default: the local address of the route to the coordinator).
   std::string advertise_address;

@@ -22,10 +22,14 @@ std::string RankLogPath(const LaunchContext& ctx, const std::string& job_id, int
   return absl::StrCat(JobDir(ctx, job_id), "/rank-", rank, ".log");
 }
 
-std::vector<std::string> BuildRankArgv(const LaunchContext& ctx, const tern::v1::Assignment& a,
-                                       int rank) {
+int RankThreads(const LaunchContext& ctx, const tern::v1::Assignment& a, const cpu::CpuList& cpus) {
   const auto& res = a.spec().resources();
-  const int threads = res.has_threads_per_rank() ? res.threads_per_rank() : ctx.threads_per_slot;
+  if (res.has_threads_per_rank()) return std::max(1, res.threads_per_rank());
+  return std::max(1, cpus.empty() ? ctx.threads_per_slot : static_cast<int>(cpus.size()));
+}
+
+std::vector<std::string> BuildRankArgv(const LaunchContext& ctx, const tern::v1::Assignment& a,
+                                       int rank, const cpu::CpuList& cpus) {
   std::vector<std::string> argv = {
       ctx.rank_binary,
       "rank",
@@ -42,9 +46,13 @@ std::vector<std::string> BuildRankArgv(const LaunchContext& ctx, const tern::v1:
       "--rendezvous-prefix",
       a.rendezvous_prefix(),
       "--threads",
-      absl::StrCat(std::max(1, threads)),
+      absl::StrCat(RankThreads(ctx, a, cpus)),
       "--json",
   };
+  if (!cpus.empty()) {
+    argv.push_back("--cpus");
+    argv.push_back(cpu::FormatCpuList(cpus));
+  }
   if (!ctx.token_file.empty()) {
     argv.push_back("--token-file");
     argv.push_back(ctx.token_file);

@@ -1,5 +1,6 @@
 // tern-worker: the Tern node agent. Flags -> options -> start -> wait for a signal.
 #include <httplib.h>
+#include <spdlog/sinks/stdout_color_sinks.h>
 #include <spdlog/spdlog.h>
 #include <unistd.h>
 
@@ -10,6 +11,7 @@
 #include <thread>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "infra/http/bounded_server.h"
 #include "infra/http/http_listener.h"
 #include "infra/http/prometheus_text.h"
@@ -18,6 +20,7 @@
 #include "infra/stop_signal.h"
 #include "infra/token_file.h"
 #include "worker/agent/agent.h"
+#include "worker/core/cpu_set.h"
 #include "worker/core/duration.h"
 #include "worker/core/status.h"
 
@@ -27,7 +30,8 @@ using tern::agent::AgentOptions;
 
 // The flags that are not AgentOptions fields as they stand.
 struct Flags {
-  std::string grace, max_backoff, log_level = "info", metrics_addr, metrics_port_file;
+  std::string grace, max_backoff, log_level = "info", metrics_addr, metrics_port_file, cpus;
+  bool no_bind = false, print_cpu_sets = false;
 };
 
 std::string HostName() {
@@ -47,7 +51,6 @@ AgentOptions DefaultOptions() {
   opts.name = HostName();
   opts.host = opts.name;
   opts.rank_binary = SelfDir() + "/tern";
-  opts.cores = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
   opts.scratch = ".tern/worker";
   return opts;
 }
@@ -61,6 +64,15 @@ void AddFlags(CLI::App& app, AgentOptions* opts, Flags* f) {
   app.add_option("--slots", opts->slots, "rank slots offered (one rank process each)")
       ->capture_default_str()
       ->check(CLI::PositiveNumber);
+  app.add_option("--cpus", f->cpus,
+                 "CPUs this worker's ranks run on, Linux cpulist (e.g. 0-15,32-47); split into "
+                 "one disjoint set per slot, each rank bound to its slot's set (default: the "
+                 "worker's own affinity mask)");
+  app.add_flag("--print-cpu-sets", f->print_cpu_sets,
+               "print the CPU set of each slot (one cpulist per line) for --cpus and --slots, "
+               "then exit");
+  app.add_flag("--no-bind-cores", f->no_bind,
+               "do not bind ranks to CPUs (threads per rank = CPUs / slots)");
   app.add_option("--scratch", opts->scratch, "local dir for job specs and rank logs")
       ->capture_default_str();
   app.add_option("--token-file", opts->token_file,
@@ -83,6 +95,30 @@ void AddFlags(CLI::App& app, AgentOptions* opts, Flags* f) {
       ->capture_default_str();
 }
 
+// --cpus / --no-bind-cores -> cores and one CPU set per slot.
+absl::Status ResolveCpuSets(const Flags& f, AgentOptions* opts) {
+  namespace cpu = tern::cpu;
+  TERN_ASSIGN_OR_RETURN(cpu::CpuList allowed, cpu::ThisProcessAffinity());
+  TERN_ASSIGN_OR_RETURN(cpu::CpuList cpus, cpu::ResolveCpus("--cpus", f.cpus, allowed));
+  opts->cores = static_cast<int>(cpus.size());
+  if (f.no_bind) {
+    if (!f.cpus.empty())
+      return absl::InvalidArgumentError("--cpus and --no-bind-cores exclude each other");
+    return absl::OkStatus();
+  }
+  TERN_ASSIGN_OR_RETURN(cpu::SlotCpus split,
+                        cpu::SplitCpus(cpu::ReadCpuTopology(), cpus, opts->slots));
+  if (split.shared) {
+    spdlog::warn("--slots {} is more than the {} CPU(s) {}: ranks share CPUs, one CPU each",
+                 opts->slots, cpus.size(), cpu::FormatCpuList(cpus));
+  }
+  std::vector<std::string> text;
+  for (const auto& set : split.sets) text.push_back(cpu::FormatCpuList(set));
+  spdlog::info("CPU set per slot: {}", absl::StrJoin(text, " | "));
+  opts->slot_cpus = std::move(split.sets);
+  return absl::OkStatus();
+}
+
 // The rest of flags -> options: durations, the token, absolute paths.
 absl::Status ResolveOptions(const Flags& f, AgentOptions* opts) {
   for (auto [text, out] :
@@ -99,6 +135,7 @@ absl::Status ResolveOptions(const Flags& f, AgentOptions* opts) {
     opts->token = tokens->front();
     opts->token_file = std::filesystem::absolute(opts->token_file).string();
   }
+  TERN_RETURN_IF_ERROR(ResolveCpuSets(f, opts));
   if (opts->advertise_address.empty()) {
     auto local = tern::infra::LocalAddressTowards(opts->coordinator);
     if (!local.ok())
@@ -148,6 +185,15 @@ int main(int argc, char** argv) {
   CLI11_PARSE(app, argc, argv);
   spdlog::set_level(spdlog::level::from_str(flags.log_level));
   spdlog::set_pattern(absl::StrCat("%Y-%m-%dT%H:%M:%S.%e %^%l%$ tern-worker[", opts.name, "]: %v"));
+  if (flags.print_cpu_sets) {  // stdout holds the sets only; logs go to stderr
+    auto err = spdlog::stderr_color_mt("stderr");
+    err->set_level(spdlog::get_level());
+    spdlog::set_default_logger(err);
+    if (auto st = ResolveCpuSets(flags, &opts); !st.ok()) return Fail(st);
+    for (const auto& set : opts.slot_cpus)
+      std::printf("%s\n", tern::cpu::FormatCpuList(set).c_str());
+    return 0;
+  }
   if (auto st = ResolveOptions(flags, &opts); !st.ok()) return Fail(st);
 
   spdlog::info("ranks bind and peers connect at {} (--advertise-address)", opts.advertise_address);

@@ -12,6 +12,7 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <string_view>
 
 #include "absl/strings/str_cat.h"
 #include "worker/core/run_text.h"
@@ -155,8 +156,23 @@ void RankSupervisor::Spawn(Rank* r) {
   for (const auto& a : l.argv) argv.push_back(const_cast<char*>(a.c_str()));
   argv.push_back(nullptr);
   std::vector<std::string> env_storage;
-  for (char** e = environ; *e; ++e) env_storage.emplace_back(*e);
+  auto overridden = [&l](const char* e) {
+    const std::string_view entry(e);
+    const std::string_view name = entry.substr(0, entry.find('='));
+    for (const auto& x : l.env) {
+      if (std::string_view(x).substr(0, x.find('=')) == name) return true;
+    }
+    return false;
+  };
+  for (char** e = environ; *e; ++e) {
+    if (!overridden(*e)) env_storage.emplace_back(*e);
+  }
   for (const auto& e : l.env) env_storage.push_back(e);
+  const bool bind = !l.cpus.empty();
+  const cpu_set_t mask = cpu::ToCpuSetT(l.cpus);
+  const std::string bind_error =
+      absl::StrCat("tern-worker: cannot bind rank ", l.id.rank, " to CPUs ",
+                   cpu::FormatCpuList(l.cpus), " (sched_setaffinity failed)\n");
   std::vector<char*> envp;
   for (auto& e : env_storage) envp.push_back(e.data());
   envp.push_back(nullptr);
@@ -175,6 +191,10 @@ void RankSupervisor::Spawn(Rank* r) {
     if (devnull >= 0) ::dup2(devnull, 0);
     ::dup2(out[1], 1);
     ::dup2(err[1], 2);
+    if (bind && ::sched_setaffinity(0, sizeof(mask), &mask) != 0) {
+      WriteAll(2, bind_error.data(), bind_error.size());
+      ::_exit(127);
+    }
     if (!l.work_dir.empty() && ::chdir(l.work_dir.c_str()) != 0) {
       // Run in the current directory instead.
     }
@@ -196,7 +216,9 @@ void RankSupervisor::Spawn(Rank* r) {
   }
   ::setpgid(pid, pid);  // also in the parent: no race with an early kill(-pid)
   r->pid = pid;
-  spdlog::info("started {} rank {} (round {}) as pid {}", l.id.job_id, l.id.rank, l.id.round, pid);
+  spdlog::info("started {} rank {} (round {}) as pid {}{}", l.id.job_id, l.id.rank, l.id.round, pid,
+               bind ? absl::StrCat(" on CPUs ", cpu::FormatCpuList(l.cpus), " (slot ", l.slot, ")")
+                    : std::string());
   tern::v1::WorkerMessage started;
   started.mutable_started()->set_job_id(l.id.job_id);
   started.mutable_started()->set_round(l.id.round);
@@ -345,6 +367,24 @@ int RankSupervisor::running() {
   int n = 0;
   for (auto& r : ranks_) n += r->running ? 1 : 0;
   return n;
+}
+
+bool RankSupervisor::Known(const RankId& id) {
+  std::lock_guard<std::mutex> lock(mu_);
+  for (auto& r : ranks_) {
+    const RankId& k = r->launch.id;
+    if (k.job_id == id.job_id && k.round == id.round && k.rank == id.rank) return true;
+  }
+  return false;
+}
+
+std::set<int> RankSupervisor::SlotsInUse() {
+  std::lock_guard<std::mutex> lock(mu_);
+  std::set<int> out;
+  for (auto& r : ranks_) {
+    if (r->running && r->launch.slot >= 0) out.insert(r->launch.slot);
+  }
+  return out;
 }
 
 void RankSupervisor::SetLogOffsets(const tern::v1::RegisterResponse& resp) {

@@ -19,6 +19,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <set>
 #include <string>
 #include <thread>
 #include <vector>
@@ -26,13 +27,16 @@
 #include "absl/status/status.h"
 #include "tern/v1/cluster.pb.h"
 #include "worker/agent/rank_output.h"
+#include "worker/core/cpu_set.h"
 
 namespace tern::agent {
 
 struct RankLaunch {
   RankId id;
   std::vector<std::string> argv;  // argv[0] is the executable path
-  std::vector<std::string> env;   // extra NAME=VALUE entries
+  std::vector<std::string> env;   // extra NAME=VALUE entries (replacing inherited ones)
+  int slot = -1;                  // the worker slot it occupies (-1 = none)
+  cpu::CpuList cpus;              // bound to these CPUs before exec (empty = inherit)
   std::string log_path;           // stdout (JSON lines as human lines) + stderr appended here
   std::string work_dir;           // chdir before exec
   bool relay_metrics = false;     // relay step/eval/summary lines (rank 0 only)
@@ -64,6 +68,10 @@ class RankSupervisor {
   // After a reconnect: send every remembered exit again (ternd ignores the ones it has).
   void ResendExits();
   int running();
+  // Whether (job, round, rank) was launched already (running or remembered).
+  bool Known(const RankId& id);
+  // The slots of the ranks that still run (or wait to start).
+  std::set<int> SlotsInUse();
 
  private:
   struct Rank {

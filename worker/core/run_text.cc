@@ -43,7 +43,8 @@ struct Key {
   Unit unit;
 };
 
-// Every structured event key Tern writes, in display order (memory, checkpoint, resume, peak).
+// Every structured event key Tern writes, in display order (memory, checkpoint, resume, peak,
+// placement).
 constexpr Key kKeys[] = {
     {"rank", "rank", Unit::kInt},
     {"step", "step", Unit::kInt},
@@ -66,6 +67,11 @@ constexpr Key kKeys[] = {
     {"ranks", "ranks", Unit::kInt},
     {"source", "source", Unit::kText},
     {"cache", "cache", Unit::kText},
+    {"cpus", "cpus", Unit::kText},
+    {"bound", "bound to", Unit::kText},
+    {"omp_threads", "OpenMP threads", Unit::kInt},
+    {"blas_threads", "OpenBLAS threads", Unit::kInt},
+    {"pid", "pid", Unit::kInt},
 };
 
 std::string Value(const json& v, Unit unit) {

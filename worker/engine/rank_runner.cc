@@ -1,10 +1,15 @@
 #include "worker/engine/rank_runner.h"
 
+#include <unistd.h>
+
 #include <algorithm>
 #include <span>
 
+#include "kernels/cpu/threads.h"
+#include "nlohmann/json.hpp"
 #include "worker/comm/groups.h"
 #include "worker/comm/topology.h"
+#include "worker/core/cpu_set.h"
 #include "worker/core/status.h"
 #include "worker/engine/trainer.h"
 #include "worker/zero/state.h"
@@ -57,6 +62,19 @@ absl::StatusOr<std::vector<std::string>> AllGatherBytes(comm::Communicator& comm
 }
 
 }  // namespace
+
+std::string PlacementReport(int rank, int threads, const std::string& bound_cpus) {
+  auto mask = cpu::ThisProcessAffinity();
+  nlohmann::json j = {
+      {"rank", rank},
+      {"pid", static_cast<int64_t>(::getpid())},
+      {"cpus", mask.ok() ? cpu::FormatCpuList(*mask) : std::string(mask.status().message())},
+      {"bound", bound_cpus.empty() ? nlohmann::json() : nlohmann::json(bound_cpus)},
+      {"threads", threads},
+      {"omp_threads", kernels::NumThreads()},
+      {"blas_threads", kernels::BlasNumThreads()}};
+  return j.dump();
+}
 
 absl::Status RunRank(const tern::spec::JobConfig& config, comm::Store& store,
                      const RankOptions& o) {
@@ -114,6 +132,8 @@ absl::Status RunRank(const tern::spec::JobConfig& config, comm::Store& store,
     return AllGatherBytes(*world, mine, o.collective_timeout);
   };
   TERN_ASSIGN_OR_RETURN(auto trainer, Trainer::Create(config, std::move(topts)));
+  // After Create: the trainer has set the OpenMP / OpenBLAS thread counts.
+  sink.OnEvent("placement", PlacementReport(o.rank, o.threads, o.bound_cpus));
   TERN_RETURN_IF_ERROR(trainer->Run());
   // Leave together so no rank tears down connections while a peer still reads.
   comm::CollectiveOptions co;

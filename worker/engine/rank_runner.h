@@ -26,7 +26,13 @@ struct RankOptions {
   bool check_memory = true;  // refuse a job this node's ranks cannot fit (memory_plan.h)
   int64_t round = -1;        // the cluster round (from the rendezvous prefix); -1 = none
   std::string bind_address = "127.0.0.1";  // Gloo's TCP device: peers connect here
+  std::string bound_cpus;  // the CPU set the launcher bound this rank to ("" = not bound)
 };
+
+// The rank's "placement" event (every rank, once its threads are set): {"rank", "pid",
+// "cpus" (its affinity mask, read back with sched_getaffinity), "bound" (the launcher's
+// set, or null), "threads", "omp_threads", "blas_threads"} as JSON text.
+std::string PlacementReport(int rank, int threads, const std::string& bound_cpus);
 
 // Runs the job as `options.rank` of `options.world_size`. `config` must have been resolved
 // for world_size ranks.

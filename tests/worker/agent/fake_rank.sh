@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # A stand-in for `tern rank` in control-plane tests. Accepts the rank launch contract
 # (worker/agent/launch_contract.h), prints a few JSON step lines with decreasing loss and
-# exits 0. Behaviour is picked by the job name in the spec file (so one cluster can run
+# exits 0; reports its placement (Cpus_allowed_list, --cpus, --threads and the thread
+# variables) as an event. Behaviour is picked by the job name in the spec file (so one cluster can run
 # different fake jobs):
 #   name contains "fail"        -> the last rank exits 3 after step 2
 #   name contains "sleep"       -> every rank runs until killed (SIGTERM exits 143)
@@ -10,7 +11,7 @@
 set -u
 [[ "${1:-}" == "rank" ]] || { echo "fake_rank: first argument must be 'rank'" >&2; exit 2; }
 shift
-spec="" rank="" world="" rpn="" rdv="" prefix="" threads="" json=0 token="" bind="" resume=0
+spec="" rank="" world="" rpn="" rdv="" prefix="" threads="" json=0 token="" bind="" resume=0 cpus=""
 while [[ $# -gt 0 ]]; do
   case "$1" in
     --spec-file) spec="$2"; shift 2 ;;
@@ -21,6 +22,7 @@ while [[ $# -gt 0 ]]; do
     --rendezvous-prefix) prefix="$2"; shift 2 ;;
     --threads) threads="$2"; shift 2 ;;
     --token-file) token="$2"; shift 2 ;;
+    --cpus) cpus="$2"; shift 2 ;;
     --bind-address) bind="$2"; shift 2 ;;
     --resume-if-any) resume=1; shift ;;
     --json) json=1; shift ;;
@@ -42,6 +44,9 @@ iters=${iters:-5}
 step_ms=${FAKE_RANK_STEP_MS:-100}
 echo "fake rank $rank of $world (job $job round $round, $threads threads, ckpt $ckpt) pid $$"
 echo "{\"type\":\"event\",\"kind\":\"rank_ready\",\"message\":\"rank $rank ready\"}"
+# Like `tern rank`'s placement report: its mask (from /proc), the set it was given, threads.
+mask=$(sed -n 's/^Cpus_allowed_list:[[:space:]]*//p' /proc/self/status)
+echo "{\"type\":\"event\",\"kind\":\"placement\",\"message\":\"{\\\"rank\\\":$rank,\\\"cpus\\\":\\\"$mask\\\",\\\"bound\\\":\\\"$cpus\\\",\\\"threads\\\":$threads,\\\"omp\\\":\\\"${OMP_NUM_THREADS:-}\\\",\\\"blas\\\":\\\"${OPENBLAS_NUM_THREADS:-}\\\"}\"}"
 
 if [[ "$name" == *ignore-term* ]]; then
   trap 'echo "fake rank $rank ignoring SIGTERM"' TERM

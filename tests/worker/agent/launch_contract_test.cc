@@ -3,6 +3,7 @@
 #include <google/protobuf/util/json_util.h>
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
@@ -11,7 +12,8 @@ namespace tern::agent {
 namespace {
 
 TEST(LaunchContract, BuildsTheDocumentedCommandLine) {
-  LaunchContext ctx{"/opt/tern/bin/tern", "10.0.0.1:7070", "/scratch", "/etc/tern/worker.token", 4};
+  LaunchContext ctx{
+      "/opt/tern/bin/tern", "10.0.0.1:7070", "/scratch", "/etc/tern/worker.token", 4, ""};
   tern::v1::Assignment a;
   a.set_job_id("j-000042");
   a.set_round(3);
@@ -44,6 +46,29 @@ TEST(LaunchContract, BuildsTheDocumentedCommandLine) {
   EXPECT_EQ(argv.back(), "--json");
   EXPECT_EQ(argv[argv.size() - 2], "7");
   EXPECT_EQ(RankLogPath(ctx, "j-000042", 5), "/scratch/j-000042/rank-5.log");
+}
+
+TEST(LaunchContract, ABoundRankGetsItsSetAndThreadsFromTheSetSize) {
+  LaunchContext ctx{"/opt/tern/bin/tern", "10.0.0.1:7070", "/scratch", "", 4, ""};
+  tern::v1::Assignment a;
+  a.set_job_id("j-1");
+  a.set_world_size(2);
+  a.set_ranks_per_node(2);
+  a.set_rendezvous_prefix("j-1/1");
+  const cpu::CpuList set = {4, 5, 12, 13};
+  auto argv = BuildRankArgv(ctx, a, 1, set);
+  ASSERT_GE(argv.size(), 4u);
+  EXPECT_EQ(argv[argv.size() - 2], "--cpus");
+  EXPECT_EQ(argv.back(), "4-5,12-13");
+  EXPECT_EQ(RankThreads(ctx, a, set), 4);
+  EXPECT_EQ(RankThreads(ctx, a, {7}), 1);
+  EXPECT_EQ(RankThreads(ctx, a, {}), 4) << "unbound: cores / slots";
+  a.mutable_spec()->mutable_resources()->set_threads_per_rank(2);
+  EXPECT_EQ(RankThreads(ctx, a, set), 2) << "the spec's threads_per_rank wins";
+  // More than the set: passed on, and `tern rank --cpus` refuses it.
+  a.mutable_spec()->mutable_resources()->set_threads_per_rank(8);
+  argv = BuildRankArgv(ctx, a, 1, set);
+  EXPECT_NE(std::find(argv.begin(), argv.end(), "8"), argv.end());
 }
 
 TEST(LaunchContract, SpecFileIsProtoJsonWithFieldNames) {

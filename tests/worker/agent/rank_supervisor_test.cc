@@ -8,6 +8,8 @@
 #include <fstream>
 #include <map>
 #include <mutex>
+#include <nlohmann/json.hpp>
+#include <set>
 #include <thread>
 
 namespace tern::agent {
@@ -117,7 +119,7 @@ TEST_F(RankSupervisorTest, RelaysRankZeroMetricsLogsAndExitCodes) {
   }
   EXPECT_EQ(started, 2);
   EXPECT_EQ(steps, 4);
-  EXPECT_EQ(events, 2) << "events are relayed from every rank";
+  EXPECT_EQ(events, 4) << "events (rank_ready, placement) are relayed from every rank";
   EXPECT_EQ(s.Snapshot().size(), 2u);
   EXPECT_EQ(s.running(), 0);
 }
@@ -154,6 +156,56 @@ TEST_F(RankSupervisorTest, CancelUsesSigtermThenSigkillAfterTheGrace) {
   EXPECT_LT(std::chrono::steady_clock::now() - t0, milliseconds(1500));
   EXPECT_EQ(codes["sleep"], 143);                  // exited on SIGTERM
   EXPECT_EQ(codes["ignore-term"], 128 + SIGKILL);  // needed the SIGKILL
+}
+
+// A rank launched with a CPU set runs bound to it (read back from /proc/<pid>/status while it
+// runs, and from its own report) with the thread variables set, overriding inherited ones.
+TEST_F(RankSupervisorTest, BindsTheRankToItsCpuSetAndSetsItsThreadCounts) {
+  auto mine = cpu::ThisProcessAffinity();
+  ASSERT_TRUE(mine.ok()) << mine.status();
+  std::mutex mu;
+  std::vector<tern::v1::WorkerMessage> relayed;
+  RankSupervisor s(
+      milliseconds(500),
+      [&](tern::v1::WorkerMessage m) {
+        std::lock_guard<std::mutex> lock(mu);
+        relayed.push_back(std::move(m));
+      },
+      [] {});
+  RankLaunch l = Launch("sleep", 0, 1, 1);
+  l.slot = 0;
+  l.cpus = {mine->back()};
+  l.argv.push_back("--cpus");
+  l.argv.push_back(cpu::FormatCpuList(l.cpus));
+  l.env = {"OMP_NUM_THREADS=1", "OPENBLAS_NUM_THREADS=1"};
+  ::setenv("OMP_NUM_THREADS", "99", 1);  // inherited; the launch's value must win
+  s.Launch(l);
+  EXPECT_TRUE(s.Known(l.id));
+  EXPECT_EQ(s.SlotsInUse(), std::set<int>{0});
+  pid_t pid = -1;
+  nlohmann::json report;
+  for (int i = 0; i < 200 && report.is_null(); ++i) {
+    std::this_thread::sleep_for(milliseconds(25));
+    std::lock_guard<std::mutex> lock(mu);
+    for (const auto& m : relayed) {
+      if (m.has_started()) pid = m.started().pid();
+      if (m.has_event() && m.event().kind() == "placement")
+        report = nlohmann::json::parse(m.event().message());
+    }
+  }
+  ::unsetenv("OMP_NUM_THREADS");
+  ASSERT_GT(pid, 0);
+  ASSERT_FALSE(report.is_null()) << "no placement report";
+  auto proc = cpu::ProcessAffinityFromProc(pid);  // the rank still runs (a "sleep" job)
+  ASSERT_TRUE(proc.ok()) << proc.status();
+  EXPECT_EQ(*proc, l.cpus);
+  EXPECT_EQ(report["cpus"], cpu::FormatCpuList(l.cpus));
+  EXPECT_EQ(report["bound"], cpu::FormatCpuList(l.cpus));
+  EXPECT_EQ(report["omp"], "1");
+  EXPECT_EQ(report["blas"], "1");
+  s.Cancel("sleep");
+  Drain(s, 1, milliseconds(5000));
+  EXPECT_TRUE(s.SlotsInUse().empty()) << "an exited rank frees its slot";
 }
 
 }  // namespace

@@ -9,6 +9,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <map>
 #include <sstream>
 #include <string>
 #include <thread>
@@ -16,6 +17,7 @@
 
 #include "nlohmann/json.hpp"
 #include "tests/worker/engine/tern_cli.h"
+#include "worker/core/cpu_set.h"
 
 namespace {
 
@@ -222,6 +224,99 @@ TEST_F(CliTest, KilledRankFailsTheJobWithinTheTimeout) {
   std::string text((std::istreambuf_iterator<char>(out)), {});
   EXPECT_NE(text.find("rank 1 was killed by signal 9"), std::string::npos) << text;
   EXPECT_NE(text.find("error: rank 0:"), std::string::npos) << text;  // the survivor's own error
+}
+
+// `tern train --ranks 2` binds each rank to its own CPU set (the split of this process's
+// mask) with threads = the set's size: checked in /proc/<pid>/status while the ranks run and
+// in each rank's placement report. --no-bind-cores leaves the mask alone; a thread count
+// above a rank's set is refused naming both numbers.
+TEST_F(CliTest, RanksRunBoundToTheirOwnCpuSets) {
+  namespace cpu = tern::cpu;
+  auto mine = cpu::ThisProcessAffinity();
+  ASSERT_TRUE(mine.ok()) << mine.status();
+  auto expect = cpu::SplitCpus(cpu::ReadCpuTopology(), *mine, 2);
+  ASSERT_TRUE(expect.ok()) << expect.status();
+  const std::string out_path = Path("bind.out");
+  const std::string cmd = Bin() + " train " + Path("spec.json") +
+                          " --json --ranks 2 --set train_iters=100000 --set eval_interval=0"
+                          " --peak-gflops 1 > " +
+                          out_path + " 2>&1";
+  pid_t launcher = fork();
+  if (launcher == 0) {
+    setpgid(0, 0);
+    execl("/bin/sh", "sh", "-c", ("exec " + cmd).c_str(), nullptr);
+    _exit(127);
+  }
+  setpgid(launcher, launcher);
+  struct Reaper {
+    pid_t pgid;
+    ~Reaper() {
+      kill(-pgid, SIGKILL);
+      while (waitpid(-pgid, nullptr, WNOHANG) > 0) {
+      }
+    }
+  } reaper{launcher};
+  std::map<int, nlohmann::json> reports;  // rank -> placement report
+  for (int i = 0; i < 600 && reports.size() < 2; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    for (const auto& e : JsonLines(tern::testing::ReadFile(out_path), "event")) {
+      if (e["kind"] != "placement") continue;
+      auto p = nlohmann::json::parse(e["message"].get<std::string>());
+      reports[p["rank"].get<int>()] = p;
+    }
+  }
+  ASSERT_EQ(reports.size(), 2u) << tern::testing::ReadFile(out_path);
+  for (const auto& [rank, p] : reports) {
+    const cpu::CpuList& set = expect->sets[rank];
+    const int size = static_cast<int>(set.size());
+    // The rank is still training: its mask in /proc is the assigned set.
+    auto proc = cpu::ProcessAffinityFromProc(p["pid"].get<pid_t>());
+    ASSERT_TRUE(proc.ok()) << proc.status();
+    EXPECT_EQ(*proc, set) << "rank " << rank;
+    EXPECT_EQ(p["cpus"], cpu::FormatCpuList(set)) << p;
+    EXPECT_EQ(p["bound"], cpu::FormatCpuList(set)) << p;
+    EXPECT_EQ(p["threads"], size) << p;
+    EXPECT_EQ(p["omp_threads"], size) << p;
+    EXPECT_EQ(p["blas_threads"], size) << p;
+  }
+  if (expect->shared) {
+    EXPECT_NE(tern::testing::ReadFile(out_path).find("ranks share CPUs"), std::string::npos);
+  }
+
+  // Without binding every rank keeps the launcher's mask.
+  Result r = Tern("train " + Path("spec.json") +
+                  " --json --ranks 2 --no-bind-cores --threads 1 --set train_iters=1"
+                  " --peak-gflops 1");
+  ASSERT_EQ(r.code, 0) << r.out;
+  int unbound = 0;
+  for (const auto& e : JsonLines(r.out, "event")) {
+    if (e["kind"] != "placement") continue;
+    auto p = nlohmann::json::parse(e["message"].get<std::string>());
+    EXPECT_EQ(p["cpus"], cpu::FormatCpuList(*mine)) << p;
+    EXPECT_TRUE(p["bound"].is_null()) << p;
+    EXPECT_EQ(p["threads"], 1) << p;
+    ++unbound;
+  }
+  EXPECT_EQ(unbound, 2) << r.out;
+
+  // More threads than rank 0's set: refused before any rank starts.
+  const size_t smallest = expect->sets[0].size();
+  r = Tern("train " + Path("spec.json") +
+           " --ranks 2 --set resources.threads_per_rank=" + std::to_string(smallest + 1));
+  EXPECT_EQ(r.code, 2) << r.out;
+  EXPECT_NE(r.out.find("error: resources.threads_per_rank " + std::to_string(smallest + 1) +
+                       " is more than the " + std::to_string(smallest) + " CPU(s) of rank 0's set"),
+            std::string::npos)
+      << r.out;
+  // tern-worker's ranks: `tern rank --cpus` refuses more threads than its set, before the
+  // rendezvous.
+  r = Tern("rank --spec-file " + Path("spec.json") +
+           " --rank 0 --world-size 1 --rendezvous tcp://127.0.0.1:1 --threads 3 --cpus 0-1 --json");
+  EXPECT_EQ(r.code, 2) << r.out;
+  EXPECT_NE(r.out.find("error: rank 0: --threads 3 (resources.threads_per_rank) is more than the "
+                       "2 CPU(s) the rank is bound to (0-1)"),
+            std::string::npos)
+      << r.out;
 }
 
 TEST_F(CliTest, BadInputExitsTwoWithOneLineAndWritesNothing) {
