@@ -251,9 +251,11 @@ TEST_F(ElasticE2E, KilledRankRestartsTheRoundAtTheSameWorld) {
   History h = Watch(id);
   SCOPED_TRACE(Kinds(h));
   EXPECT_EQ(Count(h, "round_stopped"), 1);
-  for (const auto& e : h.events)
-    if (e.value("kind", "") == "round_stopped")
+  for (const auto& e : h.events) {
+    if (e.value("kind", "") == "round_stopped") {
       EXPECT_NE(e.value("message", "").find("exited with code"), std::string::npos) << e;
+    }
+  }
   auto job = Show(id);
   EXPECT_EQ(Int(job, "round"), 2) << job;
   EXPECT_EQ(Int(job, "world_size"), 2) << job;
