@@ -111,6 +111,9 @@ class Coordinator {
   void HandleMetric(const tern::v1::MetricPoint& point);
   void AppendLog(const std::string& worker, const tern::v1::RankLog& log);
   void WorkerLost(const std::string& worker, const std::string& why);
+  // The worker is going away (its Drain message): nothing new is placed on it and the jobs
+  // running there stop their round (elastic ones continue on the other workers).
+  void DrainWorker(const std::string& worker, const std::string& reason);
   void ReconcileReportedRanks(const std::string& worker, const tern::v1::RegisterRequest& req,
                               tern::v1::RegisterResponse* resp);
   void Tick();

@@ -177,6 +177,9 @@ void Coordinator::OnWorkerMessage(const std::string& worker, int64_t session_id,
     case tern::v1::WorkerMessage::kLog:
       AppendLog(worker, msg.log());
       break;
+    case tern::v1::WorkerMessage::kDrain:
+      DrainWorker(worker, msg.drain().reason());
+      break;
     default:
       break;  // heartbeat (handled above) or hello again
   }
@@ -236,6 +239,26 @@ void Coordinator::WorkerLost(const std::string& worker, const std::string& why) 
     RoundFailed(rt, "worker_lost",
                 absl::StrCat("worker ", worker, " lost (", why, "); it ran rank ", lost_rank),
                 lost_rank, worker);
+  }
+  Schedule();
+}
+
+void Coordinator::DrainWorker(const std::string& worker, const std::string& reason) {
+  WorkerState* w = membership_.Find(worker);
+  if (!w || w->draining) return;
+  w->draining = true;
+  spdlog::warn("worker {} is draining ({}): moving its jobs away", Printable(worker),
+               Printable(reason));
+  for (auto& [id, rt] : jobs_) {
+    if (rt.job.state() != tern::v1::JOB_STATE_RUNNING) continue;
+    int rank = -1;
+    for (const auto& [r, run] : rt.ranks)
+      if (run.worker == worker && !run.exited) rank = r;
+    if (rank < 0) continue;
+    RoundFailed(
+        rt, "preempted",
+        absl::StrCat("worker ", worker, " is going away (", reason, "); it ran rank ", rank), rank,
+        worker);
   }
   Schedule();
 }

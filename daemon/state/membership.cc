@@ -17,6 +17,7 @@ int64_t Membership::Register(const tern::v1::RegisterRequest& req, int64_t now_m
   w->info.set_last_heartbeat_ms(now_ms);
   w->instance_id = req.instance_id();
   w->detached = false;
+  w->draining = false;
   if (w->session)
     w->session->Close(grpc::Status(grpc::StatusCode::ABORTED, "replaced by a new session"));
   w->session.reset();
@@ -91,7 +92,7 @@ std::vector<std::string> Membership::Expired(int64_t now_ms, int64_t timeout_ms)
 std::vector<FreeSlots> Membership::Free() const {
   std::vector<FreeSlots> out;
   for (const auto& [name, w] : workers_) {
-    if (!w->session) continue;
+    if (!w->session || w->draining) continue;
     out.push_back({.worker = name,
                    .free = w->info.slots() - static_cast<int>(w->ranks.size()),
                    .total = w->info.slots()});

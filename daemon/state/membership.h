@@ -23,6 +23,7 @@ struct WorkerState {
   int64_t session_id = 0;                             // from the latest Register
   std::string instance_id;                            // the tern-worker process holding it
   bool detached = false;                              // its session ended (not yet lost)
+  bool draining = false;                              // going away: no new ranks here
   std::shared_ptr<SessionSink> session;               // null while disconnected
   std::set<std::pair<std::string, int>> ranks;        // (job, rank) occupying a slot each
   std::vector<tern::v1::CoordinatorMessage> pending;  // sent once the session opens

@@ -323,6 +323,30 @@ TEST_F(ElasticE2E, TerndRestartedWhileReshardingRecoversTheJobOnce) {
   EXPECT_EQ(h.losses[2].rbegin()->first, kSteps);
 }
 
+TEST_F(ElasticE2E, SigtermToAWorkerDrainsItAndTheJobContinuesOnTheOther) {
+  c_.AddWorker("w1", 1, {}, "", "1s", "tern");
+  Process* w2 = c_.AddWorker("w2", 1, {}, "", "1s", "tern");
+  ASSERT_TRUE(c_.WaitForWorkers(2, seconds(10)));
+  const std::string id = Submit();
+  ASSERT_FALSE(id.empty());
+  WaitForStep(id, 5);
+  w2->Signal(SIGTERM);                  // a preemption notice: the node is going away
+  EXPECT_EQ(w2->Wait(seconds(30)), 0);  // it drained: ternd moved the job, then it exited
+  ASSERT_EQ(WaitForEnd(id), "SUCCEEDED") << c_.Tern({"show", id}).out;
+  History h = Watch(id);
+  SCOPED_TRACE(Kinds(h));
+  EXPECT_EQ(Count(h, "preempted"), 1);
+  EXPECT_EQ(Count(h, "reshard"), 1);
+  auto job = Show(id);
+  EXPECT_EQ(Int(job, "world_size"), 1) << job;
+  const int from = ResumedFrom(h);
+  ASSERT_GE(from, 4);
+  const auto& round2 = h.losses[2];
+  ASSERT_FALSE(round2.empty());
+  EXPECT_EQ(round2.begin()->first, from + 1);
+  ExpectSameLosses(round2, Reference(id, from, 1), from + 1);
+}
+
 TEST_F(ElasticE2E, WithoutElasticALostWorkerFailsTheJob) {
   spec_.erase("elastic");
   c_.AddWorker("w1", 1, {}, "", "1s", "tern");

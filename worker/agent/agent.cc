@@ -55,6 +55,14 @@ Agent::Agent(AgentOptions options) : options_(std::move(options)) {
 
 Agent::~Agent() { Stop(); }
 
+void Agent::Drain(const std::string& reason) {
+  tern::v1::WorkerMessage msg;
+  msg.mutable_drain()->set_reason(reason);
+  Enqueue(std::move(msg));
+}
+
+int Agent::running_ranks() { return supervisor_->running(); }
+
 void Agent::Start() {
   thread_ = std::thread([this] { ConnectLoop(); });
 }

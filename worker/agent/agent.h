@@ -54,6 +54,10 @@ class Agent {
   void Start();
   // Stops the ranks (grace, then SIGKILL) and disconnects.
   void Stop();
+  // This node is going away: tells ternd, which stops the rounds running here (the ranks get
+  // cancelled); see running_ranks() for when they are gone.
+  void Drain(const std::string& reason);
+  int running_ranks();
   // Set when the coordinator refused us for good (bad token, bad flags).
   absl::Status fatal();
   // The Prometheus text exposition of this agent's metrics (for --metrics). Not after Stop().

@@ -6,6 +6,7 @@
 
 #include <CLI/CLI.hpp>
 #include <climits>
+#include <csignal>
 #include <cstdio>
 #include <filesystem>
 #include <thread>
@@ -31,6 +32,7 @@ using tern::agent::AgentOptions;
 // The flags that are not AgentOptions fields as they stand.
 struct Flags {
   std::string grace, max_backoff, log_level = "info", metrics_addr, metrics_port_file, cpus;
+  std::string drain_timeout = "30s";
   bool no_bind = false, print_cpu_sets = false;
 };
 
@@ -81,6 +83,10 @@ void AddFlags(CLI::App& app, AgentOptions* opts, Flags* f) {
       ->capture_default_str();
   app.add_option("--grace", f->grace, "SIGTERM -> SIGKILL grace period when stopping ranks")
       ->capture_default_str();
+  app.add_option("--drain-timeout", f->drain_timeout,
+                 "on SIGTERM: how long ternd gets to move this node's jobs away before the "
+                 "ranks are stopped (0 = stop at once; a second SIGTERM stops at once too)")
+      ->capture_default_str();
   app.add_option("--max-backoff", f->max_backoff, "longest wait between reconnect attempts")
       ->capture_default_str();
   app.add_option("--tls-ca", opts->tls_ca, "PEM root certificates: connect with TLS");
@@ -126,6 +132,8 @@ absl::Status ResolveOptions(const Flags& f, AgentOptions* opts) {
     TERN_ASSIGN_OR_RETURN(int64_t ms, tern::ParseDurationMs(*text));
     *out = std::chrono::milliseconds(ms);
   }
+  if (auto drain = tern::ParseDurationMs(f.drain_timeout); !drain.ok())
+    return absl::InvalidArgumentError(absl::StrCat("--drain-timeout: ", drain.status().message()));
   if (!opts->token_file.empty()) {
     auto tokens = tern::infra::ReadTokenFile(opts->token_file);
     if (!tokens.ok()) {
@@ -207,6 +215,24 @@ int main(int argc, char** argv) {
   }
   agent.Start();
   const int sig = tern::infra::WaitForStopSignal([&agent] { return !agent.fatal().ok(); });
+  // SIGTERM with ranks running means "this node is going away" (a preemption notice): ternd
+  // moves the jobs away first (elastic jobs continue elsewhere), then we stop.
+  const auto drain = tern::ParseDurationMs(flags.drain_timeout);
+  if (sig == SIGTERM && drain.ok() && *drain > 0 && agent.running_ranks() > 0) {
+    spdlog::info("SIGTERM: draining: ternd moves this node's jobs away (up to {})",
+                 flags.drain_timeout);
+    agent.Drain("tern-worker got SIGTERM");
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(*drain);
+    const int again = tern::infra::WaitForStopSignal(
+        [&] {
+          return agent.running_ranks() == 0 || !agent.fatal().ok() ||
+                 std::chrono::steady_clock::now() > deadline;
+        },
+        std::chrono::milliseconds(100));
+    if (again > 0) spdlog::info("signal {} again: stopping ranks now", again);
+    // The exits reach ternd before the session closes.
+    std::this_thread::sleep_for(std::chrono::milliseconds(500));
+  }
   if (sig > 0) spdlog::info("signal {}: stopping ranks and exiting", sig);
   metrics_listener.Stop();
   const absl::Status fatal = agent.fatal();
