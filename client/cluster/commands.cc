@@ -237,6 +237,43 @@ void AddCancel(CLI::App& app, int* exit_code) {
   });
 }
 
+void AddDrain(CLI::App& app, int* exit_code) {
+  struct Opts {
+    ConnOptions conn;
+    std::string worker, reason;
+  };
+  auto o = std::make_shared<Opts>();
+  auto* cmd = app.add_subcommand(
+      "drain",
+      "a worker is going away: stop its rounds (elastic jobs continue elsewhere) and "
+      "place nothing new there");
+  cmd->add_option("worker", o->worker, "worker name")->required();
+  cmd->add_option("--reason", o->reason, "recorded in the jobs' events");
+  tern::cluster::AddConnOptions(cmd, &o->conn, true);
+  cmd->callback([o, exit_code] {
+    Run("drain", o->conn, exit_code, [&](Conn& c) {
+      tern::v1::DrainWorkerRequest req;
+      req.set_worker(o->worker);
+      req.set_reason(o->reason);
+      tern::v1::DrainWorkerResponse resp;
+      auto ctx = MakeContext(c.token, kTimeout);
+      auto st = FromGrpc(c.jobs->DrainWorker(ctx.get(), req, &resp), "DrainWorker " + o->worker);
+      if (!st.ok()) return Fail("drain", st, c.address);
+      if (o->conn.json) {
+        std::cout << nlohmann::json{{"worker", o->worker},
+                                    {"jobs", std::vector<std::string>(resp.jobs().begin(),
+                                                                      resp.jobs().end())}}
+                         .dump()
+                  << std::endl;
+      } else {
+        std::cout << "draining " << tern::Printable(o->worker) << ": " << resp.jobs_size()
+                  << " job(s) moved away" << std::endl;
+      }
+      return 0;
+    });
+  });
+}
+
 void AddLogs(CLI::App& app, int* exit_code) {
   struct Opts {
     ConnOptions conn;
@@ -314,6 +351,7 @@ void AddClusterCommands(CLI::App& app, int* exit_code) {
   AddWatch(app, exit_code);
   AddCancel(app, exit_code);
   AddLogs(app, exit_code);
+  AddDrain(app, exit_code);
   AddWorkers(app, exit_code);
 }
 

@@ -245,6 +245,20 @@ grpc::ServerUnaryReactor* JobServiceImpl::CancelJob(grpc::CallbackServerContext*
   return reactor;
 }
 
+grpc::ServerUnaryReactor* JobServiceImpl::DrainWorker(grpc::CallbackServerContext* ctx,
+                                                      const tern::v1::DrainWorkerRequest* req,
+                                                      tern::v1::DrainWorkerResponse* resp) {
+  if (auto st = auth_->Check(ctx, Role::kAdmin); !st.ok()) return Reject<void>(ctx, st);
+  auto* reactor = ctx->DefaultReactor();
+  loop_->Post([this, req, resp, reactor] {
+    auto jobs = coord_->Drain(req->worker(), req->reason().empty() ? "tern drain" : req->reason());
+    if (jobs.ok())
+      for (auto& j : *jobs) resp->add_jobs(std::move(j));
+    reactor->Finish(ToGrpc(jobs.status()));
+  });
+  return reactor;
+}
+
 grpc::ServerWriteReactor<tern::v1::WatchJobResponse>* JobServiceImpl::WatchJob(
     grpc::CallbackServerContext* ctx, const tern::v1::WatchJobRequest* req) {
   using Finished = RejectReactor<grpc::ServerWriteReactor<tern::v1::WatchJobResponse>>;

@@ -70,6 +70,9 @@ class JobServiceImpl final : public tern::v1::JobService::CallbackService {
   grpc::ServerUnaryReactor* ListJobs(grpc::CallbackServerContext* ctx,
                                      const tern::v1::ListJobsRequest* req,
                                      tern::v1::ListJobsResponse* resp) override;
+  grpc::ServerUnaryReactor* DrainWorker(grpc::CallbackServerContext* ctx,
+                                        const tern::v1::DrainWorkerRequest* req,
+                                        tern::v1::DrainWorkerResponse* resp) override;
   grpc::ServerUnaryReactor* CancelJob(grpc::CallbackServerContext* ctx,
                                       const tern::v1::CancelJobRequest* req,
                                       tern::v1::Job* resp) override;

@@ -56,6 +56,10 @@ class Coordinator {
   std::vector<tern::v1::Job> ListJobs(tern::v1::JobState state, int limit,
                                       const std::string& before_id = "") const;
   absl::StatusOr<tern::v1::Job> Cancel(const std::string& id, const std::string& reason);
+  // `tern drain WORKER`: as the worker's own Drain message; returns the jobs that ran there.
+  // NOT_FOUND for a worker that is not connected.
+  absl::StatusOr<std::vector<std::string>> Drain(const std::string& worker,
+                                                 const std::string& reason);
   // Sends the snapshot and history to `sink`, then subscribes it (or closes it if finished).
   absl::Status Watch(const std::string& id, std::shared_ptr<WatchSink> sink);
   std::vector<tern::v1::WorkerInfo> ListWorkers() const;

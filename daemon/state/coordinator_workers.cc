@@ -243,6 +243,24 @@ void Coordinator::WorkerLost(const std::string& worker, const std::string& why) 
   Schedule();
 }
 
+absl::StatusOr<std::vector<std::string>> Coordinator::Drain(const std::string& worker,
+                                                            const std::string& reason) {
+  if (membership_.Find(worker) == nullptr)
+    return absl::NotFoundError(absl::StrCat("no connected worker ", Printable(worker)));
+  std::vector<std::string> jobs;
+  for (const auto& [id, rt] : jobs_) {
+    if (IsTerminal(rt.job.state())) continue;
+    for (const auto& [rank, r] : rt.ranks) {
+      if (r.worker == worker && !r.exited) {
+        jobs.push_back(id);
+        break;
+      }
+    }
+  }
+  DrainWorker(worker, reason);
+  return jobs;
+}
+
 void Coordinator::DrainWorker(const std::string& worker, const std::string& reason) {
   WorkerState* w = membership_.Find(worker);
   if (!w || w->draining) return;

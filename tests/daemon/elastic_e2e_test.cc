@@ -347,6 +347,27 @@ TEST_F(ElasticE2E, SigtermToAWorkerDrainsItAndTheJobContinuesOnTheOther) {
   ExpectSameLosses(round2, Reference(id, from, 1), from + 1);
 }
 
+TEST_F(ElasticE2E, TernDrainMovesTheJobOffAWorker) {
+  c_.AddWorker("w1", 1, {}, "", "1s", "tern");
+  c_.AddWorker("w2", 1, {}, "", "1s", "tern");
+  ASSERT_TRUE(c_.WaitForWorkers(2, seconds(10)));
+  const std::string id = Submit();
+  ASSERT_FALSE(id.empty());
+  WaitForStep(id, 5);
+  CliResult drain = c_.Tern({"drain", "w2", "--reason", "maintenance", "--json"});
+  ASSERT_EQ(drain.code, 0) << drain.out << drain.err;
+  EXPECT_EQ(nlohmann::json::parse(drain.out, nullptr, false)["jobs"].size(), 1u) << drain.out;
+  ASSERT_EQ(WaitForEnd(id), "SUCCEEDED") << c_.Tern({"show", id}).out;
+  History h = Watch(id);
+  SCOPED_TRACE(Kinds(h));
+  EXPECT_EQ(Count(h, "preempted"), 1);
+  EXPECT_EQ(Int(Show(id), "world_size"), 1);  // nothing new was placed on the drained worker
+  CliResult unknown = c_.Tern({"drain", "nobody"});
+  EXPECT_NE(unknown.code, 0);
+  EXPECT_NE((unknown.out + unknown.err).find("no connected worker nobody"), std::string::npos)
+      << unknown.out << unknown.err;
+}
+
 TEST_F(ElasticE2E, WithoutElasticALostWorkerFailsTheJob) {
   spec_.erase("elastic");
   c_.AddWorker("w1", 1, {}, "", "1s", "tern");
