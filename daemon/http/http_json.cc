@@ -74,6 +74,16 @@ nlohmann::json JobSummaryJson(const tern::v1::Job& job, const JobAggregate* agg,
     nlohmann::json mem = nlohmann::json::object();
     for (const auto& [k, v] : agg->memory) mem[k] = Num(v);
     out["memory"] = mem;
+    nlohmann::json incidents = nlohmann::json::array();
+    for (const auto& inc : agg->incidents) {
+      incidents.push_back({{"cause", inc.cause},
+                           {"time_ms", inc.cause_ms},
+                           {"detect_s", Num(inc.detect_s())},
+                           {"resume_s", inc.resume_s() >= 0 ? Num(inc.resume_s()) : nullptr},
+                           {"steps_lost", inc.steps_lost() >= 0 ? nlohmann::json(inc.steps_lost())
+                                                                : nlohmann::json()}});
+    }
+    out["incidents"] = incidents;
   } else {
     out["goodput"] = nullptr;
     out["val_loss"] = nullptr;

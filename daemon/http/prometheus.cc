@@ -1,5 +1,7 @@
 #include "daemon/http/prometheus.h"
 
+#include <algorithm>
+
 #include "daemon/state/coordinator.h"
 #include "infra/http/prometheus_text.h"
 
@@ -90,6 +92,27 @@ void JobFamilies(const ClusterSnapshot& snap, PrometheusText& p) {
           "Fraction of the job's wall time spent in productive training steps.",
           [&](const auto& j, const JobAggregate* a) -> Opt {
             return a ? Opt(Goodput(*a, j, snap.now_ms)) : std::nullopt;
+          });
+  per_job("tern_job_incidents_total", "counter",
+          "Rounds stopped by an incident (lost node, failed rank, drain, grow) since ternd "
+          "started.",
+          [](const auto&, const JobAggregate* a) -> Opt {
+            return a ? Opt(static_cast<double>(a->incidents.size())) : std::nullopt;
+          });
+  per_job("tern_job_steps_lost_total", "counter",
+          "Steps redone after incidents (reported minus resumed-from).",
+          [](const auto&, const JobAggregate* a) -> Opt {
+            if (!a) return std::nullopt;
+            double lost = 0;
+            for (const auto& inc : a->incidents) lost += std::max<int64_t>(0, inc.steps_lost());
+            return lost;
+          });
+  per_job("tern_job_last_incident_resume_seconds", "gauge",
+          "Newest incident: seconds from its cause to the first step of the next round.",
+          [](const auto&, const JobAggregate* a) -> Opt {
+            if (!a || a->incidents.empty() || a->incidents.back().resume_s() < 0)
+              return std::nullopt;
+            return a->incidents.back().resume_s();
           });
   per_job("tern_job_eta_seconds", "gauge", "Estimated seconds until the job finishes.",
           [&](const auto& j, const JobAggregate*) -> Opt {

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <nlohmann/json.hpp>
+#include <set>
 
 #include "daemon/state/coordinator.h"
 
@@ -31,6 +32,10 @@ void JobStats::Observe(const std::string& job_id, const tern::v1::WatchJobRespon
     const auto& p = item.metric();
     ++a.metric_points;
     if (p.kind() == "step") {
+      // The first step of a round after an incident: the job is training again.
+      if (!a.incidents.empty() && a.incidents.back().first_step_ms == 0 &&
+          p.round() > a.incidents.back().round)
+        a.incidents.back().first_step_ms = p.time_ms();
       if (p.step() > a.max_step) {
         const int64_t new_steps = a.max_step == 0 ? 1 : p.step() - a.max_step;
         const double useful = std::max(0.0, Value(p, "step_ms") - Value(p, "checkpoint_ms"));
@@ -52,6 +57,25 @@ void JobStats::Observe(const std::string& job_id, const tern::v1::WatchJobRespon
   if (!item.has_event()) return;
   const auto& e = item.event();
   ++a.events_by_kind[e.kind()];
+  static const std::set<std::string> kCauses = {"node_lost", "rank_exit", "worker_lost",
+                                                "preempted", "grow"};
+  if (kCauses.count(e.kind()) && e.message().find("finished (exit 0)") == std::string::npos &&
+      a.pending_cause.empty()) {
+    a.pending_cause = e.kind();
+    a.pending_cause_ms = e.time_ms();
+  }
+  if (e.kind() == "round_stopped") {
+    Incident inc;
+    inc.cause = a.pending_cause.empty() ? "round_stopped" : a.pending_cause;
+    inc.cause_ms = a.pending_cause.empty() ? e.time_ms() : a.pending_cause_ms;
+    inc.last_good_ms = a.last_step.time_ms();
+    inc.last_step = a.max_step;
+    inc.round = a.last_step.round();
+    a.incidents.push_back(inc);
+    a.pending_cause.clear();
+  } else if (e.kind() == "resume" && !a.incidents.empty() && a.incidents.back().resumed_step < 0) {
+    a.incidents.back().resumed_step = static_cast<int64_t>(Number(EventJson(e), "step"));
+  }
   if (e.kind() == "checkpoint") {
     auto j = EventJson(e);
     ++a.checkpoints;

@@ -7,10 +7,26 @@
 #include <cstdint>
 #include <map>
 #include <string>
+#include <vector>
 
 #include "tern/v1/cluster.pb.h"
 
 namespace tern::daemon {
+
+// One elastic incident: a round stopped (a lost node, a failed rank, a drain, a grow) and the
+// job resumed in the next round.
+struct Incident {
+  std::string cause;          // the event kind that stopped the round: node_lost, ...
+  int64_t cause_ms = 0;       // when ternd recorded it
+  int64_t last_good_ms = 0;   // the newest step reported before it (detection bound)
+  int64_t last_step = 0;      // highest step reported before it
+  int32_t round = 0;          // the round it stopped
+  int64_t resumed_step = -1;  // the step the next round resumed from (-1 = not yet)
+  int64_t first_step_ms = 0;  // first step of the next round (0 = not yet)
+  double detect_s() const { return last_good_ms > 0 ? (cause_ms - last_good_ms) / 1e3 : 0; }
+  double resume_s() const { return first_step_ms > 0 ? (first_step_ms - cause_ms) / 1e3 : -1; }
+  int64_t steps_lost() const { return resumed_step >= 0 ? last_step - resumed_step : -1; }
+};
 
 struct JobAggregate {
   tern::v1::MetricPoint last_step;  // newest "step" point (empty before the first)
@@ -25,6 +41,9 @@ struct JobAggregate {
   double last_checkpoint_gibps = 0;
   std::map<std::string, double> memory;  // "param_bytes", ..., "gather_pool_bytes", "peak_rss_mib"
   std::map<std::string, int64_t> events_by_kind;
+  std::vector<Incident> incidents;  // oldest first
+  std::string pending_cause;        // a cause seen, its round_stopped not yet
+  int64_t pending_cause_ms = 0;
 };
 
 class JobStats {
