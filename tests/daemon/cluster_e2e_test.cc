@@ -295,14 +295,7 @@ TEST_F(ClusterTest, LostWorkerFailsItsJobNamingTheNode) {
 TEST_F(ClusterTest, RealRanksTrainAcrossTwoWorkers) {
   Cluster c(ClusterOptions{.checkpoint_root = true});
   ASSERT_TRUE(c.StartTernd());
-  {
-    std::ofstream text(c.dir() + "/corpus.txt");
-    for (int i = 0; i < 400; ++i)
-      text << "the quick brown fox " << i << " jumps over the lazy dog\n%\n";
-  }
-  CliResult prep =
-      c.Tern({"data", "prepare", "--tokenizer", "byte", "--input", c.dir() + "/corpus.txt",
-              "--output", c.dir() + "/corpus", "--doc-separator", "%", "--val-fraction", "0.1"});
+  CliResult prep = c.PrepareCorpus(0.1);
   ASSERT_EQ(prep.code, 0) << prep.out << prep.err;
   // Workers whose rank binary is the real `tern`.
   for (const char* name : {"r1", "r2"}) {

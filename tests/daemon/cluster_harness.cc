@@ -246,6 +246,22 @@ std::string Cluster::ReadFile(const std::string& path) const {
   return ss.str();
 }
 
+std::string WriteCorpusText(const std::string& dir) {
+  const std::string path = dir + "/corpus.txt";
+  std::ofstream text(path);
+  for (int i = 0; i < 400; ++i)
+    text << "the quick brown fox " << i << " jumps over the lazy dog\n%\n";
+  return path;
+}
+
+CliResult Cluster::PrepareCorpus(double val_fraction) {
+  std::vector<std::string> args = {
+      "data",     "prepare",        "--tokenizer",     "byte", "--input", WriteCorpusText(dir_),
+      "--output", dir_ + "/corpus", "--doc-separator", "%"};
+  if (val_fraction > 0) args.insert(args.end(), {"--val-fraction", std::to_string(val_fraction)});
+  return Tern(args);
+}
+
 std::string Cluster::WriteSpec(const std::string& name, int train_iters, int nodes,
                                int ranks_per_node) {
   nlohmann::json spec = {

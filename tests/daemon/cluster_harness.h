@@ -35,6 +35,9 @@ struct CliResult {
   std::string out, err;
 };
 
+// Writes 400 short '%'-separated documents to <dir>/corpus.txt and returns its path.
+std::string WriteCorpusText(const std::string& dir);
+
 struct ClusterOptions {
   std::string heartbeat_timeout = "2s";
   std::string reconnect_grace = "10s";
@@ -73,6 +76,9 @@ class Cluster {
   std::unique_ptr<Process> TernAsync(const std::vector<std::string>& args, const std::string& out,
                                      const std::string& token = "");
   std::string ReadFile(const std::string& path) const;
+  // Prepares the small corpus of WriteCorpusText as the dataset <dir>/corpus (and
+  // <dir>/corpus_val when val_fraction > 0) with `tern data prepare`.
+  CliResult PrepareCorpus(double val_fraction = 0);
   // Writes a small valid spec (fake-rank behaviour picked by `name`) and returns its path.
   std::string WriteSpec(const std::string& name, int train_iters, int nodes, int ranks_per_node);
 

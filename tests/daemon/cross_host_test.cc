@@ -153,15 +153,11 @@ TEST(CrossHostTest, TwoNodeJobAcrossNamespacesCountsItsCrossNodeBytes) {
   }
   ASSERT_TRUE(up) << Shell("cat " + dir + "/wa.log " + dir + "/wb.log");
 
-  {
-    std::ofstream text(dir + "/corpus.txt");
-    for (int i = 0; i < 400; ++i)
-      text << "the quick brown fox " << i << " jumps over the lazy dog\n%\n";
-  }
   int code = 0;
-  std::string out = Shell(bin + "/tern data prepare --tokenizer byte --input " + dir +
-                              "/corpus.txt --output " + dir + "/corpus --doc-separator %",
-                          &code);
+  std::string out =
+      Shell(bin + "/tern data prepare --tokenizer byte --input " + WriteCorpusText(dir) +
+                " --output " + dir + "/corpus --doc-separator %",
+            &code);
   ASSERT_EQ(code, 0) << out;
   const int steps = 12;
   nlohmann::json spec = {

@@ -196,14 +196,7 @@ TEST(DashboardBrowserTest, LiveJobInHeadlessChromium) {
   const auto t_start = std::chrono::steady_clock::now();
   Cluster c;
   ASSERT_TRUE(c.StartTernd());
-  {
-    std::ofstream text(c.dir() + "/corpus.txt");
-    for (int i = 0; i < 400; ++i)
-      text << "the quick brown fox " << i << " jumps over the lazy dog\n%\n";
-  }
-  CliResult prep =
-      c.Tern({"data", "prepare", "--tokenizer", "byte", "--input", c.dir() + "/corpus.txt",
-              "--output", c.dir() + "/corpus", "--doc-separator", "%", "--val-fraction", "0.1"});
+  CliResult prep = c.PrepareCorpus(0.1);
   ASSERT_EQ(prep.code, 0) << prep.out << prep.err;
   for (const char* name : {"r1", "r2"}) c.AddWorker(name, 1, {}, "", "1s", "tern");
   ASSERT_TRUE(c.WaitForWorkers(2, seconds(10)));

@@ -7,6 +7,7 @@
 #include <signal.h>
 
 #include <chrono>
+#include <cstdio>
 #include <filesystem>
 #include <fstream>
 #include <map>
@@ -50,14 +51,7 @@ class ElasticE2E : public ::testing::Test {
  protected:
   void SetUp() override {
     ASSERT_TRUE(c_.StartTernd());
-    {
-      std::ofstream text(c_.dir() + "/corpus.txt");
-      for (int i = 0; i < 400; ++i)
-        text << "the quick brown fox " << i << " jumps over the lazy dog\n%\n";
-    }
-    CliResult prep =
-        c_.Tern({"data", "prepare", "--tokenizer", "byte", "--input", c_.dir() + "/corpus.txt",
-                 "--output", c_.dir() + "/corpus", "--doc-separator", "%"});
+    CliResult prep = c_.PrepareCorpus();
     ASSERT_EQ(prep.code, 0) << prep.out << prep.err;
     spec_ = {{"name", "elastic"},
              {"model",
@@ -86,6 +80,21 @@ class ElasticE2E : public ::testing::Test {
     EXPECT_EQ(r.code, 0) << r.out << r.err;
     auto j = nlohmann::json::parse(r.out, nullptr, false);
     return j.is_object() ? j.value("id", "") : "";
+  }
+
+  // Starts workers w1..wN (real ranks; workers_[i] is w<i+1>), submits the spec and waits
+  // until rank 0 reported `step`. "" when the workers or the job did not come up.
+  std::string StartJob(int workers, int step) {
+    workers_.clear();
+    for (int i = 1; i <= workers; ++i) {
+      char name[16];  // (not "w" + std::to_string(i): GCC 12 warns -Wrestrict on it)
+      std::snprintf(name, sizeof(name), "w%d", i);
+      workers_.push_back(c_.AddWorker(name, 1, {}, "", "1s", "tern"));
+    }
+    if (!c_.WaitForWorkers(workers, seconds(10))) return "";
+    const std::string id = Submit();
+    if (!id.empty()) WaitForStep(id, step);
+    return id;
   }
 
   nlohmann::json Show(const std::string& id) {
@@ -190,18 +199,29 @@ class ElasticE2E : public ::testing::Test {
     }
   }
 
+  // Round 2 resumed from a checkpoint at step >= `min_from` (so at most the step in flight was
+  // lost), ran to the last step, and its losses are those of `tern train` on `ranks` ranks
+  // resumed from the same checkpoint.
+  void ExpectRound2LikeTernTrain(History& h, const std::string& id, int ranks, int min_from) {
+    const int from = ResumedFrom(h);
+    ASSERT_GE(from, min_from) << "resumed from step " << from;
+    const auto& round2 = h.losses[2];
+    ASSERT_FALSE(round2.empty());
+    EXPECT_EQ(round2.begin()->first, from + 1);
+    EXPECT_EQ(round2.rbegin()->first, spec_["train_iters"].get<int>());
+    ExpectSameLosses(round2, Reference(id, from, ranks), from + 1);
+  }
+
   Cluster c_{
       ClusterOptions{.heartbeat_timeout = "2s", .reconnect_grace = "3s", .checkpoint_root = true}};
   nlohmann::json spec_;
+  std::vector<Process*> workers_;
 };
 
 TEST_F(ElasticE2E, LostWorkerContinuesOnTheOtherAtTheSmallerWorld) {
-  c_.AddWorker("w1", 1, {}, "", "1s", "tern");
-  Process* w2 = c_.AddWorker("w2", 1, {}, "", "1s", "tern");
-  ASSERT_TRUE(c_.WaitForWorkers(2, seconds(10)));
-  const std::string id = Submit();
+  const std::string id = StartJob(2, 5);
   ASSERT_FALSE(id.empty());
-  WaitForStep(id, 5);
+  Process* w2 = workers_[1];
   w2->Signal(SIGKILL);  // the node is gone: its rank dies with it
   ASSERT_EQ(WaitForEnd(id), "SUCCEEDED")
       << c_.Tern({"show", id}).out << c_.ReadFile(c_.dir() + "/w1.log");
@@ -220,24 +240,13 @@ TEST_F(ElasticE2E, LostWorkerContinuesOnTheOtherAtTheSmallerWorld) {
     EXPECT_EQ(plan.value("to_world", 0), 1) << plan;
     EXPECT_EQ(plan.value("gradient_accumulation_steps", 0), 2) << plan;
   }
-  // Round 2 ran on one rank from the newest complete checkpoint: at most the step in flight
-  // was lost, and its losses are those of `tern train` resumed from that checkpoint.
-  const int from = ResumedFrom(h);
-  ASSERT_GE(from, 3) << "resumed from step " << from;
-  const auto& round2 = h.losses[2];
-  ASSERT_FALSE(round2.empty());
-  EXPECT_EQ(round2.begin()->first, from + 1);
-  EXPECT_EQ(round2.rbegin()->first, kSteps);
-  ExpectSameLosses(round2, Reference(id, from, 1), from + 1);
+  ExpectRound2LikeTernTrain(h, id, 1, 3);
 }
 
 TEST_F(ElasticE2E, KilledRankRestartsTheRoundAtTheSameWorld) {
-  Process* w1 = c_.AddWorker("w1", 1, {}, "", "1s", "tern");
-  c_.AddWorker("w2", 1, {}, "", "1s", "tern");
-  ASSERT_TRUE(c_.WaitForWorkers(2, seconds(10)));
-  const std::string id = Submit();
+  const std::string id = StartJob(2, 5);
   ASSERT_FALSE(id.empty());
-  WaitForStep(id, 5);
+  Process* w1 = workers_[0];
   // SIGKILL the rank process of worker w1 (a child of the worker), not the worker.
   // (Any thread of the worker may have forked it.)
   std::string children;
@@ -259,22 +268,14 @@ TEST_F(ElasticE2E, KilledRankRestartsTheRoundAtTheSameWorld) {
   auto job = Show(id);
   EXPECT_EQ(Int(job, "round"), 2) << job;
   EXPECT_EQ(Int(job, "world_size"), 2) << job;
-  const int from = ResumedFrom(h);
-  ASSERT_GE(from, 3);
-  const auto& round2 = h.losses[2];
-  ASSERT_FALSE(round2.empty());
-  EXPECT_EQ(round2.begin()->first, from + 1);
-  ExpectSameLosses(round2, Reference(id, from, 2), from + 1);
+  ExpectRound2LikeTernTrain(h, id, 2, 3);
 }
 
 TEST_F(ElasticE2E, AWorkerJoiningGrowsTheJobToMaxNodes) {
   spec_["resources"]["nodes"] = 1;  // starts on one node, may grow to two
   spec_["train_iters"] = 60;        // long enough for a worker to join
-  c_.AddWorker("w1", 1, {}, "", "1s", "tern");
-  ASSERT_TRUE(c_.WaitForWorkers(1, seconds(10)));
-  const std::string id = Submit();
+  const std::string id = StartJob(1, 4);
   ASSERT_FALSE(id.empty());
-  WaitForStep(id, 4);
   c_.AddWorker("w2", 1, {}, "", "1s", "tern");
   ASSERT_EQ(WaitForEnd(id), "SUCCEEDED") << c_.Tern({"show", id}).out;
   History h = Watch(id);
@@ -284,21 +285,13 @@ TEST_F(ElasticE2E, AWorkerJoiningGrowsTheJobToMaxNodes) {
   EXPECT_EQ(Int(job, "round"), 2) << job;
   EXPECT_EQ(Int(job, "world_size"), 2) << job;
   EXPECT_EQ(Int(job, "restarts"), 0) << job;  // growing is not a failure
-  const int from = ResumedFrom(h);
-  ASSERT_GE(from, 4);
-  const auto& round2 = h.losses[2];
-  ASSERT_FALSE(round2.empty());
-  EXPECT_EQ(round2.begin()->first, from + 1);
-  ExpectSameLosses(round2, Reference(id, from, 2), from + 1);
+  ExpectRound2LikeTernTrain(h, id, 2, 4);
 }
 
 TEST_F(ElasticE2E, TerndRestartedWhileReshardingRecoversTheJobOnce) {
-  c_.AddWorker("w1", 1, {}, "", "1s", "tern");
-  Process* w2 = c_.AddWorker("w2", 1, {}, "", "1s", "tern");
-  ASSERT_TRUE(c_.WaitForWorkers(2, seconds(10)));
-  const std::string id = Submit();
+  const std::string id = StartJob(2, 5);
   ASSERT_FALSE(id.empty());
-  WaitForStep(id, 5);
+  Process* w2 = workers_[1];
   w2->Signal(SIGKILL);
   // The survivor's collective fails at once; ternd then waits (up to the heartbeat timeout)
   // for w2's rank to be gone: kill ternd in that window and start it again.
@@ -324,12 +317,9 @@ TEST_F(ElasticE2E, TerndRestartedWhileReshardingRecoversTheJobOnce) {
 }
 
 TEST_F(ElasticE2E, SigtermToAWorkerDrainsItAndTheJobContinuesOnTheOther) {
-  c_.AddWorker("w1", 1, {}, "", "1s", "tern");
-  Process* w2 = c_.AddWorker("w2", 1, {}, "", "1s", "tern");
-  ASSERT_TRUE(c_.WaitForWorkers(2, seconds(10)));
-  const std::string id = Submit();
+  const std::string id = StartJob(2, 5);
   ASSERT_FALSE(id.empty());
-  WaitForStep(id, 5);
+  Process* w2 = workers_[1];
   w2->Signal(SIGTERM);                  // a preemption notice: the node is going away
   EXPECT_EQ(w2->Wait(seconds(30)), 0);  // it drained: ternd moved the job, then it exited
   ASSERT_EQ(WaitForEnd(id), "SUCCEEDED") << c_.Tern({"show", id}).out;
@@ -339,21 +329,12 @@ TEST_F(ElasticE2E, SigtermToAWorkerDrainsItAndTheJobContinuesOnTheOther) {
   EXPECT_EQ(Count(h, "reshard"), 1);
   auto job = Show(id);
   EXPECT_EQ(Int(job, "world_size"), 1) << job;
-  const int from = ResumedFrom(h);
-  ASSERT_GE(from, 4);
-  const auto& round2 = h.losses[2];
-  ASSERT_FALSE(round2.empty());
-  EXPECT_EQ(round2.begin()->first, from + 1);
-  ExpectSameLosses(round2, Reference(id, from, 1), from + 1);
+  ExpectRound2LikeTernTrain(h, id, 1, 4);
 }
 
 TEST_F(ElasticE2E, TernDrainMovesTheJobOffAWorker) {
-  c_.AddWorker("w1", 1, {}, "", "1s", "tern");
-  c_.AddWorker("w2", 1, {}, "", "1s", "tern");
-  ASSERT_TRUE(c_.WaitForWorkers(2, seconds(10)));
-  const std::string id = Submit();
+  const std::string id = StartJob(2, 5);
   ASSERT_FALSE(id.empty());
-  WaitForStep(id, 5);
   CliResult drain = c_.Tern({"drain", "w2", "--reason", "maintenance", "--json"});
   ASSERT_EQ(drain.code, 0) << drain.out << drain.err;
   EXPECT_EQ(nlohmann::json::parse(drain.out, nullptr, false)["jobs"].size(), 1u) << drain.out;
@@ -370,11 +351,9 @@ TEST_F(ElasticE2E, TernDrainMovesTheJobOffAWorker) {
 
 TEST_F(ElasticE2E, WithoutElasticALostWorkerFailsTheJob) {
   spec_.erase("elastic");
-  c_.AddWorker("w1", 1, {}, "", "1s", "tern");
-  Process* w2 = c_.AddWorker("w2", 1, {}, "", "1s", "tern");
-  ASSERT_TRUE(c_.WaitForWorkers(2, seconds(10)));
-  const std::string id = Submit();
-  WaitForStep(id, 3);
+  const std::string id = StartJob(2, 3);
+  ASSERT_FALSE(id.empty());
+  Process* w2 = workers_[1];
   w2->Signal(SIGKILL);
   EXPECT_EQ(WaitForEnd(id), "FAILED");
   EXPECT_EQ(Count(Watch(id), "reshard"), 0);

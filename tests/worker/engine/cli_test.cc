@@ -29,6 +29,26 @@ using tern::testing::Tern;
 
 std::string Bin() { return tern::testing::TernBin(); }
 
+// A shell command run in the background in its own process group; whatever happens in the
+// test, nothing it started outlives it (the group is SIGKILLed and reaped).
+struct Background {
+  explicit Background(const std::string& cmd) {
+    pid = fork();
+    if (pid == 0) {
+      setpgid(0, 0);
+      execl("/bin/sh", "sh", "-c", ("exec " + cmd).c_str(), nullptr);
+      _exit(127);
+    }
+    setpgid(pid, pid);
+  }
+  ~Background() {
+    kill(-pid, SIGKILL);
+    while (waitpid(-pid, nullptr, WNOHANG) > 0) {
+    }
+  }
+  pid_t pid = -1;
+};
+
 class CliTest : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
@@ -168,22 +188,8 @@ TEST_F(CliTest, KilledRankFailsTheJobWithinTheTimeout) {
       " --json --ranks 2 --threads 1 --collective-timeout-s 5 --set train_iters=100000"
       " > " +
       Path("kill.out") + " 2>&1";
-  pid_t launcher = fork();
-  if (launcher == 0) {
-    setpgid(0, 0);
-    execl("/bin/sh", "sh", "-c", ("exec " + cmd).c_str(), nullptr);
-    _exit(127);
-  }
-  setpgid(launcher, launcher);
-  // Whatever happens below, nothing this test started outlives it.
-  struct Reaper {
-    pid_t pgid;
-    ~Reaper() {
-      kill(-pgid, SIGKILL);
-      while (waitpid(-pgid, nullptr, WNOHANG) > 0) {
-      }
-    }
-  } reaper{launcher};
+  Background bg(cmd);
+  const pid_t launcher = bg.pid;
   // Wait until training runs, then SIGKILL rank 1 mid-step.
   pid_t victim = -1;
   for (int i = 0; i < 300 && victim < 0; ++i) {
@@ -241,21 +247,7 @@ TEST_F(CliTest, RanksRunBoundToTheirOwnCpuSets) {
                           " --json --ranks 2 --set train_iters=100000 --set eval_interval=0"
                           " --peak-gflops 1 > " +
                           out_path + " 2>&1";
-  pid_t launcher = fork();
-  if (launcher == 0) {
-    setpgid(0, 0);
-    execl("/bin/sh", "sh", "-c", ("exec " + cmd).c_str(), nullptr);
-    _exit(127);
-  }
-  setpgid(launcher, launcher);
-  struct Reaper {
-    pid_t pgid;
-    ~Reaper() {
-      kill(-pgid, SIGKILL);
-      while (waitpid(-pgid, nullptr, WNOHANG) > 0) {
-      }
-    }
-  } reaper{launcher};
+  Background bg(cmd);
   std::map<int, nlohmann::json> reports;  // rank -> placement report
   for (int i = 0; i < 600 && reports.size() < 2; ++i) {
     std::this_thread::sleep_for(std::chrono::milliseconds(100));
