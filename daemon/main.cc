@@ -17,8 +17,8 @@ using tern::daemon::DaemonOptions;
 
 // The flags that are not DaemonOptions fields as they stand.
 struct Flags {
-  std::string heartbeat_timeout, reconnect_grace, worker_expiry, port_file, http_port_file,
-      http_idle_timeout, http_request_timeout, log_level = "info";
+  std::string heartbeat_timeout, reconnect_grace, worker_expiry, stop_timeout, port_file,
+      http_port_file, http_idle_timeout, http_request_timeout, log_level = "info";
   bool no_tensorboard = false;
   CLI::Option* http = nullptr;  // --http, to tell an explicit address from the default
 };
@@ -44,12 +44,17 @@ void AddFlags(CLI::App& app, DaemonOptions* opts, Flags* f) {
   f->heartbeat_timeout = tern::FormatDurationMs(opts->heartbeat_timeout_ms);
   f->reconnect_grace = tern::FormatDurationMs(opts->reconnect_grace_ms);
   f->worker_expiry = tern::FormatDurationMs(opts->worker_expiry_ms);
+  f->stop_timeout = tern::FormatDurationMs(opts->stop_timeout_ms);
   AddServingFlags(app, opts);
   app.add_option("--heartbeat-timeout", f->heartbeat_timeout,
                  "a worker is lost after this long without a heartbeat")
       ->capture_default_str();
   app.add_option("--reconnect-grace", f->reconnect_grace,
                  "after a restart, how long running jobs wait for their workers")
+      ->capture_default_str();
+  app.add_option("--stop-timeout", f->stop_timeout,
+                 "a round ordered to stop (grow, drain) gets this long to checkpoint and exit; "
+                 "then its ranks are cancelled")
       ->capture_default_str();
   app.add_option("--worker-expiry", f->worker_expiry,
                  "a disconnected worker leaves the listings after this long (kept in the state db)")
@@ -93,7 +98,8 @@ absl::Status ResolveOptions(const Flags& f, DaemonOptions* opts) {
   opts->tensorboard = !f.no_tensorboard;
   for (auto [text, out] : {std::pair{&f.heartbeat_timeout, &opts->heartbeat_timeout_ms},
                            std::pair{&f.reconnect_grace, &opts->reconnect_grace_ms},
-                           std::pair{&f.worker_expiry, &opts->worker_expiry_ms}}) {
+                           std::pair{&f.worker_expiry, &opts->worker_expiry_ms},
+                           std::pair{&f.stop_timeout, &opts->stop_timeout_ms}}) {
     TERN_ASSIGN_OR_RETURN(*out, tern::ParseDurationMs(*text));
   }
   for (auto [text, out] :

@@ -54,6 +54,7 @@ absl::Status Daemon::Start() {
                               .string();
   copts.heartbeat_timeout_ms = options_.heartbeat_timeout_ms;
   copts.reconnect_grace_ms = options_.reconnect_grace_ms;
+  copts.stop_timeout_ms = options_.stop_timeout_ms;
   copts.worker_expiry_ms = options_.worker_expiry_ms;
   loop_ = std::make_unique<EventLoop>();
   rendezvous_ = std::make_unique<RendezvousStore>();

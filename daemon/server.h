@@ -31,6 +31,7 @@ struct DaemonOptions {
   std::string tls_cert, tls_key, tls_ca;  // PEM files; TLS when tls_cert is set; mTLS with ca
   int64_t heartbeat_timeout_ms = CoordinatorOptions{}.heartbeat_timeout_ms;
   int64_t reconnect_grace_ms = CoordinatorOptions{}.reconnect_grace_ms;
+  int64_t stop_timeout_ms = CoordinatorOptions{}.stop_timeout_ms;
   int64_t worker_expiry_ms = CoordinatorOptions{}.worker_expiry_ms;
   int max_message_bytes = 16 << 20;  // largest request/response accepted
   ServiceLimits limits;

@@ -28,6 +28,7 @@ struct RankArgs {
   double peak_gflops = 0;
   bool skip_memory_check = false;
   bool resume_if_any = false;
+  bool control_stdin = false;
   std::string bind_address = "127.0.0.1";
 };
 
@@ -116,10 +117,22 @@ int RunRankCommand(const RankArgs& a) {
   ro.check_memory = false;  // checked above
   ro.bind_address = a.bind_address;
   ro.bound_cpus = a.cpus;
+  // The launcher's orders arrive on stdin; the reader thread outlives this function.
+  static engine::RankControl* control = nullptr;
+  if (a.control_stdin) {
+    control = new engine::RankControl(ro.round);
+    control->StartReader(0);
+    ro.control = control;
+  }
   absl::Status st = engine::RunRank(*cfg, **store, ro);
   if (!st.ok()) {
     fmt::print(stderr, "error: rank {}: {}\n", a.rank, std::string(st.message()));
     return IsInputError(st) ? 2 : 1;  // a bad checkpoint is bad input, like a bad spec
+  }
+  if (control && control->stopped_step() >= 0) {
+    fmt::print(stderr, "rank {}: stopped on order after step {} (checkpoint committed): {}\n",
+               a.rank, control->stopped_step(), control->reason());
+    return engine::kExitStoppedOnOrder;
   }
   return 0;
 }
@@ -154,6 +167,9 @@ void AddRankCommand(CLI::App& app, int* exit_code) {
   cmd->add_flag("--resume-if-any", a->resume_if_any,
                 "Continue from the newest complete checkpoint when there is one (rounds after "
                 "the first of a cluster job)");
+  cmd->add_flag("--control-stdin", a->control_stdin,
+                "Read the launcher's orders (JSON lines: stop, checkpoint, abort) from stdin; a "
+                "rank that stops on an order exits 75 after committing its checkpoint");
   cmd->add_flag("--skip-memory-check", a->skip_memory_check,
                 "Start even when this node's ranks need more memory than it has available");
   cmd->callback([a, exit_code] { *exit_code = RunRankCommand(*a); });

@@ -66,6 +66,10 @@ absl::Status Coordinator::Recover() {
         rt.awaiting.insert(p.worker());
       }
       rt.await_deadline_ms = now + options_.reconnect_grace_ms;
+      // Between rounds the stopped round's ranks may not have had (or obeyed) their order:
+      // those still running once their workers are back get --stop-timeout to go.
+      if (rt.job.state() == tern::v1::JOB_STATE_RESHARDING)
+        rt.stop_deadline_ms = rt.await_deadline_ms + options_.stop_timeout_ms;
       AddEvent(rt, "restored",
                absl::StrCat("ternd restarted; waiting up to ", options_.reconnect_grace_ms / 1000,
                             " s for workers ", absl::StrJoin(rt.awaiting, ", "), " to reconnect"));
@@ -345,6 +349,18 @@ void Coordinator::HandleRankExit(const std::string& worker, const std::string& j
     return;
   }
   if (rt->job.state() == tern::v1::JOB_STATE_RESHARDING) {  // a rank of the stopped round
+    // Every rank finished training before the order to stop reached it: the job is done.
+    if (std::all_of(rt->ranks.begin(), rt->ranks.end(),
+                    [](const auto& kv) { return kv.second.exited && kv.second.exit_code == 0; })) {
+      resharding_.erase(rt->job.id());
+      rt->stop_deadline_ms = 0;
+      SetState(*rt, tern::v1::JOB_STATE_SUCCEEDED, "state",
+               absl::StrCat("all ", rt->ranks.size(),
+                            " ranks exited 0 (training finished before "
+                            "the round could stop)"));
+      Schedule();
+      return;
+    }
     NextRound(*rt);
     Schedule();
     return;

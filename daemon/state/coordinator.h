@@ -32,6 +32,9 @@ struct CoordinatorOptions {
   int64_t reconnect_grace_ms = 15000;    // after a restart: how long RUNNING jobs wait for workers
   int64_t tick_ms = 200;                 // failure-detection period
   int64_t worker_expiry_ms = 600000;     // a disconnected worker leaves the listings after this
+  // A round ordered to stop (grow, drain) has this long to checkpoint and exit before its ranks
+  // are cancelled (SIGTERM) and the job resumes from its newest complete checkpoint instead.
+  int64_t stop_timeout_ms = 60000;
 };
 
 // The most slots one worker may offer.
@@ -92,8 +95,9 @@ class Coordinator {
     std::map<int, RankRuntime> ranks;  // current round
     std::set<std::string> awaiting;    // workers to reconnect after a ternd restart
     int64_t await_deadline_ms = 0;
-    int64_t incident_ms = 0;  // when the current elastic incident was detected (0 = none)
-    bool growing = false;     // the round was stopped to grow, not after a failure
+    int64_t incident_ms = 0;       // when the current elastic incident was detected (0 = none)
+    bool planned = false;          // the round was stopped to grow or drain, not after a failure
+    int64_t stop_deadline_ms = 0;  // RESHARDING: cancel ranks still running after this (0 = none)
   };
 
   JobRuntime* Find(const std::string& id);
@@ -134,8 +138,15 @@ class Coordinator {
   // (nodes, and the gradient accumulation that keeps the global batch).
   tern::v1::JobSpec RoundSpec(const JobRuntime& rt) const;
   // Running elastic jobs below elastic.max_nodes grow onto free workers (when no job waits):
-  // the round stops at its newest complete checkpoint and the next one has more nodes.
+  // the round is ordered to stop (StopRound) and the next one has more nodes.
   void MaybeGrow();
+  // A planned stop of an elastic job's round (grow, drain): records `kind` (grow, preempted),
+  // orders every rank of the round to checkpoint after the step they agree on and exit
+  // (RankOrder OP_STOP), moves the job to RESHARDING; NextRound starts the next round once they
+  // are gone, resuming from that checkpoint: no step is lost. Ranks still running after
+  // --stop-timeout are cancelled (Tick) and the job resumes from its newest complete checkpoint.
+  void StopRound(JobRuntime& rt, const std::string& kind, const std::string& why, int rank = -1,
+                 const std::string& worker = "");
   void PersistWorker(const std::string& name);
   void CacheState(const tern::v1::Job& job);
 

@@ -273,10 +273,13 @@ void Coordinator::DrainWorker(const std::string& worker, const std::string& reas
     for (const auto& [r, run] : rt.ranks)
       if (run.worker == worker && !run.exited) rank = r;
     if (rank < 0) continue;
-    RoundFailed(
-        rt, "preempted",
-        absl::StrCat("worker ", worker, " is going away (", reason, "); it ran rank ", rank), rank,
-        worker);
+    const std::string why =
+        absl::StrCat("worker ", worker, " is going away (", reason, "); it ran rank ", rank);
+    if (rt.job.spec().elastic().enabled()) {
+      StopRound(rt, "preempted", why, rank, worker);  // checkpoint now, continue elsewhere
+    } else {
+      RoundFailed(rt, "preempted", why, rank, worker);
+    }
   }
   Schedule();
 }
@@ -298,6 +301,22 @@ void Coordinator::Tick() {
     }
   }
   for (auto& [id, rt] : jobs_) {
+    // A round ordered to stop that has not: cancel what still runs (resume from the newest
+    // complete checkpoint instead of this step's).
+    if (rt.stop_deadline_ms > 0 && now >= rt.stop_deadline_ms &&
+        rt.job.state() == tern::v1::JOB_STATE_RESHARDING) {
+      rt.stop_deadline_ms = 0;
+      std::vector<int> running;
+      for (const auto& [rank, r] : rt.ranks)
+        if (!r.exited) running.push_back(rank);
+      if (!running.empty()) {
+        const std::string why = absl::StrCat("rank(s) ", absl::StrJoin(running, ","),
+                                             " did not stop within ", options_.stop_timeout_ms,
+                                             " ms of the order (--stop-timeout); cancelling them");
+        AddEvent(rt, "stop_timeout", why);
+        CancelRanks(rt, why);
+      }
+    }
     if (rt.awaiting.empty() || now < rt.await_deadline_ms || IsTerminal(rt.job.state())) continue;
     const std::string missing = absl::StrJoin(rt.awaiting, ", ");
     if (rt.job.state() == tern::v1::JOB_STATE_RESHARDING) {  // restored between rounds

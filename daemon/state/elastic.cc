@@ -1,6 +1,9 @@
 // Elastic rounds: what ternd does when a round of a running job fails (a worker lost, a rank
 // exiting non-zero, a worker not back after a ternd restart). See coordinator.h.
 //
+//   RUNNING --grow or drain--> RESHARDING (StopRound: every rank ordered to checkpoint after the
+//   step they agree on and exit 75; cancelled if still running after --stop-timeout) --> the
+//   next round resumes from that checkpoint, no step lost.
 //   RUNNING --failure--> RESHARDING (survivors cancelled: SIGTERM now, SIGKILL after the
 //   worker's grace, so no rank waits for a collective timeout) --every rank of the round
 //   gone, enough free workers--> next round: the most nodes in [min_nodes, max_nodes] the
@@ -118,8 +121,9 @@ void Coordinator::NextRound(JobRuntime& rt) {
   workers.resize(nodes);
   const int from = rt.job.world_size(), to = nodes * rpn;
   const int accum = static_cast<int>(cfg->global_batch / (int64_t(cfg->micro_batch) * to));
-  if (!rt.growing) rt.job.set_restarts(rt.job.restarts() + 1);
-  rt.growing = false;
+  if (!rt.planned) rt.job.set_restarts(rt.job.restarts() + 1);
+  rt.planned = false;
+  rt.stop_deadline_ms = 0;
   resharding_.erase(rt.job.id());
   const double detect_s = rt.incident_ms > 0 ? (NowMs() - rt.incident_ms) / 1e3 : 0;
   AddEvent(rt, "reshard",
@@ -163,15 +167,33 @@ void Coordinator::MaybeGrow() {
     if (target == nodes) continue;
     const std::string why = absl::StrCat("growing from ", nodes, " to ", target,
                                          " node(s): ", extra, " free worker(s) joined");
-    AddEvent(rt, "grow", why);
-    rt.incident_ms = NowMs();
-    rt.growing = true;
-    CancelRanks(rt, absl::StrCat("round ", rt.job.round(), " stopped: ", why));
-    rt.job.set_message(absl::StrCat(why, "; resharding"));
-    resharding_.insert(id);
-    SetState(rt, tern::v1::JOB_STATE_RESHARDING, "round_stopped",
-             absl::StrCat("round ", rt.job.round(), " stopped: ", why));
+    StopRound(rt, "grow", why);
   }
+}
+
+void Coordinator::StopRound(JobRuntime& rt, const std::string& kind, const std::string& why,
+                            int rank, const std::string& worker) {
+  AddEvent(rt, kind, why, rank, worker);
+  rt.incident_ms = NowMs();
+  rt.planned = true;
+  rt.stop_deadline_ms = NowMs() + options_.stop_timeout_ms;
+  std::set<std::string> workers;
+  for (const auto& [r, run] : rt.ranks)
+    if (!run.exited) workers.insert(run.worker);
+  for (const auto& w : workers) {
+    tern::v1::CoordinatorMessage msg;
+    auto* o = msg.mutable_order();
+    o->set_job_id(rt.job.id());
+    o->set_round(rt.job.round());
+    o->set_op(tern::v1::RankOrder::OP_STOP);
+    o->set_reason(why);
+    membership_.Send(w, std::move(msg));
+  }
+  const std::string stopping = absl::StrCat("round ", rt.job.round(), " stopping: ", why,
+                                            "; checkpoint after the current step, then resharding");
+  rt.job.set_message(stopping);
+  resharding_.insert(rt.job.id());
+  SetState(rt, tern::v1::JOB_STATE_RESHARDING, "round_stopped", stopping, rank, worker);
 }
 
 }  // namespace tern::daemon

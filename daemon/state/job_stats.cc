@@ -33,9 +33,12 @@ void JobStats::Observe(const std::string& job_id, const tern::v1::WatchJobRespon
     ++a.metric_points;
     if (p.kind() == "step") {
       // The first step of a round after an incident: the job is training again.
-      if (!a.incidents.empty() && a.incidents.back().first_step_ms == 0 &&
-          p.round() > a.incidents.back().round)
-        a.incidents.back().first_step_ms = p.time_ms();
+      if (!a.incidents.empty() && a.incidents.back().first_step_ms == 0) {
+        Incident& inc = a.incidents.back();
+        if (p.round() > inc.round) inc.first_step_ms = p.time_ms();
+        // A round ordered to stop finishes its step (and checkpoints it) after round_stopped.
+        if (p.round() == inc.round) inc.last_step = std::max(inc.last_step, p.step());
+      }
       if (p.step() > a.max_step) {
         const int64_t new_steps = a.max_step == 0 ? 1 : p.step() - a.max_step;
         const double useful = std::max(0.0, Value(p, "step_ms") - Value(p, "checkpoint_ms"));

@@ -84,12 +84,14 @@ class ElasticE2E : public ::testing::Test {
 
   // Starts workers w1..wN (real ranks; workers_[i] is w<i+1>), submits the spec and waits
   // until rank 0 reported `step`. "" when the workers or the job did not come up.
-  std::string StartJob(int workers, int step) {
+  // `last_env` goes to the environment of the last worker (and its ranks).
+  std::string StartJob(int workers, int step, const std::vector<std::string>& last_env = {}) {
     workers_.clear();
     for (int i = 1; i <= workers; ++i) {
       char name[16];  // (not "w" + std::to_string(i): GCC 12 warns -Wrestrict on it)
       std::snprintf(name, sizeof(name), "w%d", i);
-      workers_.push_back(c_.AddWorker(name, 1, {}, "", "1s", "tern"));
+      workers_.push_back(c_.AddWorker(name, 1, i == workers ? last_env : std::vector<std::string>{},
+                                      "", "1s", "tern"));
     }
     if (!c_.WaitForWorkers(workers, seconds(10))) return "";
     const std::string id = Submit();
@@ -212,10 +214,28 @@ class ElasticE2E : public ::testing::Test {
     ExpectSameLosses(round2, Reference(id, from, ranks), from + 1);
   }
 
+  // The round was stopped on an order: its ranks checkpointed the last step they trained and
+  // the next round resumed from exactly that step (no step lost, none repeated). (That the
+  // ordered checkpoint does not depend on checkpoint.interval is rank_control_test's.)
+  static void ExpectNoStepLost(History& h) {
+    ASSERT_EQ(Count(h, "stopped"), 1);
+    int stopped = -1;
+    for (const auto& e : h.events) {
+      if (e.value("kind", "") != "stopped") continue;
+      auto m = nlohmann::json::parse(e.value("message", ""), nullptr, false);
+      if (m.is_object()) stopped = m.value("step", -1);
+    }
+    ASSERT_GT(stopped, 0);
+    ASSERT_FALSE(h.losses[1].empty());
+    EXPECT_EQ(h.losses[1].rbegin()->first, stopped);
+    EXPECT_EQ(ResumedFrom(h), stopped);
+  }
+
   Cluster c_{
       ClusterOptions{.heartbeat_timeout = "2s", .reconnect_grace = "3s", .checkpoint_root = true}};
   nlohmann::json spec_;
   std::vector<Process*> workers_;
+  std::error_code ec_;
 };
 
 TEST_F(ElasticE2E, LostWorkerContinuesOnTheOtherAtTheSmallerWorld) {
@@ -285,7 +305,32 @@ TEST_F(ElasticE2E, AWorkerJoiningGrowsTheJobToMaxNodes) {
   EXPECT_EQ(Int(job, "round"), 2) << job;
   EXPECT_EQ(Int(job, "world_size"), 2) << job;
   EXPECT_EQ(Int(job, "restarts"), 0) << job;  // growing is not a failure
+  ExpectNoStepLost(h);
   ExpectRound2LikeTernTrain(h, id, 2, 4);
+}
+
+TEST_F(ElasticE2E, AWorkerKilledWhileWritingACheckpointResumesFromThePreviousOne) {
+  spec_["checkpoint"]["interval"] = 4;
+  // w2's rank blocks in its second shard write (step 8) as a node dying mid-write would.
+  const std::string id = StartJob(2, 1, {"TERN_CKPT_FAULT=after_shard_write@2:hang"});
+  ASSERT_FALSE(id.empty());
+  bool hanging = false;
+  for (int i = 0; i < 600 && !hanging; ++i) {
+    for (const auto& f : fs::directory_iterator(c_.dir() + "/w2/" + id, ec_))
+      if (f.path().extension() == ".log" &&
+          c_.ReadFile(f.path().string()).find("after_shard_write: hanging") != std::string::npos)
+        hanging = true;
+    if (!hanging) std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  ASSERT_TRUE(hanging) << c_.Tern({"show", id}).out;
+  workers_[1]->Signal(SIGKILL);  // the node dies while step 8 is being written
+  ASSERT_EQ(WaitForEnd(id), "SUCCEEDED") << c_.Tern({"show", id}).out;
+  History h = Watch(id);
+  SCOPED_TRACE(Kinds(h));
+  EXPECT_GE(h.losses[1].rbegin()->first, 8);  // round 1 got past step 8 ...
+  EXPECT_EQ(ResumedFrom(h), 4);               // ... but step 8 never committed
+  EXPECT_EQ(Int(Show(id), "world_size"), 1);
+  ExpectRound2LikeTernTrain(h, id, 1, 4);
 }
 
 TEST_F(ElasticE2E, TerndRestartedWhileReshardingRecoversTheJobOnce) {
@@ -317,6 +362,7 @@ TEST_F(ElasticE2E, TerndRestartedWhileReshardingRecoversTheJobOnce) {
 }
 
 TEST_F(ElasticE2E, SigtermToAWorkerDrainsItAndTheJobContinuesOnTheOther) {
+  spec_["train_iters"] = 60;  // still training when the order arrives
   const std::string id = StartJob(2, 5);
   ASSERT_FALSE(id.empty());
   Process* w2 = workers_[1];
@@ -329,10 +375,13 @@ TEST_F(ElasticE2E, SigtermToAWorkerDrainsItAndTheJobContinuesOnTheOther) {
   EXPECT_EQ(Count(h, "reshard"), 1);
   auto job = Show(id);
   EXPECT_EQ(Int(job, "world_size"), 1) << job;
-  ExpectRound2LikeTernTrain(h, id, 1, 4);
+  EXPECT_EQ(Int(job, "restarts"), 0) << job;  // a preemption is not a failure
+  ExpectNoStepLost(h);
+  ExpectRound2LikeTernTrain(h, id, 1, 5);
 }
 
 TEST_F(ElasticE2E, TernDrainMovesTheJobOffAWorker) {
+  spec_["train_iters"] = 60;  // still training when the order arrives
   const std::string id = StartJob(2, 5);
   ASSERT_FALSE(id.empty());
   CliResult drain = c_.Tern({"drain", "w2", "--reason", "maintenance", "--json"});
@@ -343,6 +392,7 @@ TEST_F(ElasticE2E, TernDrainMovesTheJobOffAWorker) {
   SCOPED_TRACE(Kinds(h));
   EXPECT_EQ(Count(h, "preempted"), 1);
   EXPECT_EQ(Int(Show(id), "world_size"), 1);  // nothing new was placed on the drained worker
+  ExpectNoStepLost(h);
   CliResult unknown = c_.Tern({"drain", "nobody"});
   EXPECT_NE(unknown.code, 0);
   EXPECT_NE((unknown.out + unknown.err).find("no connected worker nobody"), std::string::npos)

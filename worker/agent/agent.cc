@@ -7,6 +7,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "infra/rpc/channel.h"
+#include "nlohmann/json.hpp"
 
 namespace tern::agent {
 namespace {
@@ -240,13 +241,33 @@ void Agent::ReadLoop(
   while (s->Read(&msg)) {
     if (msg.has_assign()) HandleAssignment(msg.assign());
     if (msg.has_cancel()) {
-      spdlog::info("cancel {}: {}", msg.cancel().job_id(), msg.cancel().reason());
-      supervisor_->Cancel(msg.cancel().job_id());
+      spdlog::info("cancel {} round {}: {}", msg.cancel().job_id(), msg.cancel().round(),
+                   msg.cancel().reason());
+      supervisor_->Cancel(msg.cancel().job_id(), msg.cancel().round());
     }
+    if (msg.has_order()) HandleOrder(msg.order());
   }
   std::lock_guard<std::mutex> lock(mu_);
   reader_done_ = true;
   cv_.notify_all();
+}
+
+void Agent::HandleOrder(const tern::v1::RankOrder& o) {
+  const char* op = o.op() == tern::v1::RankOrder::OP_STOP         ? "stop"
+                   : o.op() == tern::v1::RankOrder::OP_CHECKPOINT ? "checkpoint"
+                   : o.op() == tern::v1::RankOrder::OP_ABORT      ? "abort"
+                                                                  : nullptr;
+  if (op == nullptr) {
+    spdlog::warn("order for {} round {} has no known op ({}); ignored", o.job_id(), o.round(),
+                 static_cast<int>(o.op()));
+    return;
+  }
+  const std::string line =
+      nlohmann::json{{"op", op}, {"round", o.round()}, {"reason", o.reason()}}.dump(
+          -1, ' ', false, nlohmann::json::error_handler_t::replace);
+  const int reached = supervisor_->Order(o.job_id(), o.round(), line);
+  spdlog::info("order {} to {} round {}: {} rank(s) reached ({})", op, o.job_id(), o.round(),
+               reached, o.reason());
 }
 
 void Agent::HandleAssignment(const tern::v1::Assignment& a) {

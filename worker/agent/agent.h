@@ -68,6 +68,8 @@ class Agent {
   // Registers and runs one session; returns why it ended.
   absl::Status RunSession(tern::v1::WorkerService::Stub* stub);
   void ReadLoop(grpc::ClientReaderWriter<tern::v1::WorkerMessage, tern::v1::CoordinatorMessage>* s);
+  // Passes a RankOrder to the control channel of the ranks of its round.
+  void HandleOrder(const tern::v1::RankOrder& o);
   void HandleAssignment(const tern::v1::Assignment& a);
   void Enqueue(tern::v1::WorkerMessage msg);
   void Wake();

@@ -48,6 +48,7 @@ std::vector<std::string> BuildRankArgv(const LaunchContext& ctx, const tern::v1:
       "--threads",
       absl::StrCat(RankThreads(ctx, a, cpus)),
       "--json",
+      "--control-stdin",
   };
   if (!cpus.empty()) {
     argv.push_back("--cpus");

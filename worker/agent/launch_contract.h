@@ -2,7 +2,7 @@
 //
 //   <rank-binary> rank --spec-file <scratch>/<job>/spec.json --rank R --world-size W
 //     --ranks-per-node M --rendezvous <coordinator addr> --rendezvous-prefix <job>/<round>
-//     --threads T --json [--cpus LIST] [--token-file F] [--resume-if-any]
+//     --threads T --json --control-stdin [--cpus LIST] [--token-file F] [--resume-if-any]
 //     [--bind-address A]
 //
 // With CPU binding (tern-worker splits its --cpus into one set per slot, see

@@ -5,6 +5,7 @@
 #include <signal.h>
 #include <spdlog/spdlog.h>
 #include <sys/prctl.h>
+#include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -66,6 +67,7 @@ RankSupervisor::~RankSupervisor() {
   launcher_.join();
   for (auto& r : ranks_) {
     if (r->reader.joinable()) r->reader.join();
+    if (r->control_fd >= 0) ::close(r->control_fd);
   }
 }
 
@@ -85,14 +87,37 @@ void RankSupervisor::Launch(RankLaunch launch) {
   cv_.notify_all();
 }
 
-void RankSupervisor::Cancel(const std::string& job_id) {
+void RankSupervisor::Cancel(const std::string& job_id, int round) {
   std::lock_guard<std::mutex> lock(mu_);
   for (auto& r : ranks_) {
     if (r->launch.id.job_id != job_id || !r->running || r->kill_at != Clock::time_point{}) continue;
+    if (round != 0 && r->launch.id.round != round) continue;
     r->kill_at = Clock::now() + grace_;
     if (r->pid > 0) ::kill(-r->pid, SIGTERM);
   }
   cv_.notify_all();
+}
+
+int RankSupervisor::Order(const std::string& job_id, int round, const std::string& line) {
+  std::string msg = line;
+  if (msg.empty() || msg.back() != '\n') msg.push_back('\n');
+  std::lock_guard<std::mutex> lock(mu_);
+  int reached = 0;
+  for (auto& r : ranks_) {
+    if (r->launch.id.job_id != job_id || r->launch.id.round != round || !r->running ||
+        r->control_fd < 0)
+      continue;
+    // A few hundred bytes into an empty socket buffer: one non-blocking send. A rank that
+    // stopped reading (or died) just misses it; the coordinator's timeout covers that.
+    const ssize_t n = ::send(r->control_fd, msg.data(), msg.size(), MSG_NOSIGNAL | MSG_DONTWAIT);
+    if (n == static_cast<ssize_t>(msg.size())) {
+      ++reached;
+    } else {
+      spdlog::warn("{} rank {}: cannot send an order: {}", job_id, r->launch.id.rank,
+                   n < 0 ? std::strerror(errno) : "short write");
+    }
+  }
+  return reached;
 }
 
 void RankSupervisor::CancelAll() {
@@ -142,8 +167,18 @@ void RankSupervisor::Spawn(Rank* r) {
   const RankLaunch& l = r->launch;
   std::error_code ec;
   std::filesystem::create_directories(std::filesystem::path(l.log_path).parent_path(), ec);
-  int out[2], err[2];
+  int out[2], err[2], ctl[2];
+  if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, ctl) != 0) {
+    r->running = false;
+    r->exit_code = 127;
+    r->detail = absl::StrCat("cannot create the control channel: ", std::strerror(errno));
+    r->exited_at = Clock::now();
+    on_change_();
+    return;
+  }
   if (::pipe2(out, O_CLOEXEC) != 0 || ::pipe2(err, O_CLOEXEC) != 0) {
+    ::close(ctl[0]);
+    ::close(ctl[1]);
     r->running = false;
     r->exit_code = 127;
     r->detail = absl::StrCat("cannot create pipes: ", std::strerror(errno));
@@ -187,8 +222,7 @@ void RankSupervisor::Spawn(Rank* r) {
     sigset_t none;
     sigemptyset(&none);
     ::sigprocmask(SIG_SETMASK, &none, nullptr);
-    int devnull = ::open("/dev/null", O_RDONLY);
-    if (devnull >= 0) ::dup2(devnull, 0);
+    ::dup2(ctl[1], 0);  // stdin: the control channel (rank_control.h)
     ::dup2(out[1], 1);
     ::dup2(err[1], 2);
     if (bind && ::sched_setaffinity(0, sizeof(mask), &mask) != 0) {
@@ -204,9 +238,11 @@ void RankSupervisor::Spawn(Rank* r) {
   }
   ::close(out[1]);
   ::close(err[1]);
+  ::close(ctl[1]);
   if (pid < 0) {
     ::close(out[0]);
     ::close(err[0]);
+    ::close(ctl[0]);
     r->running = false;
     r->exit_code = 127;
     r->detail = absl::StrCat("fork failed: ", std::strerror(errno));
@@ -216,6 +252,7 @@ void RankSupervisor::Spawn(Rank* r) {
   }
   ::setpgid(pid, pid);  // also in the parent: no race with an early kill(-pid)
   r->pid = pid;
+  r->control_fd = ctl[0];
   spdlog::info("started {} rank {} (round {}) as pid {}{}", l.id.job_id, l.id.rank, l.id.round, pid,
                bind ? absl::StrCat(" on CPUs ", cpu::FormatCpuList(l.cpus), " (slot ", l.slot, ")")
                     : std::string());
@@ -321,6 +358,8 @@ void RankSupervisor::Exited(Rank* r, int wait_status) {
     std::lock_guard<std::mutex> lock(mu_);
     r->running = false;
     r->exited_at = Clock::now();
+    if (r->control_fd >= 0) ::close(r->control_fd);
+    r->control_fd = -1;
     if (WIFEXITED(wait_status)) {
       r->exit_code = WEXITSTATUS(wait_status);
       r->detail = absl::StrCat("exited with code ", r->exit_code);

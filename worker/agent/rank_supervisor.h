@@ -54,8 +54,12 @@ class RankSupervisor {
 
   // Starts the rank unless (job, round, rank) is already known (a resent assignment).
   void Launch(RankLaunch launch);
-  // SIGTERM now, SIGKILL after the grace period, for every running rank of the job.
-  void Cancel(const std::string& job_id);
+  // SIGTERM now, SIGKILL after the grace period, for every running rank of the job's
+  // `round` (0 = every round).
+  void Cancel(const std::string& job_id, int round = 0);
+  // Writes one order line (JSON, see worker/engine/rank_control.h) to the control channel
+  // (stdin) of every running rank of (job, round); returns how many ranks it reached.
+  int Order(const std::string& job_id, int round, const std::string& line);
   void CancelAll();
 
   // Every rank still remembered: running, or exited (kept an hour for re-registration).
@@ -77,6 +81,7 @@ class RankSupervisor {
   struct Rank {
     RankLaunch launch;
     pid_t pid = -1;
+    int control_fd = -1;  // our end of the rank's stdin (a socket pair: no SIGPIPE)
     bool running = false;
     int exit_code = 0;
     std::string detail;

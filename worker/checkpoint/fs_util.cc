@@ -5,6 +5,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <atomic>
 #include <cerrno>
 #include <cstdio>
 #include <cstdlib>
@@ -152,9 +154,27 @@ void MaybeFault(const char* point) {
     const char* env = std::getenv("TERN_CKPT_FAULT");
     if (env != nullptr) active = env;
   }
-  if (active.empty() || active != point) return;
-  std::fprintf(stderr, "TERN_CKPT_FAULT=%s: killing process %d\n", point, ::getpid());
+  if (active.empty()) return;
+  // POINT[@N][:hang]: at the N-th pass (default the first); hang instead of dying.
+  bool hang = false;
+  if (active.size() > 5 && active.compare(active.size() - 5, 5, ":hang") == 0) {
+    hang = true;
+    active.resize(active.size() - 5);
+  }
+  int nth = 1;
+  if (const size_t at = active.find('@'); at != std::string::npos) {
+    nth = std::max(1, std::atoi(active.c_str() + at + 1));
+    active.resize(at);
+  }
+  if (active != point) return;
+  static std::atomic<int> passes{0};
+  if (++passes != nth) return;
+  std::fprintf(stderr, "TERN_CKPT_FAULT=%s: %s process %d\n", point, hang ? "hanging" : "killing",
+               ::getpid());
   std::fflush(stderr);
+  if (hang) {
+    for (;;) ::pause();
+  }
   ::raise(SIGKILL);
   ::_exit(137);
 }

@@ -39,6 +39,8 @@ absl::StatusOr<std::string> ReadSmallFile(const std::string& path, size_t limit 
 // Test-only crash injection. When the environment variable TERN_CKPT_FAULT (or the value set
 // by SetFaultPointForTesting) equals `point`, the process kills itself with SIGKILL right
 // here. Points: after_shard_write, before_manifest_rename, after_manifest_rename_before_latest.
+// `point@N` fires at the N-th pass only; a `:hang` suffix blocks the calling thread forever
+// instead (a node that dies in the middle of a write is then killed by the test).
 void MaybeFault(const char* point);
 void SetFaultPointForTesting(const std::string& point);
 

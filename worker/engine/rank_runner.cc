@@ -103,6 +103,7 @@ absl::Status RunRank(const tern::spec::JobConfig& config, comm::Store& store,
   topts.check_memory = o.check_memory;
   topts.ranks_on_host = o.ranks_per_node;
   topts.round = o.round;
+  topts.control = o.control;
   zero::ZeroOptions zo = config.zero;
   zo.timeout = o.collective_timeout;
   topts.make_state = [dp, zo](const ParamTable& table, const std::vector<float>& init) {

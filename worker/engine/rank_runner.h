@@ -9,6 +9,7 @@
 #include "worker/comm/store.h"
 #include "worker/core/timeouts.h"
 #include "worker/engine/metrics.h"
+#include "worker/engine/rank_control.h"
 #include "worker/spec/job_config.h"
 
 namespace tern::engine {
@@ -26,7 +27,8 @@ struct RankOptions {
   bool check_memory = true;  // refuse a job this node's ranks cannot fit (memory_plan.h)
   int64_t round = -1;        // the cluster round (from the rendezvous prefix); -1 = none
   std::string bind_address = "127.0.0.1";  // Gloo's TCP device: peers connect here
-  std::string bound_cpus;  // the CPU set the launcher bound this rank to ("" = not bound)
+  std::string bound_cpus;          // the CPU set the launcher bound this rank to ("" = not bound)
+  RankControl* control = nullptr;  // the launcher's orders (stop, checkpoint); null = none
 };
 
 // The rank's "placement" event (every rank, once its threads are set): {"rank", "pid",

@@ -105,16 +105,31 @@ absl::Status Trainer::InitCheckpointing() {
   return absl::OkStatus();
 }
 
-absl::StatusOr<double> Trainer::CheckpointStep(int64_t steps_done, const StepMetrics& m) {
+absl::StatusOr<double> Trainer::CheckpointStep(int64_t steps_done, const StepMetrics& m, bool now) {
   if (!ckpt_) return 0.0;
   auto t0 = Clock::now();
   TERN_RETURN_IF_ERROR(ckpt_->Poll());
-  if (ckpt_->Due(steps_done))
+  if (now || ckpt_->Due(steps_done))
     TERN_RETURN_IF_ERROR(ckpt_->Save(steps_done, *state_, model_->params(), *train_data_, m));
   return MsSince(t0);
 }
 
-absl::StatusOr<double> Trainer::TrainStep(int64_t step, StepMetrics* m) {
+absl::Status Trainer::StopOnOrder(int64_t steps_done) {
+  auto t0 = Clock::now();
+  if (ckpt_) TERN_RETURN_IF_ERROR(ckpt_->Finish());  // the write of steps_done, committed
+  opts_.control->set_stopped(steps_done);
+  if (opts_.sink && opts_.rank == 0) {
+    nlohmann::json j = {{"step", steps_done},
+                        {"checkpoint", ckpt_ != nullptr},
+                        {"commit_ms", MsSince(t0)},
+                        {"reason", opts_.control->reason()}};
+    opts_.sink->OnEvent("stopped",
+                        j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace));
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<double> Trainer::TrainStep(int64_t step, StepMetrics* m, StepOrders* orders) {
   double loss_sum = 0;
   for (int micro = 0; micro < cfg_.accum; ++micro) {
     train_data_->Batch(step, micro, opts_.rank, cfg_.dp_size, cfg_.micro_batch, cfg_.accum,
@@ -140,12 +155,21 @@ absl::StatusOr<double> Trainer::TrainStep(int64_t step, StepMetrics* m) {
   t0 = Clock::now();
   TERN_RETURN_IF_ERROR(state_->OptimizerStep(cfg_.adamw, m->lr, step + 1, mult));
   m->optimizer_ms += MsSince(t0);
-  double loss = loss_sum / cfg_.accum;
-  if (opts_.all_reduce_sum) {
-    TERN_RETURN_IF_ERROR(opts_.all_reduce_sum(&loss, 1));
-    loss /= cfg_.dp_size;
+  // The launcher's pending orders ride on the loss all-reduce: every rank sees the same sums,
+  // so all of them act after this same step however late each received the order.
+  double sums[3] = {loss_sum / cfg_.accum, 0, 0};
+  if (opts_.control) {
+    sums[1] = opts_.control->stop_requested() ? 1 : 0;
+    sums[2] = opts_.control->checkpoint_requested() ? 1 : 0;
   }
-  return loss;
+  if (opts_.all_reduce_sum) {
+    TERN_RETURN_IF_ERROR(opts_.all_reduce_sum(sums, 3));
+    sums[0] /= cfg_.dp_size;
+  }
+  orders->stop = sums[1] > 0;
+  orders->checkpoint = sums[2] > 0;
+  if (orders->checkpoint && opts_.control) opts_.control->clear_checkpoint();
+  return sums[0];
 }
 
 absl::StatusOr<double> Trainer::Evaluate() {
@@ -181,13 +205,15 @@ absl::Status Trainer::Run() {
     m.step = step + 1;
     m.total_steps = cfg_.train_iters;
     auto t0 = Clock::now();
-    TERN_ASSIGN_OR_RETURN(last_loss, TrainStep(step, &m));
+    StepOrders orders;
+    TERN_ASSIGN_OR_RETURN(last_loss, TrainStep(step, &m, &orders));
     m.loss = last_loss;
     if (!std::isfinite(m.loss))
       return absl::InternalError(absl::StrCat("step ", m.step, ": loss is ", m.loss,
                                               " --> hint: lower optimizer.params.lr"));
     // The checkpoint stall (staging, or waiting for the previous write) is part of the step.
-    TERN_ASSIGN_OR_RETURN(m.checkpoint_ms, CheckpointStep(step + 1, m));
+    TERN_ASSIGN_OR_RETURN(m.checkpoint_ms,
+                          CheckpointStep(step + 1, m, orders.stop || orders.checkpoint));
     m.step_ms = MsSince(t0);
     step_ms.push_back(m.step_ms);
     m.tokens_per_s = tokens_per_step / (m.step_ms / 1e3);
@@ -195,6 +221,7 @@ absl::Status Trainer::Run() {
     const double elapsed = MsSince(run_start) / 1e3;
     m.eta_s = elapsed / double(step + 1 - start_step_) * double(cfg_.train_iters - step - 1);
     if (opts_.sink) opts_.sink->OnStep(m);
+    if (orders.stop && step + 1 < cfg_.train_iters) return StopOnOrder(step + 1);
     // By the second step the ZeRO working pool has reached its high-water mark (stage 3
     // records its access order in the first step and prefetches from the second).
     if (step + 1 == std::min(start_step_ + 2, cfg_.train_iters)) ReportMemory();

@@ -8,6 +8,7 @@
 #include "absl/status/statusor.h"
 #include "worker/engine/checkpointing.h"
 #include "worker/engine/metrics.h"
+#include "worker/engine/rank_control.h"
 #include "worker/model/transformer.h"
 #include "worker/spec/job_config.h"
 #include "worker/zero/state.h"
@@ -40,6 +41,10 @@ struct TrainerOptions {
   // All-gathers one byte string per rank over every rank of the job (result index = rank):
   // checkpoint shard results and load verdicts. Null = single rank.
   std::function<absl::StatusOr<std::vector<std::string>>(const std::string&)> all_gather_bytes;
+  // Orders from the launcher (rank_control.h); null = none. On a "stop" the run checkpoints
+  // after the agreed step, reports a "stopped" event and returns OK early
+  // (control->stopped_step()).
+  RankControl* control = nullptr;
 };
 
 class Trainer {
@@ -57,11 +62,17 @@ class Trainer {
  private:
   Trainer(const tern::spec::JobConfig& config, TrainerOptions options);
   absl::Status Init();
-  absl::StatusOr<double> TrainStep(int64_t step, StepMetrics* m);
+  // Orders every rank agreed on after a step (the sums of their pending orders).
+  struct StepOrders {
+    bool stop = false, checkpoint = false;
+  };
+  absl::StatusOr<double> TrainStep(int64_t step, StepMetrics* m, StepOrders* orders);
   absl::Status SaveFinal();
   absl::Status InitCheckpointing();
-  // Collects a finished write and saves when due; returns the stall in ms.
-  absl::StatusOr<double> CheckpointStep(int64_t steps_done, const StepMetrics& m);
+  // Collects a finished write and saves when due (or `now`); returns the stall in ms.
+  absl::StatusOr<double> CheckpointStep(int64_t steps_done, const StepMetrics& m, bool now);
+  // After an agreed "stop" order: commits the checkpoint of `steps_done` and reports it.
+  absl::Status StopOnOrder(int64_t steps_done);
   // The "memory" event: this rank's state and ZeRO working pool.
   void ReportMemory();
   // MFU against the sgemm peak (rank 0, which reports the summary), and the "peak" event.

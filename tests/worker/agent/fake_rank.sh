@@ -7,11 +7,14 @@
 #   name contains "fail"        -> the last rank exits 3 after step 2
 #   name contains "sleep"       -> every rank runs until killed (SIGTERM exits 143)
 #   name contains "ignore-term" -> like sleep, but ignores SIGTERM (needs SIGKILL)
+# With --control-stdin the sleeping ranks read orders (worker/engine/rank_control.h) from
+# stdin: "stop" prints a "stopped" event and exits 75, like a rank that checkpointed.
 # Steps = train_iters from the spec; FAKE_RANK_STEP_MS (default 100) per step.
 set -u
 [[ "${1:-}" == "rank" ]] || { echo "fake_rank: first argument must be 'rank'" >&2; exit 2; }
 shift
 spec="" rank="" world="" rpn="" rdv="" prefix="" threads="" json=0 token="" bind="" resume=0 cpus=""
+control=0
 while [[ $# -gt 0 ]]; do
   case "$1" in
     --spec-file) spec="$2"; shift 2 ;;
@@ -26,6 +29,7 @@ while [[ $# -gt 0 ]]; do
     --bind-address) bind="$2"; shift 2 ;;
     --resume-if-any) resume=1; shift ;;
     --json) json=1; shift ;;
+    --control-stdin) control=1; shift ;;
     *) echo "fake_rank: unknown flag $1" >&2; exit 2 ;;
   esac
 done
@@ -54,7 +58,20 @@ if [[ "$name" == *ignore-term* ]]; then
 fi
 if [[ "$name" == *sleep* ]]; then
   trap 'echo "fake rank $rank got SIGTERM"; exit 143' TERM
-  while true; do sleep 0.1; done
+  while true; do
+    if [[ $control == 1 ]]; then
+      order=""
+      read -r -t 0.1 order
+      rc=$?
+      if [[ "$order" == *'"op":"stop"'* && "$order" == *"\"round\":$round"* ]]; then
+        echo "{\"type\":\"event\",\"kind\":\"stopped\",\"message\":\"rank $rank stopped\"}"
+        exit 75
+      fi
+      [[ $rc == 1 ]] && sleep 0.1  # EOF: no control channel
+    else
+      sleep 0.1
+    fi
+  done
 fi
 for ((i = 1; i <= iters; i++)); do
   sleep "$(printf '%d.%03d' $((step_ms / 1000)) $((step_ms % 1000)))"

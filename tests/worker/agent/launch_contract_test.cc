@@ -37,14 +37,15 @@ TEST(LaunchContract, BuildsTheDocumentedCommandLine) {
                                            "--threads",
                                            "4",
                                            "--json",
+                                           "--control-stdin",
                                            "--token-file",
                                            "/etc/tern/worker.token"};
   EXPECT_EQ(BuildRankArgv(ctx, a, 5), expect);
   a.mutable_spec()->mutable_resources()->set_threads_per_rank(7);
   ctx.token_file.clear();
   auto argv = BuildRankArgv(ctx, a, 0);
-  EXPECT_EQ(argv.back(), "--json");
-  EXPECT_EQ(argv[argv.size() - 2], "7");
+  EXPECT_EQ(argv.back(), "--control-stdin");
+  EXPECT_EQ(argv[argv.size() - 3], "7");
   EXPECT_EQ(RankLogPath(ctx, "j-000042", 5), "/scratch/j-000042/rank-5.log");
 }
 

@@ -158,6 +158,32 @@ TEST_F(RankSupervisorTest, CancelUsesSigtermThenSigkillAfterTheGrace) {
   EXPECT_EQ(codes["ignore-term"], 128 + SIGKILL);  // needed the SIGKILL
 }
 
+// Orders reach the ranks of their round through stdin (the control channel); a cancel or an
+// order for another round leaves them alone.
+TEST_F(RankSupervisorTest, OrdersReachTheRanksOfTheirRoundOnStdin) {
+  RankSupervisor s(
+      milliseconds(300), [](tern::v1::WorkerMessage) {}, [] {});
+  for (int r = 0; r < 2; ++r) {
+    RankLaunch l = Launch("sleep-obey", r, 2, 1);
+    l.argv.push_back("--control-stdin");
+    s.Launch(std::move(l));
+  }
+  std::this_thread::sleep_for(milliseconds(300));
+  ASSERT_EQ(s.running(), 2);
+  EXPECT_EQ(s.Order("sleep-obey", 2, R"({"op":"stop","round":2})"), 0);  // no rank of round 2
+  EXPECT_EQ(s.Order("other-job", 1, R"({"op":"stop","round":1})"), 0);
+  s.Cancel("sleep-obey", 2);  // another round: nothing is signalled
+  std::this_thread::sleep_for(milliseconds(300));
+  EXPECT_EQ(s.running(), 2);
+  EXPECT_EQ(s.Order("sleep-obey", 1, R"({"op":"stop","reason":"grow","round":1})"), 2);
+  std::map<int, int> codes;
+  for (const auto& m : Drain(s, 2, milliseconds(5000)))
+    if (m.has_exited()) codes[m.exited().rank()] = m.exited().exit_code();
+  EXPECT_EQ(codes[0], 75);  // obeyed: "checkpointed" and exited 75
+  EXPECT_EQ(codes[1], 75);
+  EXPECT_EQ(s.Order("sleep-obey", 1, R"({"op":"stop","round":1})"), 0);  // gone: no one to tell
+}
+
 // A rank launched with a CPU set runs bound to it (read back from /proc/<pid>/status while it
 // runs, and from its own report) with the thread variables set, overriding inherited ones.
 TEST_F(RankSupervisorTest, BindsTheRankToItsCpuSetAndSetsItsThreadCounts) {
