@@ -80,8 +80,8 @@ absl::Status Daemon::Start() {
   });
   TERN_RETURN_IF_ERROR(recovered);
 
-  job_service_ =
-      std::make_unique<JobServiceImpl>(coord_.get(), loop_.get(), auth_.get(), options_.limits);
+  job_service_ = std::make_unique<JobServiceImpl>(coord_.get(), loop_.get(), auth_.get(),
+                                                  options_.limits, stats_.get());
   worker_service_ =
       std::make_unique<WorkerServiceImpl>(coord_.get(), loop_.get(), auth_.get(), options_.limits);
   rendezvous_service_ = std::make_unique<RendezvousServiceImpl>(rendezvous_.get(), auth_.get());

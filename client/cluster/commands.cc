@@ -186,6 +186,7 @@ void AddShow(CLI::App& app, int* exit_code) {
                   << tern::cluster::ProgressLine(job.last_metric(), job.spec().train_iters(), 0)
                   << "\n";
       }
+      for (const std::string& line : tern::cluster::StatsLines(job)) std::cout << line << "\n";
       return 0;
     });
   });

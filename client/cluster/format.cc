@@ -42,6 +42,25 @@ std::string FormatDuration(int64_t ms) {
   return absl::StrFormat("%ds", s);
 }
 
+std::vector<std::string> StatsLines(const tern::v1::Job& job) {
+  std::vector<std::string> out;
+  if (job.goodput() >= 0 && job.started_ms() > 0) {
+    out.push_back(
+        absl::StrFormat("goodput:  %.1f%% (time in steps that count / wall time since it started)",
+                        100 * job.goodput()));
+  }
+  for (const auto& inc : job.incidents()) {
+    std::string line =
+        absl::StrFormat("incident: %s in round %d, detected %.1fs after the last step", inc.cause(),
+                        inc.round(), inc.detect_s());
+    line += inc.resume_s() >= 0 ? absl::StrFormat(", training again %.1fs later", inc.resume_s())
+                                : std::string(", not training again yet");
+    if (inc.steps_lost() >= 0) line += absl::StrFormat(", %d step(s) lost", inc.steps_lost());
+    out.push_back(line);
+  }
+  return out;
+}
+
 nlohmann::json JobToJson(const tern::v1::Job& job) {
   nlohmann::json j = ProtoToJson(job);
   j["id"] = job.id();

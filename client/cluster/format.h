@@ -5,6 +5,7 @@
 #include <cstdint>
 #include <nlohmann/json.hpp>
 #include <string>
+#include <vector>
 
 #include "tern/v1/cluster.pb.h"
 
@@ -27,6 +28,10 @@ std::string ProgressLine(const tern::v1::MetricPoint& p, int64_t total, double s
 // "eval at step 50: val_loss 3.1000" / "summary at step 100: done: 100 steps | ..." for a
 // non-step point, in the words `tern train` uses (worker/core/run_text.h).
 std::string MetricLine(const tern::v1::MetricPoint& p);
+// `tern show`: "goodput:  93.1% (...)" and one line per elastic incident:
+// "incident: node_lost in round 1, detected 1.2s after the last step, training again 3.4s
+// later, 1 step(s) lost".
+std::vector<std::string> StatsLines(const tern::v1::Job& job);
 // "2026-11-29 12:00:01 [scheduled] round 1: ..." for an event; a structured payload (memory,
 // checkpoint, ...) as labelled fields: "[memory] rank 0, params 3.4 MiB, ...".
 std::string EventLine(const tern::v1::JobEvent& e);

@@ -197,7 +197,10 @@ grpc::ServerUnaryReactor* JobServiceImpl::GetJob(grpc::CallbackServerContext* ct
   auto* reactor = ctx->DefaultReactor();
   loop_->Post([this, req, resp, reactor] {
     auto job = coord_->GetJob(req->job_id());
-    if (job.ok()) *resp = std::move(*job);
+    if (job.ok()) {
+      *resp = std::move(*job);
+      AttachStats(stats_ ? stats_->Find(resp->id()) : nullptr, NowMs(), resp);
+    }
     reactor->Finish(ToGrpc(job.status()));
   });
   return reactor;

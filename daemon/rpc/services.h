@@ -10,6 +10,7 @@
 #include "daemon/rpc/auth.h"
 #include "daemon/state/coordinator.h"
 #include "daemon/state/event_loop.h"
+#include "daemon/state/job_stats.h"
 #include "daemon/state/rendezvous_store.h"
 #include "infra/rpc/status.h"
 #include "tern/v1/cluster.grpc.pb.h"
@@ -54,11 +55,14 @@ tern::v1::Job ListingView(const tern::v1::Job& job);
 
 class JobServiceImpl final : public tern::v1::JobService::CallbackService {
  public:
-  JobServiceImpl(Coordinator* coord, EventLoop* loop, const Authorizer* auth, ServiceLimits limits)
+  // `stats` (optional, read on the loop thread) adds incidents and goodput to GetJob.
+  JobServiceImpl(Coordinator* coord, EventLoop* loop, const Authorizer* auth, ServiceLimits limits,
+                 const JobStats* stats = nullptr)
       : coord_(coord),
         loop_(loop),
         auth_(auth),
         limits_(limits),
+        stats_(stats),
         streams_(limits.max_streams_per_client) {}
 
   grpc::ServerUnaryReactor* SubmitJob(grpc::CallbackServerContext* ctx,
@@ -89,6 +93,7 @@ class JobServiceImpl final : public tern::v1::JobService::CallbackService {
   EventLoop* loop_;
   const Authorizer* auth_;
   const ServiceLimits limits_;
+  const JobStats* stats_;
   StreamLimiter streams_;
 };
 

@@ -111,6 +111,21 @@ double Goodput(const JobAggregate& agg, const tern::v1::Job& job, int64_t now_ms
   return std::clamp(agg.productive_ms / wall, 0.0, 1.0);
 }
 
+void AttachStats(const JobAggregate* agg, int64_t now_ms, tern::v1::Job* job) {
+  job->clear_incidents();
+  job->set_goodput(agg ? Goodput(*agg, *job, now_ms) : -1);
+  if (!agg) return;
+  for (const auto& inc : agg->incidents) {
+    auto* out = job->add_incidents();
+    out->set_cause(inc.cause);
+    out->set_time_ms(inc.cause_ms);
+    out->set_round(inc.round);
+    out->set_detect_s(inc.detect_s());
+    out->set_resume_s(inc.resume_s());
+    out->set_steps_lost(inc.steps_lost());
+  }
+}
+
 double EtaSeconds(const tern::v1::Job& job, int64_t now_ms) {
   if (IsTerminal(job.state())) return 0;
   const auto& m = job.last_metric();

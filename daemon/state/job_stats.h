@@ -64,6 +64,9 @@ class JobStats {
 // scheduling, restarts and checkpoint stalls lowers it.
 double Goodput(const JobAggregate& agg, const tern::v1::Job& job, int64_t now_ms);
 
+// Copies the incidents and the goodput (-1 without `agg`) into `job` (GetJob's answer).
+void AttachStats(const JobAggregate* agg, int64_t now_ms, tern::v1::Job* job);
+
 // Seconds to completion: the newest step's eta_s less the time since it was reported (when
 // running); -1 when unknown.
 double EtaSeconds(const tern::v1::Job& job, int64_t now_ms);

@@ -102,5 +102,31 @@ TEST(Format, WatchPrintsTheSummaryAtItsStepAndEventsAsFields) {
   EXPECT_EQ(WatchItemToJson(item, 0)["message"], kMemory);
 }
 
+TEST(Format, ShowPrintsGoodputAndOneLinePerIncident) {
+  tern::v1::Job job;
+  EXPECT_TRUE(StatsLines(job).empty());  // never started: no goodput line
+  job.set_started_ms(1000);
+  job.set_goodput(0.912);
+  auto* lost = job.add_incidents();
+  lost->set_cause("node_lost");
+  lost->set_round(1);
+  lost->set_detect_s(1.25);
+  lost->set_resume_s(3.4);
+  lost->set_steps_lost(1);
+  auto* grow = job.add_incidents();
+  grow->set_cause("grow");
+  grow->set_round(2);
+  grow->set_resume_s(-1);
+  grow->set_steps_lost(-1);
+  auto lines = StatsLines(job);
+  ASSERT_EQ(lines.size(), 3u);
+  EXPECT_EQ(lines[0], "goodput:  91.2% (time in steps that count / wall time since it started)");
+  EXPECT_EQ(lines[1],
+            "incident: node_lost in round 1, detected 1.2s after the last step, training again "
+            "3.4s later, 1 step(s) lost");
+  EXPECT_EQ(lines[2],
+            "incident: grow in round 2, detected 0.0s after the last step, not training again yet");
+}
+
 }  // namespace
 }  // namespace tern::cluster

@@ -253,6 +253,15 @@ TEST_F(ElasticE2E, LostWorkerContinuesOnTheOtherAtTheSmallerWorld) {
   auto job = Show(id);
   EXPECT_EQ(Int(job, "round"), 2) << job;
   EXPECT_EQ(Int(job, "world_size"), 1) << job;
+  // `tern show` carries the incident: its cause, and at most the step in flight lost.
+  ASSERT_TRUE(job.contains("incidents") && job["incidents"].size() == 1u) << job;
+  // (The survivor's failed collective may report first: rank_exit, else node_lost.)
+  const std::string cause = job["incidents"][0].value("cause", "");
+  EXPECT_TRUE(cause == "node_lost" || cause == "rank_exit") << job;
+  EXPECT_LE(Int(job["incidents"][0], "steps_lost"), 1) << job;
+  EXPECT_GT(job["incidents"][0].value("resume_s", -1.0), 0) << job;
+  EXPECT_NE(c_.Tern({"show", id}).out.find("incident: " + cause + " in round 1"),
+            std::string::npos);
   for (const auto& e : h.events) {
     if (e.value("kind", "") != "reshard") continue;
     auto plan = nlohmann::json::parse(e.value("message", ""), nullptr, false);
@@ -393,6 +402,10 @@ TEST_F(ElasticE2E, TernDrainMovesTheJobOffAWorker) {
   EXPECT_EQ(Count(h, "preempted"), 1);
   EXPECT_EQ(Int(Show(id), "world_size"), 1);  // nothing new was placed on the drained worker
   ExpectNoStepLost(h);
+  auto job = Show(id);
+  ASSERT_TRUE(job.contains("incidents") && job["incidents"].size() == 1u) << job;
+  EXPECT_EQ(job["incidents"][0].value("cause", ""), "preempted") << job;
+  EXPECT_EQ(Int(job["incidents"][0], "steps_lost"), 0) << job;
   CliResult unknown = c_.Tern({"drain", "nobody"});
   EXPECT_NE(unknown.code, 0);
   EXPECT_NE((unknown.out + unknown.err).find("no connected worker nobody"), std::string::npos)

@@ -57,6 +57,27 @@ TEST(JobStatsTest, AnIncidentRecordsCauseDetectionResumeAndStepsLost) {
   EXPECT_EQ(a->incidents[1].cause, "grow");
   EXPECT_LT(a->incidents[1].resume_s(), 0);  // not resumed yet
   EXPECT_EQ(a->incidents[1].steps_lost(), -1);
+  // The grown round was stopped on an order: it trains (and checkpoints) step 12 after
+  // round_stopped and the next round resumes from it: nothing lost.
+  stats.Observe("j", Step(2, 12, 5100));
+  stats.Observe("j", Event("resume", R"({"step": 12})", 5500));
+  stats.Observe("j", Step(3, 13, 5700));
+  EXPECT_EQ(a->incidents[1].steps_lost(), 0);
+  EXPECT_DOUBLE_EQ(a->incidents[1].resume_s(), 0.7);
+
+  tern::v1::Job job;
+  job.set_started_ms(1000);
+  job.set_finished_ms(6000);
+  AttachStats(a, 6000, &job);
+  ASSERT_EQ(job.incidents_size(), 2);
+  EXPECT_EQ(job.incidents(0).cause(), "node_lost");
+  EXPECT_EQ(job.incidents(0).steps_lost(), 1);
+  EXPECT_EQ(job.incidents(1).round(), 2);
+  EXPECT_EQ(job.incidents(1).steps_lost(), 0);
+  EXPECT_DOUBLE_EQ(job.goodput(), Goodput(*a, job, 6000));
+  AttachStats(nullptr, 6000, &job);
+  EXPECT_EQ(job.incidents_size(), 0);
+  EXPECT_EQ(job.goodput(), -1);
 }
 
 }  // namespace
