@@ -22,6 +22,7 @@
 
   const state = {
     selected: null, stream: null, streamDone: false, t0: 0, events: [], kinds: new Map(),
+    incidents: [], round: 0,
     charts: {}, redrawPending: false, lastRedraw: 0, logsTimer: null, terminal: false,
     placement: [], items: 0, liveState: '', runningPoints: -1, runningGrowth: 0,
   };
@@ -187,6 +188,14 @@
       const area = chart.chartArea;
       const ctx = chart.ctx;
       ctx.save();
+      // Elastic incidents: from the round stopping to the next round's first step (not
+      // training), shaded; still open = up to the right edge.
+      ctx.fillStyle = 'rgba(200, 40, 40, 0.12)';
+      for (const inc of state.incidents) {
+        const a = Math.max(area.left, x.getPixelForValue(inc.t0));
+        const b = Math.min(area.right, inc.t1 === null ? area.right : x.getPixelForValue(inc.t1));
+        if (finite(a) && finite(b) && b > a) ctx.fillRect(a, area.top, b - a, area.bottom - area.top);
+      }
       ctx.setLineDash([4, 3]);
       ctx.lineWidth = 1;
       for (const ev of state.events) {
@@ -328,6 +337,12 @@
     const t = (m.time_ms - state.t0) / 1000;
     const v = m.values || {};
     if (m.kind === 'step') {
+      const open = state.incidents[state.incidents.length - 1];
+      if (open && open.t1 === null && m.round > open.round) {
+        open.t1 = t;
+        markIncidents();
+      }
+      state.round = Math.max(state.round, m.round || 0);
       push('loss', 0, t, v.loss);
       push('tokens', 0, t, v.tokens_per_s);
       PHASES.forEach(([, key], i) => push('time', i, t, v[key]));
@@ -371,6 +386,10 @@
     while (body.rows.length > MAX_EVENT_ROWS) body.deleteRow(0);
     setJobState(e.state);
     const details = parseObject(e.message);
+    if (e.kind === 'round_stopped') {
+      state.incidents.push({ t0: t, t1: null, round: state.round });
+      markIncidents();
+    }
     if (e.kind === 'checkpoint' && details) push('ckpt', 0, t, details.gibps);
     if (e.kind === 'memory' && details && !(details.rank > 0)) {
       MEMORY.forEach(([, key], i) => setMemory(i, finite(details[key]) ? details[key] / 1048576 : undefined));
@@ -393,6 +412,13 @@
       td.appendChild(f);
     }
     return td;
+  }
+
+  // How many incidents the charts shade, and how many are closed (for tests and curious eyes).
+  function markIncidents() {
+    const c = $('job');
+    c.dataset.incidents = String(state.incidents.length);
+    c.dataset.incidentsClosed = String(state.incidents.filter((i) => i.t1 !== null).length);
   }
 
   function renderKinds() {
@@ -463,6 +489,7 @@
     clearInterval(state.logsTimer);
     Object.assign(state, {
       selected: id, stream: null, t0: 0, events: [], kinds: new Map(), placement: [],
+      incidents: [], round: 0,
       terminal: false, items: 0, liveState: '', runningPoints: -1, runningGrowth: 0,
       endedAtConnect: false,
     });

@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 # Elastic incidents on llama-tiny with a checkpoint every step, on one machine (loopback):
 #   1. lost node: SIGKILL one of two workers mid-training; the job continues on the other;
-#   2. grow: a worker joins while the job runs on one node; the job grows back to two.
+#   2. grow: a worker joins while the job runs on one node; the job grows back to two;
+#   3. preemption: SIGTERM to one of the two workers; the job continues on the other.
 # For each: detect_s (incident -> ternd's round_stopped/grow event), resume_s (incident -> the
-# first step of the next round), steps_lost (last step reported before the incident minus the
-# step the next round resumed from). Prints one JSON line per incident.
+# first step of the next round), steps_lost (the last step the stopped round reported minus the
+# step the next round resumed from: growing and draining checkpoint the step they stop after,
+# so 0). Prints one JSON line per incident.
 #
 #   tests/bench/elastic/incidents.sh [BUILD_BIN_DIR]   (default build/bin)
 #   HEARTBEAT=2s STEPS=300 tests/bench/elastic/incidents.sh
@@ -103,6 +105,7 @@ import json, sys
 path, name, t0, rnd, before = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
 detect = first = resumed = None
 world = None
+last = 0
 for line in open(path):
     try: j = json.loads(line)
     except ValueError: continue
@@ -115,10 +118,13 @@ for line in open(path):
         resumed = json.loads(j["message"]).get("step")
     if j.get("type") == "metric" and j.get("kind") == "step" and j.get("round") == rnd and first is None:
         first = t
+    if j.get("type") == "metric" and j.get("kind") == "step" and j.get("round") == rnd - 1:
+        last = max(last, j["step"])
 print(json.dumps({"incident": name, "detect_s": (detect - t0) / 1e3 if detect else None,
                   "resume_s": (first - t0) / 1e3 if first else None, "to_world": world,
                   "resumed_from_step": resumed,
-                  "steps_lost": before - resumed if resumed is not None else None}))
+                  "stopped_round_last_step": last,
+                  "steps_lost": last - resumed if resumed is not None else None}))
 EOF
 }
 
@@ -134,7 +140,15 @@ incident lost_node "$t0" 2 "$before"
 wait_step $((before + 20)) 2
 read -r before _ < <(last_step)
 t0=$(now_ms)
-worker w3 >/dev/null
+w3=$(worker w3)
 wait_step $((before + 1)) 3
 incident grow "$t0" 3 "$before"
+
+# 3. Preemption: SIGTERM to the joined worker (it drains, then exits).
+wait_step $((before + 20)) 3
+read -r before _ < <(last_step)
+t0=$(now_ms)
+kill -TERM "$w3"
+wait_step $((before + 1)) 4
+incident preemption "$t0" 4 "$before"
 "$B/tern" cancel "$id" >/dev/null 2>&1 || true
