@@ -204,6 +204,26 @@ class ElasticE2E : public ::testing::Test {
   // Round 2 resumed from a checkpoint at step >= `min_from` (so at most the step in flight was
   // lost), ran to the last step, and its losses are those of `tern train` on `ranks` ranks
   // resumed from the same checkpoint.
+  // The data position of every committed checkpoint of the job: the samples consumed are the
+  // steps taken times the global batch, across every round (no sample skipped or repeated).
+  void ExpectDataPositionsContinue(const std::string& id) {
+    int manifests = 0;
+    for (const auto& d : fs::directory_iterator(c_.checkpoint_root() + "/" + id, ec_)) {
+      const std::string name = d.path().filename().string();
+      if (name.rfind("step-", 0) != 0 || !fs::exists(d.path() / "manifest.json")) continue;
+      auto m =
+          nlohmann::json::parse(c_.ReadFile((d.path() / "manifest.json").string()), nullptr, false);
+      ASSERT_TRUE(m.is_object()) << name;
+      const int step = std::stoi(name.substr(5));
+      const auto& pos = m["extra"]["data_position"];
+      EXPECT_EQ(pos.value("samples_consumed", int64_t{-1}),
+                int64_t{step} * spec_["train_batch_size"].get<int>())
+          << name << ": " << pos;
+      ++manifests;
+    }
+    EXPECT_GT(manifests, 0);
+  }
+
   void ExpectRound2LikeTernTrain(History& h, const std::string& id, int ranks, int min_from) {
     const int from = ResumedFrom(h);
     ASSERT_GE(from, min_from) << "resumed from step " << from;
@@ -212,6 +232,7 @@ class ElasticE2E : public ::testing::Test {
     EXPECT_EQ(round2.begin()->first, from + 1);
     EXPECT_EQ(round2.rbegin()->first, spec_["train_iters"].get<int>());
     ExpectSameLosses(round2, Reference(id, from, ranks), from + 1);
+    ExpectDataPositionsContinue(id);
   }
 
   // The round was stopped on an order: its ranks checkpointed the last step they trained and
