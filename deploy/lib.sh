@@ -4,7 +4,8 @@ TERN_PACKAGES=(build-essential cmake pkg-config git
   libgloo-dev liburing-dev libopenblas-dev libopenblas0-openmp libspdlog-dev libabsl-dev
   nlohmann-json3-dev libgtest-dev libgmock-dev googletest libbenchmark-dev libsqlite3-dev
   libcpp-httplib-dev libcli11-dev fortunes fortunes-min iproute2 procps
-  libjs-chart.js chromium chromium-driver clang-format)
+  libjs-chart.js chromium chromium-driver clang-format
+  systemd slurmctld slurmd slurm-client munge python3-yaml)
 
 tern_sudo() {
   if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi

@@ -122,6 +122,7 @@ int RunRankCommand(const RankArgs& a) {
   if (a.control_stdin) {
     control = new engine::RankControl(ro.round);
     control->StartReader(0);
+    control->InstallSigtermAsStop();
     ro.control = control;
   }
   absl::Status st = engine::RunRank(*cfg, **store, ro);

@@ -10,6 +10,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "daemon/state/cpu_overlap.h"
+#include "worker/core/exit_codes.h"
 #include "worker/core/status.h"
 #include "worker/core/text.h"
 
@@ -363,6 +364,15 @@ void Coordinator::HandleRankExit(const std::string& worker, const std::string& j
     }
     NextRound(*rt);
     Schedule();
+    return;
+  }
+  if (exit_code == kExitStoppedOnOrder && rt->job.spec().elastic().enabled()) {
+    // The rank checkpointed the agreed step and stopped (SIGTERM from a batch system such as
+    // Slurm's scancel --signal, or an order): a planned stop; the next round resumes there.
+    StopRound(*rt, "rank_stopped",
+              absl::StrCat("rank ", rank, " on worker ", worker,
+                           " stopped after checkpointing (SIGTERM or an order)"),
+              rank, worker);
     return;
   }
   if (exit_code != 0) {

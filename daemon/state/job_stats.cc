@@ -61,7 +61,7 @@ void JobStats::Observe(const std::string& job_id, const tern::v1::WatchJobRespon
   const auto& e = item.event();
   ++a.events_by_kind[e.kind()];
   static const std::set<std::string> kCauses = {"node_lost", "rank_exit", "worker_lost",
-                                                "preempted", "grow"};
+                                                "preempted", "grow",      "rank_stopped"};
   if (kCauses.count(e.kind()) && e.message().find("finished (exit 0)") == std::string::npos &&
       a.pending_cause.empty()) {
     a.pending_cause = e.kind();

@@ -93,6 +93,13 @@ void RankSupervisor::Cancel(const std::string& job_id, int round) {
     if (r->launch.id.job_id != job_id || !r->running || r->kill_at != Clock::time_point{}) continue;
     if (round != 0 && r->launch.id.round != round) continue;
     r->kill_at = Clock::now() + grace_;
+    // A rank with a control channel takes SIGTERM as "checkpoint and stop": a cancel is an
+    // abort, so say so first (SIGTERM stays the fallback, SIGKILL after the grace).
+    if (r->control_fd >= 0) {
+      const std::string abort = absl::StrCat(R"({"op":"abort","round":)", r->launch.id.round,
+                                             R"(,"reason":"cancelled"})", "\n");
+      (void)::send(r->control_fd, abort.data(), abort.size(), MSG_NOSIGNAL | MSG_DONTWAIT);
+    }
     if (r->pid > 0) ::kill(-r->pid, SIGTERM);
   }
   cv_.notify_all();

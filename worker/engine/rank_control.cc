@@ -1,5 +1,6 @@
 #include "worker/engine/rank_control.h"
 
+#include <signal.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -23,8 +24,36 @@ void RankControl::set_on_abort(std::function<void(const std::string&)> f) {
 }
 
 std::string RankControl::reason() const {
+  if (by_signal_.load()) return "SIGTERM";
   std::lock_guard<std::mutex> lock(mu_);
   return reason_;
+}
+
+namespace {
+std::atomic<bool>* g_sigterm_stop = nullptr;
+std::atomic<bool>* g_sigterm_by_signal = nullptr;
+
+void OnSigterm(int) {
+  // Async-signal-safe only: atomics, write(2), _exit(2).
+  if (g_sigterm_stop == nullptr || g_sigterm_by_signal->exchange(true)) {
+    static const char kAgain[] = "SIGTERM again: exiting now\n";
+    (void)::write(2, kAgain, sizeof(kAgain) - 1);
+    ::_exit(kExitAborted);
+  }
+  g_sigterm_stop->store(true);
+  static const char kMsg[] = "SIGTERM: checkpointing after the current step, then stopping\n";
+  (void)::write(2, kMsg, sizeof(kMsg) - 1);
+}
+}  // namespace
+
+void RankControl::InstallSigtermAsStop() {
+  g_sigterm_stop = &stop_;
+  g_sigterm_by_signal = &by_signal_;
+  struct sigaction sa {};
+  sa.sa_handler = OnSigterm;
+  sigemptyset(&sa.sa_mask);
+  sa.sa_flags = SA_RESTART;
+  ::sigaction(SIGTERM, &sa, nullptr);
 }
 
 absl::Status RankControl::Apply(std::string_view line) {

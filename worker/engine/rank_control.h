@@ -5,7 +5,10 @@
 //   {"op": "stop", "round": R, "reason": "..."}        checkpoint after the current step, exit
 //   {"op": "abort", "round": R, "reason": "..."}       exit now (peers' collectives fail at once)
 //
-// An order for another round (a late order of a stopped round) is ignored. Ranks receive an
+// An order for another round (a late order of a stopped round) is ignored. With a control
+// channel, SIGTERM is a "stop" too (InstallSigtermAsStop): a batch system that signals every
+// process of a job (Slurm's scancel --signal, --signal=TERM@T) gets a checkpoint at the current
+// step, not a lost step; a second SIGTERM exits at once. Ranks receive an
 // order at different moments; the trainer agrees on it by summing every rank's pending orders
 // in the per-step loss all-reduce, so all ranks act after the same step (Trainer::Run).
 #pragma once
@@ -18,14 +21,12 @@
 #include <string_view>
 
 #include "absl/status/status.h"
+#include "worker/core/exit_codes.h"
 
 namespace tern::engine {
 
-// The exit status of a rank that stopped on a "stop" order after committing its checkpoint
-// (EX_TEMPFAIL): the launcher restarts the job from that checkpoint, nothing is lost.
-inline constexpr int kExitStoppedOnOrder = 75;
-// The exit status of a rank that obeyed "abort" (as if killed by SIGTERM).
-inline constexpr int kExitAborted = 143;
+using tern::kExitAborted;
+using tern::kExitStoppedOnOrder;
 
 class RankControl {
  public:
@@ -39,6 +40,11 @@ class RankControl {
   // Reads order lines from `fd` on a detached thread until EOF (the launcher went away) or
   // an abort. Bad lines are reported on stderr and skipped.
   void StartReader(int fd);
+
+  // From now on SIGTERM to this process requests a stop (reason "SIGTERM"); a second SIGTERM
+  // exits at once with kExitAborted. One RankControl per process may do this; it must outlive
+  // the process's signals (allocate it for the process).
+  void InstallSigtermAsStop();
 
   // Called for "abort" (default: writes a line to stderr and _exit(kExitAborted)).
   void set_on_abort(std::function<void(const std::string& reason)> f);
@@ -54,7 +60,7 @@ class RankControl {
 
  private:
   const int64_t round_;
-  std::atomic<bool> stop_{false}, checkpoint_{false};
+  std::atomic<bool> stop_{false}, checkpoint_{false}, by_signal_{false};
   std::atomic<int64_t> stopped_step_{-1};
   mutable std::mutex mu_;
   std::string reason_;
