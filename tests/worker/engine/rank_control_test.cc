@@ -5,6 +5,7 @@
 #include "worker/engine/rank_control.h"
 
 #include <gtest/gtest.h>
+#include <signal.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -67,6 +68,31 @@ TEST(RankControl, AbortRunsTheHandler) {
   c.set_on_abort([&](const std::string& reason) { got = reason; });
   ASSERT_TRUE(c.Apply(R"({"op": "abort", "round": 2, "reason": "peer lost"})").ok());
   EXPECT_EQ(got, "peer lost");
+}
+
+// With a control channel, SIGTERM (a batch system signalling every process of a job) is a
+// "stop": checkpoint after the agreed step; a second SIGTERM exits at once.
+TEST(RankControlDeathTest, SigtermRequestsAStopAndASecondOneExits) {
+  EXPECT_EXIT(
+      {
+        RankControl* c = new RankControl(1);
+        c->InstallSigtermAsStop();
+        ::raise(SIGTERM);
+        if (!c->stop_requested() || c->reason() != "SIGTERM") ::_exit(3);
+        // A stop order before the signal does not count as the first SIGTERM.
+        ::raise(SIGTERM);
+        ::_exit(4);  // not reached
+      },
+      ::testing::ExitedWithCode(kExitAborted), "SIGTERM again: exiting now");
+  EXPECT_EXIT(
+      {
+        RankControl* c = new RankControl(1);
+        c->InstallSigtermAsStop();
+        if (!c->Apply(R"({"op": "stop", "round": 1})").ok()) ::_exit(3);
+        ::raise(SIGTERM);  // the first SIGTERM: still only a stop
+        ::_exit(c->stop_requested() && c->reason() == "SIGTERM" ? 0 : 5);
+      },
+      ::testing::ExitedWithCode(0), "checkpointing after the current step");
 }
 
 TEST(RankControl, TheReaderAppliesLinesFromAFileDescriptor) {
