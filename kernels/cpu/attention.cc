@@ -14,6 +14,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <limits>
 
 #include "kernels/cpu/attention_tuning.h"
 #include "kernels/cpu/gemm.h"
@@ -268,7 +269,187 @@ void attention_backward(T* dqkv, T* scratch, const T* dout, const T* qkv, const 
   }
 }
 
+// ---- Chunked attention: online softmax over key blocks, memory linear in T ---------------
+//
+// Forward, per (batch, query head) and query block [i0, i1): for each key block [j0, j1) a
+// query can see (key position <= query position), S = scale Q K^T, the running row maximum m
+// and sum l are updated, the accumulated output rows are rescaled by exp(m_old - m_new) and
+// P V is added; at the end out = acc / l and lse = m + log l. Backward (FlashAttention-2's
+// order) recomputes P = exp(S - lse) per block: dV += P^T dO, dP = dO V^T,
+// dS = P (dP - rowsum(dO o O)), dQ += scale dS K, dK += scale dS^T Q. No (T, T) matrix exists.
+
+namespace {
+
+constexpr int kChunkRows = 64;  // query rows per block (and key rows per block: kKeyBlock)
+
+// Keys of block [j0, j0 + nb) that query row i sees: [0, len).
+inline int VisibleKeys(int i, int q_offset, int j0, int k_offset, int nb) {
+  return std::clamp(q_offset + i - (k_offset + j0) + 1, 0, nb);
+}
+
+template <typename T>
+void ChunkedForwardBlock(const Products<T>& prod, T* out, int ldo, T* lse, const HeadView<T>& q,
+                         const HeadView<T>& kv, int Tk, int HS, int i0, int i1, int q_offset,
+                         int k_offset) {
+  const int m = i1 - i0;
+  const T scale = T(1) / std::sqrt(static_cast<T>(HS));
+  alignas(64) T s[kChunkRows * kKeyBlock];
+  T mx[kChunkRows], l[kChunkRows];
+  for (int r = 0; r < m; ++r) {
+    mx[r] = -std::numeric_limits<T>::infinity();
+    l[r] = 0;
+    std::fill(out + static_cast<size_t>(i0 + r) * ldo, out + static_cast<size_t>(i0 + r) * ldo + HS,
+              T(0));
+  }
+  // The last key any row of the block sees.
+  const int last_key = std::min(Tk - 1, q_offset + i1 - 1 - k_offset);
+  for (int j0 = 0; j0 <= last_key; j0 += kKeyBlock) {
+    const int nb = std::min(kKeyBlock, last_key + 1 - j0);
+    prod.ABt(s, kKeyBlock, scale, q.q + static_cast<size_t>(i0) * q.ld, q.ld,
+             kv.k + static_cast<size_t>(j0) * kv.ld, kv.ld, m, nb, HS);
+    for (int r = 0; r < m; ++r) {
+      T* row = s + static_cast<size_t>(r) * kKeyBlock;
+      const int len = VisibleKeys(i0 + r, q_offset, j0, k_offset, nb);
+      if (len == 0) {
+        std::fill(row, row + nb, T(0));
+        continue;
+      }
+      const T m_new = std::max(mx[r], detail::RowMax(row, len));
+      const T sum = detail::ExpShiftSum(row, row, len, m_new);
+      std::fill(row + len, row + nb, T(0));
+      if (mx[r] != -std::numeric_limits<T>::infinity() && mx[r] != m_new) {
+        const T alpha = detail::Exp(mx[r] - m_new);
+        l[r] *= alpha;
+        detail::RowScale(out + static_cast<size_t>(i0 + r) * ldo, HS, alpha);
+      }
+      l[r] += sum;
+      mx[r] = m_new;
+    }
+    prod.AB(out + static_cast<size_t>(i0) * ldo, ldo, T(1), true, s, kKeyBlock,
+            kv.v + static_cast<size_t>(j0) * kv.ld, kv.ld, m, HS, nb);
+  }
+  for (int r = 0; r < m; ++r) {
+    if (l[r] > 0) {
+      detail::RowScale(out + static_cast<size_t>(i0 + r) * ldo, HS, T(1) / l[r]);
+      lse[i0 + r] = mx[r] + std::log(l[r]);
+    } else {
+      lse[i0 + r] = -std::numeric_limits<T>::infinity();  // sees no key: out stays 0
+    }
+  }
+}
+
+template <typename T>
+void ChunkedBackwardBlock(const Products<T>& prod, T* dq, T* dk, T* dv, const T* dout, int ldo,
+                          const T* out, const T* lse, const HeadView<T>& q, const HeadView<T>& kv,
+                          int Tk, int HS, int i0, int i1, int q_offset, int k_offset) {
+  const int m = i1 - i0;
+  const T scale = T(1) / std::sqrt(static_cast<T>(HS));
+  alignas(64) T p[kChunkRows * kKeyBlock];
+  alignas(64) T ds[kChunkRows * kKeyBlock];
+  T dsum[kChunkRows];
+  for (int r = 0; r < m; ++r) {
+    const T* o = out + static_cast<size_t>(i0 + r) * ldo;
+    const T* g = dout + static_cast<size_t>(i0 + r) * ldo;
+    T d = 0;
+#pragma omp simd reduction(+ : d)
+    for (int x = 0; x < HS; ++x) d += o[x] * g[x];
+    dsum[r] = d;
+  }
+  const T* dob = dout + static_cast<size_t>(i0) * ldo;
+  const int last_key = std::min(Tk - 1, q_offset + i1 - 1 - k_offset);
+  for (int j0 = 0; j0 <= last_key; j0 += kKeyBlock) {
+    const int nb = std::min(kKeyBlock, last_key + 1 - j0);
+    const T* kb = kv.k + static_cast<size_t>(j0) * kv.ld;
+    const T* vb = kv.v + static_cast<size_t>(j0) * kv.ld;
+    prod.ABt(p, kKeyBlock, scale, q.q + static_cast<size_t>(i0) * q.ld, q.ld, kb, kv.ld, m, nb, HS);
+    for (int r = 0; r < m; ++r) {
+      T* row = p + static_cast<size_t>(r) * kKeyBlock;
+      const int len = VisibleKeys(i0 + r, q_offset, j0, k_offset, nb);
+      if (len > 0) detail::ExpShiftSum(row, row, len, lse[i0 + r]);
+      std::fill(row + len, row + nb, T(0));
+    }
+    prod.AtB(dv + static_cast<size_t>(j0) * kv.ld, kv.ld, T(1), true, p, kKeyBlock, dob, ldo, nb,
+             HS, m);                                                     // dV += P^T dO
+    prod.ABt(ds, kKeyBlock, T(1), dob, ldo, vb, kv.ld, m, nb, HS);       // dP = dO V^T
+    for (int r = 0; r < m; ++r) {
+      const T* pr = p + static_cast<size_t>(r) * kKeyBlock;
+      T* dr = ds + static_cast<size_t>(r) * kKeyBlock;
+      const T d = dsum[r];
+#pragma omp simd
+      for (int j = 0; j < nb; ++j) dr[j] = pr[j] * (dr[j] - d);
+    }
+    prod.AB(dq + static_cast<size_t>(i0) * q.ld, q.ld, scale, true, ds, kKeyBlock, kb, kv.ld, m,
+            HS, nb);                                                     // dQ += scale dS K
+    prod.AtB(dk + static_cast<size_t>(j0) * kv.ld, kv.ld, scale, true, ds, kKeyBlock,
+             q.q + static_cast<size_t>(i0) * q.ld, q.ld, nb, HS, m);     // dK += scale dS^T Q
+  }
+}
+
+}  // namespace
+
+template <typename T>
+void chunked_attention_forward(T* out, T* lse, const T* qkv, int B, int Tn, int NH, int NKV,
+                               int HS) {
+  const int nblocks = (Tn + kChunkRows - 1) / kChunkRows;
+  const int ldo = NH * HS;
+  const long heads = static_cast<long>(B) * NH;
+  const Products<T> prod = MakeProducts<T>(HS);
+  const long tasks = heads * nblocks;
+  const bool par = tasks > 1 && Work(B, Tn, NH, HS) >= kParallelWork;
+  // Tasks are (query block, batch, head), largest blocks first.
+#pragma omp parallel for schedule(dynamic, 1) if (par)
+  for (long task = 0; task < tasks; ++task) {
+    const int bh = static_cast<int>(task % heads);
+    const int b = bh / NH, h = bh % NH;
+    const int blk = nblocks - 1 - static_cast<int>(task / heads);
+    const HeadView<T> hv = MakeHeadView(qkv, b, h, Tn, NH, NKV, HS);
+    T* out_h = out + static_cast<size_t>(b) * Tn * ldo + static_cast<size_t>(h) * HS;
+    T* lse_h = lse + static_cast<size_t>(bh) * Tn;
+    ChunkedForwardBlock(prod, out_h, ldo, lse_h, hv, hv, Tn, HS, blk * kChunkRows,
+                        std::min(Tn, (blk + 1) * kChunkRows), 0, 0);
+  }
+}
+
+template <typename T>
+void chunked_attention_backward(T* dqkv, const T* dout, const T* out, const T* lse, const T* qkv,
+                                int B, int Tn, int NH, int NKV, int HS) {
+  const Products<T> prod = MakeProducts<T>(HS);
+  const int ld = (NH + 2 * NKV) * HS;
+  const int ldo = NH * HS;
+  const int group = NH / NKV;
+  const int tasks = B * NKV;
+  const bool par = tasks > 1 && Work(B, Tn, NH, HS) >= kParallelWork;
+  // Parallel over (batch, kv head): the query heads sharing a kv head accumulate into its
+  // dK/dV on one thread.
+#pragma omp parallel for schedule(dynamic, 1) if (par)
+  for (int task = 0; task < tasks; ++task) {
+    const int b = task / NKV, kvh = task % NKV;
+    T* base = dqkv + static_cast<size_t>(b) * Tn * ld;
+    T* dk = base + static_cast<size_t>(NH + kvh) * HS;
+    T* dv = base + static_cast<size_t>(NH + NKV + kvh) * HS;
+    for (int t = 0; t < Tn; ++t) {
+      std::fill(dk + static_cast<size_t>(t) * ld, dk + static_cast<size_t>(t) * ld + HS, T(0));
+      std::fill(dv + static_cast<size_t>(t) * ld, dv + static_cast<size_t>(t) * ld + HS, T(0));
+    }
+    for (int h = kvh * group; h < (kvh + 1) * group; ++h) {
+      const HeadView<T> hv = MakeHeadView(qkv, b, h, Tn, NH, NKV, HS);
+      T* dq = base + static_cast<size_t>(h) * HS;
+      for (int t = 0; t < Tn; ++t)
+        std::fill(dq + static_cast<size_t>(t) * ld, dq + static_cast<size_t>(t) * ld + HS, T(0));
+      const size_t head_off = static_cast<size_t>(b) * Tn * ldo + static_cast<size_t>(h) * HS;
+      const T* lse_h = lse + (static_cast<size_t>(b) * NH + h) * Tn;
+      for (int i0 = 0; i0 < Tn; i0 += kChunkRows) {
+        ChunkedBackwardBlock(prod, dq, dk, dv, dout + head_off, ldo, out + head_off, lse_h, hv, hv,
+                             Tn, HS, i0, std::min(Tn, i0 + kChunkRows), 0, 0);
+      }
+    }
+  }
+}
+
 #define TERN_INSTANTIATE(T)                                                                     \
+  template void chunked_attention_forward<T>(T*, T*, const T*, int, int, int, int, int);        \
+  template void chunked_attention_backward<T>(T*, const T*, const T*, const T*, const T*, int,  \
+                                              int, int, int, int);                              \
   template void attention_forward<T>(T*, T*, const T*, int, int, int, int, int);                \
   template void attention_backward<T>(T*, T*, const T*, const T*, const T*, int, int, int, int, \
                                       int);

@@ -74,6 +74,18 @@ void attention_backward(T* dqkv, T* scratch, const T* dout, const T* qkv, const 
                         int Tn, int NH, int NKV, int HS);
 size_t attention_scratch_elems(int B, int Tn, int NH, int NKV, int HS, int threads);
 
+// Chunked causal attention (online softmax over 64-key blocks; memory linear in T, no (T, T)
+// matrix): the same result as attention_forward, keeping per row only the log-sum-exp of its
+// scaled scores. out (B,T,NH*HS) =; lse (B,NH,T) =.
+template <typename T>
+void chunked_attention_forward(T* out, T* lse, const T* qkv, int B, int Tn, int NH, int NKV,
+                               int HS);
+// dqkv (B,T,QKV) = from dout (B,T,NH*HS) and the forward's out and lse (recomputing the
+// probabilities per block).
+template <typename T>
+void chunked_attention_backward(T* dqkv, const T* dout, const T* out, const T* lse, const T* qkv,
+                                int B, int Tn, int NH, int NKV, int HS);
+
 // ---- Activations -----------------------------------------------------------------------
 // GELU, tanh approximation (HF "gelu_new"). out (N) = gelu(inp).
 template <typename T>

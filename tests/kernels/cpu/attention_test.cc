@@ -204,3 +204,102 @@ TEST(AttentionTest, MultithreadedMatchesSingleThreaded) {
 
 }  // namespace
 }  // namespace tern::kernels
+
+namespace tern::kernels {
+namespace {
+
+// ---- Chunked attention ------------------------------------------------------------------
+
+// Forward equals the reference (and the T x T kernel) and its lse is log sum exp of the scaled
+// scores; both product back ends; lengths that do and do not divide the 64-row blocks.
+void CheckChunkedForward(const Shape& s, bool blas_gemm) {
+  TuningScope scope(64, detail::AttentionParallel::kAuto, blas_gemm);
+  const auto qkv = RandomVec(s.QkvSize(), 7, -2.0, 2.0);
+  std::vector<double> want(s.OutSize()), want_att(s.AttSize(), 0.0);
+  RefAttention(&want, &want_att, qkv, s);
+  std::vector<double> out(s.OutSize(), 9.0), lse(static_cast<size_t>(s.B) * s.NH * s.T);
+  chunked_attention_forward(out.data(), lse.data(), qkv.data(), s.B, s.T, s.NH, s.NKV, s.HS);
+  ExpectClose(out, want, 1e-12, "chunked out (double)");
+  // lse: log of the softmax denominator of the scaled scores, recomputed plainly.
+  const double scale = 1.0 / std::sqrt(static_cast<double>(s.HS));
+  for (int b = 0; b < s.B; ++b)
+    for (int h = 0; h < s.NH; ++h)
+      for (int i = 0; i < s.T; i += std::max(1, s.T / 5)) {
+        const int kvh = h / (s.NH / s.NKV);
+        double mx = -1e300;
+        std::vector<double> sc(i + 1);
+        for (int j = 0; j <= i; ++j) {
+          double d = 0;
+          for (int c = 0; c < s.HS; ++c)
+            d += qkv[(static_cast<size_t>(b) * s.T + i) * s.QKV() + h * s.HS + c] *
+                 qkv[(static_cast<size_t>(b) * s.T + j) * s.QKV() + (s.NH + kvh) * s.HS + c];
+          mx = std::max(mx, sc[j] = d * scale);
+        }
+        double sum = 0;
+        for (double v : sc) sum += std::exp(v - mx);
+        EXPECT_NEAR(lse[(static_cast<size_t>(b) * s.NH + h) * s.T + i], mx + std::log(sum), 1e-10)
+            << "b " << b << " h " << h << " i " << i;
+      }
+  auto fqkv = ToFloat(qkv);
+  std::vector<float> fout(s.OutSize()), flse(lse.size());
+  chunked_attention_forward(fout.data(), flse.data(), fqkv.data(), s.B, s.T, s.NH, s.NKV, s.HS);
+  ExpectClose(fout, want, 2e-6, "chunked out (float)");
+}
+
+TEST_P(AttentionPathTest, ChunkedForwardMatchesReference) {
+  for (const Shape s : {Shape{2, 7, 4, 2, 3}, Shape{1, 64, 2, 2, 8}, Shape{2, 130, 4, 1, 16},
+                        Shape{1, 200, 2, 2, 40}})
+    CheckChunkedForward(s, GetParam());
+}
+
+// Backward vs central differences of sum(out * dout) in double (dqkv prefilled with junk: it
+// is assigned).
+void CheckChunkedGradient(const Shape& s, bool blas_gemm = false) {
+  TuningScope scope(64, detail::AttentionParallel::kAuto, blas_gemm);
+  auto qkv = RandomVec(s.QkvSize(), 8, -1.5, 1.5);
+  const auto dout = RandomVec(s.OutSize(), 9);
+  std::vector<double> out(s.OutSize()), lse(static_cast<size_t>(s.B) * s.NH * s.T);
+  auto loss = [&] {
+    chunked_attention_forward(out.data(), lse.data(), qkv.data(), s.B, s.T, s.NH, s.NKV, s.HS);
+    return Dot(out, dout);
+  };
+  loss();
+  std::vector<double> dqkv(s.QkvSize(), 123.0);
+  chunked_attention_backward(dqkv.data(), dout.data(), out.data(), lse.data(), qkv.data(), s.B,
+                             s.T, s.NH, s.NKV, s.HS);
+  testing::CheckGradient(&qkv, dqkv, loss, "chunked attention dqkv", 1e-6);
+}
+
+TEST(ChunkedAttentionTest, GradientGqa) { CheckChunkedGradient({2, 7, 4, 2, 3}); }
+TEST(ChunkedAttentionTest, GradientMha) { CheckChunkedGradient({1, 9, 2, 2, 4}); }
+TEST(ChunkedAttentionTest, GradientAcrossKeyBlocks) { CheckChunkedGradient({1, 70, 2, 1, 3}); }
+TEST(ChunkedAttentionTest, GradientBlasProducts) { CheckChunkedGradient({2, 7, 4, 2, 3}, true); }
+
+// Float backward equals the T x T kernel's (the model's previous path) within float rounding,
+// single- and multithreaded, at sizes the models use.
+TEST(ChunkedAttentionTest, FloatBackwardMatchesTheFullMatrixKernel) {
+  for (const Shape s : {Shape{2, 150, 4, 2, 16}, Shape{1, 256, 4, 4, 64}, Shape{1, 97, 6, 2, 32}}) {
+    const auto qkv = ToFloat(RandomVec(s.QkvSize(), 10, -2.0, 2.0));
+    const auto dout = ToFloat(RandomVec(s.OutSize(), 11));
+    std::vector<float> out(s.OutSize()), att(s.AttSize()), dqkv(s.QkvSize());
+    std::vector<float> scratch(attention_scratch_elems(s.B, s.T, s.NH, s.NKV, s.HS, NumThreads()));
+    attention_forward(out.data(), att.data(), qkv.data(), s.B, s.T, s.NH, s.NKV, s.HS);
+    attention_backward(dqkv.data(), scratch.data(), dout.data(), qkv.data(), att.data(), s.B, s.T,
+                       s.NH, s.NKV, s.HS);
+    for (int threads : {1, 2}) {
+      const int saved = NumThreads();
+      SetNumThreads(threads);
+      std::vector<float> cout(s.OutSize()), lse(static_cast<size_t>(s.B) * s.NH * s.T),
+          cdqkv(s.QkvSize(), 7.0f);
+      chunked_attention_forward(cout.data(), lse.data(), qkv.data(), s.B, s.T, s.NH, s.NKV, s.HS);
+      chunked_attention_backward(cdqkv.data(), dout.data(), cout.data(), lse.data(), qkv.data(),
+                                 s.B, s.T, s.NH, s.NKV, s.HS);
+      SetNumThreads(saved);
+      ExpectClose(cout, std::vector<double>(out.begin(), out.end()), 2e-5, "chunked out");
+      ExpectClose(cdqkv, std::vector<double>(dqkv.begin(), dqkv.end()), 5e-4, "chunked dqkv");
+    }
+  }
+}
+
+}  // namespace
+}  // namespace tern::kernels
