@@ -369,8 +369,8 @@ void ChunkedBackwardBlock(const Products<T>& prod, T* dq, T* dk, T* dv, const T*
       std::fill(row + len, row + nb, T(0));
     }
     prod.AtB(dv + static_cast<size_t>(j0) * kv.ld, kv.ld, T(1), true, p, kKeyBlock, dob, ldo, nb,
-             HS, m);                                                     // dV += P^T dO
-    prod.ABt(ds, kKeyBlock, T(1), dob, ldo, vb, kv.ld, m, nb, HS);       // dP = dO V^T
+             HS, m);                                                // dV += P^T dO
+    prod.ABt(ds, kKeyBlock, T(1), dob, ldo, vb, kv.ld, m, nb, HS);  // dP = dO V^T
     for (int r = 0; r < m; ++r) {
       const T* pr = p + static_cast<size_t>(r) * kKeyBlock;
       T* dr = ds + static_cast<size_t>(r) * kKeyBlock;
@@ -378,10 +378,10 @@ void ChunkedBackwardBlock(const Products<T>& prod, T* dq, T* dk, T* dv, const T*
 #pragma omp simd
       for (int j = 0; j < nb; ++j) dr[j] = pr[j] * (dr[j] - d);
     }
-    prod.AB(dq + static_cast<size_t>(i0) * q.ld, q.ld, scale, true, ds, kKeyBlock, kb, kv.ld, m,
-            HS, nb);                                                     // dQ += scale dS K
+    prod.AB(dq + static_cast<size_t>(i0) * q.ld, q.ld, scale, true, ds, kKeyBlock, kb, kv.ld, m, HS,
+            nb);  // dQ += scale dS K
     prod.AtB(dk + static_cast<size_t>(j0) * kv.ld, kv.ld, scale, true, ds, kKeyBlock,
-             q.q + static_cast<size_t>(i0) * q.ld, q.ld, nb, HS, m);     // dK += scale dS^T Q
+             q.q + static_cast<size_t>(i0) * q.ld, q.ld, nb, HS, m);  // dK += scale dS^T Q
   }
 }
 

@@ -152,7 +152,7 @@ void Transformer<T>::Reserve(int B, int Tn) {
     a.ln1_rstd.resize(N);
     if (ln) a.ln1_mean.resize(N);
     a.qkv.resize(N * d.QKV());
-    a.att.resize(size_t(B) * d.NH * Tn * Tn);
+    a.lse.resize(size_t(B) * d.NH * Tn);
     a.atty.resize(N * A);
     a.mid.resize(N * C);
     a.ln2.resize(N * C);
@@ -176,7 +176,6 @@ void Transformer<T>::Reserve(int B, int Tn) {
   dfc_.resize(N * fc);
   dact_.resize(N * F);
   dlogits_.resize(N * d.V);
-  att_scratch_.resize(k::attention_scratch_elems(B, Tn, d.NH, d.NKV, d.HS, k::NumThreads()));
   if (!d.is_gpt2()) {
     rope_cos_.resize(size_t(Tn) * d.HS / 2);
     rope_sin_.resize(size_t(Tn) * d.HS / 2);
@@ -190,12 +189,12 @@ uint64_t Transformer<T>::activation_bytes() const {
   auto add = [&n](const std::vector<T>& v) { n += v.size(); };
   for (const auto& r : resid_) add(r);
   for (const auto& a : acts_) {
-    for (const auto* v : {&a.ln1, &a.ln1_mean, &a.ln1_rstd, &a.qkv, &a.att, &a.atty, &a.mid, &a.ln2,
+    for (const auto* v : {&a.ln1, &a.ln1_mean, &a.ln1_rstd, &a.qkv, &a.lse, &a.atty, &a.mid, &a.ln2,
                           &a.ln2_mean, &a.ln2_rstd, &a.fc, &a.act})
       add(*v);
   }
   for (const auto* v : {&lnf_, &lnf_mean_, &lnf_rstd_, &logits_, &probs_, &losses_, &dx_, &dtmp_,
-                        &dln_, &proj_, &dqkv_, &datty_, &dfc_, &dact_, &dlogits_, &att_scratch_})
+                        &dln_, &proj_, &dqkv_, &datty_, &dfc_, &dact_, &dlogits_})
     add(*v);
   return n * sizeof(T);
 }

@@ -75,7 +75,7 @@ class Transformer {
   struct LayerActs {
     std::vector<T> ln1, ln1_mean, ln1_rstd;  // (N,C), (N), (N)
     std::vector<T> qkv;                      // (N,QKV) after RoPE
-    std::vector<T> att;                      // (B,NH,T,T)
+    std::vector<T> lse;                      // (B,NH,T) attention log-sum-exp per row
     std::vector<T> atty;                     // (N,NH*HS)
     std::vector<T> mid;                      // (N,C) residual after attention
     std::vector<T> ln2, ln2_mean, ln2_rstd;  // (N,C), (N), (N)
@@ -107,7 +107,7 @@ class Transformer {
   std::vector<LayerActs> acts_;
   std::vector<T> lnf_, lnf_mean_, lnf_rstd_, logits_, probs_, losses_;
   // Scratch for backward.
-  std::vector<T> dx_, dtmp_, dln_, dqkv_, datty_, dfc_, dact_, dlogits_, att_scratch_, proj_;
+  std::vector<T> dx_, dtmp_, dln_, dqkv_, datty_, dfc_, dact_, dlogits_, proj_;
 };
 
 extern template class Transformer<float>;

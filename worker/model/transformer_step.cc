@@ -23,7 +23,7 @@ void Transformer<T>::BlockForward(const T* p, LayerActs& a, const T* x, T* out, 
                     QKV, wl);
   if (!g2)
     k::rope_forward(a.qkv.data(), rope_cos_.data(), rope_sin_.data(), B, Tn, d.NH, d.NKV, d.HS);
-  k::attention_forward(a.atty.data(), a.att.data(), a.qkv.data(), B, Tn, d.NH, d.NKV, d.HS);
+  k::chunked_attention_forward(a.atty.data(), a.lse.data(), a.qkv.data(), B, Tn, d.NH, d.NKV, d.HS);
   k::matmul_forward(proj_.data(), a.atty.data(), p + lo_.o_w, g2 ? p + lo_.o_b : nullptr, N, A, C,
                     wl);
   k::residual_forward(a.mid.data(), x, proj_.data(), size_t(N) * C);
@@ -109,8 +109,8 @@ void Transformer<T>::BlockBackward(const T* p, T* g, const LayerActs& a, const T
   // Attention.
   k::matmul_backward(datty_.data(), g + lo_.o_w, bias(g, lo_.o_b), dx, a.atty.data(), p + lo_.o_w,
                      N, A, C, wl);
-  k::attention_backward(dqkv_.data(), att_scratch_.data(), datty_.data(), a.qkv.data(),
-                        a.att.data(), B, Tn, d.NH, d.NKV, d.HS);
+  k::chunked_attention_backward(dqkv_.data(), datty_.data(), a.atty.data(), a.lse.data(),
+                                a.qkv.data(), B, Tn, d.NH, d.NKV, d.HS);
   if (!g2)
     k::rope_backward(dqkv_.data(), rope_cos_.data(), rope_sin_.data(), B, Tn, d.NH, d.NKV, d.HS);
   k::matmul_backward(dln_.data(), g + lo_.qkv_w, bias(g, lo_.qkv_b), dqkv_.data(), a.ln1.data(),

@@ -157,6 +157,18 @@ void BenchAttention(Report* r, int B, int T, int NH, int NKV, int HS, int calls_
                                T, NH, NKV, HS);
           }),
           2 * flops, 0, calls_llama, calls_gpt2);
+  if (variant.empty() || variant == "[gqa]") {  // the chunked kernels (the models' path)
+    std::vector<float> lse(static_cast<size_t>(B) * NH * T);
+    r->Emit(Cat({"chunked_attention_fwd", variant}), shape, TimeMs([&] {
+              chunked_attention_forward(out.data(), lse.data(), qkv.data(), B, T, NH, NKV, HS);
+            }),
+            flops, 0, 0, 0);
+    r->Emit(Cat({"chunked_attention_bwd", variant}), shape, TimeMs([&] {
+              chunked_attention_backward(dqkv.data(), dout.data(), out.data(), lse.data(),
+                                         qkv.data(), B, T, NH, NKV, HS);
+            }),
+            2 * flops, 0, 0, 0);
+  }
 }
 
 void BenchAttentionVariants(Report* r, int B, int T, int C) {

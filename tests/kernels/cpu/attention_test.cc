@@ -265,8 +265,8 @@ void CheckChunkedGradient(const Shape& s, bool blas_gemm = false) {
   };
   loss();
   std::vector<double> dqkv(s.QkvSize(), 123.0);
-  chunked_attention_backward(dqkv.data(), dout.data(), out.data(), lse.data(), qkv.data(), s.B,
-                             s.T, s.NH, s.NKV, s.HS);
+  chunked_attention_backward(dqkv.data(), dout.data(), out.data(), lse.data(), qkv.data(), s.B, s.T,
+                             s.NH, s.NKV, s.HS);
   testing::CheckGradient(&qkv, dqkv, loss, "chunked attention dqkv", 1e-6);
 }
 
