@@ -388,70 +388,120 @@ void ChunkedBackwardBlock(const Products<T>& prod, T* dq, T* dk, T* dv, const T*
 }  // namespace
 
 template <typename T>
-void chunked_attention_forward(T* out, T* lse, const T* qkv, int B, int Tn, int NH, int NKV,
-                               int HS) {
-  const int nblocks = (Tn + kChunkRows - 1) / kChunkRows;
+void chunked_attention_pair_forward(T* out, T* lse, const T* qkv_q, int Tq, int q_offset,
+                                    const T* qkv_kv, int Tk, int k_offset, int B, int NH, int NKV,
+                                    int HS) {
+  const int nblocks = (Tq + kChunkRows - 1) / kChunkRows;
   const int ldo = NH * HS;
   const long heads = static_cast<long>(B) * NH;
   const Products<T> prod = MakeProducts<T>(HS);
   const long tasks = heads * nblocks;
-  const bool par = tasks > 1 && Work(B, Tn, NH, HS) >= kParallelWork;
+  const bool par = tasks > 1 && Work(B, std::max(Tq, Tk), NH, HS) >= kParallelWork;
   // Tasks are (query block, batch, head), largest blocks first.
 #pragma omp parallel for schedule(dynamic, 1) if (par)
   for (long task = 0; task < tasks; ++task) {
     const int bh = static_cast<int>(task % heads);
     const int b = bh / NH, h = bh % NH;
     const int blk = nblocks - 1 - static_cast<int>(task / heads);
-    const HeadView<T> hv = MakeHeadView(qkv, b, h, Tn, NH, NKV, HS);
-    T* out_h = out + static_cast<size_t>(b) * Tn * ldo + static_cast<size_t>(h) * HS;
-    T* lse_h = lse + static_cast<size_t>(bh) * Tn;
-    ChunkedForwardBlock(prod, out_h, ldo, lse_h, hv, hv, Tn, HS, blk * kChunkRows,
-                        std::min(Tn, (blk + 1) * kChunkRows), 0, 0);
+    const HeadView<T> q = MakeHeadView(qkv_q, b, h, Tq, NH, NKV, HS);
+    const HeadView<T> kv = MakeHeadView(qkv_kv, b, h, Tk, NH, NKV, HS);
+    T* out_h = out + static_cast<size_t>(b) * Tq * ldo + static_cast<size_t>(h) * HS;
+    T* lse_h = lse + static_cast<size_t>(bh) * Tq;
+    ChunkedForwardBlock(prod, out_h, ldo, lse_h, q, kv, Tk, HS, blk * kChunkRows,
+                        std::min(Tq, (blk + 1) * kChunkRows), q_offset, k_offset);
+  }
+}
+
+template <typename T>
+void chunked_attention_forward(T* out, T* lse, const T* qkv, int B, int Tn, int NH, int NKV,
+                               int HS) {
+  chunked_attention_pair_forward(out, lse, qkv, Tn, 0, qkv, Tn, 0, B, NH, NKV, HS);
+}
+
+template <typename T>
+void attention_lse_merge(T* out, T* lse, const T* out2, const T* lse2, int B, int Tn, int NH,
+                         int HS) {
+  const int ldo = NH * HS;
+  const long rows = static_cast<long>(B) * NH * Tn;
+  const bool par = static_cast<size_t>(rows) * HS >= detail::kParallelElems;
+  const T inf = std::numeric_limits<T>::infinity();
+#pragma omp parallel for schedule(static) if (par)
+  for (long r = 0; r < rows; ++r) {
+    const long bh = r / Tn;
+    const int t = static_cast<int>(r % Tn), b = static_cast<int>(bh / NH),
+              h = static_cast<int>(bh % NH);
+    const T a = lse[r], c = lse2[r];
+    if (c == -inf) continue;  // the second part saw no key: nothing to add
+    T* o = out + (static_cast<size_t>(b) * Tn + t) * ldo + static_cast<size_t>(h) * HS;
+    const T* o2 = out2 + (static_cast<size_t>(b) * Tn + t) * ldo + static_cast<size_t>(h) * HS;
+    if (a == -inf) {
+      std::copy(o2, o2 + HS, o);
+      lse[r] = c;
+      continue;
+    }
+    const T m = std::max(a, c);
+    const T wa = std::exp(a - m), wc = std::exp(c - m), sum = wa + wc;
+    const T fa = wa / sum, fc = wc / sum;
+#pragma omp simd
+    for (int x = 0; x < HS; ++x) o[x] = fa * o[x] + fc * o2[x];
+    lse[r] = m + std::log(sum);
+  }
+}
+
+template <typename T>
+void chunked_attention_pair_backward(T* dqkv_q, T* dqkv_kv, const T* dout, const T* out,
+                                     const T* lse, const T* qkv_q, int Tq, int q_offset,
+                                     const T* qkv_kv, int Tk, int k_offset, int B, int NH, int NKV,
+                                     int HS) {
+  const Products<T> prod = MakeProducts<T>(HS);
+  const int ld = (NH + 2 * NKV) * HS;
+  const int ldo = NH * HS;
+  const int group = NH / NKV;
+  const int tasks = B * NKV;
+  const bool par = tasks > 1 && Work(B, std::max(Tq, Tk), NH, HS) >= kParallelWork;
+  // Parallel over (batch, kv head): the query heads sharing a kv head accumulate into its
+  // dK/dV on one thread (and each query head's dQ belongs to one kv head).
+#pragma omp parallel for schedule(dynamic, 1) if (par)
+  for (int task = 0; task < tasks; ++task) {
+    const int b = task / NKV, kvh = task % NKV;
+    T* qbase = dqkv_q + static_cast<size_t>(b) * Tq * ld;
+    T* kvbase = dqkv_kv + static_cast<size_t>(b) * Tk * ld;
+    T* dk = kvbase + static_cast<size_t>(NH + kvh) * HS;
+    T* dv = kvbase + static_cast<size_t>(NH + NKV + kvh) * HS;
+    for (int h = kvh * group; h < (kvh + 1) * group; ++h) {
+      const HeadView<T> q = MakeHeadView(qkv_q, b, h, Tq, NH, NKV, HS);
+      const HeadView<T> kv = MakeHeadView(qkv_kv, b, h, Tk, NH, NKV, HS);
+      T* dq = qbase + static_cast<size_t>(h) * HS;
+      const size_t head_off = static_cast<size_t>(b) * Tq * ldo + static_cast<size_t>(h) * HS;
+      const T* lse_h = lse + (static_cast<size_t>(b) * NH + h) * Tq;
+      for (int i0 = 0; i0 < Tq; i0 += kChunkRows) {
+        ChunkedBackwardBlock(prod, dq, dk, dv, dout + head_off, ldo, out + head_off, lse_h, q, kv,
+                             Tk, HS, i0, std::min(Tq, i0 + kChunkRows), q_offset, k_offset);
+      }
+    }
   }
 }
 
 template <typename T>
 void chunked_attention_backward(T* dqkv, const T* dout, const T* out, const T* lse, const T* qkv,
                                 int B, int Tn, int NH, int NKV, int HS) {
-  const Products<T> prod = MakeProducts<T>(HS);
-  const int ld = (NH + 2 * NKV) * HS;
-  const int ldo = NH * HS;
-  const int group = NH / NKV;
-  const int tasks = B * NKV;
-  const bool par = tasks > 1 && Work(B, Tn, NH, HS) >= kParallelWork;
-  // Parallel over (batch, kv head): the query heads sharing a kv head accumulate into its
-  // dK/dV on one thread.
-#pragma omp parallel for schedule(dynamic, 1) if (par)
-  for (int task = 0; task < tasks; ++task) {
-    const int b = task / NKV, kvh = task % NKV;
-    T* base = dqkv + static_cast<size_t>(b) * Tn * ld;
-    T* dk = base + static_cast<size_t>(NH + kvh) * HS;
-    T* dv = base + static_cast<size_t>(NH + NKV + kvh) * HS;
-    for (int t = 0; t < Tn; ++t) {
-      std::fill(dk + static_cast<size_t>(t) * ld, dk + static_cast<size_t>(t) * ld + HS, T(0));
-      std::fill(dv + static_cast<size_t>(t) * ld, dv + static_cast<size_t>(t) * ld + HS, T(0));
-    }
-    for (int h = kvh * group; h < (kvh + 1) * group; ++h) {
-      const HeadView<T> hv = MakeHeadView(qkv, b, h, Tn, NH, NKV, HS);
-      T* dq = base + static_cast<size_t>(h) * HS;
-      for (int t = 0; t < Tn; ++t)
-        std::fill(dq + static_cast<size_t>(t) * ld, dq + static_cast<size_t>(t) * ld + HS, T(0));
-      const size_t head_off = static_cast<size_t>(b) * Tn * ldo + static_cast<size_t>(h) * HS;
-      const T* lse_h = lse + (static_cast<size_t>(b) * NH + h) * Tn;
-      for (int i0 = 0; i0 < Tn; i0 += kChunkRows) {
-        ChunkedBackwardBlock(prod, dq, dk, dv, dout + head_off, ldo, out + head_off, lse_h, hv, hv,
-                             Tn, HS, i0, std::min(Tn, i0 + kChunkRows), 0, 0);
-      }
-    }
-  }
+  std::fill(dqkv, dqkv + static_cast<size_t>(B) * Tn * (NH + 2 * NKV) * HS, T(0));
+  chunked_attention_pair_backward(dqkv, dqkv, dout, out, lse, qkv, Tn, 0, qkv, Tn, 0, B, NH, NKV,
+                                  HS);
 }
 
-#define TERN_INSTANTIATE(T)                                                                     \
-  template void chunked_attention_forward<T>(T*, T*, const T*, int, int, int, int, int);        \
-  template void chunked_attention_backward<T>(T*, const T*, const T*, const T*, const T*, int,  \
-                                              int, int, int, int);                              \
-  template void attention_forward<T>(T*, T*, const T*, int, int, int, int, int);                \
-  template void attention_backward<T>(T*, T*, const T*, const T*, const T*, int, int, int, int, \
+#define TERN_INSTANTIATE(T)                                                                        \
+  template void chunked_attention_forward<T>(T*, T*, const T*, int, int, int, int, int);           \
+  template void chunked_attention_pair_forward<T>(T*, T*, const T*, int, int, const T*, int, int,  \
+                                                  int, int, int, int);                             \
+  template void attention_lse_merge<T>(T*, T*, const T*, const T*, int, int, int, int);            \
+  template void chunked_attention_pair_backward<T>(T*, T*, const T*, const T*, const T*, const T*, \
+                                                   int, int, const T*, int, int, int, int, int,    \
+                                                   int);                                           \
+  template void chunked_attention_backward<T>(T*, const T*, const T*, const T*, const T*, int,     \
+                                              int, int, int, int);                                 \
+  template void attention_forward<T>(T*, T*, const T*, int, int, int, int, int);                   \
+  template void attention_backward<T>(T*, T*, const T*, const T*, const T*, int, int, int, int,    \
                                       int);
 TERN_INSTANTIATE(float)
 TERN_INSTANTIATE(double)

@@ -51,13 +51,16 @@ void matmul_backward(T* dinp, T* dweight, T* dbias, const T* dout, const T* inp,
 // cos, sin (T, HS/2): angle(t, i) = t * theta^(-2i/HS).
 template <typename T>
 void rope_tables(T* cos, T* sin, int Tn, int HS, float theta);
-// In place on the q and k heads of qkv (B,T,QKV): x[i], x[i+HS/2] rotated by angle(t,i).
-// v heads are untouched.
+// In place on the q and k heads of qkv (B,T,QKV): x[i], x[i+HS/2] rotated by angle(p,i), p the
+// token's position: pos[b*T + t] when pos (B,T) is given (a permuted or offset chunk, a KV
+// cache; the tables must cover it), else t. v heads are untouched.
 template <typename T>
-void rope_forward(T* qkv, const T* cos, const T* sin, int B, int Tn, int NH, int NKV, int HS);
+void rope_forward(T* qkv, const T* cos, const T* sin, int B, int Tn, int NH, int NKV, int HS,
+                  const int32_t* pos = nullptr);
 // In place on dqkv: applies the inverse rotation to the q and k parts.
 template <typename T>
-void rope_backward(T* dqkv, const T* cos, const T* sin, int B, int Tn, int NH, int NKV, int HS);
+void rope_backward(T* dqkv, const T* cos, const T* sin, int B, int Tn, int NH, int NKV, int HS,
+                   const int32_t* pos = nullptr);
 
 // ---- Causal self-attention with grouped-query heads -------------------------------------
 // qkv (B,T,QKV): per token NH query heads, then NKV key heads, then NKV value heads.
@@ -85,6 +88,28 @@ void chunked_attention_forward(T* out, T* lse, const T* qkv, int B, int Tn, int 
 template <typename T>
 void chunked_attention_backward(T* dqkv, const T* dout, const T* out, const T* lse, const T* qkv,
                                 int B, int Tn, int NH, int NKV, int HS);
+// Chunk pairs (FPDT, a KV cache): queries of qkv_q (B,Tq,QKV) at positions q_offset + i attend
+// to the keys/values of qkv_kv (B,Tk,QKV) at positions k_offset + j, key j visible to query i
+// when k_offset + j <= q_offset + i. out (B,Tq,NH*HS) =; lse (B,NH,Tq) = (-inf, and out 0, for
+// a row that sees no key of the pair). The parts of one query chunk over several key chunks
+// combine with attention_lse_merge.
+template <typename T>
+void chunked_attention_pair_forward(T* out, T* lse, const T* qkv_q, int Tq, int q_offset,
+                                    const T* qkv_kv, int Tk, int k_offset, int B, int NH, int NKV,
+                                    int HS);
+// (out, lse) := the attention over the keys of both parts, from (out, lse) and (out2, lse2) over
+// two disjoint key sets of the same queries. Shapes as chunked_attention_forward's (T = Tq).
+template <typename T>
+void attention_lse_merge(T* out, T* lse, const T* out2, const T* lse2, int B, int Tn, int NH,
+                         int HS);
+// Backward of one chunk pair given the query chunk's final out and lse (over all its key
+// chunks): dQ of the query chunk accumulates into dqkv_q (B,Tq,QKV), dK and dV of the key chunk
+// into dqkv_kv (B,Tk,QKV) (+=, so a chunk's gradient sums over its pairs).
+template <typename T>
+void chunked_attention_pair_backward(T* dqkv_q, T* dqkv_kv, const T* dout, const T* out,
+                                     const T* lse, const T* qkv_q, int Tq, int q_offset,
+                                     const T* qkv_kv, int Tk, int k_offset, int B, int NH, int NKV,
+                                     int HS);
 
 // ---- Activations -----------------------------------------------------------------------
 // GELU, tanh approximation (HF "gelu_new"). out (N) = gelu(inp).

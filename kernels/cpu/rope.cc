@@ -27,7 +27,8 @@ namespace {
 // Rotates the NH + NKV q/k heads of every token by +angle (sign = 1) or -angle (sign = -1):
 // x1' = x1 cos - sign * x2 sin; x2' = x2 cos + sign * x1 sin.
 template <typename T>
-void Rotate(T* qkv, const T* cos, const T* sin, int B, int Tn, int NH, int NKV, int HS, T sign) {
+void Rotate(T* qkv, const T* cos, const T* sin, int B, int Tn, int NH, int NKV, int HS, T sign,
+            const int32_t* pos) {
   const int half = HS / 2;
   const int heads = NH + NKV;
   const size_t QKV = static_cast<size_t>(NH + 2 * NKV) * HS;
@@ -35,7 +36,7 @@ void Rotate(T* qkv, const T* cos, const T* sin, int B, int Tn, int NH, int NKV, 
   const bool par = static_cast<size_t>(N) * heads * HS >= detail::kParallelElems;
 #pragma omp parallel for schedule(static) if (par)
   for (int n = 0; n < N; ++n) {
-    const int t = n % Tn;
+    const int t = pos ? pos[n] : n % Tn;
     const T* c = cos + static_cast<size_t>(t) * half;
     const T* s = sin + static_cast<size_t>(t) * half;
     T* row = qkv + static_cast<size_t>(n) * QKV;
@@ -55,20 +56,22 @@ void Rotate(T* qkv, const T* cos, const T* sin, int B, int Tn, int NH, int NKV, 
 }  // namespace
 
 template <typename T>
-void rope_forward(T* qkv, const T* cos, const T* sin, int B, int Tn, int NH, int NKV, int HS) {
-  Rotate(qkv, cos, sin, B, Tn, NH, NKV, HS, T(1));
+void rope_forward(T* qkv, const T* cos, const T* sin, int B, int Tn, int NH, int NKV, int HS,
+                  const int32_t* pos) {
+  Rotate(qkv, cos, sin, B, Tn, NH, NKV, HS, T(1), pos);
 }
 
 // The rotation is orthogonal, so its adjoint is the inverse rotation.
 template <typename T>
-void rope_backward(T* dqkv, const T* cos, const T* sin, int B, int Tn, int NH, int NKV, int HS) {
-  Rotate(dqkv, cos, sin, B, Tn, NH, NKV, HS, T(-1));
+void rope_backward(T* dqkv, const T* cos, const T* sin, int B, int Tn, int NH, int NKV, int HS,
+                   const int32_t* pos) {
+  Rotate(dqkv, cos, sin, B, Tn, NH, NKV, HS, T(-1), pos);
 }
 
-#define TERN_INSTANTIATE(T)                                                       \
-  template void rope_tables<T>(T*, T*, int, int, float);                          \
-  template void rope_forward<T>(T*, const T*, const T*, int, int, int, int, int); \
-  template void rope_backward<T>(T*, const T*, const T*, int, int, int, int, int);
+#define TERN_INSTANTIATE(T)                                                                       \
+  template void rope_tables<T>(T*, T*, int, int, float);                                          \
+  template void rope_forward<T>(T*, const T*, const T*, int, int, int, int, int, const int32_t*); \
+  template void rope_backward<T>(T*, const T*, const T*, int, int, int, int, int, const int32_t*);
 TERN_INSTANTIATE(float)
 TERN_INSTANTIATE(double)
 #undef TERN_INSTANTIATE

@@ -1,6 +1,7 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <limits>
 #include <vector>
 
 #include "kernels/cpu/attention_tuning.h"
@@ -299,6 +300,100 @@ TEST(ChunkedAttentionTest, FloatBackwardMatchesTheFullMatrixKernel) {
       ExpectClose(cdqkv, std::vector<double>(dqkv.begin(), dqkv.end()), 5e-4, "chunked dqkv");
     }
   }
+}
+
+// Rows [t0, t0 + n) of every batch of a (B, T, W) tensor, and back.
+std::vector<double> Rows(const std::vector<double>& x, int B, int Tn, int W, int t0, int n) {
+  std::vector<double> out(static_cast<size_t>(B) * n * W);
+  for (int b = 0; b < B; ++b)
+    std::copy(x.begin() + (static_cast<size_t>(b) * Tn + t0) * W,
+              x.begin() + (static_cast<size_t>(b) * Tn + t0 + n) * W,
+              out.begin() + static_cast<size_t>(b) * n * W);
+  return out;
+}
+void PutRows(std::vector<double>* x, const std::vector<double>& part, int B, int Tn, int W, int t0,
+             int n) {
+  for (int b = 0; b < B; ++b)
+    std::copy(part.begin() + static_cast<size_t>(b) * n * W,
+              part.begin() + static_cast<size_t>(b + 1) * n * W,
+              x->begin() + (static_cast<size_t>(b) * Tn + t0) * W);
+}
+
+// The sequence split into chunks (FPDT's view): each query chunk attends to every key chunk at
+// or before it through the pair kernels, the parts merged by their lse; the result and the
+// pair backward (accumulated over pairs, with the merged out and lse) equal whole-sequence
+// attention. Chunk sizes that do not divide the sequence or the 64-row blocks.
+TEST(ChunkedAttentionTest, ChunkPairsMergedEqualTheWholeSequence) {
+  const Shape s{2, 150, 4, 2, 8};
+  const int QKV = s.QKV(), O = s.NH * s.HS;
+  const auto qkv = RandomVec(s.QkvSize(), 12, -2.0, 2.0);
+  const auto dout = RandomVec(s.OutSize(), 13);
+  std::vector<double> out(s.OutSize()), lse(static_cast<size_t>(s.B) * s.NH * s.T),
+      dqkv(s.QkvSize());
+  chunked_attention_forward(out.data(), lse.data(), qkv.data(), s.B, s.T, s.NH, s.NKV, s.HS);
+  chunked_attention_backward(dqkv.data(), dout.data(), out.data(), lse.data(), qkv.data(), s.B, s.T,
+                             s.NH, s.NKV, s.HS);
+  for (const std::vector<int>& bounds : {std::vector<int>{0, 64, 150}, {0, 37, 100, 150}}) {
+    const int chunks = static_cast<int>(bounds.size()) - 1;
+    std::vector<std::vector<double>> q(chunks), co(chunks), cl(chunks), dq(chunks);
+    for (int c = 0; c < chunks; ++c) {
+      const int n = bounds[c + 1] - bounds[c];
+      q[c] = Rows(qkv, s.B, s.T, QKV, bounds[c], n);
+      dq[c].assign(q[c].size(), 0.0);
+    }
+    std::vector<double> got(s.OutSize()), got_d(s.QkvSize());
+    for (int c = 0; c < chunks; ++c) {
+      const int n = bounds[c + 1] - bounds[c];
+      co[c].assign(static_cast<size_t>(s.B) * n * O, 0.0);
+      cl[c].assign(static_cast<size_t>(s.B) * s.NH * n, 0.0);
+      for (int k = 0; k <= c; ++k) {
+        const int nk = bounds[k + 1] - bounds[k];
+        std::vector<double> po(co[c].size()), pl(cl[c].size());
+        chunked_attention_pair_forward(po.data(), pl.data(), q[c].data(), n, bounds[c], q[k].data(),
+                                       nk, bounds[k], s.B, s.NH, s.NKV, s.HS);
+        if (k == 0) {
+          co[c] = po;
+          cl[c] = pl;
+        } else {
+          attention_lse_merge(co[c].data(), cl[c].data(), po.data(), pl.data(), s.B, n, s.NH, s.HS);
+        }
+      }
+      PutRows(&got, co[c], s.B, s.T, O, bounds[c], n);
+    }
+    ExpectClose(got, out, 1e-12, "chunk pairs merged vs whole-sequence out");
+    for (int c = 0; c < chunks; ++c) {
+      const int n = bounds[c + 1] - bounds[c];
+      const auto dout_c = Rows(dout, s.B, s.T, O, bounds[c], n);
+      for (int k = 0; k <= c; ++k) {
+        const int nk = bounds[k + 1] - bounds[k];
+        chunked_attention_pair_backward(dq[c].data(), dq[k].data(), dout_c.data(), co[c].data(),
+                                        cl[c].data(), q[c].data(), n, bounds[c], q[k].data(), nk,
+                                        bounds[k], s.B, s.NH, s.NKV, s.HS);
+      }
+    }
+    for (int c = 0; c < chunks; ++c)
+      PutRows(&got_d, dq[c], s.B, s.T, QKV, bounds[c], bounds[c + 1] - bounds[c]);
+    ExpectClose(got_d, dqkv, 1e-10, "chunk-pair backward vs whole-sequence dqkv");
+  }
+}
+
+// A query chunk placed before its key chunk sees nothing: lse -inf, out 0, and merging it
+// changes nothing.
+TEST(ChunkedAttentionTest, APairWithNoVisibleKeyIsEmptyAndMergesAsNothing) {
+  const Shape s{1, 10, 2, 1, 4};
+  const auto qkv = RandomVec(s.QkvSize(), 14);
+  std::vector<double> out(s.OutSize(), 5.0), lse(static_cast<size_t>(s.NH) * s.T, 5.0);
+  chunked_attention_pair_forward(out.data(), lse.data(), qkv.data(), s.T, 0, qkv.data(), s.T, 10,
+                                 s.B, s.NH, s.NKV, s.HS);
+  for (double v : out) EXPECT_EQ(v, 0.0);
+  for (double v : lse) EXPECT_EQ(v, -std::numeric_limits<double>::infinity());
+  std::vector<double> full(s.OutSize()), full_lse(lse.size());
+  chunked_attention_forward(full.data(), full_lse.data(), qkv.data(), s.B, s.T, s.NH, s.NKV, s.HS);
+  auto merged = full, merged_lse = full_lse;
+  attention_lse_merge(merged.data(), merged_lse.data(), out.data(), lse.data(), s.B, s.T, s.NH,
+                      s.HS);
+  EXPECT_EQ(merged, full);
+  EXPECT_EQ(merged_lse, full_lse);
 }
 
 }  // namespace
