@@ -16,7 +16,8 @@ namespace tern::engine {
 namespace {
 
 // Elements Transformer::Reserve(B, T) allocates (what activation_bytes() counts).
-uint64_t ActivationElems(const model::ModelDims& d, int B, int T) {
+// `recompute`: activation checkpointing keeps one layer's activations (shared), not L.
+uint64_t ActivationElems(const model::ModelDims& d, int B, int T, bool recompute) {
   const uint64_t N = uint64_t(B) * T, C = d.C, F = d.F, V = d.V, QKV = d.QKV();
   const uint64_t A = uint64_t(d.NH) * d.HS, fc = d.is_gpt2() ? F : 2 * F;
   const uint64_t mean = d.is_gpt2() ? N : 0;   // layernorm keeps means, rmsnorm does not
@@ -24,7 +25,7 @@ uint64_t ActivationElems(const model::ModelDims& d, int B, int T) {
                              + 2 * (N + mean)  // ln1/ln2 rstd (+ mean)
                              + N * QKV + uint64_t(B) * d.NH * T  // qkv, attention lse
                              + N * A + N * fc + N * F;
-  uint64_t n = uint64_t(d.L + 1) * N * C + uint64_t(d.L) * per_layer;
+  uint64_t n = uint64_t(d.L + 1) * N * C + uint64_t(recompute ? 1 : d.L) * per_layer;
   n += N * C + N + mean;                  // final norm
   n += 3 * N * V + N;                     // logits, probs, dlogits, losses
   n += 4 * N * C;                         // dx, dtmp, dln, proj
@@ -40,7 +41,8 @@ RankMemoryPlan PlanRankMemory(const tern::spec::JobConfig& c, [[maybe_unused]] i
   const auto& table = shape.params();
   const uint64_t total = table.total();
   p.init_bytes = total * 4;
-  p.activation_bytes = ActivationElems(c.dims, c.micro_batch, c.seq_len) * 4;
+  p.activation_bytes =
+      ActivationElems(c.dims, c.micro_batch, c.seq_len, c.activation_checkpointing) * 4;
   const bool staging = !c.checkpoint.dir.empty() && c.checkpoint.async;
   if (c.dp_size <= 1) {  // one rank: nothing partitioned (zero::CreateLocalState)
     p.param_bytes = p.grad_bytes = total * 4;

@@ -83,6 +83,7 @@ absl::Status Trainer::Init() {
       state_ = zero::CreateLocalState(model_->params(), init);
     }
   }
+  model_->set_recompute_layers(cfg_.activation_checkpointing);
   model_->Reserve(cfg_.micro_batch, cfg_.seq_len);
   inputs_.resize(size_t(cfg_.micro_batch) * cfg_.seq_len);
   targets_.resize(inputs_.size());

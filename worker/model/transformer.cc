@@ -145,7 +145,7 @@ void Transformer<T>::Reserve(int B, int Tn) {
   const size_t N = size_t(B) * Tn, C = d.C, F = d.F, A = size_t(d.NH) * d.HS;
   const size_t fc = d.is_gpt2() ? F : 2 * F;
   resid_.assign(d.L + 1, std::vector<T>(N * C));
-  acts_.assign(d.L, LayerActs{});
+  acts_.assign(recompute_ ? 1 : d.L, LayerActs{});  // recompute: one shared set
   const bool ln = d.is_gpt2();
   for (auto& a : acts_) {
     a.ln1.resize(N * C);

@@ -58,6 +58,14 @@ class Transformer {
   // normal(0, initializer_range) for matrices, ones for norm weights, zeros for biases).
   void InitParams(T* params, uint64_t seed) const;
 
+  // Activation checkpointing (before Reserve): keep only each layer's input during the forward
+  // and recompute the layer's activations in the backward, into one shared set of buffers.
+  void set_recompute_layers(bool on) {
+    recompute_ = on;
+    B_ = T_ = 0;  // the next Reserve sizes the buffers again
+  }
+  bool recompute_layers() const { return recompute_; }
+
   // Sizes the activation buffers for micro-batches of B sequences of Tn tokens.
   void Reserve(int B, int Tn);
   // Bytes held by activation and scratch buffers.
@@ -102,6 +110,7 @@ class Transformer {
   const int32_t* tokens_ = nullptr;
   const int32_t* targets_ = nullptr;
   int count_ = 0;
+  bool recompute_ = false;  // activation checkpointing (set_recompute_layers)
   std::vector<T> rope_cos_, rope_sin_;
   std::vector<std::vector<T>> resid_;  // L+1 x (N,C): input of each block, then final
   std::vector<LayerActs> acts_;

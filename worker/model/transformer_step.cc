@@ -57,7 +57,7 @@ double Transformer<T>::Forward(ParamSource<T>& src, const int32_t* tokens, const
   src.Release(0);
   for (int l = 0; l < d.L; ++l) {
     const T* p = src.Acquire(l + 1);
-    BlockForward(p, acts_[l], resid_[l].data(), resid_[l + 1].data(), B, Tn);
+    BlockForward(p, acts_[recompute_ ? 0 : l], resid_[l].data(), resid_[l + 1].data(), B, Tn);
     src.Release(l + 1);
   }
   const int hu = d.L + 1;
@@ -147,7 +147,11 @@ void Transformer<T>::Backward(ParamSource<T>& src, float grad_scale) {
   src.GradsReady(hu);
   for (int l = d.L - 1; l >= 0; --l) {
     const T* p = src.Acquire(l + 1);
-    BlockBackward(p, src.Grads(l + 1), acts_[l], resid_[l].data(), dx_.data(), B, Tn);
+    // Activation checkpointing: the layer's forward again from its kept input (its output
+    // resid_[l + 1] is written with the same values), then its backward.
+    if (recompute_) BlockForward(p, acts_[0], resid_[l].data(), resid_[l + 1].data(), B, Tn);
+    BlockBackward(p, src.Grads(l + 1), acts_[recompute_ ? 0 : l], resid_[l].data(), dx_.data(), B,
+                  Tn);
     src.Release(l + 1);
     src.GradsReady(l + 1);
   }

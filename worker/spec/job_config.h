@@ -63,6 +63,7 @@ struct JobConfig {
   int steps_per_print = 10;
   uint64_t seed = 1234;
   float grad_clip = 0;
+  bool activation_checkpointing = false;  // activation_checkpointing.enabled: recompute layers
   int zero_stage = 0;
   zero::ZeroOptions zero;
   CheckpointOptions checkpoint;

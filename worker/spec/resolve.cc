@@ -138,6 +138,31 @@ void ResolveTraining(const tern::v1::JobSpec& spec, const ResolveOptions& o, Job
   }
   if (spec.optimizer().params().has_torch_adam())
     f.Warn("optimizer.params.torch_adam: Tern has one AdamW implementation; the key has no effect");
+  const auto& ac = spec.activation_checkpointing();
+  c.activation_checkpointing = ac.enabled();
+  if (ac.partition_activations())
+    f.Error(
+        "activation_checkpointing.partition_activations: needs model parallelism, which Tern "
+        "does not have --> hint: remove it");
+  if (ac.cpu_checkpointing())
+    f.Error(
+        "activation_checkpointing.cpu_checkpointing: not supported (checkpoints stay in "
+        "memory) --> hint: remove it");
+  if (ac.has_number_checkpoints())
+    f.Error(
+        "activation_checkpointing.number_checkpoints: not supported (every layer is a "
+        "checkpoint) --> hint: remove it");
+  for (const auto& [set, key] :
+       {std::pair{ac.contiguous_memory_optimization(), "contiguous_memory_optimization"},
+        std::pair{ac.synchronize_checkpoint_boundary(), "synchronize_checkpoint_boundary"},
+        std::pair{ac.profile(), "profile"}}) {
+    if (set) f.Warn(absl::StrCat("activation_checkpointing.", key, ": accepted; it has no effect"));
+  }
+  if ((ac.has_partition_activations() || ac.has_cpu_checkpointing() ||
+       ac.has_contiguous_memory_optimization() || ac.has_synchronize_checkpoint_boundary() ||
+       ac.has_profile()) &&
+      !ac.enabled())
+    f.Warn("activation_checkpointing: the section has no effect without \"enabled\": true");
   const auto& sp = spec.scheduler().params();
   if (sp.has_last_batch_iteration() && sp.last_batch_iteration() != -1)
     f.Error(absl::StrCat("scheduler.params.last_batch_iteration: ", sp.last_batch_iteration(),

@@ -44,11 +44,15 @@ TEST(MemoryPlan, ActivationsAreWhatReserveAllocates) {
   for (const char* type : {"gpt2", "llama", "phi3"}) {
     for (int threads : {1, 3}) {
       kernels::SetNumThreads(threads);
-      const auto c = Config(type, 1, 0, 3, 16);
-      model::Transformer<float> model(c.dims);
-      model.Reserve(c.micro_batch, c.seq_len);
-      EXPECT_EQ(PlanRankMemory(c, threads).activation_bytes, model.activation_bytes())
-          << type << " threads " << threads;
+      for (bool recompute : {false, true}) {
+        auto c = Config(type, 1, 0, 3, 16);
+        c.activation_checkpointing = recompute;
+        model::Transformer<float> model(c.dims);
+        model.set_recompute_layers(recompute);
+        model.Reserve(c.micro_batch, c.seq_len);
+        EXPECT_EQ(PlanRankMemory(c, threads).activation_bytes, model.activation_bytes())
+            << type << " threads " << threads << " recompute " << recompute;
+      }
     }
   }
   kernels::SetNumThreads(1);

@@ -97,6 +97,37 @@ INSTANTIATE_TEST_SUITE_P(Models, GradCheck,
                                            Case{"phi3", "phi3", 2, false}),
                          [](const auto& info) { return info.param.name; });
 
+// Activation checkpointing recomputes each layer in the backward: the same loss and exactly
+// the same gradients as keeping every layer's activations, with one layer's buffers.
+TEST(Transformer, RecomputedLayersGiveTheSameGradients) {
+  kernels::SetNumThreads(1);
+  for (const Case& c : {Case{"gpt2", "gpt2", 2, true}, Case{"llama", "llama", 1, false}}) {
+    const ModelDims dims = TinyDims(c);
+    Transformer<double> keep(dims), recompute(dims);
+    recompute.set_recompute_layers(true);
+    const ParamTable& table = keep.params();
+    std::vector<double> params(table.total()), g1(table.total(), 0.0), g2(table.total(), 0.0);
+    keep.InitParams(params.data(), 9);
+    const int B = 2, T = 5;
+    std::vector<int32_t> tokens(B * T), targets(B * T);
+    for (int i = 0; i < B * T; ++i) {
+      tokens[i] = (i * 7 + 1) % dims.V;
+      targets[i] = (i * 5 + 2) % dims.V;
+    }
+    FlatParamSource<double> s1(&table, params.data(), g1.data()),
+        s2(&table, params.data(), g2.data());
+    keep.Reserve(B, T);
+    recompute.Reserve(B, T);
+    EXPECT_LT(recompute.activation_bytes(), keep.activation_bytes()) << c.name;
+    const double l1 = keep.Forward(s1, tokens.data(), targets.data(), B, T);
+    const double l2 = recompute.Forward(s2, tokens.data(), targets.data(), B, T);
+    keep.Backward(s1, 1.0f);
+    recompute.Backward(s2, 1.0f);
+    EXPECT_EQ(l1, l2) << c.name;
+    EXPECT_EQ(g1, g2) << c.name;
+  }
+}
+
 TEST(Transformer, HuggingFaceNamesAndUnits) {
   const ModelDims d = TinyDims({"", "llama", 1, false});
   Transformer<float> m(d);

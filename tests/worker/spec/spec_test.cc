@@ -243,3 +243,42 @@ TEST_F(HfConfig, UnimplementedFieldsAreRefusedByName) {
 
 }  // namespace
 }  // namespace tern::spec
+
+namespace tern::spec {
+namespace {
+
+TEST(JobSpec, ActivationCheckpointingTakesEffectOrIsRefusedByName) {
+  auto on = ParseJobSpec(kSpec, {"activation_checkpointing.enabled=true"}, "test");
+  ASSERT_TRUE(on.ok()) << on.status();
+  ResolveOptions ro;
+  ro.check_files = false;
+  auto c = ResolveJob(*on, ro);
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_TRUE(c->activation_checkpointing);
+  EXPECT_TRUE(c->warnings.empty());
+  for (const char* key : {"partition_activations", "cpu_checkpointing"}) {
+    const std::string set = std::string("activation_checkpointing.") + key + "=true";
+    auto s = ParseJobSpec(kSpec, {"activation_checkpointing.enabled=true", set}, "test");
+    ASSERT_TRUE(s.ok());
+    auto r = ResolveJob(*s, ro);
+    ASSERT_FALSE(r.ok()) << key;
+    EXPECT_NE(r.status().message().find(std::string("activation_checkpointing.") + key),
+              std::string::npos)
+        << r.status();
+  }
+  auto n = ParseJobSpec(kSpec, {"activation_checkpointing.number_checkpoints=4"}, "test");
+  ASSERT_TRUE(n.ok());
+  EXPECT_FALSE(ResolveJob(*n, ro).ok());
+  // Keys that change nothing are named in a warning; the section without enabled warns too.
+  auto w = ParseJobSpec(kSpec, {"activation_checkpointing.profile=true"}, "test");
+  ASSERT_TRUE(w.ok());
+  auto wc = ResolveJob(*w, ro);
+  ASSERT_TRUE(wc.ok());
+  EXPECT_FALSE(wc->activation_checkpointing);
+  ASSERT_EQ(wc->warnings.size(), 2u);
+  EXPECT_NE(wc->warnings[0].find("activation_checkpointing.profile"), std::string::npos);
+  EXPECT_NE(wc->warnings[1].find("without \"enabled\""), std::string::npos);
+}
+
+}  // namespace
+}  // namespace tern::spec
