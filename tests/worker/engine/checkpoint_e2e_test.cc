@@ -163,8 +163,7 @@ TEST_F(CheckpointE2E, ReplicatedStateIsSplitAndOneRankResumesOnTwo) {
   auto m = nlohmann::json::parse(ReadFile(Path("z0/step-000004/manifest.json")));
   for (const auto& [state, body] : m["states"].items()) {
     std::map<std::string, int64_t> per_file;
-    for (const auto& p : body["params"])
-      for (const auto& f : p["fragments"]) per_file[f["file"]] += f["numel"].get<int64_t>();
+    for (const auto& g : body["segments"]) per_file[g["file"]] += g["numel"].get<int64_t>();
     ASSERT_EQ(per_file.size(), 2u) << state;
     const int64_t total = body["numel"];
     EXPECT_LE(std::abs(per_file["rank-00000.bin"] - per_file["rank-00001.bin"]), 1) << state;
