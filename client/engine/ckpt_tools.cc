@@ -17,7 +17,9 @@
 #include "spdlog/fmt/fmt.h"
 #include "worker/checkpoint/checkpoint.h"
 #include "worker/checkpoint/manifest.h"
+#include "worker/engine/export.h"
 #include "worker/engine/reshard_plan.h"
+#include "worker/model/transformer.h"
 
 namespace tern::cli {
 namespace {
@@ -155,6 +157,32 @@ int RunReshard(const std::string& dir, int ranks, int stage, bool dry_run, bool 
   return 0;
 }
 
+int RunExport(const std::string& dir, const std::string& out, const std::string& dtype,
+              uint64_t max_shard_bytes) {
+  auto dt = engine::SafetensorsDtype(dtype);
+  if (!dt.ok()) return Fail(dt.status());
+  for (const char* f : {"config.json", "model.safetensors", "model.safetensors.index.json"}) {
+    struct stat st;
+    if (::stat((out + "/" + f).c_str(), &st) == 0) {
+      return Fail(absl::InvalidArgumentError(absl::StrCat(
+          "--out ", out, " already holds ", f, " --> hint: export into a new directory")));
+    }
+  }
+  const auto [root, name] = SplitDir(dir);
+  auto model = engine::LoadModelFromCheckpoint(root, name);
+  if (!model.ok()) return Fail(model.status());
+  model::Transformer<float> shape_only(model->dims);
+  engine::SafetensorsWriteOptions wo;
+  wo.dtype = *dt;
+  if (max_shard_bytes > 0) wo.max_shard_bytes = max_shard_bytes;
+  absl::Status st =
+      engine::SaveModel(out, model->config, model->dims, shape_only.params(), model->params, wo);
+  if (!st.ok()) return Fail(st);
+  fmt::print("exported {} parameters ({}) from {} to {}\n", shape_only.params().total(), *dt, dir,
+             out);
+  return 0;
+}
+
 int RunUpgrade(const std::string& dir) {
   const auto [root, name] = SplitDir(dir);
   std::vector<std::string> steps;
@@ -212,6 +240,21 @@ void AddCkptToolCommands(CLI::App& ckpt, int* exit_code) {
   reshard->add_flag("--dry-run", *rdry, "Only print the plan (required)");
   reshard->add_flag("--json", *rjson, "Print JSON");
   reshard->callback([=] { *exit_code = RunReshard(*rdir, *rranks, *rstage, *rdry, *rjson); });
+
+  auto edir = std::make_shared<std::string>();
+  auto eout = std::make_shared<std::string>();
+  auto edtype = std::make_shared<std::string>("f32");
+  auto eshard = std::make_shared<uint64_t>(0);
+  auto* exp =
+      ckpt.add_subcommand("export",
+                          "Write the fp32 master weights in the Hugging Face layout (config.json + "
+                          "safetensors, sharded with an index above --max-shard-bytes)");
+  exp->add_option("dir", *edir, "Checkpoint root (its latest step) or a step directory")
+      ->required();
+  exp->add_option("--out", *eout, "New output directory")->required();
+  exp->add_option("--dtype", *edtype, "f32 (default), bf16 or f16");
+  exp->add_option("--max-shard-bytes", *eshard, "Bytes of tensor data per file (default 5 GiB)");
+  exp->callback([=] { *exit_code = RunExport(*edir, *eout, *edtype, *eshard); });
 
   auto udir = std::make_shared<std::string>();
   auto* upgrade = ckpt.add_subcommand(

@@ -77,6 +77,9 @@ absl::Status Trainer::Init() {
   {  // the initial vector is freed before the activations are allocated (memory_plan.h)
     std::vector<float> init(model_->params().total());
     model_->InitParams(init.data(), cfg_.seed);
+    if (!cfg_.checkpoint.init_from.empty()) {
+      TERN_ASSIGN_OR_RETURN(init, LoadInitWeights(cfg_.checkpoint.init_from, model_->params()));
+    }
     if (opts_.make_state) {
       TERN_ASSIGN_OR_RETURN(state_, opts_.make_state(model_->params(), init));
     } else {
