@@ -204,7 +204,7 @@ int RunUpgrade(const std::string& dir) {
       rc = 1;
     } else if (*up) {
       fmt::print(
-          "{}: manifest rewritten as version {} (a CRC32C per 1 MiB block; shard files "
+          "{}: manifest rewritten as version {} (a CRC32C per 256 KiB block; shard files "
           "unchanged, every old checksum verified)\n",
           s, ckpt::kManifestVersion);
     } else {

@@ -95,7 +95,8 @@ absl::Status VerifyCheckpoint(const std::string& step_dir, const IoOptions& io =
 // then replaces manifest.json atomically (the shard files are not touched). Returns false when
 // the manifest already is version 2 (nothing written); DATA_LOSS, nothing written, on a
 // checksum mismatch.
-absl::StatusOr<bool> UpgradeManifest(const std::string& step_dir, uint64_t block_bytes = 1 << 20,
+absl::StatusOr<bool> UpgradeManifest(const std::string& step_dir,
+                                     uint64_t block_bytes = kChecksumBlock,
                                      const IoOptions& io = {});
 
 }  // namespace tern::ckpt

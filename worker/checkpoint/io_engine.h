@@ -104,8 +104,8 @@ struct WriterOptions {
   bool zero_copy = true;       // write 4 KiB-aligned caller memory directly, without staging
   bool fsync = true;           // Finish() fsyncs the file and its directory
   // Bytes per CRC32C block of a segment (manifest v2: readers verify only the blocks they
-  // touch); a positive multiple of 4 KiB. Default 1 MiB.
-  uint64_t checksum_block = 1 << 20;
+  // touch); a positive multiple of 4 KiB. Default kChecksumBlock (256 KiB).
+  uint64_t checksum_block = kChecksumBlock;
 };
 
 // Streams segments into one file; each segment starts at a 4 KiB-aligned offset (the gap is

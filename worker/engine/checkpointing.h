@@ -66,7 +66,7 @@ struct CheckpointingOptions {
   AllReduceSumFn all_reduce;    // over the same ranks
   MetricsSink* sink = nullptr;  // rank 0 emits "checkpoint" and "resume" events
   int64_t round = -1;           // cluster round: claims the root and fences commits; -1 = none
-  uint64_t checksum_block = 0;  // bytes per CRC32C block of the files written; 0 = 1 MiB
+  uint64_t checksum_block = 0;  // bytes per CRC32C block of the files written; 0 = 256 KiB
 };
 
 // Returns a status with the same code whose message is prefixed (gathers keep the code).
