@@ -418,34 +418,43 @@ absl::Status Checkpointing::Load(const std::string& name, zero::TrainingState& s
 // sends its error instead; every rank then fails with the first one.
 absl::Status Checkpointing::LoadReplicated(ckpt::Checkpoint& ck, zero::TrainingState& state) {
   const auto owned = state.owned_segments();
-  auto share = [&](int r) { return SegmentsToSave(owned, /*replicated=*/true, r, opts_.ranks); };
-  // Mine: the states of my share, in SegmentsToSave order, as raw bytes after a status byte.
-  std::string mine(1, '\0');
-  absl::Status read;
-  for (const auto& seg : share(opts_.rank)) {
-    const size_t at = mine.size();
-    mine.resize(at + seg.numel * sizeof(float));
-    read = ck.ReadState(seg.state, seg.global_offset, seg.numel, mine.data() + at);
-    if (!read.ok()) break;
-  }
-  if (!read.ok()) mine = std::string(1, '\1') + Dump(StatusToJson(read));
-  TERN_ASSIGN_OR_RETURN(auto all, opts_.gather(mine));
-  for (int r = 0; r < opts_.ranks; ++r) {
-    const std::string& got = all.at(r);
-    if (got.empty() || got[0] != 0) {
-      absl::Status st = StatusFromJson(nlohmann::json::parse(got.substr(1), nullptr, false));
-      return absl::Status(st.code(), absl::StrCat("rank ", r, ": ", st.message()));
+  // One state at a time, so the transient copies stay at one state's size.
+  for (const char* name : {"master", "exp_avg", "exp_avg_sq"}) {
+    auto share = [&](int r) {
+      std::vector<ckpt::Segment> out;
+      for (auto& seg : SegmentsToSave(owned, /*replicated=*/true, r, opts_.ranks))
+        if (seg.state == name) out.push_back(seg);
+      return out;
+    };
+    // Mine: a status byte, then my share's elements in SegmentsToSave order.
+    std::string mine(1, '\0');
+    absl::Status read;
+    for (const auto& seg : share(opts_.rank)) {
+      const size_t at = mine.size();
+      mine.resize(at + seg.numel * sizeof(float));
+      read = ck.ReadState(seg.state, seg.global_offset, seg.numel, mine.data() + at);
+      if (!read.ok()) break;
     }
-  }
-  for (int r = 0; r < opts_.ranks; ++r) {
-    const std::string& got = all[r];
-    size_t at = 1;
-    for (const auto& seg : share(r)) {
-      const size_t n = seg.numel * sizeof(float);
-      if (at + n > got.size()) return absl::InternalError("short replicated checkpoint share");
-      // seg.data points into this rank's own state at the same place: write it there.
-      std::memcpy(const_cast<void*>(seg.data), got.data() + at, n);
-      at += n;
+    if (!read.ok()) mine = absl::StrCat("\1", Dump(StatusToJson(read)));
+    TERN_ASSIGN_OR_RETURN(auto all, opts_.gather(mine));
+    mine.clear();
+    for (int r = 0; r < opts_.ranks; ++r) {
+      const std::string& got = all.at(r);
+      if (got.empty() || got[0] != 0) {
+        absl::Status st = StatusFromJson(nlohmann::json::parse(got.substr(1), nullptr, false));
+        return absl::Status(st.code(), absl::StrCat("rank ", r, ": ", st.message()));
+      }
+    }
+    for (int r = 0; r < opts_.ranks; ++r) {
+      const std::string& got = all[r];
+      size_t at = 1;
+      for (const auto& seg : share(r)) {
+        const size_t n = seg.numel * sizeof(float);
+        if (at + n > got.size()) return absl::InternalError("short replicated checkpoint share");
+        // seg.data points into this rank's own state at the same place: write it there.
+        std::memcpy(const_cast<void*>(seg.data), got.data() + at, n);
+        at += n;
+      }
     }
   }
   return absl::OkStatus();

@@ -190,10 +190,9 @@ TEST_F(ReshardTest, EveryLayoutLoadsIntoOthersBitwise) {
     for (int stage = 0; stage <= 3; ++stage) {
       const std::string ckpt = (*dir_ / absl::StrCat("r", ranks, "s", stage)).string();
       Save(ranks, stage, ckpt);
-      // Three other layouts each, so every (ranks, stage) is also a target.
-      const int targets[3][2] = {{ranks % 4 + 1, (stage + 1) % 4},
-                                 {(ranks + 1) % 4 + 1, (stage + 2) % 4},
-                                 {(ranks + 2) % 4 + 1, (stage + 3) % 4}};
+      // Two other layouts each (the first map is a bijection: every layout is also a target).
+      const int targets[2][2] = {{ranks % 4 + 1, (stage + 1) % 4},
+                                 {(ranks + 1) % 4 + 1, (stage + 2) % 4}};
       for (const auto& t : targets) {
         LoadAndCheck(t[0], t[1], ckpt,
                      absl::StrCat("saved ", ranks, "x", stage, " loaded ", t[0], "x", t[1]));
