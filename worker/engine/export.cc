@@ -68,6 +68,15 @@ absl::Status SaveModel(const std::string& dir, const tern::v1::ModelConfig& conf
   c.clear_n_positions();
   c.clear_n_inner();
   c.clear_n_ctx();
+  // What transformers reads to pick the class and the dtype.
+  if (c.architectures_size() == 0) {
+    if (c.model_type() == "llama") c.add_architectures("LlamaForCausalLM");
+    if (c.model_type() == "gpt2") c.add_architectures("GPT2LMHeadModel");
+    if (c.model_type() == "phi3") c.add_architectures("Phi3ForCausalLM");
+    if (c.model_type() == "mistral") c.add_architectures("MistralForCausalLM");
+  }
+  const std::string dtype = SafetensorsDtype(options.dtype).value_or("F32");
+  c.set_torch_dtype(dtype == "BF16" ? "bfloat16" : dtype == "F16" ? "float16" : "float32");
   std::string cfg_json;
   google::protobuf::util::JsonPrintOptions opts;
   opts.preserve_proto_field_names = true;

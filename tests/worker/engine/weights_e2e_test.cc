@@ -101,7 +101,11 @@ void WriteIndependentBf16(const std::string& f32_file, const std::string& out) {
 TEST_F(WeightsE2E, ExportRoundTripsBitwiseAndAnIndependentBf16CopyGeneratesTheSameTokens) {
   Result ex = Tern("ckpt export " + Path("ck") + " --out " + Path("ex"));
   ASSERT_EQ(ex.code, 0) << ex.out;
-  EXPECT_TRUE(fs::exists(Path("ex/config.json")));
+  const auto config = nlohmann::json::parse(ReadFile(Path("ex/config.json")));
+  EXPECT_EQ(config["architectures"][0], "LlamaForCausalLM");
+  EXPECT_EQ(config["model_type"], "llama");
+  EXPECT_EQ(config["torch_dtype"], "float32");
+  EXPECT_EQ(config["hidden_size"], 32);
   auto from_ckpt = tern::engine::LoadModelFromCheckpoint(Path("ck"));
   ASSERT_TRUE(from_ckpt.ok()) << from_ckpt.status();
   auto exported = tern::engine::LoadModel(Path("ex"));
@@ -121,6 +125,7 @@ TEST_F(WeightsE2E, ExportRoundTripsBitwiseAndAnIndependentBf16CopyGeneratesTheSa
   ASSERT_EQ(bf.code, 0) << bf.out;
   EXPECT_TRUE(fs::exists(Path("exbf/model.safetensors.index.json")));
   EXPECT_FALSE(fs::exists(Path("exbf/model.safetensors")));
+  EXPECT_EQ(nlohmann::json::parse(ReadFile(Path("exbf/config.json")))["torch_dtype"], "bfloat16");
   auto bf_loaded = tern::engine::LoadModel(Path("exbf"));
   ASSERT_TRUE(bf_loaded.ok()) << bf_loaded.status();
   for (size_t i = 0; i < from_ckpt->params.size(); ++i) {
