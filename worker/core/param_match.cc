@@ -1,5 +1,6 @@
 #include "worker/core/param_match.h"
 
+#include <algorithm>
 #include <map>
 
 #include "absl/strings/str_cat.h"
@@ -38,9 +39,13 @@ absl::Status MatchTensors(const ParamTable& model, const std::vector<TensorShape
     return absl::OkStatus();
   }
   std::vector<std::string> parts;
+  // Every name, up to kMaxListed per kind (a hostile config can describe millions).
+  constexpr size_t kMaxListed = 256;
   auto add = [&](const char* what, const std::vector<std::string>& v) {
-    if (!v.empty())
-      parts.push_back(absl::StrCat(what, " (", v.size(), "): ", absl::StrJoin(v, ", ")));
+    if (v.empty()) return;
+    std::vector<std::string> shown(v.begin(), v.begin() + std::min(v.size(), kMaxListed));
+    parts.push_back(absl::StrCat(what, " (", v.size(), "): ", absl::StrJoin(shown, ", "),
+                                 v.size() > kMaxListed ? ", ..." : ""));
   };
   add("missing", missing);
   add("extra", extra);

@@ -22,7 +22,8 @@ std::vector<TensorShape> ShapesOf(const ParamTable& table);
 
 // OK when `found` holds exactly the tensors of `model` with the same shapes (in any order).
 // Otherwise FAILED_PRECONDITION: "<source> does not match this model (N parameters): missing
-// (k): a, b; extra (k): c; mis-shaped (k): d [file 3x4, model 4x4] <hint>".
+// (k): a, b; extra (k): c; mis-shaped (k): d [saved 3x4, model 4x4] <hint>" (at most 256 names
+// of each kind are spelled out; the counts are always complete).
 absl::Status MatchTensors(const ParamTable& model, const std::vector<TensorShape>& found,
                           const std::string& source, const std::string& hint);
 

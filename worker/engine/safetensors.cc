@@ -38,15 +38,18 @@ absl::StatusOr<std::vector<SafeTensor>> ListFile(const std::string& path) {
   uint64_t n = 0;
   for (int i = 7; i >= 0; --i) n = n << 8 | lb[i];  // little-endian
   if (!in || n > kMaxHeader || n > size - 8) {
-    return absl::DataLossError(absl::StrCat(path, ": header length ", n, " does not fit the ", size,
+    return absl::DataLossError(absl::StrCat(path, ": bad header length ", n, " for a ", size,
                                             "-byte file (not a safetensors file?)"));
   }
   std::string h(n, '\0');
   in.read(h.data(), static_cast<std::streamsize>(n));
   if (!in) return absl::DataLossError(absl::StrCat(path, ": truncated header"));
   auto parsed = ParseJsonBounded(h, path + " header", 8);
-  if (!parsed.ok() || !parsed->is_object()) {
-    return absl::DataLossError(absl::StrCat(path, ": the header is not a JSON object"));
+  if (!parsed.ok()) {
+    return absl::DataLossError(absl::StrCat(path, ": bad header: ", parsed.status().message()));
+  }
+  if (!parsed->is_object()) {
+    return absl::DataLossError(absl::StrCat(path, ": bad header: not a JSON object"));
   }
   const uint64_t data_start = 8 + n, data_size = size - data_start;
   std::vector<SafeTensor> out;
