@@ -139,9 +139,12 @@ int RunVerify(const std::string& root, const std::string& step, bool json) {
 
 }  // namespace
 
+void AddCkptToolCommands(CLI::App& ckpt, int* exit_code);  // ckpt_tools.cc
+
 void AddCkptCommands(CLI::App& app, int* exit_code) {
-  auto* ckpt = app.add_subcommand("ckpt", "Inspect and verify checkpoints");
+  auto* ckpt = app.add_subcommand("ckpt", "Inspect, verify, plan and upgrade checkpoints");
   ckpt->require_subcommand(1);
+  AddCkptToolCommands(*ckpt, exit_code);
 
   auto lroot = std::make_shared<std::string>();
   auto ljson = std::make_shared<bool>(false);
@@ -154,7 +157,7 @@ void AddCkptCommands(CLI::App& app, int* exit_code) {
   auto vstep = std::make_shared<std::string>();
   auto vjson = std::make_shared<bool>(false);
   auto* verify = ckpt->add_subcommand(
-      "verify", "Check every fragment's CRC32C (exit 0 ok, 1 corrupt, 2 bad arguments)");
+      "verify", "Check every CRC32C block (v1: fragment) (exit 0 ok, 1 corrupt, 2 bad arguments)");
   verify->add_option("dir", *vroot, "Checkpoint root, or one step directory")->required();
   verify->add_option("--step", *vstep,
                      "Only this step (step-NNNNNN); default: every committed one");

@@ -198,7 +198,7 @@ int RunGenerate(const GenerateArgs& a) {
   if (a.model_dir.empty() == a.checkpoint.empty())
     return Fail(absl::InvalidArgumentError("give exactly one of --model-dir and --checkpoint"),
                 true);
-  auto loaded = a.checkpoint.empty() ? engine::LoadModel(a.model_dir)
+  auto loaded = a.checkpoint.empty() ? engine::LoadModelAny(a.model_dir)
                                      : engine::LoadModelFromCheckpoint(a.checkpoint);
   if (!loaded.ok()) return Fail(loaded.status(), true);
   kernels::SetNumThreads(a.threads > 0 ? a.threads : DefaultThreads());
@@ -303,7 +303,9 @@ void AddEngineCommands(CLI::App& app, int* exit_code) {
 
   auto gargs = std::make_shared<GenerateArgs>();
   auto* gen = app.add_subcommand("generate", "Sample text from a trained model");
-  gen->add_option("--model-dir", gargs->model_dir, "Directory written by --save-final");
+  gen->add_option("--model-dir", gargs->model_dir,
+                  "Weights: a safetensors directory (--save-final, tern ckpt export, Hugging "
+                  "Face) or a checkpoint root / step directory");
   gen->add_option("--checkpoint", gargs->checkpoint, "Checkpoint root (loads its latest step)");
   gen->add_option("--prompt", gargs->prompt, "Prompt text");
   gen->add_option("--max-new-tokens", gargs->max_new_tokens, "Tokens to generate")

@@ -46,12 +46,14 @@ tern::v1::JobSpec Coordinator::RoundSpec(const JobRuntime& rt) const {
   if (nodes <= 0 || nodes == submitted) return s;
   auto cfg = Resolve(rt.job.spec());
   if (!cfg.ok()) return s;  // validated at submission; cannot happen
-  // Keep the global batch and the micro batch; the accumulation absorbs the new world.
+  // elastic.keep: the global batch (the accumulation absorbs the new world) or the micro batch
+  // and accumulation (the global batch follows the world; the checkpoint's samples consumed
+  // keep the data position exact either way).
+  const spec::RoundBatch b = spec::ElasticRoundBatch(*cfg, nodes);
   s.mutable_resources()->set_nodes(nodes);
-  s.set_train_batch_size(cfg->global_batch);
-  s.set_train_micro_batch_size_per_gpu(cfg->micro_batch);
-  s.set_gradient_accumulation_steps(
-      static_cast<int32_t>(cfg->global_batch / (int64_t(cfg->micro_batch) * nodes * rpn)));
+  s.set_train_batch_size(b.global_batch);
+  s.set_train_micro_batch_size_per_gpu(b.micro_batch);
+  s.set_gradient_accumulation_steps(b.accum);
   return s;
 }
 
@@ -108,10 +110,13 @@ void Coordinator::NextRound(JobRuntime& rt) {
   for (int n : sizes)
     if (n <= static_cast<int>(workers.size())) nodes = std::max(nodes, n);
   if (nodes == 0) {
-    const std::string waiting = absl::StrCat(
-        "resharding: waiting for ", cfg->elastic.min_nodes, " node(s) with ", rpn,
-        " free slot(s) each (node counts that keep train_batch_size ", cfg->global_batch, ": ",
-        absl::StrJoin(sizes, ", "), "); ", workers.size(), " free now");
+    const std::string waiting =
+        absl::StrCat("resharding: waiting for ", cfg->elastic.min_nodes, " node(s) with ", rpn,
+                     " free slot(s) each (node counts ",
+                     cfg->elastic.keep_global_batch
+                         ? absl::StrCat("that keep train_batch_size ", cfg->global_batch)
+                         : std::string("in range"),
+                     ": ", absl::StrJoin(sizes, ", "), "); ", workers.size(), " free now");
     if (rt.job.message() != waiting) {
       rt.job.set_message(waiting);
       (void)store_->PutJob(rt.job);
@@ -120,7 +125,8 @@ void Coordinator::NextRound(JobRuntime& rt) {
   }
   workers.resize(nodes);
   const int from = rt.job.world_size(), to = nodes * rpn;
-  const int accum = static_cast<int>(cfg->global_batch / (int64_t(cfg->micro_batch) * to));
+  const spec::RoundBatch batch = spec::ElasticRoundBatch(*cfg, nodes);
+  const int accum = batch.accum;
   if (!rt.planned) rt.job.set_restarts(rt.job.restarts() + 1);
   rt.planned = false;
   rt.stop_deadline_ms = 0;
@@ -132,7 +138,7 @@ void Coordinator::NextRound(JobRuntime& rt) {
                           {"nodes", nodes},
                           {"workers", workers},
                           {"gradient_accumulation_steps", accum},
-                          {"train_batch_size", cfg->global_batch},
+                          {"train_batch_size", batch.global_batch},
                           {"restart", rt.job.restarts()},
                           {"checkpoint", "newest complete under " + cfg->checkpoint.dir},
                           {"seconds_since_incident", detect_s}}

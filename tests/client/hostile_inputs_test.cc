@@ -275,13 +275,14 @@ TEST_F(HostileInputs, ExportedModels) {
     if (damage) damage(d / "model.safetensors");
     return d.string();
   };
-  // config.json asks for far more parameters than the file holds: refused before allocating.
+  // config.json asks for far more parameters than the file holds: refused before allocating,
+  // with the counts of what is missing and mis-shaped.
   const std::string huge =
       variant("huge",
               R"({"model_type": "llama", "hidden_size": 65536, "num_hidden_layers": 512,
           "num_attention_heads": 64, "vocab_size": 256, "max_position_embeddings": 64})",
               nullptr);
-  ExpectRefused("generate --model-dir " + huge + " --prompt x", "config.json describes");
+  ExpectRefused("generate --model-dir " + huge + " --prompt x", "missing (4590)");
   auto header = [](const std::string& json) {
     return [json](const fs::path& p) {
       std::string body = ReadFile(p);

@@ -293,6 +293,29 @@ TEST_F(ElasticE2E, LostWorkerContinuesOnTheOtherAtTheSmallerWorld) {
   ExpectRound2LikeTernTrain(h, id, 1, 3);
 }
 
+// elastic.keep=micro_batch: the surviving node keeps micro batch and accumulation, so the
+// global batch halves (4 -> 2); the checkpoint's samples consumed keep the data exact, and
+// round 2 is `tern train` with the halved batch resumed from the same checkpoint.
+TEST_F(ElasticE2E, KeepMicroBatchHalvesTheGlobalBatchOnTheSmallerWorld) {
+  spec_["elastic"]["keep"] = "micro_batch";
+  const std::string id = StartJob(2, 5);
+  ASSERT_FALSE(id.empty());
+  workers_[1]->Signal(SIGKILL);
+  ASSERT_EQ(WaitForEnd(id), "SUCCEEDED") << c_.Tern({"show", id}).out;
+  History h = Watch(id);
+  SCOPED_TRACE(Kinds(h));
+  ASSERT_EQ(Count(h, "reshard"), 1);
+  for (const auto& e : h.events) {
+    if (e.value("kind", "") != "reshard") continue;
+    auto plan = nlohmann::json::parse(e.value("message", ""), nullptr, false);
+    EXPECT_EQ(plan.value("to_world", 0), 1) << plan;
+    EXPECT_EQ(plan.value("gradient_accumulation_steps", 0), 1) << plan;
+    EXPECT_EQ(plan.value("train_batch_size", 0), 2) << plan;
+  }
+  spec_["train_batch_size"] = 2;
+  ExpectRound2LikeTernTrain(h, id, 1, 3);
+}
+
 TEST_F(ElasticE2E, KilledRankRestartsTheRoundAtTheSameWorld) {
   const std::string id = StartJob(2, 5);
   ASSERT_FALSE(id.empty());

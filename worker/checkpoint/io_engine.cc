@@ -157,6 +157,7 @@ absl::Status IoEngine::Submit(const Request& r) {
     c.request = r;
     c.result = r.write ? PwriteFull(r.fd, r.buf, r.len, r.offset)
                        : PreadFull(r.fd, r.buf, r.len, r.offset);
+    if (!r.write && c.result > 0) bytes_read_ += static_cast<uint64_t>(c.result);
     done_sync_.push_back(c);
     ++in_flight_;
     return absl::OkStatus();
@@ -218,6 +219,7 @@ absl::StatusOr<IoEngine::Completion> IoEngine::WaitOne() {
                               c.request.offset + done);
     res = rest < 0 ? rest : static_cast<int64_t>(c.request.len);
   }
+  if (!c.request.write && res > 0) bytes_read_ += static_cast<uint64_t>(res);
   c.result = res;
   return c;
 }
@@ -266,6 +268,7 @@ absl::Status FileReader::ReadAt(uint64_t offset, uint64_t size, void* dst) {
     }
     int64_t n = PreadFull(fd_, out, size, offset);
     if (n < 0) return ErrnoStatus(static_cast<int>(-n), "read", path_);
+    engine_->AddBytesRead(static_cast<uint64_t>(n));
     if (static_cast<uint64_t>(n) != size) {
       return absl::DataLossError(absl::StrCat("short read of ", path_, " at offset ", offset));
     }
@@ -293,6 +296,7 @@ absl::Status FileReader::Stream(uint64_t offset, uint64_t size,
     const uint64_t n = std::min(block, offset + size - pos);
     int64_t got = PreadFull(fd_, buf, n, pos);
     if (got < 0) return ErrnoStatus(static_cast<int>(-got), "read", path_);
+    engine_->AddBytesRead(static_cast<uint64_t>(got));
     if (static_cast<uint64_t>(got) != n) {
       return absl::DataLossError(absl::StrCat("short read of ", path_, " at offset ", pos));
     }
@@ -350,6 +354,7 @@ absl::Status FileReader::StreamDirect(uint64_t offset, uint64_t size,
     int64_t got = result[s];
     if (got >= 0 && static_cast<uint64_t>(got) < need) {  // rare: finish synchronously
       int64_t more = PreadFull(fd_, e.slot(s) + got, len - got, boff + got);
+      if (more > 0) e.AddBytesRead(static_cast<uint64_t>(more));
       got = more < 0 ? more : got + more;
     }
     if (got < 0) {

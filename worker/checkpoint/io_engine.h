@@ -69,6 +69,12 @@ class IoEngine {
   int in_flight() const { return in_flight_; }
   int max_in_flight() const { return options_.queue_depth; }
 
+  // Bytes read from files through this engine (completed reads, including the O_DIRECT
+  // alignment around a requested range, and the buffered fallback): the I/O counter the
+  // exact-read tests check.
+  uint64_t bytes_read() const { return bytes_read_; }
+  void AddBytesRead(uint64_t n) { bytes_read_ += n; }
+
  private:
   explicit IoEngine(const IoOptions& options) : options_(options) {}
   absl::Status Init();
@@ -82,6 +88,7 @@ class IoEngine {
   std::vector<int> free_ids_;          // request ids not in flight
   std::vector<Completion> done_sync_;  // sync mode: completions not yet returned
   int in_flight_ = 0;
+  uint64_t bytes_read_ = 0;
 };
 
 // Result of one FileWriter::Append.
@@ -96,6 +103,9 @@ struct WriterOptions {
   uint64_t expected_size = 0;  // bytes to preallocate with fallocate; 0: grow in 256 MiB steps
   bool zero_copy = true;       // write 4 KiB-aligned caller memory directly, without staging
   bool fsync = true;           // Finish() fsyncs the file and its directory
+  // Bytes per CRC32C block of a segment (manifest v2: readers verify only the blocks they
+  // touch); a positive multiple of 4 KiB. Default kChecksumBlock (256 KiB).
+  uint64_t checksum_block = kChecksumBlock;
 };
 
 // Streams segments into one file; each segment starts at a 4 KiB-aligned offset (the gap is

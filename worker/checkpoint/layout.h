@@ -15,6 +15,11 @@ namespace tern::ckpt {
 // O_DIRECT buffer/offset alignment and the start of every segment in a shard file.
 inline constexpr uint64_t kAlign = 4096;
 
+// Bytes per CRC32C block of a segment (manifest version 2): a read fetches at most one block
+// beyond each end of its range. 256 KiB keeps that small next to the 1 MiB I/O requests and the
+// manifest short (4 checksums per MiB).
+inline constexpr uint64_t kChecksumBlock = 256 << 10;
+
 // "step-000120" (at least 6 digits).
 inline std::string StepDirName(int64_t step) {
   char buf[32];

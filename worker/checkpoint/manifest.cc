@@ -92,13 +92,25 @@ absl::StatusOr<Manifest> BuildManifest(int64_t step, const std::vector<RankShard
             absl::StrCat(sh.file, ": state '", seg.state, "' has unknown dtype ", seg.dtype));
       }
       auto [it, added] = state_index.emplace(seg.state, m.states.size());
-      if (added) m.states.push_back({seg.state, seg.dtype, es, {}});
+      if (added) m.states.push_back({seg.state, seg.dtype, es, seg.block_bytes, {}, {}});
       ManifestState& st = m.states[it->second];
-      if (st.dtype != seg.dtype) {
-        return absl::InvalidArgumentError(absl::StrCat("state '", seg.state, "' is ", st.dtype,
-                                                       " in one shard and ", seg.dtype, " in ",
-                                                       sh.file));
+      if (st.dtype != seg.dtype || st.block_bytes != seg.block_bytes) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("state '", seg.state, "' is ", st.dtype, " in blocks of ", st.block_bytes,
+                         " bytes in one shard and ", seg.dtype, " in blocks of ", seg.block_bytes,
+                         " in ", sh.file));
       }
+      const uint64_t bytes = seg.numel * es;
+      if (seg.block_bytes == 0 || seg.block_bytes % kAlign != 0 ||
+          seg.block_crc32c.size() != (bytes + seg.block_bytes - 1) / seg.block_bytes ||
+          seg.file_offset + bytes > sh.size || seg.global_offset + seg.numel > table.total()) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            sh.file, ": segment of state '", seg.state, "' at element ", seg.global_offset, " has ",
+            seg.block_crc32c.size(), " block checksums of ", seg.block_bytes, " bytes for ", bytes,
+            " bytes, or does not fit the file (", sh.size, " bytes) or the table"));
+      }
+      st.segments.push_back(
+          {file_idx, seg.file_offset, seg.global_offset, seg.numel, seg.block_crc32c});
       for (const auto& f : seg.fragments) {
         const bool bad_param = f.param >= entries.size();
         if (bad_param || f.global_offset < entries[f.param].offset ||
@@ -115,8 +127,38 @@ absl::StatusOr<Manifest> BuildManifest(int64_t step, const std::vector<RankShard
     }
   }
   TERN_RETURN_IF_ERROR(CheckStates(&m.states, table, m.files, options.require_full_coverage));
+  for (auto& st : m.states) {
+    std::sort(st.segments.begin(), st.segments.end(),
+              [](const ManifestSegment& a, const ManifestSegment& b) {
+                return a.global_offset < b.global_offset;
+              });
+  }
   return m;
 }
+
+}  // namespace
+
+std::vector<ManifestFragment> FragmentsOf(const ManifestSegment& seg, uint32_t elem_bytes,
+                                          const ParamTable& table) {
+  std::vector<ManifestFragment> out;
+  const auto& entries = table.entries();
+  const uint64_t end = seg.global_offset + seg.numel;
+  if (seg.numel == 0 || end > table.total()) return out;
+  auto it = std::upper_bound(entries.begin(), entries.end(), seg.global_offset,
+                             [](uint64_t v, const ParamEntry& e) { return v < e.offset; });
+  size_t i = static_cast<size_t>(it - entries.begin()) - 1;
+  for (uint64_t pos = seg.global_offset; pos < end && i < entries.size(); ++i) {
+    const ParamEntry& e = entries[i];
+    if (e.numel == 0) continue;
+    const uint64_t hi = std::min(end, e.offset + e.numel);
+    out.push_back({seg.file, static_cast<uint32_t>(i),
+                   seg.file_offset + (pos - seg.global_offset) * elem_bytes, pos, hi - pos, 0});
+    pos = hi;
+  }
+  return out;
+}
+
+namespace {
 
 absl::Status RemoveDir(const std::string& path) {
   std::error_code ec;

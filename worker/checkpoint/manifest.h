@@ -5,8 +5,10 @@
 //   <root>/latest                          "step-000120\n", replaced atomically the same way
 //
 // A step directory without a manifest is incomplete and is never loaded. manifest.json is the
-// universal index: for every state and parameter, the fragments (file, file_offset,
-// global_offset, numel, crc32c) — see ManifestToJson() for the schema.
+// universal index: for every state, the segments each rank wrote (file, file_offset,
+// global_offset, numel) with a CRC32C per fixed-size block, from which the per-parameter
+// fragments follow — see ManifestToJson() for the schema. Version 1 manifests (one CRC32C per
+// fragment, no blocks) still load; `tern ckpt upgrade` rewrites them as version 2.
 #pragma once
 
 #include <cstdint>
@@ -21,7 +23,7 @@
 
 namespace tern::ckpt {
 
-inline constexpr int kManifestVersion = 1;
+inline constexpr int kManifestVersion = 2;  // written; versions 1 and 2 are read
 inline constexpr const char* kManifestName = "manifest.json";
 inline constexpr const char* kLatestName = "latest";
 
@@ -37,13 +39,24 @@ struct ManifestFragment {
   uint64_t file_offset = 0;
   uint64_t global_offset = 0;
   uint64_t numel = 0;
-  uint32_t crc32c = 0;
+  uint32_t crc32c = 0;  // version 1 only: CRC32C of the whole fragment
+};
+
+// One contiguous range of a state in one file (what one rank wrote as one segment).
+struct ManifestSegment {
+  uint32_t file = 0;
+  uint64_t file_offset = 0;
+  uint64_t global_offset = 0;
+  uint64_t numel = 0;
+  std::vector<uint32_t> block_crc32c;  // CRC32C of segment bytes [k*B, min((k+1)*B, end))
 };
 
 struct ManifestState {
   std::string name;
   std::string dtype;
   uint32_t elem_bytes = 0;
+  uint64_t block_bytes = 0;                 // B (version 2); 0 in version 1
+  std::vector<ManifestSegment> segments;    // version 2: sorted by global_offset
   std::vector<ManifestFragment> fragments;  // sorted by global_offset, non-overlapping
 };
 
@@ -89,6 +102,10 @@ absl::Status SaveCheckpointLocal(const std::string& root, int64_t step,
                                  const std::vector<std::vector<Segment>>& rank_segments,
                                  const ParamTable& table, const CommitOptions& commit = {},
                                  const WriterOptions& writer = {});
+
+// Cuts `seg` at the parameter boundaries of `table` into fragments of file `file`.
+std::vector<ManifestFragment> FragmentsOf(const ManifestSegment& seg, uint32_t elem_bytes,
+                                          const ParamTable& table);
 
 nlohmann::json ManifestToJson(const Manifest& m);
 absl::StatusOr<Manifest> ManifestFromJson(const nlohmann::json& j, const std::string& where);

@@ -35,6 +35,8 @@ nlohmann::json RankShardResult::ToJson() const {
                     {"global_offset", s.global_offset},
                     {"numel", s.numel},
                     {"file_offset", s.file_offset},
+                    {"block_bytes", s.block_bytes},
+                    {"block_crc32c", s.block_crc32c},
                     {"fragments", std::move(frags)}});
   }
   return {{"rank", rank},
@@ -60,13 +62,15 @@ absl::StatusOr<RankShardResult> RankShardResult::FromJson(const nlohmann::json& 
       s.global_offset = js.at("global_offset").get<uint64_t>();
       s.numel = js.at("numel").get<uint64_t>();
       s.file_offset = js.at("file_offset").get<uint64_t>();
+      s.block_bytes = js.value("block_bytes", uint64_t{0});
+      s.block_crc32c = js.value("block_crc32c", std::vector<uint32_t>{});
       for (const auto& jf : js.at("fragments")) {
         FragmentRecord f;
         f.param = jf.at("param").get<uint32_t>();
         f.global_offset = jf.at("global_offset").get<uint64_t>();
         f.numel = jf.at("numel").get<uint64_t>();
         f.file_offset = jf.at("file_offset").get<uint64_t>();
-        f.crc32c = jf.at("crc32c").get<uint32_t>();
+        f.crc32c = jf.value("crc32c", uint32_t{0});
         s.fragments.push_back(f);
       }
       r.segments.push_back(std::move(s));
@@ -139,6 +143,11 @@ absl::StatusOr<RankShardResult> WriteRankShard(const std::string& root, int64_t 
         absl::StrCat(dir, " already holds a committed checkpoint; refusing to overwrite it ",
                      "--> hint: save under a new step or delete that directory"));
   }
+  const uint64_t cb = options.checksum_block;
+  if (cb == 0 || cb % kAlign != 0) {
+    return absl::InvalidArgumentError(absl::StrCat("checkpoint checksum block ", cb,
+                                                   " bytes must be a positive multiple of 4096"));
+  }
   TERN_RETURN_IF_ERROR(MakeDirs(dir));
   uint64_t total = 0;
   TERN_ASSIGN_OR_RETURN(std::vector<uint64_t> offsets, SegmentFileOffsets(segments, &total));
@@ -162,17 +171,18 @@ absl::StatusOr<RankShardResult> WriteRankShard(const std::string& root, int64_t 
   for (size_t s = 0; s < segments.size(); ++s) {
     SegmentRecord& rec = result.segments[s];
     const uint32_t es = DtypeBytes(segments[s].dtype);
-    std::vector<uint64_t> pieces;
-    for (const auto& f : rec.fragments) pieces.push_back(f.numel * es);
-    TERN_ASSIGN_OR_RETURN(AppendResult ar,
-                          writer->Append(segments[s].data, segments[s].numel * es, pieces));
+    const uint64_t bytes = segments[s].numel * es;
+    std::vector<uint64_t> blocks;  // checksum blocks from the segment's start
+    for (uint64_t pos = 0; pos < bytes; pos += cb) blocks.push_back(std::min(cb, bytes - pos));
+    TERN_ASSIGN_OR_RETURN(AppendResult ar, writer->Append(segments[s].data, bytes, blocks));
     TERN_CHECK(ar.file_offset == offsets[s]) << ar.file_offset << " vs " << offsets[s];
     rec.file_offset = ar.file_offset;
+    rec.block_bytes = cb;
+    rec.block_crc32c = std::move(ar.piece_crc);
     uint64_t off = ar.file_offset;
-    for (size_t k = 0; k < rec.fragments.size(); ++k) {
-      rec.fragments[k].file_offset = off;
-      rec.fragments[k].crc32c = ar.piece_crc[k];
-      off += pieces[k];
+    for (auto& f : rec.fragments) {
+      f.file_offset = off;
+      off += f.numel * es;
     }
   }
   TERN_ASSIGN_OR_RETURN(result.size, writer->Finish());

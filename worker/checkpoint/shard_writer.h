@@ -1,7 +1,8 @@
 // One rank's part of a checkpoint: its segments of the flat state buffers, written with the
 // FastPersist engine to <root>/step-NNNNNN/rank-RRRRR.bin. Model-agnostic: a segment is a
-// range of a named state's flat buffer; the parameter table only decides where fragments are
-// cut (one fragment = one segment ∩ one parameter, with its own CRC32C).
+// range of a named state's flat buffer, checksummed per fixed-size block (CRC32C of each
+// WriterOptions::checksum_block bytes from the segment's start); the parameter table only
+// decides where fragments are cut (one fragment = one segment ∩ one parameter: the index).
 //
 // Ranks exchange nothing here: each returns a RankShardResult (JSON-serialisable), the caller
 // gathers them (e.g. all-gather over its communicator) and rank 0 calls CommitManifest
@@ -38,7 +39,7 @@ struct FragmentRecord {
   uint64_t global_offset = 0;  // element offset in the state's flat buffer
   uint64_t numel = 0;
   uint64_t file_offset = 0;  // byte offset in the rank file
-  uint32_t crc32c = 0;       // of the fragment's bytes
+  uint32_t crc32c = 0;       // of the fragment's bytes (manifest v1 only; v2 checksums blocks)
 };
 
 struct SegmentRecord {
@@ -46,7 +47,9 @@ struct SegmentRecord {
   std::string dtype;
   uint64_t global_offset = 0;
   uint64_t numel = 0;
-  uint64_t file_offset = 0;  // 4 KiB aligned
+  uint64_t file_offset = 0;            // 4 KiB aligned
+  uint64_t block_bytes = 0;            // checksum block size
+  std::vector<uint32_t> block_crc32c;  // CRC32C of bytes [k*block_bytes, (k+1)*block_bytes)
   std::vector<FragmentRecord> fragments;
 };
 

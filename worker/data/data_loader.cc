@@ -128,19 +128,33 @@ uint64_t DataLoader::FirstSample(int64_t step, int micro, int dp_rank, int dp_si
   TERN_CHECK(step >= 0 && micro_batch > 0 && accum > 0 && dp_size > 0)
       << "step " << step << " micro_batch " << micro_batch << " accum " << accum << " dp "
       << dp_size;
+  const uint64_t global_batch = static_cast<uint64_t>(micro_batch) * static_cast<uint64_t>(accum) *
+                                static_cast<uint64_t>(dp_size);
+  return FirstSampleFrom(static_cast<uint64_t>(step) * global_batch, micro, dp_rank, dp_size,
+                         micro_batch, accum);
+}
+
+uint64_t DataLoader::FirstSampleFrom(uint64_t step_first, int micro, int dp_rank, int dp_size,
+                                     int micro_batch, int accum) {
+  TERN_CHECK(micro_batch > 0 && accum > 0 && dp_size > 0)
+      << "micro_batch " << micro_batch << " accum " << accum << " dp " << dp_size;
   TERN_CHECK(micro >= 0 && micro < accum) << "micro " << micro << " of " << accum;
   TERN_CHECK(dp_rank >= 0 && dp_rank < dp_size) << "dp_rank " << dp_rank << " of " << dp_size;
   const uint64_t b = static_cast<uint64_t>(micro_batch);
   const uint64_t dp = static_cast<uint64_t>(dp_size);
-  const uint64_t global_batch = b * static_cast<uint64_t>(accum) * dp;
-  return static_cast<uint64_t>(step) * global_batch + static_cast<uint64_t>(micro) * b * dp +
-         static_cast<uint64_t>(dp_rank) * b;
+  return step_first + static_cast<uint64_t>(micro) * b * dp + static_cast<uint64_t>(dp_rank) * b;
 }
 
 void DataLoader::Batch(int64_t step, int micro, int dp_rank, int dp_size, int micro_batch,
                        int accum, int32_t* inputs, int32_t* targets) {
   Samples(FirstSample(step, micro, dp_rank, dp_size, micro_batch, accum), micro_batch, inputs,
           targets);
+}
+
+void DataLoader::BatchFrom(uint64_t step_first, int micro, int dp_rank, int dp_size,
+                           int micro_batch, int accum, int32_t* inputs, int32_t* targets) {
+  Samples(FirstSampleFrom(step_first, micro, dp_rank, dp_size, micro_batch, accum), micro_batch,
+          inputs, targets);
 }
 
 void DataLoader::EvalBatch(int64_t index, int batch, int32_t* inputs, int32_t* targets) const {

@@ -11,6 +11,10 @@
 //  - Optimizer step s, micro step m of `accum`, data-parallel rank r of `dp`, micro batch b:
 //    samples s*G + m*(b*dp) + r*b + j for j in [0, b), with global batch G = b*accum*dp.
 //    So a step covers samples [s*G, (s+1)*G) whatever the (dp, accum) split of G.
+//  - The global batch may change between runs (a resume with another train_batch_size, micro
+//    batch or accumulation): the checkpoint stores the samples consumed C, and the first step
+//    after the resume covers samples [C, C + G') with the new G' (BatchFrom, FirstSampleFrom):
+//    no sample is skipped or repeated.
 //  - Validation (EvalBatch) reads windows in order without shuffling.
 #pragma once
 
@@ -68,10 +72,16 @@ class DataLoader {
   // First global sample of (step, micro, dp_rank) (see the file comment).
   static uint64_t FirstSample(int64_t step, int micro, int dp_rank, int dp_size, int micro_batch,
                               int accum);
+  // First global sample of (micro, dp_rank) in a step whose first sample is `step_first`.
+  static uint64_t FirstSampleFrom(uint64_t step_first, int micro, int dp_rank, int dp_size,
+                                  int micro_batch, int accum);
   // This rank's micro batch: micro_batch x seq_len rows of inputs and targets. Arguments out of
   // range (negative step, micro >= accum, dp_rank >= dp_size, non-positive sizes) abort.
   void Batch(int64_t step, int micro, int dp_rank, int dp_size, int micro_batch, int accum,
              int32_t* inputs, int32_t* targets);
+  // The same for a step that starts at global sample `step_first`.
+  void BatchFrom(uint64_t step_first, int micro, int dp_rank, int dp_size, int micro_batch,
+                 int accum, int32_t* inputs, int32_t* targets);
 
   // Validation batch `index`: rows j in [0, batch) read window (index*batch + j) % W in order.
   void EvalBatch(int64_t index, int batch, int32_t* inputs, int32_t* targets) const;

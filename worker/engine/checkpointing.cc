@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cstring>
 #include <filesystem>
 #include <random>
 
@@ -13,6 +14,7 @@
 #include "worker/checkpoint/checkpoint.h"
 #include "worker/checkpoint/fs_util.h"
 #include "worker/checkpoint/manifest.h"
+#include "worker/core/param_match.h"
 #include "worker/core/status.h"
 #include "worker/data/data_loader.h"
 #include "worker/spec/spec.h"
@@ -35,24 +37,22 @@ std::string Trim(std::string s) {
   return s;
 }
 
-// The parameter table of the checkpoint must be this model's.
+// The parameter table of the checkpoint must be this model's: every missing, extra and
+// mis-shaped tensor is listed; the same tensors in another order are refused too (the state is
+// read by flat offset).
 absl::Status CheckSameModel(const ckpt::Checkpoint& ck, const ParamTable& table) {
-  const auto& saved = ck.params().entries();
-  const auto& ours = table.entries();
   const std::string hint =
       " --> hint: resume with the model config of the run that saved the checkpoint";
-  if (saved.size() != ours.size() || ck.params().total() != table.total()) {
-    return absl::FailedPreconditionError(absl::StrCat(
-        "checkpoint ", ck.dir(), " holds ", saved.size(), " parameters (", ck.params().total(),
-        " elements); this model has ", ours.size(), " (", table.total(), " elements)", hint));
-  }
+  TERN_RETURN_IF_ERROR(
+      MatchTensors(table, ShapesOf(ck.params()), absl::StrCat("checkpoint ", ck.dir()), hint));
+  const auto& saved = ck.params().entries();
+  const auto& ours = table.entries();
   for (size_t i = 0; i < ours.size(); ++i) {
-    if (saved[i].name != ours[i].name || saved[i].offset != ours[i].offset ||
-        saved[i].numel != ours[i].numel) {
+    if (saved[i].name != ours[i].name) {
       return absl::FailedPreconditionError(
-          absl::StrCat("checkpoint ", ck.dir(), ": parameter ", i, " is '", saved[i].name, "' (",
-                       saved[i].numel, " elements at ", saved[i].offset, "); this model has '",
-                       ours[i].name, "' (", ours[i].numel, " at ", ours[i].offset, ")", hint));
+          absl::StrCat("checkpoint ", ck.dir(),
+                       " holds this model's parameters in another order: ", "parameter ", i,
+                       " is '", saved[i].name, "', this model's is '", ours[i].name, "'", hint));
     }
   }
   return absl::OkStatus();
@@ -148,6 +148,7 @@ absl::StatusOr<std::unique_ptr<Checkpointing>> Checkpointing::Create(
   ckpt::AsyncOptions ao;
   ao.blocking = !ck->async_;
   ao.writer.io = ck->io_;
+  if (ck->opts_.checksum_block > 0) ao.writer.checksum_block = ck->opts_.checksum_block;
   ck->writer_ = std::make_unique<ckpt::AsyncCheckpointer>(ao);
   return ck;
 }
@@ -356,11 +357,15 @@ absl::StatusOr<int64_t> Checkpointing::Start(zero::TrainingState& state, const P
                           Dump({{"dir", root_}, {"loaded", name}, {"set_aside", moved}}));
   }
   if (opts_.rank == 0 && opts_.sink) {
-    opts_.sink->OnEvent(
-        "resume",
-        nlohmann::json{
-            {"step", done}, {"checkpoint", root_ + "/" + name}, {"seconds", SecondsSince(t0)}}
-            .dump(-1, ' ', false, nlohmann::json::error_handler_t::replace));
+    opts_.sink->OnEvent("resume",
+                        nlohmann::json{{"step", done},
+                                       {"checkpoint", root_ + "/" + name},
+                                       {"seconds", SecondsSince(t0)},
+                                       {"samples_consumed", resumed_samples_},
+                                       {"global_batch", cfg_.global_batch},
+                                       {"saved_global_batch", saved_global_batch_},
+                                       {"io_bytes_read", io_bytes_read_}}
+                            .dump(-1, ' ', false, nlohmann::json::error_handler_t::replace));
   }
   return done;
 }
@@ -381,37 +386,94 @@ absl::Status Checkpointing::Load(const std::string& name, zero::TrainingState& s
                         data::DataPosition::FromJson(extra["data_position"]));
   TERN_RETURN_IF_ERROR(train.CheckResume(pos));
   const int64_t step = ck->step();
-  if (pos.samples_consumed != static_cast<uint64_t>(step) * cfg_.global_batch) {
-    return absl::FailedPreconditionError(
-        absl::StrCat("checkpoint ", ck->dir(), " consumed ", pos.samples_consumed, " samples in ",
-                     step, " steps; this job's global batch is ", cfg_.global_batch,
-                     " --> hint: keep train_batch_size equal to the run that saved it"));
-  }
+  // The data position is the samples consumed, so the global batch may differ from the run
+  // that saved it: the next step starts at that sample (data_loader.h); the LR schedule
+  // continues by step.
+  resumed_samples_ = pos.samples_consumed;
+  const nlohmann::json& batch = extra.value("batch", nlohmann::json::object());
+  saved_global_batch_ = batch.is_object() ? batch.value("global_batch", int64_t{0}) : 0;
   if (step > cfg_.train_iters) {
     return absl::FailedPreconditionError(
         absl::StrCat("checkpoint ", ck->dir(), " is at step ", step, ", past train_iters ",
                      cfg_.train_iters, " --> hint: raise train_iters to continue training"));
   }
-  for (const auto& seg : state.owned_segments()) {
-    if (seg.numel == 0) continue;
-    TERN_RETURN_IF_ERROR(ck->ReadState("master", seg.global_offset, seg.numel, seg.master));
-    TERN_RETURN_IF_ERROR(ck->ReadState("exp_avg", seg.global_offset, seg.numel, seg.exp_avg));
-    TERN_RETURN_IF_ERROR(ck->ReadState("exp_avg_sq", seg.global_offset, seg.numel, seg.exp_avg_sq));
+  if (state.replicated() && opts_.ranks > 1 && opts_.gather) {
+    TERN_RETURN_IF_ERROR(LoadReplicated(*ck, state));
+  } else {
+    for (const auto& seg : state.owned_segments()) {
+      if (seg.numel == 0) continue;
+      TERN_RETURN_IF_ERROR(ck->ReadState("master", seg.global_offset, seg.numel, seg.master));
+      TERN_RETURN_IF_ERROR(ck->ReadState("exp_avg", seg.global_offset, seg.numel, seg.exp_avg));
+      TERN_RETURN_IF_ERROR(
+          ck->ReadState("exp_avg_sq", seg.global_offset, seg.numel, seg.exp_avg_sq));
+    }
   }
+  io_bytes_read_ = ck->io_bytes_read();
   *steps_done = step;
   return absl::OkStatus();
 }
 
-absl::Status Checkpointing::Save(int64_t steps_done, zero::TrainingState& state,
-                                 const ParamTable& table, const data::DataLoader& train,
-                                 const StepMetrics& last) {
+// Every rank holds the whole state (ZeRO stage 0): rank r reads its 1/N share (the share it
+// would write, SegmentsToSave) and the ranks all-gather the shares. A rank whose read failed
+// sends its error instead; every rank then fails with the first one.
+absl::Status Checkpointing::LoadReplicated(ckpt::Checkpoint& ck, zero::TrainingState& state) {
+  const auto owned = state.owned_segments();
+  // One state at a time, so the transient copies stay at one state's size.
+  for (const char* name : {"master", "exp_avg", "exp_avg_sq"}) {
+    auto share = [&](int r) {
+      std::vector<ckpt::Segment> out;
+      for (auto& seg : SegmentsToSave(owned, /*replicated=*/true, r, opts_.ranks))
+        if (seg.state == name) out.push_back(seg);
+      return out;
+    };
+    // Mine: a status byte, then my share's elements in SegmentsToSave order.
+    std::string mine(1, '\0');
+    absl::Status read;
+    for (const auto& seg : share(opts_.rank)) {
+      const size_t at = mine.size();
+      mine.resize(at + seg.numel * sizeof(float));
+      read = ck.ReadState(seg.state, seg.global_offset, seg.numel, mine.data() + at);
+      if (!read.ok()) break;
+    }
+    if (!read.ok()) mine = absl::StrCat("\1", Dump(StatusToJson(read)));
+    TERN_ASSIGN_OR_RETURN(auto all, opts_.gather(mine));
+    mine.clear();
+    for (int r = 0; r < opts_.ranks; ++r) {
+      const std::string& got = all.at(r);
+      if (got.empty() || got[0] != 0) {
+        absl::Status st = StatusFromJson(nlohmann::json::parse(got.substr(1), nullptr, false));
+        return absl::Status(st.code(), absl::StrCat("rank ", r, ": ", st.message()));
+      }
+    }
+    for (int r = 0; r < opts_.ranks; ++r) {
+      const std::string& got = all[r];
+      size_t at = 1;
+      for (const auto& seg : share(r)) {
+        const size_t n = seg.numel * sizeof(float);
+        if (at + n > got.size()) return absl::InternalError("short replicated checkpoint share");
+        // seg.data points into this rank's own state at the same place: write it there.
+        std::memcpy(const_cast<void*>(seg.data), got.data() + at, n);
+        at += n;
+      }
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::Status Checkpointing::Save(int64_t steps_done, uint64_t samples_consumed,
+                                 zero::TrainingState& state, const ParamTable& table,
+                                 const data::DataLoader& train, const StepMetrics& last) {
   table_ = &table;
   TERN_RETURN_IF_ERROR(Collect());
   const auto segments =
       SegmentsToSave(state.owned_segments(), state.replicated(), opts_.rank, opts_.ranks);
   pending_extra_ = {
-      {"data_position",
-       train.Position(static_cast<uint64_t>(steps_done) * cfg_.global_batch).ToJson()},
+      {"data_position", train.Position(samples_consumed).ToJson()},
+      {"batch",
+       {{"global_batch", cfg_.global_batch},
+        {"micro_batch", cfg_.micro_batch},
+        {"accum", cfg_.accum},
+        {"dp_size", cfg_.dp_size}}},
       {"rng", {{"seed", cfg_.seed}, {"note", "no dropout: data order derives from the seed"}}},
       {"job_spec", nlohmann::json::parse(tern::spec::JobSpecToJson(cfg_.spec), nullptr, false)},
       {"metrics",

@@ -5,7 +5,11 @@
 // Protocol (every rank runs the same sequence, so the collectives stay matched):
 //  - Start(): rank 0 removes incomplete step directories and picks the checkpoint to load
 //    (resume) or checks that the directory holds none (fresh run); all ranks agree on the
-//    outcome; each rank reads exactly its own segments, then TrainingState::SyncAfterLoad().
+//    outcome; each rank reads exactly its own segments (at ZeRO stage 0, where every rank holds
+//    everything, its 1/N share, then the ranks all-gather the shares), then
+//    TrainingState::SyncAfterLoad(). The checkpoint's model must match exactly (every missing,
+//    extra or mis-shaped tensor is listed). The data position is the samples consumed, so the
+//    resumed run may use another global batch (resumed_samples()).
 //  - Save(k) after step k: stages master / exp_avg / exp_avg_sq of this rank's segments (at
 //    ZeRO stage 0, where every rank holds everything, each rank stages a 1/N share) and the
 //    write continues in the background. Blocking mode (checkpoint.async=false) writes and
@@ -43,6 +47,9 @@
 namespace tern::data {
 class DataLoader;
 }
+namespace tern::ckpt {
+class Checkpoint;
+}
 
 namespace tern::engine {
 
@@ -59,6 +66,7 @@ struct CheckpointingOptions {
   AllReduceSumFn all_reduce;    // over the same ranks
   MetricsSink* sink = nullptr;  // rank 0 emits "checkpoint" and "resume" events
   int64_t round = -1;           // cluster round: claims the root and fences commits; -1 = none
+  uint64_t checksum_block = 0;  // bytes per CRC32C block of the files written; 0 = 256 KiB
 };
 
 // Returns a status with the same code whose message is prefixed (gathers keep the code).
@@ -95,19 +103,26 @@ class Checkpointing {
   bool Due(int64_t steps_done) const;
   // Collects a finished background write (call after every step; a collective while pending).
   absl::Status Poll();
-  // Stages the state after `steps_done` steps and starts writing it.
-  absl::Status Save(int64_t steps_done, zero::TrainingState& state, const ParamTable& table,
-                    const data::DataLoader& train, const StepMetrics& last);
+  // Stages the state after `steps_done` steps (`samples_consumed` training samples so far) and
+  // starts writing it.
+  absl::Status Save(int64_t steps_done, uint64_t samples_consumed, zero::TrainingState& state,
+                    const ParamTable& table, const data::DataLoader& train,
+                    const StepMetrics& last);
   // Waits for and commits the write in flight, if any.
   absl::Status Finish();
 
   const std::string& root() const { return root_; }
+  // Training samples the loaded checkpoint had consumed (0 for a fresh run).
+  uint64_t resumed_samples() const { return resumed_samples_; }
+  // Bytes this rank's I/O engine read while loading (exact reads: its own ranges).
+  uint64_t io_bytes_read() const { return io_bytes_read_; }
 
  private:
   Checkpointing(const tern::spec::JobConfig& cfg, CheckpointingOptions options);
   absl::StatusOr<std::string> PrepareOnLeader(bool resume, int64_t* done_hint);
   absl::Status Load(const std::string& name, zero::TrainingState& state, const ParamTable& table,
                     const data::DataLoader& train, int64_t* steps_done);
+  absl::Status LoadReplicated(ckpt::Checkpoint& ck, zero::TrainingState& state);
   absl::Status CheckFreeSteps(int64_t first_done) const;
   absl::Status Agree(const absl::Status& mine);
   absl::Status Collect();  // waits for the write in flight, gathers, commits (rank 0)
@@ -125,6 +140,9 @@ class Checkpointing {
   ckpt::IoOptions io_;
   std::unique_ptr<ckpt::AsyncCheckpointer> writer_;
   const ParamTable* table_ = nullptr;
+  uint64_t resumed_samples_ = 0;
+  int64_t saved_global_batch_ = 0;  // 0: not recorded (older checkpoints)
+  uint64_t io_bytes_read_ = 0;
 
   // The write in flight.
   bool pending_ = false;

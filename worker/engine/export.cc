@@ -9,7 +9,9 @@
 #include "absl/strings/str_cat.h"
 #include "nlohmann/json.hpp"
 #include "worker/checkpoint/checkpoint.h"
+#include "worker/checkpoint/manifest.h"
 #include "worker/core/bounded_input.h"
+#include "worker/core/param_match.h"
 #include "worker/core/status.h"
 #include "worker/model/transformer.h"
 #include "worker/spec/job_config.h"
@@ -38,7 +40,7 @@ absl::Status WriteFileAtomic(const std::string& path, const std::string& a, cons
 
 absl::Status SaveModel(const std::string& dir, const tern::v1::ModelConfig& config,
                        const model::ModelDims& dims, const ParamTable& table,
-                       const std::vector<float>& params) {
+                       const std::vector<float>& params, const SafetensorsWriteOptions& options) {
   std::error_code ec;
   std::filesystem::create_directories(dir, ec);
   if (ec)
@@ -66,91 +68,31 @@ absl::Status SaveModel(const std::string& dir, const tern::v1::ModelConfig& conf
   c.clear_n_positions();
   c.clear_n_inner();
   c.clear_n_ctx();
+  // What transformers reads to pick the class and the dtype.
+  if (c.architectures_size() == 0) {
+    if (c.model_type() == "llama") c.add_architectures("LlamaForCausalLM");
+    if (c.model_type() == "gpt2") c.add_architectures("GPT2LMHeadModel");
+    if (c.model_type() == "phi3") c.add_architectures("Phi3ForCausalLM");
+    if (c.model_type() == "mistral") c.add_architectures("MistralForCausalLM");
+  }
+  const std::string dtype = SafetensorsDtype(options.dtype).value_or("F32");
+  c.set_torch_dtype(dtype == "BF16" ? "bfloat16" : dtype == "F16" ? "float16" : "float32");
   std::string cfg_json;
   google::protobuf::util::JsonPrintOptions opts;
   opts.preserve_proto_field_names = true;
   opts.add_whitespace = true;
   (void)google::protobuf::util::MessageToJsonString(c, &cfg_json, opts);
-  TERN_RETURN_IF_ERROR(WriteFileAtomic(dir + "/config.json", cfg_json, nullptr, 0));
-  // safetensors: u64 header length, JSON header, raw little-endian data.
-  nlohmann::json header = nlohmann::json::object();
-  for (const auto& e : table.entries()) {
-    header[e.name] = {{"dtype", "F32"},
-                      {"shape", e.shape},
-                      {"data_offsets", {e.offset * 4, (e.offset + e.numel) * 4}}};
-  }
-  header["__metadata__"] = {{"format", "pt"}, {"producer", "tern"}};
-  std::string h = header.dump();
-  while ((8 + h.size()) % 8 != 0) h.push_back(' ');
-  uint64_t len = h.size();
-  std::string prefix(reinterpret_cast<const char*>(&len), 8);
-  return WriteFileAtomic(dir + "/model.safetensors", prefix + h,
-                         reinterpret_cast<const char*>(params.data()), params.size() * 4);
+  TERN_RETURN_IF_ERROR(WriteSafetensors(dir, table, params.data(), options));
+  // config.json last: a directory with a config has its weights.
+  return WriteFileAtomic(dir + "/config.json", cfg_json, nullptr, 0);
 }
 
 absl::StatusOr<LoadedModel> LoadModel(const std::string& dir) {
-  TERN_ASSIGN_OR_RETURN(auto config, model::LoadHfConfig(dir + "/config.json"));
   LoadedModel out;
-  TERN_ASSIGN_OR_RETURN(out.dims, model::ResolveModelDims(config, 0));
+  TERN_ASSIGN_OR_RETURN(out.config, model::LoadHfConfig(dir + "/config.json"));
+  TERN_ASSIGN_OR_RETURN(out.dims, model::ResolveModelDims(out.config, 0));
   model::Transformer<float> shape_only(out.dims);
-  const ParamTable& table = shape_only.params();
-  const std::string path = dir + "/model.safetensors";
-  std::ifstream in(path, std::ios::binary);
-  if (!in) return absl::NotFoundError(absl::StrCat("cannot open ", path));
-  uint64_t len = 0;
-  in.read(reinterpret_cast<char*>(&len), 8);
-  if (!in || len > (100u << 20))
-    return absl::DataLossError(absl::StrCat(path, ": bad header length"));
-  std::string h(len, '\0');
-  in.read(h.data(), len);
-  if (!in) return absl::DataLossError(absl::StrCat(path, ": truncated header"));
-  auto parsed = ParseJsonBounded(h, path + " header", 8);
-  if (!parsed.ok() || !parsed->is_object())
-    return absl::DataLossError(absl::StrCat(path, ": bad header"));
-  const nlohmann::json& header = *parsed;
-  const uint64_t data_start = 8 + len;
-  std::error_code ec;
-  const uint64_t file_size = std::filesystem::file_size(path, ec);
-  // config.json decides how much is allocated: it must describe what the file holds.
-  if (ec || table.total() * 4 > file_size)
-    return absl::DataLossError(absl::StrCat(dir, "/config.json describes ", table.total(),
-                                            " parameters but ", path, " holds ", file_size,
-                                            " bytes"));
-  out.params.resize(table.total());
-  for (const auto& e : table.entries()) {
-    if (!header.contains(e.name))
-      return absl::NotFoundError(absl::StrCat(path, ": tensor ", e.name, " is missing"));
-    const auto& t = header[e.name];
-    const auto bad = [&](const char* what) {
-      return absl::DataLossError(
-          absl::StrCat(path, ": tensor ", e.name, " has ", what, " ",
-                       t.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace)));
-    };
-    if (!t.is_object() || !t.contains("shape") || !t["shape"].is_array() ||
-        !t.contains("data_offsets") || !t["data_offsets"].is_array())
-      return bad("no shape/data_offsets:");
-    std::vector<int64_t> shape;
-    std::vector<uint64_t> offs;
-    for (const auto& v : t["shape"]) {
-      if (!v.is_number_integer()) return bad("a bad shape:");
-      shape.push_back(v.get<int64_t>());
-    }
-    for (const auto& v : t["data_offsets"]) {
-      if (!v.is_number_unsigned()) return bad("bad data_offsets:");
-      offs.push_back(v.get<uint64_t>());
-    }
-    const auto dtype = t.find("dtype");
-    if (dtype == t.end() || *dtype != "F32" || shape != e.shape)
-      return absl::InvalidArgumentError(absl::StrCat(
-          path, ": tensor ", e.name, " has dtype/shape ",
-          t.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace), ", expected F32"));
-    if (offs.size() != 2 || offs[0] > offs[1] || offs[1] - offs[0] != e.numel * 4 ||
-        offs[1] > file_size - data_start)
-      return absl::DataLossError(absl::StrCat(path, ": tensor ", e.name, " has bad data_offsets"));
-    in.seekg(static_cast<std::streamoff>(data_start + offs[0]));
-    in.read(reinterpret_cast<char*>(out.params.data() + e.offset), e.numel * 4);
-    if (!in) return absl::DataLossError(absl::StrCat(path, ": short read of ", e.name));
-  }
+  TERN_ASSIGN_OR_RETURN(out.params, ReadWeights(dir, shape_only.params()));
   return out;
 }
 
@@ -167,11 +109,52 @@ absl::StatusOr<LoadedModel> LoadModelFromCheckpoint(const std::string& root,
   TERN_ASSIGN_OR_RETURN(out.dims, model::ResolveModelDims(spec.model(), seq_len));
   model::Transformer<float> shape_only(out.dims);
   const ParamTable& table = shape_only.params();
-  if (ckpt->params().total() != table.total())
-    return absl::DataLossError(absl::StrCat(root, ": checkpoint holds ", ckpt->params().total(),
-                                            " parameters, the model in its spec ", table.total()));
+  TERN_RETURN_IF_ERROR(MatchTensors(table, ShapesOf(ckpt->params()),
+                                    absl::StrCat("checkpoint ", ckpt->dir()),
+                                    " (the model of its own job spec)"));
+  out.config = spec.model();
   out.params.resize(table.total());
   TERN_RETURN_IF_ERROR(ckpt->ReadState("master", 0, table.total(), out.params.data()));
+  return out;
+}
+
+namespace {
+
+// DIR as a checkpoint: (root, step name), or {"", ""} when it is not one.
+std::pair<std::string, std::string> CheckpointDir(const std::string& dir) {
+  std::filesystem::path p(dir);
+  if (p.filename().empty()) p = p.parent_path();
+  std::error_code ec;
+  if (std::filesystem::exists(p / ckpt::kManifestName, ec))
+    return {p.parent_path().string(), p.filename().string()};
+  if (std::filesystem::exists(p / ckpt::kLatestName, ec)) return {p.string(), ckpt::kLatestName};
+  return {"", ""};
+}
+
+}  // namespace
+
+absl::StatusOr<LoadedModel> LoadModelAny(const std::string& dir) {
+  const auto [root, which] = CheckpointDir(dir);
+  if (!root.empty()) return LoadModelFromCheckpoint(root, which);
+  return LoadModel(dir);
+}
+
+absl::StatusOr<std::vector<float>> LoadInitWeights(const std::string& dir,
+                                                   const ParamTable& table) {
+  const auto [root, which] = CheckpointDir(dir);
+  if (root.empty()) return ReadWeights(dir, table);
+  TERN_ASSIGN_OR_RETURN(auto ck, ckpt::Checkpoint::Open(root, which));
+  TERN_RETURN_IF_ERROR(MatchTensors(table, ShapesOf(ck->params()),
+                                    absl::StrCat("checkpoint.init_from: checkpoint ", ck->dir()),
+                                    " --> hint: init_from must hold this model's weights"));
+  for (size_t i = 0; i < table.entries().size(); ++i) {
+    if (ck->params().entries()[i].name != table.entries()[i].name) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "checkpoint.init_from: ", ck->dir(), " holds this model's parameters in another order"));
+    }
+  }
+  std::vector<float> out(table.total());
+  TERN_RETURN_IF_ERROR(ck->ReadState("master", 0, table.total(), out.data()));
   return out;
 }
 

@@ -77,6 +77,9 @@ absl::Status Trainer::Init() {
   {  // the initial vector is freed before the activations are allocated (memory_plan.h)
     std::vector<float> init(model_->params().total());
     model_->InitParams(init.data(), cfg_.seed);
+    if (!cfg_.checkpoint.init_from.empty()) {
+      TERN_ASSIGN_OR_RETURN(init, LoadInitWeights(cfg_.checkpoint.init_from, model_->params()));
+    }
     if (opts_.make_state) {
       TERN_ASSIGN_OR_RETURN(state_, opts_.make_state(model_->params(), init));
     } else {
@@ -89,6 +92,7 @@ absl::Status Trainer::Init() {
   targets_.resize(inputs_.size());
   if (ckpt_) {
     TERN_ASSIGN_OR_RETURN(start_step_, ckpt_->Start(*state_, model_->params(), *train_data_));
+    start_samples_ = ckpt_->resumed_samples();
   }
   return absl::OkStatus();
 }
@@ -111,8 +115,13 @@ absl::StatusOr<double> Trainer::CheckpointStep(int64_t steps_done, const StepMet
   auto t0 = Clock::now();
   TERN_RETURN_IF_ERROR(ckpt_->Poll());
   if (now || ckpt_->Due(steps_done))
-    TERN_RETURN_IF_ERROR(ckpt_->Save(steps_done, *state_, model_->params(), *train_data_, m));
+    TERN_RETURN_IF_ERROR(ckpt_->Save(steps_done, SamplesBefore(steps_done), *state_,
+                                     model_->params(), *train_data_, m));
   return MsSince(t0);
+}
+
+uint64_t Trainer::SamplesBefore(int64_t step) const {
+  return start_samples_ + static_cast<uint64_t>(step - start_step_) * cfg_.global_batch;
 }
 
 absl::Status Trainer::StopOnOrder(int64_t steps_done) {
@@ -132,9 +141,10 @@ absl::Status Trainer::StopOnOrder(int64_t steps_done) {
 
 absl::StatusOr<double> Trainer::TrainStep(int64_t step, StepMetrics* m, StepOrders* orders) {
   double loss_sum = 0;
+  const uint64_t first = SamplesBefore(step);
   for (int micro = 0; micro < cfg_.accum; ++micro) {
-    train_data_->Batch(step, micro, opts_.rank, cfg_.dp_size, cfg_.micro_batch, cfg_.accum,
-                       inputs_.data(), targets_.data());
+    train_data_->BatchFrom(first, micro, opts_.rank, cfg_.dp_size, cfg_.micro_batch, cfg_.accum,
+                           inputs_.data(), targets_.data());
     const bool last = micro + 1 == cfg_.accum;
     state_->BeginMicroStep(last);
     auto t0 = Clock::now();

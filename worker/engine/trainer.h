@@ -88,6 +88,9 @@ class Trainer {
   TrainSummary summary_;
   std::unique_ptr<Checkpointing> ckpt_;  // null without checkpoint.dir
   int64_t start_step_ = 0;               // steps already done (resume)
+  uint64_t start_samples_ = 0;           // training samples those steps consumed
+  // Samples consumed before `step` (steps since the resume use this run's global batch).
+  uint64_t SamplesBefore(int64_t step) const;
 };
 
 // Peak resident set size of this process in MiB.

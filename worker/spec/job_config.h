@@ -30,6 +30,7 @@ struct CheckpointOptions {
   uint64_t block_size = 0;  // bytes per I/O request; 0 = the I/O engine's default
   int queue_depth = 0;      // requests in flight; 0 = the I/O engine's default
   std::string load;         // "" (fresh run), "latest", "step-NNNNNN" or kLoadLatestIfAny
+  std::string init_from;    // initial weights (safetensors or checkpoint directory); "" = none
 };
 
 // checkpoint.load as `tern rank --resume-if-any` sets it (never from a spec): the newest
@@ -43,6 +44,7 @@ struct ElasticOptions {
   int min_nodes = 1;
   int max_nodes = 1;
   int max_restarts = 3;
+  bool keep_global_batch = true;  // elastic.keep: "global_batch" (true) or "micro_batch"
 };
 
 // Everything a run needs, with defaults resolved.
@@ -91,10 +93,19 @@ struct ResolveOptions {
   bool default_checkpoint_dir = false;
 };
 
-// Elastic resume keeps the global batch (train_batch_size) and the micro batch, and changes
-// gradient_accumulation_steps: the node counts in [elastic.min_nodes, elastic.max_nodes] where
-// that works (global % (micro x nodes x ranks_per_node) == 0), ascending.
+// The node counts in [elastic.min_nodes, elastic.max_nodes] a round may run on, ascending.
+// elastic.keep "global_batch" (default) keeps train_batch_size and the micro batch and changes
+// gradient_accumulation_steps: the counts where that works (global % (micro x nodes x
+// ranks_per_node) == 0). "micro_batch" keeps micro batch and accumulation: every count.
 std::vector<int> ElasticNodeCounts(const JobConfig& config);
+
+// The batch of a round on `nodes` nodes (elastic.keep decides what is kept).
+struct RoundBatch {
+  int micro_batch = 1;
+  int accum = 1;
+  int64_t global_batch = 1;
+};
+RoundBatch ElasticRoundBatch(const JobConfig& config, int nodes);
 
 // Validates the whole spec before anything is allocated; INVALID_ARGUMENT lists every
 // offending field at once ("field: problem; field: problem").

@@ -3,10 +3,12 @@
 #include "worker/spec/sections.h"
 
 #include <algorithm>
+#include <filesystem>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "worker/checkpoint/layout.h"
+#include "worker/core/text.h"
 
 namespace tern::spec {
 
@@ -124,6 +126,19 @@ void ResolveCheckpoint(const tern::v1::JobSpec& spec, const ResolveOptions& ro, 
   if (!k.load().empty() && k.load() != "latest" && ckpt::ParseStepDirName(k.load()) < 0)
     f.Error(absl::StrCat("checkpoint.load: '", k.load(),
                          "' is neither \"latest\" nor a step name like step-000120"));
+  o.init_from = k.init_from();
+  if (!o.init_from.empty() && ro.check_files) {
+    std::error_code ec;
+    const std::filesystem::path d(o.init_from);
+    const bool weights = std::filesystem::exists(d / "model.safetensors", ec) ||
+                         std::filesystem::exists(d / "model.safetensors.index.json", ec);
+    const bool ckpt = std::filesystem::exists(d / "latest", ec) ||
+                      std::filesystem::exists(d / "manifest.json", ec);
+    if (!weights && !ckpt)
+      f.Error(absl::StrCat("checkpoint.init_from: ", Printable(o.init_from),
+                           " holds neither model.safetensors, model.safetensors.index.json nor a "
+                           "Tern checkpoint"));
+  }
   if (o.dir.empty()) {
     const bool any = k.has_interval() || k.has_keep_last() || k.has_async() || k.has_writer() ||
                      !k.load().empty();
@@ -147,9 +162,24 @@ std::vector<int> ElasticNodeCounts(const JobConfig& c) {
   std::vector<int> out;
   for (int n = c.elastic.min_nodes; n <= c.elastic.max_nodes; ++n) {
     const int64_t per_step = int64_t(c.micro_batch) * n * c.ranks_per_node;
-    if (per_step > 0 && c.global_batch % per_step == 0) out.push_back(n);
+    if (per_step > 0 && (!c.elastic.keep_global_batch || c.global_batch % per_step == 0))
+      out.push_back(n);
   }
   return out;
+}
+
+RoundBatch ElasticRoundBatch(const JobConfig& c, int nodes) {
+  RoundBatch b;
+  b.micro_batch = c.micro_batch;
+  const int64_t per_micro = int64_t(c.micro_batch) * nodes * c.ranks_per_node;
+  if (c.elastic.keep_global_batch) {
+    b.global_batch = c.global_batch;
+    b.accum = per_micro > 0 ? static_cast<int>(c.global_batch / per_micro) : c.accum;
+  } else {
+    b.accum = c.accum;
+    b.global_batch = per_micro * c.accum;
+  }
+  return b;
 }
 
 void ResolveElastic(const tern::v1::JobSpec& spec, const ResolveOptions& ro, JobConfig& c,
@@ -168,14 +198,18 @@ void ResolveElastic(const tern::v1::JobSpec& spec, const ResolveOptions& ro, Job
   o.max_restarts = e.has_max_restarts() ? e.max_restarts() : 3;
   if (o.max_restarts < 0)
     f.Error(absl::StrCat("elastic.max_restarts: must be >= 0, got ", o.max_restarts));
+  if (e.has_keep() && e.keep() != "global_batch" && e.keep() != "micro_batch")
+    f.Error(absl::StrCat("elastic.keep: \"", Printable(e.keep()),
+                         "\" is not \"global_batch\" or \"micro_batch\""));
+  o.keep_global_batch = !e.has_keep() || e.keep() != "micro_batch";
   if (!o.enabled) {
-    if (e.has_min_nodes() || e.has_max_nodes() || e.has_max_restarts())
-      f.Warn("elastic.min_nodes/max_nodes/max_restarts: no effect without elastic.enabled");
+    if (e.has_min_nodes() || e.has_max_nodes() || e.has_max_restarts() || e.has_keep())
+      f.Warn("elastic.min_nodes/max_nodes/max_restarts/keep: no effect without elastic.enabled");
     return;
   }
   // Every node count in range must keep the global batch, or the job could resume into a size
   // it cannot train at.
-  if (c.micro_batch > 0 && c.dp_size > 0 && c.nodes > 0) {
+  if (c.micro_batch > 0 && c.dp_size > 0 && c.nodes > 0 && o.keep_global_batch) {
     const std::vector<int> ok = ElasticNodeCounts(c);
     std::vector<int> bad;
     for (int n = o.min_nodes; n <= o.max_nodes; ++n)

@@ -103,19 +103,31 @@ TEST(CkptCheckpointTest, RoundTripThreeUnevenRanks) {
   EXPECT_TRUE(VerifyCheckpoint(dir.path() + "/step-000120").ok());
 }
 
-TEST(CkptCheckpointTest, VerifiedFragmentsAreNotReread) {
+TEST(CkptCheckpointTest, ReadsFetchOnlyTheOverlappingChecksumBlocks) {
   TempDir dir;
-  Saved s = SaveThreeRanks(dir.path(), 5);
+  WriterOptions wo;
+  wo.checksum_block = 4096;
+  Saved s = SaveThreeRanks(dir.path(), 5, 0, wo);
   auto c = Checkpoint::Open(dir.path(), "step-000005");
   ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_EQ((*c)->manifest().version, 2);
   float x;
-  // First touch of the embedding's first fragment [0, 10007) reads all of it.
+  // One element fetches (and verifies) the one 4 KiB block around it, not the fragment.
   ASSERT_TRUE((*c)->ReadState("master", 100, 1, &x).ok());
   EXPECT_EQ(x, 100.0f);
-  EXPECT_EQ((*c)->bytes_read(), 10007u * 4);
-  ASSERT_TRUE((*c)->ReadState("master", 200, 1, &x).ok());
-  EXPECT_EQ(x, 200.0f);
-  EXPECT_EQ((*c)->bytes_read(), 10007u * 4 + 4);
+  EXPECT_EQ((*c)->bytes_read(), 4096u);
+  EXPECT_EQ((*c)->io_bytes_read(), 4096u);
+  // Elements [1000, 3000) span blocks 0..2 of rank 0's segment.
+  std::vector<float> v(2000);
+  ASSERT_TRUE((*c)->ReadState("master", 1000, 2000, v.data()).ok());
+  EXPECT_EQ(v[1999], 2999.0f);
+  EXPECT_EQ((*c)->bytes_read(), 4096u + 3 * 4096u);
+  auto plan = (*c)->PlanRead("master", 1000, 2000);
+  ASSERT_TRUE(plan.ok()) << plan.status();
+  ASSERT_EQ(plan->size(), 1u);
+  EXPECT_EQ((*plan)[0].offset, 0u);
+  EXPECT_EQ((*plan)[0].bytes, 3 * 4096u);
+  EXPECT_EQ((*plan)[0].wanted, 8000u);
 }
 
 TEST(CkptCheckpointTest, FallbackPathsRoundTrip) {

@@ -267,5 +267,32 @@ TEST(DataLoaderOpenTest, ConvertsEveryTokenDTypeToInt32) {
   }
 }
 
+// A run whose global batch changes at resumes (elastic rounds change the accumulation, a user
+// the micro batch): every sample is read exactly once, in order of steps.
+TEST(DataLoaderBatchChangeTest, StepsWithChangingGlobalBatchesTileTheSamples) {
+  struct Layout {
+    int steps, dp, b, accum;
+  };
+  const Layout runs[] = {{3, 2, 2, 1}, {2, 3, 1, 2}, {1, 1, 4, 3}, {2, 4, 2, 2}};
+  std::vector<int> seen(200, 0);
+  uint64_t consumed = 0;  // what the checkpoint stores between runs
+  for (const Layout& l : runs) {
+    for (int s = 0; s < l.steps; ++s) {
+      for (int m = 0; m < l.accum; ++m) {
+        for (int r = 0; r < l.dp; ++r) {
+          const uint64_t first = DataLoader::FirstSampleFrom(consumed, m, r, l.dp, l.b, l.accum);
+          for (int j = 0; j < l.b; ++j) ++seen.at(first + j);
+        }
+      }
+      consumed += uint64_t(l.dp) * l.b * l.accum;
+    }
+  }
+  EXPECT_EQ(consumed, 3u * 4 + 2 * 6 + 1 * 12 + 2 * 16);
+  for (uint64_t i = 0; i < seen.size(); ++i) EXPECT_EQ(seen[i], i < consumed ? 1 : 0) << i;
+  // With an unchanged batch it is the step-based rule.
+  EXPECT_EQ(DataLoader::FirstSampleFrom(2 * 12, 1, 1, 3, 2, 2),
+            DataLoader::FirstSample(2, 1, 1, 3, 2, 2));
+}
+
 }  // namespace
 }  // namespace tern::data

@@ -70,6 +70,8 @@ std::vector<BadSpec> BadSpecs(const std::string& hf_config) {
       {{"elastic.enabled=true", "elastic.max_nodes=3"},
        "elastic: train_batch_size 2 with train_micro_batch_size_per_gpu 2 and 1 rank(s) per node "
        "cannot be kept on 2, 3 node(s)"},
+      {{"elastic.enabled=true", "elastic.keep=everything"},
+       "elastic.keep: \"everything\" is not \"global_batch\" or \"micro_batch\""},
       {{"elastic.min_nodes=0"}, "elastic.min_nodes: must be >= 1, got 0"},
       {{"elastic.min_nodes=1", "elastic.max_nodes=0"},
        "elastic.max_nodes: 0 must be >= elastic.min_nodes 1"},

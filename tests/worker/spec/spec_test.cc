@@ -35,6 +35,37 @@ TEST(JobSpec, ParsesDeepSpeedKeysAndResolvesDefaults) {
   EXPECT_EQ(cfg->dims.HS, 16);
 }
 
+// elastic.keep: the global batch (default: accumulation absorbs the world, only sizes that
+// divide it) or the micro batch and accumulation (any size; the global batch follows).
+TEST(JobSpec, ElasticKeepsTheGlobalBatchOrTheMicroBatch) {
+  for (const char* keep : {"global_batch", "micro_batch"}) {
+    auto spec = ParseJobSpec(kSpec,
+                             {"resources.nodes=4", "elastic.enabled=true", "elastic.min_nodes=1",
+                              std::string("elastic.keep=") + keep},
+                             "spec.json");
+    ASSERT_TRUE(spec.ok()) << spec.status();
+    auto cfg = ResolveJob(*spec, {.check_files = false, .cluster = true});
+    const bool global = std::string(keep) == "global_batch";
+    if (global) {  // 32 = 4 x 2 x 4 nodes: 3 nodes cannot keep it
+      ASSERT_FALSE(cfg.ok());
+      EXPECT_NE(cfg.status().message().find("cannot be kept on 3 node(s)"), std::string::npos)
+          << cfg.status();
+      spec->mutable_elastic()->set_min_nodes(2);
+      spec->mutable_elastic()->set_max_nodes(2);
+      cfg = ResolveJob(*spec, {.check_files = false, .cluster = true});
+    }
+    ASSERT_TRUE(cfg.ok()) << keep << ": " << cfg.status();
+    EXPECT_EQ(cfg->elastic.keep_global_batch, global);
+    const int nodes = global ? 2 : 3;
+    const std::vector<int> sizes = global ? std::vector<int>{2} : std::vector<int>{1, 2, 3, 4};
+    EXPECT_EQ(ElasticNodeCounts(*cfg), sizes);
+    const RoundBatch b = ElasticRoundBatch(*cfg, nodes);
+    EXPECT_EQ(b.micro_batch, 4);
+    EXPECT_EQ(b.accum, global ? 4 : 2);
+    EXPECT_EQ(b.global_batch, global ? 32 : 4 * 2 * 3);
+  }
+}
+
 TEST(JobSpec, SetOverridesAnyField) {
   auto spec = ParseJobSpec(
       kSpec, {"train_iters=7", "optimizer.params.lr=0.5", "name=my run", "resources.nodes=2"},
