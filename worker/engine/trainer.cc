@@ -197,7 +197,10 @@ absl::Status Trainer::Run() {
     if (opts_.sink) opts_.sink->OnStep(m);
     // By the second step the ZeRO working pool has reached its high-water mark (stage 3
     // records its access order in the first step and prefetches from the second).
-    if (step + 1 == std::min(start_step_ + 2, cfg_.train_iters)) ReportMemory();
+    // Then every steps_per_print steps.
+    if (step + 1 == std::min(start_step_ + 2, cfg_.train_iters) ||
+        (cfg_.steps_per_print > 0 && (step + 1) % cfg_.steps_per_print == 0))
+      ReportMemory();
     const bool last = step + 1 == cfg_.train_iters;
     if ((cfg_.eval_interval > 0 && (step + 1) % cfg_.eval_interval == 0) || last) {
       TERN_ASSIGN_OR_RETURN(double val, Evaluate());
@@ -230,13 +233,20 @@ absl::Status Trainer::Run() {
 void Trainer::ReportMemory() {
   if (!opts_.sink) return;
   const auto mem = state_->memory();
-  opts_.sink->OnEvent("memory", nlohmann::json{{"rank", opts_.rank},
-                                               {"param_bytes", mem.param_bytes},
-                                               {"grad_bytes", mem.grad_bytes},
-                                               {"optim_bytes", mem.optim_bytes},
-                                               {"gather_pool_bytes", mem.gather_pool_bytes},
-                                               {"zero_stage", cfg_.zero_stage}}
-                                    .dump());
+  nlohmann::json j = {{"rank", opts_.rank},
+                      {"param_bytes", mem.param_bytes},
+                      {"grad_bytes", mem.grad_bytes},
+                      {"optim_bytes", mem.optim_bytes},
+                      {"gather_pool_bytes", mem.gather_pool_bytes},
+                      {"zero_stage", cfg_.zero_stage}};
+  if (cfg_.zero.quantized_weights || cfg_.zero.quantized_gradients) {
+    const auto zpp = state_->zeropp_counters();
+    j["quant_scratch_bytes"] = mem.quant_scratch_bytes;
+    j["zeropp_quantized_gathers"] = zpp.quantized_gathers;
+    j["zeropp_quantized_reductions"] = zpp.quantized_reductions;
+    j["zeropp_fallback_reductions"] = zpp.fallback_reductions;
+  }
+  opts_.sink->OnEvent("memory", j.dump());
 }
 
 void Trainer::ComputeMfu() {

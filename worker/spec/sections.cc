@@ -91,11 +91,29 @@ void ResolveZero(const tern::v1::JobSpec& spec, JobConfig& c, Findings& f) {
         "zero_optimization.reduce_scatter: false has no effect (stages 1-3 always "
         "reduce-scatter)");
 
-  // ZeRO++: refused by name until it is built.
-  if (z.zero_quantized_weights())
-    f.Error("zero_optimization.zero_quantized_weights: not supported yet (qwZ)");
-  if (z.zero_quantized_gradients())
-    f.Error("zero_optimization.zero_quantized_gradients: not supported yet (qgZ)");
+  // ZeRO++: qwZ and qgZ at stage 3 only; hpZ is refused by name until it is built.
+  const std::string need3 = absl::StrCat(": needs zero_optimization.stage 3, got ", o.stage);
+  if (z.zero_quantized_weights()) {
+    if (o.stage != 3) f.Error("zero_optimization.zero_quantized_weights" + need3);
+    o.quantized_weights = true;
+  }
+  if (z.zero_quantized_gradients()) {
+    if (o.stage != 3) f.Error("zero_optimization.zero_quantized_gradients" + need3);
+    o.quantized_gradients = true;
+  }
+  if (z.has_zero_quantization_block()) {
+    const int64_t b = z.zero_quantization_block();
+    if (b < 2 || b > 16384 || b % 2 != 0) {
+      f.Error(absl::StrCat("zero_optimization.zero_quantization_block: ", b,
+                           " must be even and in [2, 16384]"));
+    } else {
+      o.quant_block = b;
+    }
+    if (!z.zero_quantized_weights() && !z.zero_quantized_gradients())
+      f.Warn(
+          "zero_optimization.zero_quantization_block: no effect without zero_quantized_weights "
+          "or zero_quantized_gradients");
+  }
   if (z.has_zero_hpz_partition_size() && z.zero_hpz_partition_size() != 1)
     f.Error(absl::StrCat("zero_optimization.zero_hpz_partition_size: ", z.zero_hpz_partition_size(),
                          " is not supported yet (hpZ; only 1)"));
