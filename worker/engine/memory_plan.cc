@@ -67,6 +67,7 @@ RankMemoryPlan PlanRankMemory(const tern::spec::JobConfig& c, int threads) {
   p.gather_pool_bytes = 4 * max_unit * zero::PoolCapacity(units, zo);
   const int rpn = c.nodes > 1 && c.nodes * c.ranks_per_node == n ? c.ranks_per_node : n;
   p.quant_scratch_bytes = zero::QuantScratchBytes(units, zo, n, rpn);
+  p.hpz_bytes = zero::HpzBytes(units, zo, n, rpn);
   return p;
 }
 

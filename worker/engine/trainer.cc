@@ -239,9 +239,13 @@ void Trainer::ReportMemory() {
                       {"optim_bytes", mem.optim_bytes},
                       {"gather_pool_bytes", mem.gather_pool_bytes},
                       {"zero_stage", cfg_.zero_stage}};
-  if (cfg_.zero.quantized_weights || cfg_.zero.quantized_gradients) {
+  if (cfg_.zero.quantized_weights || cfg_.zero.quantized_gradients ||
+      cfg_.zero.hpz_partition_size > 1) {
     const auto zpp = state_->zeropp_counters();
     j["quant_scratch_bytes"] = mem.quant_scratch_bytes;
+    j["hpz_bytes"] = mem.hpz_bytes;
+    j["zeropp_hpz_gathers"] = zpp.hpz_gathers;
+    j["zeropp_hpz_fallback_gathers"] = zpp.hpz_fallback_gathers;
     j["zeropp_quantized_gathers"] = zpp.quantized_gathers;
     j["zeropp_quantized_reductions"] = zpp.quantized_reductions;
     j["zeropp_fallback_reductions"] = zpp.fallback_reductions;

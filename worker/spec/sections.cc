@@ -91,7 +91,8 @@ void ResolveZero(const tern::v1::JobSpec& spec, JobConfig& c, Findings& f) {
         "zero_optimization.reduce_scatter: false has no effect (stages 1-3 always "
         "reduce-scatter)");
 
-  // ZeRO++: qwZ and qgZ at stage 3 only; hpZ is refused by name until it is built.
+  // ZeRO++: stage 3 only. hpZ's size must also equal the ranks per node (checked where the
+  // groups are built).
   const std::string need3 = absl::StrCat(": needs zero_optimization.stage 3, got ", o.stage);
   if (z.zero_quantized_weights()) {
     if (o.stage != 3) f.Error("zero_optimization.zero_quantized_weights" + need3);
@@ -114,9 +115,17 @@ void ResolveZero(const tern::v1::JobSpec& spec, JobConfig& c, Findings& f) {
           "zero_optimization.zero_quantization_block: no effect without zero_quantized_weights "
           "or zero_quantized_gradients");
   }
-  if (z.has_zero_hpz_partition_size() && z.zero_hpz_partition_size() != 1)
-    f.Error(absl::StrCat("zero_optimization.zero_hpz_partition_size: ", z.zero_hpz_partition_size(),
-                         " is not supported yet (hpZ; only 1)"));
+  if (z.has_zero_hpz_partition_size()) {
+    const int h = z.zero_hpz_partition_size();
+    if (h < 1) {
+      f.Error(absl::StrCat("zero_optimization.zero_hpz_partition_size: must be >= 1, got ", h));
+    } else if (h > 1 && o.stage != 3) {
+      f.Error(absl::StrCat("zero_optimization.zero_hpz_partition_size: ", h,
+                           " needs zero_optimization.stage 3, got ", o.stage));
+    } else {
+      o.hpz_partition_size = h;
+    }
+  }
 }
 
 void ResolveCheckpoint(const tern::v1::JobSpec& spec, const ResolveOptions& ro, JobConfig& c,

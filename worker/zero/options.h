@@ -19,6 +19,7 @@ struct ZeroOptions {
   bool quantized_weights = false;    // qwZ: forward all-gathers carry int8 blocks + fp32 scales
   bool quantized_gradients = false;  // qgZ: int4 two-hop all-to-all in place of reduce-scatter
   int64_t quant_block = 4096;        // elements per quantization block (one fp32 scale each)
+  int hpz_partition_size = 1;        // hpZ: > 1 = ranks per node; backward gathers in the node
   // Bound on every collective; the runner sets it from the job's collective timeout.
   std::chrono::milliseconds timeout = kDefaultCollectiveTimeout;
 };

@@ -32,6 +32,9 @@ struct MemoryReport {
   // ZeRO++: the packed send/receive buffers of the quantized collectives (one set, sized for
   // the largest unit; not part of total()).
   uint64_t quant_scratch_bytes = 0;
+  // hpZ: the secondary copy of every non-persistent unit over the node-local group (1/D of
+  // the model per rank; allocated once, refreshed after every optimizer step).
+  uint64_t hpz_bytes = 0;
   uint64_t total() const { return param_bytes + grad_bytes + optim_bytes; }
 };
 
@@ -52,6 +55,8 @@ struct ZeroPPCounters {
   uint64_t quantized_gathers = 0;
   uint64_t quantized_reductions = 0;
   uint64_t fallback_reductions = 0;
+  uint64_t hpz_gathers = 0;           // backward gathers served inside the node
+  uint64_t hpz_fallback_gathers = 0;  // gathers over all data-parallel ranks although hpZ is on
 };
 
 class TrainingState {

@@ -59,6 +59,18 @@ uint64_t QuantScratchBytes(const std::vector<UnitLayout>& units, const ZeroOptio
   return qw + qg;
 }
 
+uint64_t HpzBytes(const std::vector<UnitLayout>& units, const ZeroOptions& o, int n,
+                  int ranks_per_node) {
+  const int D = ranks_per_node, N = D > 0 ? n / D : 0;
+  if (o.stage != 3 || o.hpz_partition_size <= 1 || N <= 1 || D * N != n ||
+      D != o.hpz_partition_size)
+    return 0;
+  uint64_t elems = 0;
+  for (const auto& u : units)
+    if (int64_t(u.numel) >= o.persistence_threshold) elems += u.chunk * uint64_t(N);
+  return elems * 4;
+}
+
 uint64_t PoolCapacity(const std::vector<UnitLayout>& units, const ZeroOptions& o) {
   if (o.stage == 0) return 0;
   uint64_t cap = 2;           // stage 1: two reduce-scatter outputs in flight
@@ -111,14 +123,28 @@ class ZeroState : public TrainingState, public model::ParamSource<float> {
       max_unit_ = std::max(max_unit_, u.chunk * n_);
     }
     pool_cap_ = PoolCapacity(units_, opts_);
-    if (QuantBlock(opts_) > 0) {
-      // qgZ needs more than one node and node-major data-parallel ranks; otherwise every unit
-      // falls back to the plain reduce-scatter (counted).
+    if (opts_.stage == 3 && (QuantBlock(opts_) > 0 || opts_.hpz_partition_size > 1)) {
+      // qgZ and hpZ need more than one node and node-major data-parallel ranks; otherwise every
+      // unit falls back to the plain reduce-scatter / data-parallel gather (counted).
       const int D = intra_ ? intra_->size() : 0;
-      qgz_ = opts_.quantized_gradients && intra_ && inter_ && inter_->size() > 1 &&
-             D * inter_->size() == n_ && intra_->rank() == r_ % D && inter_->rank() == r_ / D;
-      const int rpn = qgz_ ? D : n_;
+      const bool two_level = intra_ && inter_ && inter_->size() > 1 && D * inter_->size() == n_ &&
+                             intra_->rank() == r_ % D && inter_->rank() == r_ / D;
+      qgz_ = opts_.quantized_gradients && two_level;
+      hpz_ = opts_.hpz_partition_size > 1 && two_level && D == opts_.hpz_partition_size;
+      const int rpn = two_level ? D : n_;
       quant_scratch_.resize(QuantScratchBytes(units_, opts_, n_, rpn));
+      if (hpz_) {
+        uint64_t off = 0;
+        sec_off_.assign(units_.size(), 0);
+        for (size_t i = 0; i < units_.size(); ++i) {
+          sec_off_[i] = off;
+          if (int64_t(units_[i].numel) >= opts_.persistence_threshold)
+            off += units_[i].chunk * inter_->size();
+        }
+        TERN_CHECK(off * 4 == HpzBytes(units_, opts_, n_, rpn));
+        secondary_.assign(off, 0.0f);
+        sec_valid_.assign(units_.size(), false);
+      }
       // Every collective of this state goes through one ordered thread, so that quantized and
       // plain collectives reach each communicator in the same order on every rank.
       ordered_ = std::make_unique<comm::CommThread>("zero++");
@@ -175,6 +201,14 @@ class ZeroState : public TrainingState, public model::ParamSource<float> {
   void Release(int unit) override {
     if (opts_.stage <= 2 || IsPersistent(unit) || !live_[unit]) return;
     if (pending_gather_[unit].valid() && !pending_gather_[unit].Done()) return;  // prefetched
+    if (hpz_ && !sec_valid_[unit] && error_.ok()) {
+      // hpZ: keep this node's share of the gathered unit (the forward's weights) for backward.
+      const auto& u = units_[unit];
+      const uint64_t part = u.chunk * inter_->size();
+      std::memcpy(&secondary_[sec_off_[unit]], live_[unit] + uint64_t(intra_->rank()) * part,
+                  part * 4);
+      sec_valid_[unit] = true;
+    }
     ReturnBuffer(live_[unit]);
     live_[unit] = nullptr;
     pending_gather_[unit] = Work();
@@ -279,6 +313,7 @@ class ZeroState : public TrainingState, public model::ParamSource<float> {
     std::fill(grad_shard_.begin(), grad_shard_.end(), 0.0f);
     if (s == 1) std::fill(full_grads_.begin(), full_grads_.end(), 0.0f);
     if (s == 3) DropGathered();
+    InvalidateSecondary();
     return PublishParams();
   }
 
@@ -290,6 +325,7 @@ class ZeroState : public TrainingState, public model::ParamSource<float> {
     m.optim_bytes = (m_.size() + v_.size()) * 4;
     m.gather_pool_bytes = storage_.size() * max_unit_ * 4;
     m.quant_scratch_bytes = quant_scratch_.size();
+    m.hpz_bytes = secondary_.size() * 4;
     return m;
   }
 
@@ -298,6 +334,8 @@ class ZeroState : public TrainingState, public model::ParamSource<float> {
     c.quantized_gathers = quantized_gathers_.load();
     c.quantized_reductions = quantized_reductions_.load();
     c.fallback_reductions = fallback_reductions_.load();
+    c.hpz_gathers = hpz_gathers_.load();
+    c.hpz_fallback_gathers = hpz_fallback_gathers_.load();
     return c;
   }
 
@@ -335,6 +373,7 @@ class ZeroState : public TrainingState, public model::ParamSource<float> {
   }
   bool replicated() const override { return opts_.stage == 0; }
   absl::Status SyncAfterLoad() override {
+    InvalidateSecondary();
     return opts_.stage == 0 ? absl::OkStatus() : PublishParams();
   }
 
@@ -376,8 +415,9 @@ class ZeroState : public TrainingState, public model::ParamSource<float> {
     live_[unit] = TakeBuffer();
     if (ordered_) {
       float* dst = live_[unit];
-      pending_gather_[unit] =
-          ordered_->Enqueue([this, unit, dst] { return GatherTask(unit, dst); });
+      const bool secondary = hpz_ && sec_valid_[unit];
+      pending_gather_[unit] = ordered_->Enqueue(
+          [this, unit, dst, secondary] { return GatherTask(unit, dst, secondary); });
       return;
     }
     pending_gather_[unit] = comm_->AllGatherAsync(CBytes(&master_[u.shard_off], u.chunk),
@@ -385,8 +425,16 @@ class ZeroState : public TrainingState, public model::ParamSource<float> {
   }
 
   // ZeRO++ (on the ordered thread): qwZ's int8 all-gather of the unit, or the plain one.
-  absl::Status GatherTask(int unit, float* dst) {
+  absl::Status GatherTask(int unit, float* dst, bool secondary) {
     const auto& u = units_[unit];
+    if (secondary) {  // hpZ: inside the node, from the secondary copies
+      const uint64_t part = u.chunk * inter_->size();
+      TERN_RETURN_IF_ERROR(intra_->AllGather(CBytes(&secondary_[sec_off_[unit]], part),
+                                             Bytes(dst, u.chunk * n_), coll_));
+      hpz_gathers_.fetch_add(1);
+      return absl::OkStatus();
+    }
+    if (opts_.hpz_partition_size > 1 && !hpz_) hpz_fallback_gathers_.fetch_add(1);
     const float* mine = &master_[u.shard_off];
     if (!opts_.quantized_weights)
       return comm_->AllGather(CBytes(mine, u.chunk), Bytes(dst, u.chunk * n_), coll_);
@@ -419,6 +467,10 @@ class ZeroState : public TrainingState, public model::ParamSource<float> {
         qw = std::max(qw, QuantizedAllGatherScratch(n_, u.chunk, u.qblock));
     return qw;
   }
+
+  // hpZ: the secondary copies are stale once the master chunks change; the next forward
+  // gathers from the primary partitions and rebuilds them.
+  void InvalidateSecondary() { std::fill(sec_valid_.begin(), sec_valid_.end(), false); }
 
   // ZeRO++: waits until every collective queued on the ordered thread has finished, before a
   // collective is issued directly.
@@ -530,6 +582,14 @@ class ZeroState : public TrainingState, public model::ParamSource<float> {
   bool qgz_ = false;                      // qgZ's layout holds (else plain reduce-scatter)
   std::vector<std::byte> quant_scratch_;  // packed records (qwZ's, then qgZ's)
   std::atomic<uint64_t> quantized_gathers_{0}, quantized_reductions_{0}, fallback_reductions_{0};
+  std::atomic<uint64_t> hpz_gathers_{0}, hpz_fallback_gathers_{0};
+  // hpZ: this rank's share (chunk x nodes elements) of every non-persistent unit over the
+  // node-local group, at sec_off_[unit]; valid from the unit's first release after an
+  // optimizer step.
+  bool hpz_ = false;
+  std::vector<float> secondary_;
+  std::vector<uint64_t> sec_off_;
+  std::vector<bool> sec_valid_;
   // Last: destroyed first, so no task outlives the buffers it uses.
   std::unique_ptr<comm::CommThread> ordered_;
 };
@@ -543,10 +603,20 @@ absl::StatusOr<std::unique_ptr<TrainingState>> CreateZeroState(const ParamTable&
   if (options.stage < 0 || options.stage > 3)
     return absl::InvalidArgumentError(
         absl::StrCat("zero_optimization.stage: must be 0..3, got ", options.stage));
-  if ((options.quantized_weights || options.quantized_gradients) && options.stage != 3)
-    return absl::InvalidArgumentError(absl::StrCat(
-        "zero_optimization.zero_quantized_weights / zero_quantized_gradients: need stage 3, got ",
-        options.stage));
+  if ((options.quantized_weights || options.quantized_gradients ||
+       options.hpz_partition_size > 1) &&
+      options.stage != 3)
+    return absl::InvalidArgumentError(
+        absl::StrCat("zero_optimization.zero_quantized_weights / zero_quantized_gradients / "
+                     "zero_hpz_partition_size: need stage 3, got ",
+                     options.stage));
+  if (options.hpz_partition_size < 1 ||
+      (options.hpz_partition_size > 1 && groups.intra_node != nullptr &&
+       options.hpz_partition_size != groups.intra_node->size()))
+    return absl::InvalidArgumentError(
+        absl::StrCat("zero_optimization.zero_hpz_partition_size: ", options.hpz_partition_size,
+                     " must be 1 or the data-parallel ranks per node (",
+                     groups.intra_node ? groups.intra_node->size() : 1, ")"));
   if (QuantBlock(options) > 0 && (options.quant_block < 2 || options.quant_block % 2 != 0 ||
                                   uint64_t(options.quant_block) > kernels::kMaxQuantBlock))
     return absl::InvalidArgumentError(

@@ -49,6 +49,11 @@ std::vector<UnitLayout> LayoutUnits(const ParamTable& table, int n, uint64_t qua
 // ZeRO++ quantized collective is on at stage 3, else 0.
 uint64_t QuantBlock(const ZeroOptions& options);
 
+// Bytes of hpZ's secondary copies (MemoryReport's hpz_bytes): chunk x nodes elements of every
+// non-persistent unit, when hpZ is on and there is more than one node.
+uint64_t HpzBytes(const std::vector<UnitLayout>& units, const ZeroOptions& options, int n,
+                  int ranks_per_node);
+
 // Bytes of the packed buffers one rank's ZeRO++ collectives use (MemoryReport's
 // quant_scratch_bytes), for data-parallel size n split into nodes of ranks_per_node.
 uint64_t QuantScratchBytes(const std::vector<UnitLayout>& units, const ZeroOptions& options, int n,

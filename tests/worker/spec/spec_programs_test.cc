@@ -58,7 +58,7 @@ std::vector<BadSpec> BadSpecs(const std::string& hf_config) {
       {{"zero_optimization.zero_quantized_gradients=true"},
        "zero_optimization.zero_quantized_gradients: needs zero_optimization.stage 3"},
       {{"zero_optimization.zero_hpz_partition_size=4"},
-       "zero_optimization.zero_hpz_partition_size: 4 is not supported yet"},
+       "zero_optimization.zero_hpz_partition_size: 4 needs zero_optimization.stage 3"},
       {{"zero_optimization.reduce_bucket_size=0"},
        "zero_optimization.reduce_bucket_size: must be > 0, got 0"},
       {{"checkpoint.dir=/tmp/tern-never", "checkpoint.keep_last=0"},

@@ -147,9 +147,10 @@ TEST(JobSpec, UnsupportedFeaturesAreRefusedByName) {
       RefusedWith({"zero_optimization.stage=3", "zero_optimization.zero_quantization_block=3"})
           .find("zero_optimization.zero_quantization_block: 3 must be even"),
       std::string::npos);
-  EXPECT_NE(RefusedWith({"zero_optimization.zero_hpz_partition_size=8"})
-                .find("zero_optimization.zero_hpz_partition_size"),
-            std::string::npos);
+  EXPECT_NE(
+      RefusedWith({"zero_optimization.zero_hpz_partition_size=8"})
+          .find("zero_optimization.zero_hpz_partition_size: 8 needs zero_optimization.stage 3"),
+      std::string::npos);
   // Elastic resume keeps the global batch: every node count in range must divide it.
   EXPECT_NE(RefusedWith({"elastic.enabled=true", "elastic.max_nodes=3"})
                 .find("cannot be kept on 3 node(s)"),
@@ -176,7 +177,8 @@ TEST(JobSpec, ZeroPlusPlusKeysResolveAtStage3) {
       ParseJobSpec(kSpec,
                    {"zero_optimization.stage=3", "zero_optimization.zero_quantized_weights=true",
                     "zero_optimization.zero_quantized_gradients=true",
-                    "zero_optimization.zero_quantization_block=2048"},
+                    "zero_optimization.zero_quantization_block=2048",
+                    "zero_optimization.zero_hpz_partition_size=2"},
                    "spec.json");
   ASSERT_TRUE(spec.ok()) << spec.status();
   auto cfg = ResolveJob(*spec, {.world_size = 2, .check_files = false});
@@ -184,6 +186,7 @@ TEST(JobSpec, ZeroPlusPlusKeysResolveAtStage3) {
   EXPECT_TRUE(cfg->zero.quantized_weights);
   EXPECT_TRUE(cfg->zero.quantized_gradients);
   EXPECT_EQ(cfg->zero.quant_block, 2048);
+  EXPECT_EQ(cfg->zero.hpz_partition_size, 2);
   EXPECT_TRUE(cfg->warnings.empty());
 }
 

@@ -160,7 +160,7 @@ struct TrainResult {
 
 // Stage 3 on nodes x per_node ranks, 2 rows per rank, 8 steps; losses averaged over ranks.
 std::vector<TrainResult> TrainStage3(int nodes, int per_node, bool qw, bool qg,
-                                     const std::string& prefix) {
+                                     const std::string& prefix, int hpz = 1) {
   const int n = nodes * per_node, T = 8, rows = 2, steps = 8;
   std::vector<TrainResult> out(n);
   WithGroups(nodes, per_node, prefix, [&](int r, comm::CommGroups& g) {
@@ -174,6 +174,7 @@ std::vector<TrainResult> TrainStage3(int nodes, int per_node, bool qw, bool qg,
     zo.prefetch_bucket_size = 2000;
     zo.quantized_weights = qw;
     zo.quantized_gradients = qg;
+    zo.hpz_partition_size = hpz;
     auto state = CreateZeroState(model.params(), init, zo,
                                  {g.data_parallel.get(), g.intra_node.get(), g.inter_node.get()});
     ASSERT_TRUE(state.ok()) << state.status();
@@ -201,7 +202,7 @@ std::vector<TrainResult> TrainStage3(int nodes, int per_node, bool qw, bool qg,
 TEST(ZeroPPTraining, QuantizedStage3StaysCloseToStage3At2x2) {
   kernels::SetNumThreads(1);
   const auto plain = TrainStage3(2, 2, false, false, "t-plain");
-  const auto zpp = TrainStage3(2, 2, true, true, "t-zpp");
+  const auto zpp = TrainStage3(2, 2, true, true, "t-zpp", 2);
   ASSERT_EQ(plain[0].losses.size(), zpp[0].losses.size());
   EXPECT_LT(plain[0].losses.back(), plain[0].losses.front());
   for (size_t i = 0; i < plain[0].losses.size(); ++i)
@@ -210,6 +211,33 @@ TEST(ZeroPPTraining, QuantizedStage3StaysCloseToStage3At2x2) {
     EXPECT_GT(r.counters.quantized_gathers, 0u);
     EXPECT_GT(r.counters.quantized_reductions, 0u);
     EXPECT_EQ(r.counters.fallback_reductions, 0u);
+    EXPECT_GT(r.counters.hpz_gathers, 0u);
+    EXPECT_EQ(r.counters.hpz_fallback_gathers, 0u);
+  }
+}
+
+// hpZ alone: backward gathers the forward's own weights inside the node, so training is
+// exactly plain stage 3; its backward gathers never leave the node.
+TEST(ZeroPPTraining, HpzMatchesStage3At2x2) {
+  kernels::SetNumThreads(1);
+  const auto plain = TrainStage3(2, 2, false, false, "h-plain");
+  const auto hpz = TrainStage3(2, 2, false, false, "h-hpz", 2);
+  for (size_t i = 0; i < plain[0].losses.size(); ++i)
+    EXPECT_NEAR(hpz[0].losses[i], plain[0].losses[i], 1e-6 * plain[0].losses[i]) << "step " << i;
+  for (const auto& r : hpz) {
+    // One backward gather per non-persistent unit per step (4 units, 8 steps).
+    EXPECT_EQ(r.counters.hpz_gathers, 4u * 8);
+    EXPECT_EQ(r.counters.hpz_fallback_gathers, 0u);
+  }
+}
+
+// hpZ on one node has no second level: every gather falls back to the data-parallel one.
+TEST(ZeroPPTraining, HpzOnOneNodeFallsBack) {
+  kernels::SetNumThreads(1);
+  const auto hpz = TrainStage3(1, 2, false, false, "h-one", 2);
+  for (const auto& r : hpz) {
+    EXPECT_EQ(r.counters.hpz_gathers, 0u);
+    EXPECT_GT(r.counters.hpz_fallback_gathers, 0u);
   }
 }
 
@@ -241,6 +269,12 @@ TEST(ZeroPPOptions, RefusedBelowStage3) {
   zo.quant_block = 3;
   st = CreateZeroState(model.params(), init, zo, {comms[0].get()});
   EXPECT_EQ(st.status().code(), absl::StatusCode::kInvalidArgument);
+  // hpZ's size must be the ranks per node.
+  zo.quant_block = 4096;
+  zo.hpz_partition_size = 4;
+  st = CreateZeroState(model.params(), init, zo, {comms[0].get(), comms[0].get(), comms[0].get()});
+  ASSERT_EQ(st.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(st.status().message().find("zero_hpz_partition_size: 4"), std::string::npos);
 }
 
 }  // namespace
