@@ -120,12 +120,29 @@ absl::Status RunRank(const tern::spec::JobConfig& config, comm::Store& store,
     for (int i = 0; i < n; ++i) values[i] = f[i];
     return absl::OkStatus();
   };
-  // Every byte by its receiver: on this node or on another (whatever group sent it).
-  topts.take_comm_bytes = [&groups](uint64_t* intra, uint64_t* inter) {
-    *intra = *inter = 0;
+  // Every byte by its receiver: on this node or on another (whatever group sent it), summed
+  // over the job's ranks (one rank's share depends on where it sits in the rings).
+  topts.take_comm_bytes = [&groups, &o](uint64_t* intra, uint64_t* inter) {
+    uint64_t mine[2] = {0, 0};
     for (const auto& [kind, stats] : groups.TakeStatsByKind()) {
-      *inter += stats.cross_node_bytes;
-      *intra += stats.total_bytes() - stats.cross_node_bytes;
+      mine[0] += stats.total_bytes() - stats.cross_node_bytes;
+      mine[1] += stats.cross_node_bytes;
+    }
+    *intra = mine[0];
+    *inter = mine[1];
+    const int n = groups.world->size();
+    std::vector<uint64_t> all(2 * size_t(n));
+    comm::CollectiveOptions co;
+    co.timeout = o.collective_timeout;
+    if (!groups.world
+             ->AllGather(std::as_bytes(std::span<const uint64_t>(mine, 2)),
+                         std::as_writable_bytes(std::span<uint64_t>(all)), co)
+             .ok())
+      return;  // this rank's own bytes; the failure surfaces at the next collective
+    *intra = *inter = 0;
+    for (int r = 0; r < n; ++r) {
+      *intra += all[2 * size_t(r)];
+      *inter += all[2 * size_t(r) + 1];
     }
   };
   topts.all_gather_bytes = [world = groups.world.get(), &o](const std::string& mine) {

@@ -35,7 +35,8 @@ struct TrainerOptions {
       make_state;
   // Sums a few doubles across data-parallel ranks (loss, token counts); null = single rank.
   std::function<absl::Status(double*, int)> all_reduce_sum;
-  // Bytes sent this step per group (reset on read); null = none.
+  // Bytes all ranks sent this step, by receiver on the same / another node (reset on read;
+  // every rank calls it each step); null = none.
   std::function<void(uint64_t* intra, uint64_t* inter)> take_comm_bytes;
   // All-gathers one byte string per rank over every rank of the job (result index = rank):
   // checkpoint shard results and load verdicts. Null = single rank.
