@@ -156,6 +156,8 @@ model::ModelDims Dims() {
 struct TrainResult {
   std::vector<double> losses;
   ZeroPPCounters counters;
+  MemoryReport memory;
+  uint64_t planned_hpz = 0, planned_scratch = 0;  // what the memory plan's functions say
 };
 
 // Stage 3 on nodes x per_node ranks, 2 rows per rank, 8 steps; losses averaged over ranks.
@@ -195,6 +197,10 @@ std::vector<TrainResult> TrainStage3(int nodes, int per_node, bool qw, bool qg,
       out[r].losses.push_back(loss / float(n));
     }
     out[r].counters = (*state)->zeropp_counters();
+    out[r].memory = (*state)->memory();
+    const auto units = LayoutUnits(model.params(), n, QuantBlock(zo));
+    out[r].planned_hpz = HpzBytes(units, zo, n, per_node);
+    out[r].planned_scratch = QuantScratchBytes(units, zo, n, per_node);
   });
   return out;
 }
@@ -213,6 +219,12 @@ TEST(ZeroPPTraining, QuantizedStage3StaysCloseToStage3At2x2) {
     EXPECT_EQ(r.counters.fallback_reductions, 0u);
     EXPECT_GT(r.counters.hpz_gathers, 0u);
     EXPECT_EQ(r.counters.hpz_fallback_gathers, 0u);
+    // The buffers are what the memory plan counts; hpZ's copy is 1/per_node of the model.
+    EXPECT_GT(r.memory.quant_scratch_bytes, 0u);
+    EXPECT_EQ(r.memory.quant_scratch_bytes, r.planned_scratch);
+    EXPECT_EQ(r.memory.hpz_bytes, r.planned_hpz);
+    // (nothing persistent: param_bytes is the owned chunks, the copy is 2 nodes' worth of them)
+    EXPECT_EQ(r.memory.hpz_bytes, 2 * r.memory.param_bytes);
   }
 }
 
