@@ -620,8 +620,8 @@ absl::StatusOr<std::unique_ptr<TrainingState>> CreateZeroState(const ParamTable&
   if (QuantBlock(options) > 0 && (options.quant_block < 2 || options.quant_block % 2 != 0 ||
                                   uint64_t(options.quant_block) > kernels::kMaxQuantBlock))
     return absl::InvalidArgumentError(
-        absl::StrCat("ZeRO++ quantization block: must be even and in [2, ", kernels::kMaxQuantBlock,
-                     "], got ", options.quant_block));
+        absl::StrCat("zero_optimization.zero_quantization_block: must be even and in [2, ",
+                     kernels::kMaxQuantBlock, "], got ", options.quant_block));
   TERN_CHECK(groups.data_parallel != nullptr);
   TERN_CHECK(init.size() == table.total());
   auto state = std::make_unique<ZeroState>(table, options, groups);
