@@ -51,7 +51,7 @@ RankMemoryPlan PlanRankMemory(const tern::spec::JobConfig& c, int threads) {
   const int n = c.dp_size, s = c.zero_stage;
   zero::ZeroOptions zo = c.zero;
   zo.stage = s;
-  auto units = zero::LayoutUnits(table, n, zero::QuantBlock(zo));
+  auto units = zero::LayoutUnits(table, n, zero::QuantBlock(zo), zero::GradQuantBlock(zo));
   uint64_t padded = 0, shard = 0, max_unit = 0, persistent = 0;
   for (const auto& u : units) {
     padded += u.chunk * n;

@@ -102,19 +102,25 @@ void ResolveZero(const tern::v1::JobSpec& spec, JobConfig& c, Findings& f) {
     if (o.stage != 3) f.Error("zero_optimization.zero_quantized_gradients" + need3);
     o.quantized_gradients = true;
   }
-  if (z.has_zero_quantization_block()) {
-    const int64_t b = z.zero_quantization_block();
+  const auto block = [&](const char* name, bool has, int64_t b, int64_t* out) {
+    if (!has) return;
     if (b < 2 || b > 16384 || b % 2 != 0) {
-      f.Error(absl::StrCat("zero_optimization.zero_quantization_block: ", b,
-                           " must be even and in [2, 16384]"));
+      f.Error(absl::StrCat("zero_optimization.", name, ": ", b, " must be even and in [2, 16384]"));
     } else {
-      o.quant_block = b;
+      *out = b;
     }
     if (!z.zero_quantized_weights() && !z.zero_quantized_gradients())
       f.Warn(
-          "zero_optimization.zero_quantization_block: no effect without zero_quantized_weights "
-          "or zero_quantized_gradients");
-  }
+          absl::StrCat("zero_optimization.", name,
+                       ": no effect without zero_quantized_weights or zero_quantized_gradients"));
+  };
+  block("zero_quantization_block", z.has_zero_quantization_block(), z.zero_quantization_block(),
+        &o.quant_block);
+  block("zero_gradient_quantization_block", z.has_zero_gradient_quantization_block(),
+        z.zero_gradient_quantization_block(), &o.grad_quant_block);
+  if (o.quant_block % o.grad_quant_block != 0)
+    f.Error(absl::StrCat("zero_optimization.zero_gradient_quantization_block: ", o.grad_quant_block,
+                         " must divide zero_quantization_block ", o.quant_block));
   if (z.has_zero_hpz_partition_size()) {
     const int h = z.zero_hpz_partition_size();
     if (h < 1) {

@@ -20,7 +20,9 @@ uint64_t RoundUp(uint64_t a, uint64_t b) { return (a + b - 1) / b * b; }
 
 }  // namespace
 
-std::vector<UnitLayout> LayoutUnits(const ParamTable& table, int n, uint64_t quant_block) {
+std::vector<UnitLayout> LayoutUnits(const ParamTable& table, int n, uint64_t quant_block,
+                                    uint64_t grad_block) {
+  if (grad_block == 0 || grad_block > quant_block) grad_block = quant_block;
   std::vector<UnitLayout> out;
   uint64_t padded = 0, shard = 0;
   for (const auto& u : table.units()) {
@@ -29,8 +31,11 @@ std::vector<UnitLayout> LayoutUnits(const ParamTable& table, int n, uint64_t qua
     l.numel = u.numel;
     l.chunk = (u.numel + n - 1) / n;
     if (quant_block > 0) {
-      l.chunk = l.chunk >= quant_block ? RoundUp(l.chunk, quant_block) : RoundUp(l.chunk, 2);
+      l.chunk = l.chunk >= quant_block  ? RoundUp(l.chunk, quant_block)
+                : l.chunk >= grad_block ? RoundUp(l.chunk, grad_block)
+                                        : RoundUp(l.chunk, 2);
       l.qblock = std::min(quant_block, l.chunk);
+      l.gblock = std::min(grad_block, l.chunk);
     }
     l.padded_off = padded;
     l.shard_off = shard;
@@ -46,6 +51,10 @@ uint64_t QuantBlock(const ZeroOptions& o) {
                                                                         : 0;
 }
 
+uint64_t GradQuantBlock(const ZeroOptions& o) {
+  return QuantBlock(o) > 0 ? uint64_t(o.grad_quant_block) : 0;
+}
+
 uint64_t QuantScratchBytes(const std::vector<UnitLayout>& units, const ZeroOptions& o, int n,
                            int ranks_per_node) {
   if (QuantBlock(o) == 0) return 0;
@@ -54,7 +63,7 @@ uint64_t QuantScratchBytes(const std::vector<UnitLayout>& units, const ZeroOptio
   uint64_t qw = 0, qg = 0;
   for (const auto& u : units) {
     if (o.quantized_weights) qw = std::max(qw, QuantizedAllGatherScratch(n, u.chunk, u.qblock));
-    if (qgz) qg = std::max(qg, QuantizedReduceScatterScratch(n, N, u.chunk, u.qblock));
+    if (qgz) qg = std::max(qg, QuantizedReduceScatterScratch(n, N, u.chunk, u.gblock));
   }
   return qw + qg;
 }
@@ -115,7 +124,7 @@ class ZeroState : public TrainingState, public model::ParamSource<float> {
         inter_(g.inter_node),
         n_(g.data_parallel->size()),
         r_(g.data_parallel->rank()),
-        units_(LayoutUnits(table, n_, QuantBlock(opts))) {
+        units_(LayoutUnits(table, n_, QuantBlock(opts), GradQuantBlock(opts))) {
     coll_.timeout = opts.timeout;
     for (const auto& u : units_) {
       padded_total_ += u.chunk * n_;
@@ -454,7 +463,7 @@ class ZeroState : public TrainingState, public model::ParamSource<float> {
     }
     std::byte* scratch = quant_scratch_.data() + QgzScratchOffset();
     TERN_RETURN_IF_ERROR(
-        QuantizedReduceScatter(*intra_, *inter_, src, u.chunk, u.qblock, out, scratch, coll_));
+        QuantizedReduceScatter(*intra_, *inter_, src, u.chunk, u.gblock, out, scratch, coll_));
     quantized_reductions_.fetch_add(1);
     return absl::OkStatus();
   }
@@ -617,11 +626,18 @@ absl::StatusOr<std::unique_ptr<TrainingState>> CreateZeroState(const ParamTable&
         absl::StrCat("zero_optimization.zero_hpz_partition_size: ", options.hpz_partition_size,
                      " must be 1 or the data-parallel ranks per node (",
                      groups.intra_node ? groups.intra_node->size() : 1, ")"));
-  if (QuantBlock(options) > 0 && (options.quant_block < 2 || options.quant_block % 2 != 0 ||
-                                  uint64_t(options.quant_block) > kernels::kMaxQuantBlock))
-    return absl::InvalidArgumentError(
-        absl::StrCat("zero_optimization.zero_quantization_block: must be even and in [2, ",
-                     kernels::kMaxQuantBlock, "], got ", options.quant_block));
+  if (QuantBlock(options) > 0) {
+    const auto bad = [](int64_t b) {
+      return b < 2 || b % 2 != 0 || uint64_t(b) > kernels::kMaxQuantBlock;
+    };
+    if (bad(options.quant_block) || bad(options.grad_quant_block) ||
+        options.quant_block % options.grad_quant_block != 0)
+      return absl::InvalidArgumentError(
+          absl::StrCat("zero_optimization.zero_quantization_block (", options.quant_block,
+                       ") and zero_gradient_quantization_block (", options.grad_quant_block,
+                       "): must be even, in [2, ", kernels::kMaxQuantBlock,
+                       "], and the gradient block must divide the weight block"));
+  }
   TERN_CHECK(groups.data_parallel != nullptr);
   TERN_CHECK(init.size() == table.total());
   auto state = std::make_unique<ZeroState>(table, options, groups);

@@ -6,6 +6,7 @@
 #
 # Usage (from the repository root, after a build):
 #   tests/bench/zeropp/loss.sh [--bin build/bin] [--data PREFIX] [--steps 200] [--micro 2]
+#                              [--variants "qwz hpz qgz all"]   (ZeRO-3 always runs first)
 # Without --data it prepares the fortunes corpus (all of /usr/share/games/fortunes) in a
 # temporary directory it removes afterwards.
 set -euo pipefail
@@ -14,12 +15,14 @@ BIN=build/bin
 DATA=""
 STEPS=200
 MICRO=2
+VARIANTS="qwz hpz qgz all"
 while [[ $# -gt 0 ]]; do
   case "$1" in
     --bin) BIN=$2; shift 2 ;;
     --data) DATA=$2; shift 2 ;;
     --steps) STEPS=$2; shift 2 ;;
     --micro) MICRO=$2; shift 2 ;;
+    --variants) VARIANTS=$2; shift 2 ;;
     *) echo "unknown argument $1" >&2; exit 2 ;;
   esac
 done
@@ -41,7 +44,7 @@ declare -A SETS=(
   [all]="--set zero_optimization.zero_quantized_weights=true --set zero_optimization.zero_hpz_partition_size=2 --set zero_optimization.zero_quantized_gradients=true"
 )
 base=""
-for v in zero3 qwz hpz qgz all; do
+for v in zero3 $VARIANTS; do
   # shellcheck disable=SC2086
   "$BIN/tern" train "$REPO/config/llama-small.json" --json --ranks 4 --ranks-per-node 2 \
     --set "data.path=\"$DATA\"" --set "train_iters=$STEPS" --set eval_interval=0 \

@@ -80,6 +80,7 @@ TEST(MemoryPlan, ZeroStateMatchesThePlanAtEveryStage) {
       if (stage == 4) {
         c.zero.quantized_weights = c.zero.quantized_gradients = true;
         c.zero.quant_block = 64;
+        c.zero.grad_quant_block = 32;
       }
       const RankMemoryPlan plan = PlanRankMemory(c, 1);
       comm::InMemoryStore store;

@@ -178,6 +178,7 @@ TEST(JobSpec, ZeroPlusPlusKeysResolveAtStage3) {
                    {"zero_optimization.stage=3", "zero_optimization.zero_quantized_weights=true",
                     "zero_optimization.zero_quantized_gradients=true",
                     "zero_optimization.zero_quantization_block=2048",
+                    "zero_optimization.zero_gradient_quantization_block=128",
                     "zero_optimization.zero_hpz_partition_size=2"},
                    "spec.json");
   ASSERT_TRUE(spec.ok()) << spec.status();
@@ -186,6 +187,7 @@ TEST(JobSpec, ZeroPlusPlusKeysResolveAtStage3) {
   EXPECT_TRUE(cfg->zero.quantized_weights);
   EXPECT_TRUE(cfg->zero.quantized_gradients);
   EXPECT_EQ(cfg->zero.quant_block, 2048);
+  EXPECT_EQ(cfg->zero.grad_quant_block, 128);
   EXPECT_EQ(cfg->zero.hpz_partition_size, 2);
   EXPECT_TRUE(cfg->warnings.empty());
 }

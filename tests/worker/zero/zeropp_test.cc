@@ -129,12 +129,18 @@ TEST(ZeroPPLayout, ChunksArePaddedToTheBlock) {
   ParamTable table;
   table.Add("a", {10000}, true, 0);
   table.Add("b", {50}, false, 1);
-  const auto units = LayoutUnits(table, 4, 1024);
-  ASSERT_EQ(units.size(), 2u);
-  EXPECT_EQ(units[0].chunk, 3072u);  // ceil(10000 / 4) = 2500 -> 3 blocks
+  table.Add("c", {2400}, false, 2);
+  const auto units = LayoutUnits(table, 4, 1024, 256);
+  ASSERT_EQ(units.size(), 3u);
+  EXPECT_EQ(units[0].chunk, 3072u);  // ceil(10000 / 4) = 2500 -> 3 weight blocks
   EXPECT_EQ(units[0].qblock, 1024u);
-  EXPECT_EQ(units[1].chunk, 14u);  // 13 -> even, one block
+  EXPECT_EQ(units[0].gblock, 256u);
+  EXPECT_EQ(units[1].chunk, 14u);  // 13 -> even, one block of each kind
   EXPECT_EQ(units[1].qblock, 14u);
+  EXPECT_EQ(units[1].gblock, 14u);
+  EXPECT_EQ(units[2].chunk, 768u);  // 600 -> 3 gradient blocks, one weight block
+  EXPECT_EQ(units[2].qblock, 768u);
+  EXPECT_EQ(units[2].gblock, 256u);
   EXPECT_EQ(LayoutUnits(table, 4)[0].chunk, 2500u);  // no ZeRO++: unpadded
 }
 
@@ -198,7 +204,7 @@ std::vector<TrainResult> TrainStage3(int nodes, int per_node, bool qw, bool qg,
     }
     out[r].counters = (*state)->zeropp_counters();
     out[r].memory = (*state)->memory();
-    const auto units = LayoutUnits(model.params(), n, QuantBlock(zo));
+    const auto units = LayoutUnits(model.params(), n, QuantBlock(zo), GradQuantBlock(zo));
     out[r].planned_hpz = HpzBytes(units, zo, n, per_node);
     out[r].planned_scratch = QuantScratchBytes(units, zo, n, per_node);
   });
