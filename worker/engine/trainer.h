@@ -1,6 +1,7 @@
 // Trainer: the step loop of one rank, driven by a resolved JobConfig.
 #pragma once
 
+#include <array>
 #include <memory>
 #include <string>
 #include <vector>
@@ -63,8 +64,9 @@ class Trainer {
   absl::Status InitCheckpointing();
   // Collects a finished write and saves when due; returns the stall in ms.
   absl::StatusOr<double> CheckpointStep(int64_t steps_done, const StepMetrics& m);
-  // The "memory" event: this rank's state and ZeRO working pool.
-  void ReportMemory();
+  // The "memory" event: this rank's state and ZeRO working pool; with only_if_changed, skipped when
+  // no byte figure changed since the last one (ZeRO++ counters alone do not count as a change).
+  void ReportMemory(bool only_if_changed);
   // MFU against the sgemm peak (rank 0, which reports the summary), and the "peak" event.
   void ComputeMfu();
 
@@ -75,6 +77,7 @@ class Trainer {
   std::unique_ptr<data::DataLoader> train_data_, val_data_;
   std::unique_ptr<optim::LrSchedule> schedule_;
   std::vector<int32_t> inputs_, targets_;
+  std::array<uint64_t, 6> last_memory_{};  // byte figures of the last memory event
   TrainSummary summary_;
   std::unique_ptr<Checkpointing> ckpt_;  // null without checkpoint.dir
   int64_t start_step_ = 0;               // steps already done (resume)
