@@ -148,6 +148,8 @@ int RunDescribe(const std::string& path, const std::vector<std::string>& sets, i
                         {"checkpoint_staging_bytes", plan.checkpoint_staging_bytes},
                         {"activation_bytes", plan.activation_bytes},
                         {"gather_pool_bytes", plan.gather_pool_bytes},
+                        {"quant_scratch_bytes", plan.quant_scratch_bytes},
+                        {"hpz_bytes", plan.hpz_bytes},
                         {"init_bytes", plan.init_bytes},
                         {"peak_bytes", plan.peak_bytes()}}},
                       {"host",
@@ -174,9 +176,11 @@ int RunDescribe(const std::string& path, const std::vector<std::string>& sets, i
       gib(plan.param_bytes + plan.grad_bytes + plan.optim_bytes), stage, n);
   fmt::print(
       "               + {:.2f} GiB activations (micro-batch {} x {}) + {:.2f} GiB gather pool + "
-      "{:.2f} GiB checkpoint staging: peak {:.2f} GiB\n",
+      "{:.2f} GiB ZeRO++ buffers + {:.2f} GiB hpZ copy + {:.2f} GiB checkpoint staging: peak "
+      "{:.2f} GiB\n",
       gib(plan.activation_bytes), cfg->micro_batch, cfg->seq_len, gib(plan.gather_pool_bytes),
-      gib(plan.checkpoint_staging_bytes), gib(plan.peak_bytes()));
+      gib(plan.quant_scratch_bytes), gib(plan.hpz_bytes), gib(plan.checkpoint_staging_bytes),
+      gib(plan.peak_bytes()));
   if (host.ok()) {
     fmt::print("this host      {} rank(s) need {:.2f} GiB of {:.2f} GiB available ({}): {}\n",
                ranks_on_host, gib(double(plan.peak_bytes()) * ranks_on_host),

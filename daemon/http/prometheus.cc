@@ -26,9 +26,9 @@ constexpr StepSeries kStepSeries[] = {
      "Global training throughput of the newest step."},
     {"tern_job_step_seconds", "step_ms", 1e-3, "Wall time of the newest step."},
     {"tern_job_step_bytes_intra_node", "bytes_intra_node", 1,
-     "Bytes rank 0 sent to ranks on its own node in the newest step."},
+     "Bytes all ranks sent to ranks on their own node in the newest step."},
     {"tern_job_step_bytes_inter_node", "bytes_inter_node", 1,
-     "Bytes rank 0 sent to other nodes in the newest step."},
+     "Bytes all ranks sent to other nodes in the newest step."},
 };
 constexpr std::pair<const char*, const char*> kPhases[] = {
     {"forward", "forward_ms"},     {"backward", "backward_ms"},     {"comm", "comm_ms"},

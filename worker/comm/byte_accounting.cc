@@ -55,7 +55,12 @@ uint64_t AllToAllVBytesSent(int rank, std::span<const size_t> send_bytes) {
 }
 
 int BroadcastChildren(int n, int rank, int root) {
-  if (n <= 1) return 0;
+  return static_cast<int>(BroadcastChildRanks(n, rank, root).size());
+}
+
+std::vector<int> BroadcastChildRanks(int n, int rank, int root) {
+  std::vector<int> children;
+  if (n <= 1) return children;
   // Mirrors gloo/broadcast.cc: virtual ranks with root at 0; in round i the ranks whose low i+1
   // bits are clear (except bit i) exchange with vrank ^ (1 << i).
   const uint64_t vsize = static_cast<uint64_t>(n);
@@ -64,13 +69,14 @@ int BroadcastChildren(int n, int rank, int root) {
   uint64_t dim = 0;
   while ((uint64_t{1} << dim) < vsize) ++dim;
   uint64_t mask = (uint64_t{1} << dim) - 1;
-  int children = 0;
   for (uint64_t i = 0; i < dim; ++i) {
     mask ^= (uint64_t{1} << i);
     if ((vrank & mask) != 0) continue;
     const uint64_t vpeer = vrank ^ (uint64_t{1} << i);
     if (vpeer >= vsize) continue;
-    if ((vrank & (uint64_t{1} << i)) == 0) ++children;
+    if ((vrank & (uint64_t{1} << i)) == 0) {
+      children.push_back(static_cast<int>((vpeer + static_cast<uint64_t>(root)) % vsize));
+    }
   }
   return children;
 }

@@ -15,6 +15,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <span>
+#include <vector>
 
 namespace tern::comm {
 
@@ -28,7 +29,8 @@ uint64_t AllGatherBytesSent(int n, uint64_t input_bytes);
 uint64_t AllToAllBytesSent(int n, uint64_t input_bytes);
 uint64_t AllToAllVBytesSent(int rank, std::span<const size_t> send_bytes);
 uint64_t BroadcastBytesSent(int n, int rank, int root, uint64_t bytes);
-// Children of `rank` in Gloo's binomial broadcast tree.
+// Children of `rank` in Gloo's binomial broadcast tree (their ranks; the count).
+std::vector<int> BroadcastChildRanks(int n, int rank, int root);
 int BroadcastChildren(int n, int rank, int root);
 
 }  // namespace tern::comm

@@ -4,6 +4,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "worker/core/status.h"
 
 namespace tern::comm {
 namespace {
@@ -50,6 +51,7 @@ CommStats& CommStats::operator+=(const CommStats& other) {
     bytes_sent[i] += other.bytes_sent[i];
     calls[i] += other.calls[i];
   }
+  cross_node_bytes += other.cross_node_bytes;
   return *this;
 }
 
@@ -225,8 +227,32 @@ Work Communicator::BarrierAsync(const CollectiveOptions& opts) {
 
 #undef TERN_COMM_VALIDATE
 
-void Communicator::Record(Collective c, uint64_t bytes) {
+void Communicator::SetPeerNodes(std::vector<int> nodes) {
+  TERN_CHECK(static_cast<int>(nodes.size()) == size_)
+      << name_ << ": " << nodes.size() << " peer nodes for " << size_ << " ranks";
+  peer_nodes_ = std::move(nodes);
+}
+
+bool Communicator::CrossNode(int peer) const {
+  return !peer_nodes_.empty() &&
+         peer_nodes_[static_cast<size_t>(peer)] != peer_nodes_[static_cast<size_t>(rank_)];
+}
+
+uint64_t Communicator::CrossNodeToRight(uint64_t bytes) const {
+  return size_ > 1 && CrossNode((rank_ + 1) % size_) ? bytes : 0;
+}
+
+uint64_t Communicator::CrossNodeToEach(uint64_t per_peer) const {
+  uint64_t out = 0;
+  for (int j = 0; j < size_; ++j) {
+    if (j != rank_ && CrossNode(j)) out += per_peer;
+  }
+  return out;
+}
+
+void Communicator::Record(Collective c, uint64_t bytes, uint64_t cross_node) {
   std::lock_guard<std::mutex> lock(stats_mu_);
+  stats_.cross_node_bytes += cross_node;
   stats_.bytes_sent[static_cast<int>(c)] += bytes;
   stats_.calls[static_cast<int>(c)] += 1;
 }

@@ -18,7 +18,10 @@
 // kind, using the per-algorithm formulas in byte_accounting.h (transport headers excluded).
 // Counts are added when a collective succeeds; read them with stats() and reset them per step
 // with TakeStats(). kind() labels the group ("world", "data_parallel", "sequence_parallel",
-// "intra_node", "inter_node") so the engine can report bytes per kind of link.
+// "intra_node", "inter_node"). Every byte is also classified by its peer: once SetPeerNodes says
+// which node each group rank is on, bytes sent to a rank on another node are counted in
+// CommStats::cross_node_bytes (per-peer destinations of each algorithm, e.g. a ring sends
+// everything to rank+1, an all-to-all one chunk to each peer).
 #pragma once
 
 #include <array>
@@ -30,6 +33,7 @@
 #include <mutex>
 #include <span>
 #include <string>
+#include <vector>
 
 #include "absl/status/status.h"
 #include "worker/core/timeouts.h"  // kDefaultCollectiveTimeout
@@ -59,6 +63,8 @@ struct CollectiveOptions {
 struct CommStats {
   std::array<uint64_t, kNumCollectives> bytes_sent{};
   std::array<uint64_t, kNumCollectives> calls{};
+  // Of bytes_sent (all kinds), the bytes whose receiver is on another node.
+  uint64_t cross_node_bytes = 0;
 
   uint64_t bytes(Collective c) const { return bytes_sent[static_cast<int>(c)]; }
   uint64_t count(Collective c) const { return calls[static_cast<int>(c)]; }
@@ -162,6 +168,12 @@ class Communicator {
   }
   absl::Status Barrier(const CollectiveOptions& opts) { return BarrierAsync(opts).Wait(); }
 
+  // Node of every group rank (size() entries), for classifying bytes by peer; call before the
+  // first collective. Without it every peer counts as on this node.
+  void SetPeerNodes(std::vector<int> nodes);
+  // True when group rank `peer` is on another node than this rank.
+  bool CrossNode(int peer) const;
+
   // Byte accounting (thread-safe).
   CommStats stats() const;
   // Returns the counters and resets them to zero (call once per step).
@@ -184,8 +196,12 @@ class Communicator {
   virtual Work StartBroadcast(MutableBytes data, int root, const CollectiveOptions& opts) = 0;
   virtual Work StartBarrier(const CollectiveOptions& opts) = 0;
 
-  // Adds one completed call of `c` that sent `bytes`.
-  void Record(Collective c, uint64_t bytes);
+  // Adds one completed call of `c` that sent `bytes`, `cross_node` of them to other nodes.
+  void Record(Collective c, uint64_t bytes, uint64_t cross_node = 0);
+  // Bytes that go to other nodes when all `bytes` go to rank+1 (ring algorithms).
+  uint64_t CrossNodeToRight(uint64_t bytes) const;
+  // Bytes that go to other nodes when `per_peer` bytes go to every other rank (all-to-all).
+  uint64_t CrossNodeToEach(uint64_t per_peer) const;
   // "AllReduce on group 'data_parallel[0,2]' (rank 1 of 2)": the prefix of every message.
   std::string Describe(Collective c) const;
 
@@ -196,6 +212,7 @@ class Communicator {
   const int size_;
   const std::string kind_;
   const std::string name_;
+  std::vector<int> peer_nodes_;
   mutable std::mutex stats_mu_;
   CommStats stats_;
 };

@@ -155,12 +155,13 @@ void GlooCommunicator::Close() {
 }
 
 Work GlooCommunicator::Submit(Collective c, const CollectiveOptions& opts, uint64_t bytes,
-                              std::function<void(uint32_t tag)> body) {
-  return thread_.Enqueue([this, c, opts, bytes, body = std::move(body)]() -> absl::Status {
-    absl::Status st = RunGuarded(c, opts, body);
-    if (st.ok()) Record(c, bytes);
-    return st;
-  });
+                              uint64_t cross_node, std::function<void(uint32_t tag)> body) {
+  return thread_.Enqueue(
+      [this, c, opts, bytes, cross_node, body = std::move(body)]() -> absl::Status {
+        absl::Status st = RunGuarded(c, opts, body);
+        if (st.ok()) Record(c, bytes, cross_node);
+        return st;
+      });
 }
 
 absl::Status GlooCommunicator::RunGuarded(Collective c, const CollectiveOptions& opts,
@@ -186,21 +187,25 @@ absl::Status GlooCommunicator::RunGuarded(Collective c, const CollectiveOptions&
 
 Work GlooCommunicator::StartAllReduce(std::span<float> data, const CollectiveOptions& opts) {
   const uint64_t bytes = AllReduceRingBytesSent(size(), rank(), data.size_bytes(), sizeof(float));
-  return Submit(Collective::kAllReduce, opts, bytes, [this, data, opts](uint32_t tag) {
-    gloo::AllreduceOptions o(context_);
-    o.setOutput(data.data(), data.size());
-    o.setAlgorithm(gloo::AllreduceOptions::Algorithm::RING);
-    o.setReduceFunction(static_cast<ReduceFn>(&gloo::sum<float>));
-    o.setTag(tag);
-    o.setTimeout(opts.timeout);
-    gloo::allreduce(o);
-  });
+  return Submit(Collective::kAllReduce, opts, bytes, CrossNodeToRight(bytes),
+                [this, data, opts](uint32_t tag) {
+                  gloo::AllreduceOptions o(context_);
+                  o.setOutput(data.data(), data.size());
+                  o.setAlgorithm(gloo::AllreduceOptions::Algorithm::RING);
+                  o.setReduceFunction(static_cast<ReduceFn>(&gloo::sum<float>));
+                  o.setTag(tag);
+                  o.setTimeout(opts.timeout);
+                  gloo::allreduce(o);
+                });
 }
 
 Work GlooCommunicator::StartReduceScatter(std::span<const float> input, std::span<float> output,
                                           const CollectiveOptions& opts) {
   const uint64_t bytes = ReduceScatterBytesSent(size(), input.size_bytes());
-  return Submit(Collective::kReduceScatter, opts, bytes, [=, this](uint32_t tag) {
+  const uint64_t cross = options_.reduce_scatter == ReduceScatterAlgorithm::kRing
+                             ? CrossNodeToRight(bytes)
+                             : CrossNodeToEach(output.size_bytes());
+  return Submit(Collective::kReduceScatter, opts, bytes, cross, [=, this](uint32_t tag) {
     if (options_.reduce_scatter == ReduceScatterAlgorithm::kRing) {
       ReduceScatterRing(input, output, tag, opts.timeout);
     } else {
@@ -269,36 +274,42 @@ Work GlooCommunicator::StartAllGather(ConstBytes input, MutableBytes output,
                                       const CollectiveOptions& opts) {
   const uint64_t bytes = AllGatherBytesSent(size(), input.size());
   const bool in_place = input.data() == output.data() + input.size() * rank();
-  return Submit(Collective::kAllGather, opts, bytes, [=, this](uint32_t tag) {
-    gloo::AllgatherOptions o(context_);
-    if (!in_place) o.setInput(static_cast<uint8_t*>(Mut(input.data())), input.size());
-    o.setOutput(reinterpret_cast<uint8_t*>(output.data()), output.size());
-    o.setTag(tag);
-    o.setTimeout(opts.timeout);
-    gloo::allgather(o);
-  });
+  return Submit(Collective::kAllGather, opts, bytes, CrossNodeToRight(bytes),
+                [=, this](uint32_t tag) {
+                  gloo::AllgatherOptions o(context_);
+                  if (!in_place) o.setInput(static_cast<uint8_t*>(Mut(input.data())), input.size());
+                  o.setOutput(reinterpret_cast<uint8_t*>(output.data()), output.size());
+                  o.setTag(tag);
+                  o.setTimeout(opts.timeout);
+                  gloo::allgather(o);
+                });
 }
 
 Work GlooCommunicator::StartAllToAll(ConstBytes input, MutableBytes output,
                                      const CollectiveOptions& opts) {
   const uint64_t bytes = AllToAllBytesSent(size(), input.size());
-  return Submit(Collective::kAllToAll, opts, bytes, [=, this](uint32_t tag) {
-    gloo::AlltoallOptions o(context_);
-    o.setInput(static_cast<uint8_t*>(Mut(input.data())), input.size());
-    o.setOutput(reinterpret_cast<uint8_t*>(output.data()), output.size());
-    o.setTag(tag);
-    o.setTimeout(opts.timeout);
-    gloo::alltoall(o);
-  });
+  return Submit(Collective::kAllToAll, opts, bytes, CrossNodeToEach(input.size() / size()),
+                [=, this](uint32_t tag) {
+                  gloo::AlltoallOptions o(context_);
+                  o.setInput(static_cast<uint8_t*>(Mut(input.data())), input.size());
+                  o.setOutput(reinterpret_cast<uint8_t*>(output.data()), output.size());
+                  o.setTag(tag);
+                  o.setTimeout(opts.timeout);
+                  gloo::alltoall(o);
+                });
 }
 
 Work GlooCommunicator::StartAllToAllV(ConstBytes input, std::span<const size_t> send_bytes,
                                       MutableBytes output, std::span<const size_t> recv_bytes,
                                       const CollectiveOptions& opts) {
   const uint64_t bytes = AllToAllVBytesSent(rank(), send_bytes);
+  uint64_t cross = 0;
+  for (int j = 0; j < size(); ++j) {
+    if (CrossNode(j)) cross += send_bytes[static_cast<size_t>(j)];
+  }
   std::vector<int64_t> sends(send_bytes.begin(), send_bytes.end());
   std::vector<int64_t> recvs(recv_bytes.begin(), recv_bytes.end());
-  return Submit(Collective::kAllToAllV, opts, bytes,
+  return Submit(Collective::kAllToAllV, opts, bytes, cross,
                 [=, this, sends = std::move(sends), recvs = std::move(recvs)](uint32_t tag) {
                   gloo::AlltoallvOptions o(context_);
                   o.setInput(static_cast<uint8_t*>(Mut(input.data())), sends);
@@ -311,7 +322,11 @@ Work GlooCommunicator::StartAllToAllV(ConstBytes input, std::span<const size_t> 
 
 Work GlooCommunicator::StartBroadcast(MutableBytes data, int root, const CollectiveOptions& opts) {
   const uint64_t bytes = BroadcastBytesSent(size(), rank(), root, data.size());
-  return Submit(Collective::kBroadcast, opts, bytes, [=, this](uint32_t tag) {
+  uint64_t cross = 0;
+  for (int child : BroadcastChildRanks(size(), rank(), root)) {
+    if (CrossNode(child)) cross += data.size();
+  }
+  return Submit(Collective::kBroadcast, opts, bytes, cross, [=, this](uint32_t tag) {
     gloo::BroadcastOptions o(context_);
     o.setOutput(reinterpret_cast<uint8_t*>(data.data()), data.size());
     o.setRoot(root);
@@ -322,7 +337,7 @@ Work GlooCommunicator::StartBroadcast(MutableBytes data, int root, const Collect
 }
 
 Work GlooCommunicator::StartBarrier(const CollectiveOptions& opts) {
-  return Submit(Collective::kBarrier, opts, 0, [=, this](uint32_t tag) {
+  return Submit(Collective::kBarrier, opts, 0, 0, [=, this](uint32_t tag) {
     gloo::BarrierOptions o(context_);
     o.setTag(tag);
     o.setTimeout(opts.timeout);

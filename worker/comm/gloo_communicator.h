@@ -79,7 +79,7 @@ class GlooCommunicator : public Communicator {
   // Runs `body(tag)` on the communication thread: fails fast when broken, turns every
   // exception into a Status naming the collective and group, records `bytes` on success and
   // marks the communicator broken on failure.
-  Work Submit(Collective c, const CollectiveOptions& opts, uint64_t bytes,
+  Work Submit(Collective c, const CollectiveOptions& opts, uint64_t bytes, uint64_t cross_node,
               std::function<void(uint32_t tag)> body);
   absl::Status RunGuarded(Collective c, const CollectiveOptions& opts,
                           const std::function<void(uint32_t)>& body);

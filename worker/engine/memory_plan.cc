@@ -51,7 +51,9 @@ RankMemoryPlan PlanRankMemory(const tern::spec::JobConfig& c, [[maybe_unused]] i
     return p;
   }
   const int n = c.dp_size, s = c.zero_stage;
-  auto units = zero::LayoutUnits(table, n);
+  zero::ZeroOptions zo = c.zero;
+  zo.stage = s;
+  auto units = zero::LayoutUnits(table, n, zero::QuantBlock(zo), zero::GradQuantBlock(zo));
   uint64_t padded = 0, shard = 0, max_unit = 0, persistent = 0;
   for (const auto& u : units) {
     padded += u.chunk * n;
@@ -64,9 +66,10 @@ RankMemoryPlan PlanRankMemory(const tern::spec::JobConfig& c, [[maybe_unused]] i
   p.optim_bytes = 4 * 2 * (s == 0 ? padded : shard);
   // Stage 0 is replicated, so each rank writes a 1/n share of it too.
   if (staging) p.checkpoint_staging_bytes = 3 * shard * 4;
-  zero::ZeroOptions zo = c.zero;
-  zo.stage = s;
   p.gather_pool_bytes = 4 * max_unit * zero::PoolCapacity(units, zo);
+  const int rpn = c.nodes > 1 && c.nodes * c.ranks_per_node == n ? c.ranks_per_node : n;
+  p.quant_scratch_bytes = zero::QuantScratchBytes(units, zo, n, rpn);
+  p.hpz_bytes = zero::HpzBytes(units, zo, n, rpn);
   return p;
 }
 

@@ -25,6 +25,10 @@ struct RankMemoryPlan {
   // Stages 1-3: the working pool of full-unit buffers (gathered parameters, unit gradients,
   // reduce-scatter outputs), at its cap (zero::PoolCapacity).
   uint64_t gather_pool_bytes = 0;
+  // ZeRO++: the packed buffers of the quantized collectives (zero::QuantScratchBytes).
+  uint64_t quant_scratch_bytes = 0;
+  // ZeRO++ hpZ: the secondary copies over the node-local group (zero::HpzBytes).
+  uint64_t hpz_bytes = 0;
   // Activations and scratch for one micro-batch (Transformer::activation_bytes()).
   uint64_t activation_bytes = 0;
   // The full initial parameter vector, held while the state is built.
@@ -38,7 +42,8 @@ struct RankMemoryPlan {
   // The most held at once: the state plus the larger of the initial vector (at start-up) and
   // the training buffers (every step).
   uint64_t peak_bytes() const {
-    const uint64_t training = gather_pool_bytes + activation_bytes;
+    const uint64_t training =
+        gather_pool_bytes + quant_scratch_bytes + hpz_bytes + activation_bytes;
     return state_bytes() + (init_bytes > training ? init_bytes : training);
   }
 };

@@ -15,7 +15,8 @@ struct StepMetrics {
   double tokens_per_s = 0;  // global tokens / step wall time
   double step_ms = 0;
   double forward_ms = 0, backward_ms = 0, comm_ms = 0, optimizer_ms = 0, checkpoint_ms = 0;
-  uint64_t bytes_intra_node = 0, bytes_inter_node = 0;  // bytes this rank sent this step
+  // Bytes every rank of the job sent this step, to peers on its own node / on other nodes.
+  uint64_t bytes_intra_node = 0, bytes_inter_node = 0;
   double eta_s = 0;
 };
 

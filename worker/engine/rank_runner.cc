@@ -90,8 +90,12 @@ absl::Status RunRank(const tern::spec::JobConfig& config, comm::Store& store,
   go.hostname = o.bind_address;
   TERN_ASSIGN_OR_RETURN(comm::CommGroups groups, comm::CreateCommGroups(store, o.prefix, topo, go));
   comm::Communicator* dp = groups.data_parallel.get();
-  // The data-parallel group spans nodes unless every rank sits on one node.
-  const bool dp_cross_node = topo.nodes() > 1;
+  // No sequence parallelism yet: the node-local and cross-node groups are data-parallel too.
+  TERN_CHECK(topo.sequence_parallel() == 1);
+  zero::ZeroGroups zg;
+  zg.data_parallel = dp;
+  zg.intra_node = groups.intra_node.get();
+  zg.inter_node = groups.inter_node.get();
 
   RankSink sink(o.sink, o.rank == 0);
   TrainerOptions topts;
@@ -106,8 +110,8 @@ absl::Status RunRank(const tern::spec::JobConfig& config, comm::Store& store,
   topts.control = o.control;
   zero::ZeroOptions zo = config.zero;
   zo.timeout = o.collective_timeout;
-  topts.make_state = [dp, zo](const ParamTable& table, const std::vector<float>& init) {
-    return zero::CreateZeroState(table, init, zo, dp);
+  topts.make_state = [zg, zo](const ParamTable& table, const std::vector<float>& init) {
+    return zero::CreateZeroState(table, init, zo, zg);
   };
   topts.all_reduce_sum = [dp, &o](double* values, int n) -> absl::Status {
     std::vector<float> f(values, values + n);
@@ -117,16 +121,29 @@ absl::Status RunRank(const tern::spec::JobConfig& config, comm::Store& store,
     for (int i = 0; i < n; ++i) values[i] = f[i];
     return absl::OkStatus();
   };
-  topts.take_comm_bytes = [&groups, dp_cross_node](uint64_t* intra, uint64_t* inter) {
-    *intra = *inter = 0;
+  // Every byte by its receiver: on this node or on another (whatever group sent it), summed
+  // over the job's ranks (one rank's share depends on where it sits in the rings).
+  topts.take_comm_bytes = [&groups, &o](uint64_t* intra, uint64_t* inter) {
+    uint64_t mine[2] = {0, 0};
     for (const auto& [kind, stats] : groups.TakeStatsByKind()) {
-      if (kind == comm::kKindIntraNode) {
-        *intra += stats.total_bytes();
-      } else if (kind == comm::kKindInterNode) {
-        *inter += stats.total_bytes();
-      } else {
-        (dp_cross_node ? *inter : *intra) += stats.total_bytes();
-      }
+      mine[0] += stats.total_bytes() - stats.cross_node_bytes;
+      mine[1] += stats.cross_node_bytes;
+    }
+    *intra = mine[0];
+    *inter = mine[1];
+    const int n = groups.world->size();
+    std::vector<uint64_t> all(2 * size_t(n));
+    comm::CollectiveOptions co;
+    co.timeout = o.collective_timeout;
+    if (!groups.world
+             ->AllGather(std::as_bytes(std::span<const uint64_t>(mine, 2)),
+                         std::as_writable_bytes(std::span<uint64_t>(all)), co)
+             .ok())
+      return;  // this rank's own bytes; the failure surfaces at the next collective
+    *intra = *inter = 0;
+    for (int r = 0; r < n; ++r) {
+      *intra += all[2 * size_t(r)];
+      *inter += all[2 * size_t(r) + 1];
     }
   };
   topts.all_gather_bytes = [world = groups.world.get(), &o](const std::string& mine) {

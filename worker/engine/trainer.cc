@@ -3,6 +3,7 @@
 #include <sys/resource.h>
 
 #include <algorithm>
+#include <array>
 #include <chrono>
 #include <cmath>
 #include <vector>
@@ -234,8 +235,14 @@ absl::Status Trainer::Run() {
     if (opts_.sink) opts_.sink->OnStep(m);
     if (orders.stop && step + 1 < cfg_.train_iters) return StopOnOrder(step + 1);
     // By the second step the ZeRO working pool has reached its high-water mark (stage 3
-    // records its access order in the first step and prefetches from the second).
-    if (step + 1 == std::min(start_step_ + 2, cfg_.train_iters)) ReportMemory();
+    // records its access order in the first step and prefetches from the second). After that
+    // the report is checked every steps_per_print steps and sent again when a figure changed.
+    if (step + 1 == std::min(start_step_ + 2, cfg_.train_iters)) {
+      ReportMemory(/*only_if_changed=*/false);
+    } else if (step + 1 > start_step_ + 2 && cfg_.steps_per_print > 0 &&
+               (step + 1) % cfg_.steps_per_print == 0) {
+      ReportMemory(/*only_if_changed=*/true);
+    }
     const bool last = step + 1 == cfg_.train_iters;
     if ((cfg_.eval_interval > 0 && (step + 1) % cfg_.eval_interval == 0) || last) {
       TERN_ASSIGN_OR_RETURN(double val, Evaluate());
@@ -265,16 +272,32 @@ absl::Status Trainer::Run() {
   return absl::OkStatus();
 }
 
-void Trainer::ReportMemory() {
+void Trainer::ReportMemory(bool only_if_changed) {
   if (!opts_.sink) return;
   const auto mem = state_->memory();
-  opts_.sink->OnEvent("memory", nlohmann::json{{"rank", opts_.rank},
-                                               {"param_bytes", mem.param_bytes},
-                                               {"grad_bytes", mem.grad_bytes},
-                                               {"optim_bytes", mem.optim_bytes},
-                                               {"gather_pool_bytes", mem.gather_pool_bytes},
-                                               {"zero_stage", cfg_.zero_stage}}
-                                    .dump());
+  const std::array<uint64_t, 6> figures = {mem.param_bytes,         mem.grad_bytes,
+                                           mem.optim_bytes,         mem.gather_pool_bytes,
+                                           mem.quant_scratch_bytes, mem.hpz_bytes};
+  if (only_if_changed && figures == last_memory_) return;
+  last_memory_ = figures;
+  nlohmann::json j = {{"rank", opts_.rank},
+                      {"param_bytes", mem.param_bytes},
+                      {"grad_bytes", mem.grad_bytes},
+                      {"optim_bytes", mem.optim_bytes},
+                      {"gather_pool_bytes", mem.gather_pool_bytes},
+                      {"zero_stage", cfg_.zero_stage}};
+  if (cfg_.zero.quantized_weights || cfg_.zero.quantized_gradients ||
+      cfg_.zero.hpz_partition_size > 1) {
+    const auto zpp = state_->zeropp_counters();
+    j["quant_scratch_bytes"] = mem.quant_scratch_bytes;
+    j["hpz_bytes"] = mem.hpz_bytes;
+    j["zeropp_hpz_gathers"] = zpp.hpz_gathers;
+    j["zeropp_hpz_fallback_gathers"] = zpp.hpz_fallback_gathers;
+    j["zeropp_quantized_gathers"] = zpp.quantized_gathers;
+    j["zeropp_quantized_reductions"] = zpp.quantized_reductions;
+    j["zeropp_fallback_reductions"] = zpp.fallback_reductions;
+  }
+  opts_.sink->OnEvent("memory", j.dump());
 }
 
 void Trainer::ComputeMfu() {

@@ -1,6 +1,7 @@
 // Trainer: the step loop of one rank, driven by a resolved JobConfig.
 #pragma once
 
+#include <array>
 #include <memory>
 #include <string>
 #include <vector>
@@ -36,7 +37,8 @@ struct TrainerOptions {
       make_state;
   // Sums a few doubles across data-parallel ranks (loss, token counts); null = single rank.
   std::function<absl::Status(double*, int)> all_reduce_sum;
-  // Bytes sent this step per group (reset on read); null = none.
+  // Bytes all ranks sent this step, by receiver on the same / another node (reset on read;
+  // every rank calls it each step); null = none.
   std::function<void(uint64_t* intra, uint64_t* inter)> take_comm_bytes;
   // All-gathers one byte string per rank over every rank of the job (result index = rank):
   // checkpoint shard results and load verdicts. Null = single rank.
@@ -73,8 +75,9 @@ class Trainer {
   absl::StatusOr<double> CheckpointStep(int64_t steps_done, const StepMetrics& m, bool now);
   // After an agreed "stop" order: commits the checkpoint of `steps_done` and reports it.
   absl::Status StopOnOrder(int64_t steps_done);
-  // The "memory" event: this rank's state and ZeRO working pool.
-  void ReportMemory();
+  // The "memory" event: this rank's state and ZeRO working pool; with only_if_changed, skipped when
+  // no byte figure changed since the last one (ZeRO++ counters alone do not count as a change).
+  void ReportMemory(bool only_if_changed);
   // MFU against the sgemm peak (rank 0, which reports the summary), and the "peak" event.
   void ComputeMfu();
 
@@ -85,6 +88,7 @@ class Trainer {
   std::unique_ptr<data::DataLoader> train_data_, val_data_;
   std::unique_ptr<optim::LrSchedule> schedule_;
   std::vector<int32_t> inputs_, targets_;
+  std::array<uint64_t, 6> last_memory_{};  // byte figures of the last memory event
   TrainSummary summary_;
   std::unique_ptr<Checkpointing> ckpt_;  // null without checkpoint.dir
   int64_t start_step_ = 0;               // steps already done (resume)

@@ -93,14 +93,47 @@ void ResolveZero(const tern::v1::JobSpec& spec, JobConfig& c, Findings& f) {
         "zero_optimization.reduce_scatter: false has no effect (stages 1-3 always "
         "reduce-scatter)");
 
-  // ZeRO++: refused by name until it is built.
-  if (z.zero_quantized_weights())
-    f.Error("zero_optimization.zero_quantized_weights: not supported yet (qwZ)");
-  if (z.zero_quantized_gradients())
-    f.Error("zero_optimization.zero_quantized_gradients: not supported yet (qgZ)");
-  if (z.has_zero_hpz_partition_size() && z.zero_hpz_partition_size() != 1)
-    f.Error(absl::StrCat("zero_optimization.zero_hpz_partition_size: ", z.zero_hpz_partition_size(),
-                         " is not supported yet (hpZ; only 1)"));
+  // ZeRO++: stage 3 only. hpZ's size must also equal the ranks per node (checked where the
+  // groups are built).
+  const std::string need3 = absl::StrCat(": needs zero_optimization.stage 3, got ", o.stage);
+  if (z.zero_quantized_weights()) {
+    if (o.stage != 3) f.Error("zero_optimization.zero_quantized_weights" + need3);
+    o.quantized_weights = true;
+  }
+  if (z.zero_quantized_gradients()) {
+    if (o.stage != 3) f.Error("zero_optimization.zero_quantized_gradients" + need3);
+    o.quantized_gradients = true;
+  }
+  const auto block = [&](const char* name, bool has, int64_t b, int64_t* out) {
+    if (!has) return;
+    if (b < 2 || b > 16384 || b % 2 != 0) {
+      f.Error(absl::StrCat("zero_optimization.", name, ": ", b, " must be even and in [2, 16384]"));
+    } else {
+      *out = b;
+    }
+    if (!z.zero_quantized_weights() && !z.zero_quantized_gradients())
+      f.Warn(
+          absl::StrCat("zero_optimization.", name,
+                       ": no effect without zero_quantized_weights or zero_quantized_gradients"));
+  };
+  block("zero_quantization_block", z.has_zero_quantization_block(), z.zero_quantization_block(),
+        &o.quant_block);
+  block("zero_gradient_quantization_block", z.has_zero_gradient_quantization_block(),
+        z.zero_gradient_quantization_block(), &o.grad_quant_block);
+  if (o.quant_block % o.grad_quant_block != 0)
+    f.Error(absl::StrCat("zero_optimization.zero_gradient_quantization_block: ", o.grad_quant_block,
+                         " must divide zero_quantization_block ", o.quant_block));
+  if (z.has_zero_hpz_partition_size()) {
+    const int h = z.zero_hpz_partition_size();
+    if (h < 1) {
+      f.Error(absl::StrCat("zero_optimization.zero_hpz_partition_size: must be >= 1, got ", h));
+    } else if (h > 1 && o.stage != 3) {
+      f.Error(absl::StrCat("zero_optimization.zero_hpz_partition_size: ", h,
+                           " needs zero_optimization.stage 3, got ", o.stage));
+    } else {
+      o.hpz_partition_size = h;
+    }
+  }
 }
 
 void ResolveCheckpoint(const tern::v1::JobSpec& spec, const ResolveOptions& ro, JobConfig& c,

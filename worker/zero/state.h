@@ -29,6 +29,12 @@ struct MemoryReport {
   // stage-3 parameters, unit gradients and reduce-scatter outputs. It grows to its high-water
   // mark in the first two steps and is not part of total() (the partitioned state).
   uint64_t gather_pool_bytes = 0;
+  // ZeRO++: the packed send/receive buffers of the quantized collectives (one set, sized for
+  // the largest unit; not part of total()).
+  uint64_t quant_scratch_bytes = 0;
+  // hpZ: the secondary copy of every non-persistent unit over the node-local group (1/D of
+  // the model per rank; allocated once, refreshed after every optimizer step).
+  uint64_t hpz_bytes = 0;
   uint64_t total() const { return param_bytes + grad_bytes + optim_bytes; }
 };
 
@@ -40,6 +46,17 @@ struct StateSegment {
   float* master = nullptr;
   float* exp_avg = nullptr;
   float* exp_avg_sq = nullptr;
+};
+
+// ZeRO++ collectives since the state was created: quantized, and fallen back to the plain
+// collective (a layout the quantized path cannot take: qgZ on a single node, or ranks not
+// numbered node-major). qwZ needs no fallback: chunks are padded to its block.
+struct ZeroPPCounters {
+  uint64_t quantized_gathers = 0;
+  uint64_t quantized_reductions = 0;
+  uint64_t fallback_reductions = 0;
+  uint64_t hpz_gathers = 0;           // backward gathers served inside the node
+  uint64_t hpz_fallback_gathers = 0;  // gathers over all data-parallel ranks although hpZ is on
 };
 
 class TrainingState {
@@ -58,6 +75,8 @@ class TrainingState {
   virtual absl::Status OptimizerStep(const optim::AdamWConfig& cfg, float lr, int64_t step,
                                      float grad_mult) = 0;
   virtual MemoryReport memory() const = 0;
+  // ZeRO++ collective counts (all zero without ZeRO++).
+  virtual ZeroPPCounters zeropp_counters() const { return {}; }
   // The full parameter vector (gathered from every rank if sharded).
   virtual absl::Status GatherParams(std::vector<float>* out) = 0;
   // The state this rank owns. With `replicated` set, every data-parallel rank holds the same
@@ -72,10 +91,20 @@ class TrainingState {
 std::unique_ptr<TrainingState> CreateLocalState(const ParamTable& table,
                                                 const std::vector<float>& init_params);
 
-// ZeRO stage 0-3 over the data-parallel communicator `dp` (which must outlive the state).
-// Every rank passes the same init_params; each keeps what its stage needs.
+// The communicators ZeRO works over (each must outlive the state). Data-parallel ranks are
+// numbered node-major: data-parallel rank p is local rank p % D of node p / D, D = the size of
+// intra_node. intra_node and inter_node may be null (then ZeRO++ falls back to the plain
+// collectives over data_parallel).
+struct ZeroGroups {
+  comm::Communicator* data_parallel = nullptr;
+  comm::Communicator* intra_node = nullptr;  // the data-parallel ranks on this node
+  comm::Communicator* inter_node = nullptr;  // this local rank on every node
+};
+
+// ZeRO stage 0-3 over groups.data_parallel. Every rank passes the same init_params; each keeps
+// what its stage needs.
 absl::StatusOr<std::unique_ptr<TrainingState>> CreateZeroState(
     const ParamTable& table, const std::vector<float>& init_params, const ZeroOptions& options,
-    comm::Communicator* dp);
+    const ZeroGroups& groups);
 
 }  // namespace tern::zero

@@ -31,6 +31,8 @@ struct UnitLayout {
   uint64_t chunk = 0;       // c = ceil(numel / n)
   uint64_t padded_off = 0;  // offset in padded full buffers (sum of n*c before it)
   uint64_t shard_off = 0;   // offset in shard buffers (sum of c before it)
+  uint64_t qblock = 0;      // ZeRO++ qwZ: weight quantization block (divides chunk; 0 = off)
+  uint64_t gblock = 0;      // ZeRO++ qgZ: gradient quantization block (divides chunk; 0 = off)
   // Real elements of rank r's chunk.
   uint64_t owned(int r) const {
     const uint64_t lo = uint64_t(r) * chunk;
@@ -38,7 +40,29 @@ struct UnitLayout {
   }
 };
 
-std::vector<UnitLayout> LayoutUnits(const ParamTable& table, int n);
+// With quant_block > 0 (ZeRO++), chunks are padded so that both quantization blocks divide them
+// (every rank's chunk quantizes alone; no block straddles two ranks): a chunk of at least
+// quant_block elements is rounded up to a multiple of it, a smaller one to a multiple of
+// grad_block (which divides quant_block; 0 = quant_block), a still smaller one to an even count
+// and quantized as one block.
+std::vector<UnitLayout> LayoutUnits(const ParamTable& table, int n, uint64_t quant_block = 0,
+                                    uint64_t grad_block = 0);
+
+// The quantization block LayoutUnits needs for these options: options.quant_block when a
+// ZeRO++ quantized collective is on at stage 3, else 0.
+uint64_t QuantBlock(const ZeroOptions& options);
+// The gradient (qgZ) block LayoutUnits needs: options.grad_quant_block when QuantBlock > 0.
+uint64_t GradQuantBlock(const ZeroOptions& options);
+
+// Bytes of hpZ's secondary copies (MemoryReport's hpz_bytes): chunk x nodes elements of every
+// non-persistent unit, when hpZ is on and there is more than one node.
+uint64_t HpzBytes(const std::vector<UnitLayout>& units, const ZeroOptions& options, int n,
+                  int ranks_per_node);
+
+// Bytes of the packed buffers one rank's ZeRO++ collectives use (MemoryReport's
+// quant_scratch_bytes), for data-parallel size n split into nodes of ranks_per_node.
+uint64_t QuantScratchBytes(const std::vector<UnitLayout>& units, const ZeroOptions& options, int n,
+                           int ranks_per_node);
 
 // Full-unit buffers (of the largest padded unit each) the working pool of stages 1-3 may hold:
 // reduce-scatter outputs in flight (stage 1), plus the unit gradient being accumulated and the

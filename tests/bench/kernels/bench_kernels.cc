@@ -23,6 +23,7 @@
 #include "kernels/cpu/attention_tuning.h"
 #include "kernels/cpu/gemm.h"
 #include "kernels/cpu/ops.h"
+#include "kernels/cpu/quantize.h"
 #include "kernels/cpu/threads.h"
 
 namespace tern::kernels {
@@ -369,6 +370,44 @@ void BenchPeak(int threads) {
       threads, ms, 2.0 * n * n * n / ms * 1e-6);
 }
 
+// ZeRO++'s quantization kernels (single-threaded by design) on 16M floats (64 MiB, past the
+// caches), next to a plain memcpy of the same fp32 buffer measured in the same run. GB/s are
+// nominal bytes read + written; "fp32_gbps" is the fp32 side alone (bytes of floats quantized
+// or produced per second), the figure to compare with the link a collective saves.
+void BenchQuantize() {
+  const size_t n = size_t{1} << 24, block = 4096, nb = n / block;
+  auto x = Rand(n, 23), y = Rand(n, 24);
+  std::vector<float> out(n), scales(nb), scales2(nb), scales3(nb);
+  std::vector<int8_t> q8(n);
+  std::vector<uint8_t> q4(n / 2), q4b(n / 2), q4c(n / 2);
+  auto emit = [&](const char* op, double ms, double bytes, double fp32_bytes) {
+    std::printf(
+        "{\"bench\": \"kernels\", \"op\": \"%s\", \"n\": %zu, \"block\": %zu, \"threads\": 1, "
+        "\"ms\": %.3f, \"ms_median\": %.3f, \"gbps\": %.2f, \"fp32_gbps\": %.2f}\n",
+        op, n, block, ms, g_last_median, bytes / ms * 1e-6, fp32_bytes / ms * 1e-6);
+    std::fflush(stdout);
+  };
+  const double f = 4.0 * n, s4 = 4.0 * nb;
+  emit("memcpy", TimeMs([&] { std::memcpy(out.data(), x.data(), n * 4); }), 2 * f, f);
+  emit("quantize_int8",
+       TimeMs([&] { quantize_int8(q8.data(), scales.data(), x.data(), n, block); }), f + n + s4, f);
+  emit("dequantize_int8",
+       TimeMs([&] { dequantize_int8(out.data(), q8.data(), scales.data(), n, block); }), n + s4 + f,
+       f);
+  emit("quantize_int4",
+       TimeMs([&] { quantize_int4(q4.data(), scales.data(), x.data(), n, block); }), f + n / 2 + s4,
+       f);
+  emit("dequantize_int4",
+       TimeMs([&] { dequantize_int4(out.data(), q4.data(), scales.data(), n, block); }),
+       n / 2 + s4 + f, f);
+  quantize_int4(q4b.data(), scales2.data(), y.data(), n, block);
+  const uint8_t* qin[2] = {q4.data(), q4b.data()};
+  const float* sin[2] = {scales.data(), scales2.data()};
+  emit("dequant_sum_requant_int4_x2",
+       TimeMs([&] { dequant_sum_requant_int4(q4c.data(), scales3.data(), qin, sin, 2, n, block); }),
+       3 * (n / 2 + s4), 2 * f);
+}
+
 }  // namespace
 }  // namespace tern::kernels
 
@@ -395,6 +434,7 @@ int main(int argc, char** argv) {
   tern::kernels::SetNumThreads(threads);
   tern::kernels::g_threads = threads;
   tern::kernels::BenchPeak(threads);
+  tern::kernels::BenchQuantize();
   for (const auto& s : tern::kernels::kSizes) {
     if (tern::kernels::Cat({",", sizes, ","}).find(tern::kernels::Cat({",", s.name, ","})) !=
         std::string::npos) {

@@ -213,7 +213,9 @@ int RunOne(const Args& a, int rank, tern::comm::Communicator* dp, tern::comm::Co
   } else {
     tern::zero::ZeroOptions zo;
     zo.stage = a.zero_stage;
-    auto st = tern::zero::CreateZeroState(model.params(), init, zo, dp);
+    tern::zero::ZeroGroups zg;
+    zg.data_parallel = dp;
+    auto st = tern::zero::CreateZeroState(model.params(), init, zo, zg);
     if (!st.ok()) {
       std::fprintf(stderr, "error: %s\n", std::string(st.status().message()).c_str());
       return 1;

@@ -118,7 +118,30 @@ TEST(CommGroupsTest, FactoryBuildsEveryGroupAndCountsBytesByKind) {
     EXPECT_EQ(by_kind["inter_node"].total_bytes(), AllReduceRingBytesSent(2, r / 2, 4096, 4));
     EXPECT_EQ(by_kind["world"].total_bytes(), AllReduceRingBytesSent(4, r, 4096, 4));
     EXPECT_EQ(by_kind["data_parallel"].total_calls(), 0u);
-    EXPECT_EQ(groups->TakeStatsByKind()["world"].total_bytes(), 0u);  // reset per step
+    // Bytes by peer: intra-node never crosses, inter-node always does; the world ring sends
+    // everything to rank+1, which is on another node for ranks 1 and 3 only.
+    EXPECT_EQ(by_kind["intra_node"].cross_node_bytes, 0u);
+    EXPECT_EQ(by_kind["inter_node"].cross_node_bytes, by_kind["inter_node"].total_bytes());
+    EXPECT_EQ(by_kind["world"].cross_node_bytes, r % 2 == 1 ? by_kind["world"].total_bytes() : 0u);
+    // An all-to-all sends one chunk to each peer: two of the three are on the other node.
+    std::vector<float> a2a_in(4 * 64, 1.0f), a2a_out(4 * 64);
+    ASSERT_TRUE(groups->world
+                    ->AllToAll(std::as_bytes(std::span<const float>(a2a_in)),
+                               std::as_writable_bytes(std::span<float>(a2a_out)), opts)
+                    .ok());
+    const CommStats a2a = groups->world->TakeStats();
+    EXPECT_EQ(a2a.total_bytes(), 3u * 64 * 4);
+    EXPECT_EQ(a2a.cross_node_bytes, 2u * 64 * 4);
+    // A broadcast from rank 0: its children in the binomial tree are 1 and 2 (2 on node 1).
+    std::vector<float> b(16, float(r));
+    ASSERT_TRUE(
+        groups->world->Broadcast(std::as_writable_bytes(std::span<float>(b)), 0, opts).ok());
+    const CommStats bc = groups->world->TakeStats();
+    if (r == 0) {
+      EXPECT_EQ(bc.cross_node_bytes, 16u * 4);
+    }
+    by_kind = groups->TakeStatsByKind();
+    EXPECT_EQ(by_kind["world"].total_bytes(), 0u);  // reset per step
     // Every rank finishes its collectives before any group is torn down.
     ASSERT_TRUE(groups->world->Barrier(opts).ok());
   });

@@ -76,9 +76,16 @@ TEST(MemoryPlan, SingleRankStateIsTheLocalState) {
 // high-water mark within it.
 TEST(MemoryPlan, ZeroStateMatchesThePlanAtEveryStage) {
   kernels::SetNumThreads(1);
-  for (int stage = 0; stage <= 3; ++stage) {
+  // "Stage 4" is stage 3 with ZeRO++'s qwZ and qgZ (padded chunks, packed buffers; one node,
+  // so qgZ falls back and needs no buffers of its own).
+  for (int stage = 0; stage <= 4; ++stage) {
     for (int ranks : {2, 3}) {
-      const auto c = Config("llama", ranks, stage, 2, 16);
+      auto c = Config("llama", ranks, std::min(stage, 3), 2, 16);
+      if (stage == 4) {
+        c.zero.quantized_weights = c.zero.quantized_gradients = true;
+        c.zero.quant_block = 64;
+        c.zero.grad_quant_block = 32;
+      }
       const RankMemoryPlan plan = PlanRankMemory(c, 1);
       comm::InMemoryStore store;
       auto comms = comm::testing::MakeGroup(
@@ -89,7 +96,8 @@ TEST(MemoryPlan, ZeroStateMatchesThePlanAtEveryStage) {
         model::Transformer<float> model(c.dims);
         std::vector<float> init(model.params().total());
         model.InitParams(init.data(), 7);
-        auto state = zero::CreateZeroState(model.params(), init, c.zero, comms[r].get());
+        auto state =
+            zero::CreateZeroState(model.params(), init, c.zero, {.data_parallel = comms[r].get()});
         ASSERT_TRUE(state.ok()) << state.status();
         std::vector<int32_t> tokens(size_t(c.micro_batch) * c.seq_len);
         for (size_t i = 0; i < tokens.size(); ++i) tokens[i] = int32_t((i * 7 + r) % c.dims.V);
@@ -110,6 +118,10 @@ TEST(MemoryPlan, ZeroStateMatchesThePlanAtEveryStage) {
         EXPECT_EQ(plan.param_bytes, m.param_bytes) << what;
         EXPECT_EQ(plan.grad_bytes, m.grad_bytes) << what;
         EXPECT_EQ(plan.optim_bytes, m.optim_bytes) << what;
+        EXPECT_EQ(plan.quant_scratch_bytes, m.quant_scratch_bytes) << what;
+        if (stage == 4) {
+          EXPECT_GT(m.quant_scratch_bytes, 0u) << what;
+        }
         EXPECT_LE(m.gather_pool_bytes, plan.gather_pool_bytes) << what;
         if (stage >= 1) {
           EXPECT_GT(m.gather_pool_bytes, 0u) << what;

@@ -163,17 +163,25 @@ TEST(JobSpec, EverySectionIsValidatedAtOnce) {
   for (const char* field :
        {"checkpoint.keep_last", "checkpoint.writer.queue_depth", "elastic.min_nodes",
         "resources.threads_per_rank", "zero_optimization.stage",
-        "zero_optimization.zero_quantized_weights: not supported yet", "scheduler.type"})
+        "zero_optimization.zero_quantized_weights: needs zero_optimization.stage 3",
+        "scheduler.type"})
     EXPECT_NE(msg.find(field), std::string::npos) << field << " missing in: " << msg;
 }
 
 TEST(JobSpec, UnsupportedFeaturesAreRefusedByName) {
-  EXPECT_NE(RefusedWith({"zero_optimization.zero_quantized_gradients=true"})
-                .find("zero_optimization.zero_quantized_gradients: not supported yet"),
-            std::string::npos);
-  EXPECT_NE(RefusedWith({"zero_optimization.zero_hpz_partition_size=8"})
-                .find("zero_optimization.zero_hpz_partition_size"),
-            std::string::npos);
+  EXPECT_NE(
+      RefusedWith({"zero_optimization.stage=2", "zero_optimization.zero_quantized_gradients=true"})
+          .find(
+              "zero_optimization.zero_quantized_gradients: needs zero_optimization.stage 3, got 2"),
+      std::string::npos);
+  EXPECT_NE(
+      RefusedWith({"zero_optimization.stage=3", "zero_optimization.zero_quantization_block=3"})
+          .find("zero_optimization.zero_quantization_block: 3 must be even"),
+      std::string::npos);
+  EXPECT_NE(
+      RefusedWith({"zero_optimization.zero_hpz_partition_size=8"})
+          .find("zero_optimization.zero_hpz_partition_size: 8 needs zero_optimization.stage 3"),
+      std::string::npos);
   // Elastic resume keeps the global batch: every node count in range must divide it.
   EXPECT_NE(RefusedWith({"elastic.enabled=true", "elastic.max_nodes=3"})
                 .find("cannot be kept on 3 node(s)"),
@@ -193,6 +201,26 @@ TEST(JobSpec, UnsupportedFeaturesAreRefusedByName) {
                          "zero_optimization.zero_hpz_partition_size=1", "model.hidden_act=silu",
                          "model.sliding_window=32"}),
             "accepted");
+}
+
+TEST(JobSpec, ZeroPlusPlusKeysResolveAtStage3) {
+  auto spec =
+      ParseJobSpec(kSpec,
+                   {"zero_optimization.stage=3", "zero_optimization.zero_quantized_weights=true",
+                    "zero_optimization.zero_quantized_gradients=true",
+                    "zero_optimization.zero_quantization_block=2048",
+                    "zero_optimization.zero_gradient_quantization_block=128",
+                    "zero_optimization.zero_hpz_partition_size=2"},
+                   "spec.json");
+  ASSERT_TRUE(spec.ok()) << spec.status();
+  auto cfg = ResolveJob(*spec, {.world_size = 2, .check_files = false});
+  ASSERT_TRUE(cfg.ok()) << cfg.status();
+  EXPECT_TRUE(cfg->zero.quantized_weights);
+  EXPECT_TRUE(cfg->zero.quantized_gradients);
+  EXPECT_EQ(cfg->zero.quant_block, 2048);
+  EXPECT_EQ(cfg->zero.grad_quant_block, 128);
+  EXPECT_EQ(cfg->zero.hpz_partition_size, 2);
+  EXPECT_TRUE(cfg->warnings.empty());
 }
 
 TEST(JobSpec, TuningHintsWithoutEffectAreAcceptedWithAWarningNamingThem) {

@@ -138,7 +138,7 @@ std::vector<RunResult> RunZero(bool tied, int ranks, int stage, int accum, int64
       zo.reduce_bucket_size = 3000;  // several buckets at stage 0
       zo.persistence_threshold = persist;
       zo.prefetch_bucket_size = 2000;
-      auto state = CreateZeroState(model.params(), init, zo, comm->get());
+      auto state = CreateZeroState(model.params(), init, zo, {.data_parallel = comm->get()});
       ASSERT_TRUE(state.ok()) << state.status();
       results[r] = Train(state->get(), model, r, ranks, accum, comm->get());
     });
