@@ -36,7 +36,7 @@ std::vector<nlohmann::json> JsonLines(const std::string& text) {
   return out;
 }
 
-constexpr int kSteps = 16;
+constexpr int kSteps = 48;  // long enough that a kill at step 5 lands mid-training
 
 // A JSON integer that protobuf's JSON mapping may have printed as a string (int64).
 int64_t Int(const nlohmann::json& j, const std::string& key) {
@@ -94,6 +94,7 @@ class ElasticE2E : public ::testing::Test {
                                       "", "1s", "tern"));
     }
     if (!c_.WaitForWorkers(workers, seconds(10))) return "";
+    submitted_batch_ = spec_["train_batch_size"].get<int>();
     const std::string id = Submit();
     if (!id.empty()) WaitForStep(id, step);
     return id;
@@ -205,8 +206,9 @@ class ElasticE2E : public ::testing::Test {
   // lost), ran to the last step, and its losses are those of `tern train` on `ranks` ranks
   // resumed from the same checkpoint.
   // The data position of every committed checkpoint of the job: the samples consumed are the
-  // steps taken times the global batch, across every round (no sample skipped or repeated).
-  void ExpectDataPositionsContinue(const std::string& id) {
+  // global batch of each step taken, summed across the rounds: `from` steps at the submitted
+  // batch, then the current spec's (no sample skipped or repeated).
+  void ExpectDataPositionsContinue(const std::string& id, int from) {
     int manifests = 0;
     for (const auto& d : fs::directory_iterator(c_.checkpoint_root() + "/" + id, ec_)) {
       const std::string name = d.path().filename().string();
@@ -216,9 +218,10 @@ class ElasticE2E : public ::testing::Test {
       ASSERT_TRUE(m.is_object()) << name;
       const int step = std::stoi(name.substr(5));
       const auto& pos = m["extra"]["data_position"];
-      EXPECT_EQ(pos.value("samples_consumed", int64_t{-1}),
-                int64_t{step} * spec_["train_batch_size"].get<int>())
-          << name << ": " << pos;
+      const int64_t now = spec_["train_batch_size"].get<int>();
+      const int64_t want = step <= from ? int64_t{step} * submitted_batch_
+                                        : int64_t{from} * submitted_batch_ + (step - from) * now;
+      EXPECT_EQ(pos.value("samples_consumed", int64_t{-1}), want) << name << ": " << pos;
       ++manifests;
     }
     EXPECT_GT(manifests, 0);
@@ -232,7 +235,7 @@ class ElasticE2E : public ::testing::Test {
     EXPECT_EQ(round2.begin()->first, from + 1);
     EXPECT_EQ(round2.rbegin()->first, spec_["train_iters"].get<int>());
     ExpectSameLosses(round2, Reference(id, from, ranks), from + 1);
-    ExpectDataPositionsContinue(id);
+    ExpectDataPositionsContinue(id, from);
   }
 
   // The round was stopped on an order: its ranks checkpointed the last step they trained and
@@ -257,6 +260,7 @@ class ElasticE2E : public ::testing::Test {
   nlohmann::json spec_;
   std::vector<Process*> workers_;
   std::error_code ec_;
+  int submitted_batch_ = 0;  // train_batch_size at submission
 };
 
 TEST_F(ElasticE2E, LostWorkerContinuesOnTheOtherAtTheSmallerWorld) {

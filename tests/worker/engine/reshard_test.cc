@@ -116,7 +116,8 @@ class ReshardTest : public ::testing::Test {
     comm::testing::RunRanks(ranks, [&](int r) {
       comm::Communicator& c = *comms[r];
       std::vector<float> init(model_.params().total(), 0.0f);
-      auto state = zero::CreateZeroState(model_.params(), init, cfg.zero, &c);
+      auto state = zero::CreateZeroState(model_.params(), init, cfg.zero,
+                                         zero::ZeroGroups{&c, nullptr, nullptr});
       ASSERT_TRUE(state.ok()) << state.status();
       auto loader = data::DataLoader::Open((*dir_ / "corpus").string(), cfg.seq_len, cfg.seed);
       ASSERT_TRUE(loader.ok()) << loader.status();
@@ -210,7 +211,8 @@ TEST_F(ReshardTest, AnotherModelIsRefusedListingEveryDifference) {
   spec::JobConfig cfg = Config(1, 0, ckpt, "latest");
   cfg.dims = other.dims();
   std::vector<float> init(other.params().total(), 0.0f);
-  auto state = zero::CreateZeroState(other.params(), init, cfg.zero, comms[0].get());
+  auto state = zero::CreateZeroState(other.params(), init, cfg.zero,
+                                     zero::ZeroGroups{comms[0].get(), nullptr, nullptr});
   ASSERT_TRUE(state.ok());
   auto loader = data::DataLoader::Open((*dir_ / "corpus").string(), cfg.seq_len, cfg.seed);
   ASSERT_TRUE(loader.ok());
