@@ -1,5 +1,6 @@
 // Engine-side subcommands: train, describe, generate, data prepare.
 #include <algorithm>
+#include <chrono>
 #include <cmath>
 #include <cstdio>
 #include <random>
@@ -194,9 +195,45 @@ struct GenerateArgs {
   int max_new_tokens = 200;
   float temperature = 0.8f;
   int top_k = 0;
+  float top_p = 1.0f;
+  std::vector<std::string> stop;
+  bool no_kv_cache = false;
+  bool stats = false;
   uint64_t seed = 1234;
   int threads = 0;
 };
+
+// The next token from the last position's logits: greedy at temperature 0, else sampled among
+// the top_k most likely (0 = all) whose cumulative probability reaches top_p.
+int SampleNext(const float* logits, int V, const GenerateArgs& a, std::mt19937_64& rng) {
+  if (a.temperature <= 0) return int(std::max_element(logits, logits + V) - logits);
+  std::vector<int> idx(V);
+  for (int v = 0; v < V; ++v) idx[v] = v;
+  const int k = a.top_k > 0 ? std::min(a.top_k, V) : V;
+  std::partial_sort(idx.begin(), idx.begin() + k, idx.end(),
+                    [&](int x, int y) { return logits[x] > logits[y]; });
+  const double mx = logits[idx[0]];
+  std::vector<double> p(k);
+  double sum = 0;
+  for (int j = 0; j < k; ++j) sum += p[j] = std::exp((logits[idx[j]] - mx) / a.temperature);
+  int keep = k;  // nucleus: the fewest most likely tokens whose mass reaches top_p
+  if (a.top_p < 1.0f) {
+    double mass = 0;
+    for (int j = 0; j < k; ++j) {
+      mass += p[j] / sum;
+      if (mass >= a.top_p) {
+        keep = j + 1;
+        break;
+      }
+    }
+    sum = 0;
+    for (int j = 0; j < keep; ++j) sum += p[j];
+  }
+  double r = std::uniform_real_distribution<double>(0, sum)(rng);
+  for (int j = 0; j < keep; ++j)
+    if ((r -= p[j]) <= 0) return idx[j];
+  return idx[keep - 1];
+}
 
 int RunGenerate(const GenerateArgs& a) {
   if (a.model_dir.empty() == a.checkpoint.empty())
@@ -208,45 +245,60 @@ int RunGenerate(const GenerateArgs& a) {
   kernels::SetNumThreads(a.threads > 0 ? a.threads : DefaultThreads());
   const auto& d = loaded->dims;
   model::Transformer<float> model(d);
-  std::vector<float> grads_unused;
   model::FlatParamSource<float> src(&model.params(), loaded->params.data(), nullptr);
   std::vector<int32_t> ctx;
   for (unsigned char ch : a.prompt) ctx.push_back(ch);
   if (ctx.empty()) ctx.push_back('\n');
+  const int prompt_tokens = static_cast<int>(ctx.size());
   std::mt19937_64 rng(a.seed);
   fmt::print("{}", a.prompt);
-  std::vector<double> p(d.V);
+  // With the KV cache: one prefill of the prompt, then one position per token, while the
+  // context fits the model's positions; past that (or with --no-kv-cache) every token
+  // recomputes the window of the last max_position_embeddings tokens.
+  const bool cached = !a.no_kv_cache && prompt_tokens < d.max_T;
+  auto cache = model.NewKvCache(1, d.max_T);
+  using Clock = std::chrono::steady_clock;
+  const auto t0 = Clock::now();
+  double first_ms = 0;
+  std::string text;
+  int generated = 0;
   for (int i = 0; i < a.max_new_tokens; ++i) {
-    const int n = std::min<int>(ctx.size(), d.max_T);
-    const int32_t* window = ctx.data() + ctx.size() - n;
-    model.Forward(src, window, nullptr, 1, n);
-    const float* logits = model.logits() + size_t(n - 1) * d.V;
-    int next = 0;
-    if (a.temperature <= 0) {
-      next = int(std::max_element(logits, logits + d.V) - logits);
+    const float* logits = nullptr;
+    if (cached && static_cast<int>(ctx.size()) <= d.max_T) {
+      const int fresh = static_cast<int>(ctx.size()) - cache.len;  // the prompt, then 1
+      model.ForwardCached(src, ctx.data() + cache.len, 1, fresh, &cache);
+      logits = model.logits() + size_t(fresh - 1) * d.V;
     } else {
-      std::vector<int> idx(d.V);
-      for (int v = 0; v < d.V; ++v) idx[v] = v;
-      int k = a.top_k > 0 ? std::min(a.top_k, d.V) : d.V;
-      std::partial_sort(idx.begin(), idx.begin() + k, idx.end(),
-                        [&](int x, int y) { return logits[x] > logits[y]; });
-      const double mx = logits[idx[0]];
-      double sum = 0;
-      for (int j = 0; j < k; ++j) sum += p[j] = std::exp((logits[idx[j]] - mx) / a.temperature);
-      double r = std::uniform_real_distribution<double>(0, sum)(rng);
-      next = idx[k - 1];
-      for (int j = 0; j < k; ++j) {
-        if ((r -= p[j]) <= 0) {
-          next = idx[j];
-          break;
-        }
-      }
+      const int n = std::min<int>(ctx.size(), d.max_T);
+      model.Forward(src, ctx.data() + ctx.size() - n, nullptr, 1, n);
+      logits = model.logits() + size_t(n - 1) * d.V;
     }
+    const int next = SampleNext(logits, d.V, a, rng);
+    if (i == 0) first_ms = std::chrono::duration<double, std::milli>(Clock::now() - t0).count();
     ctx.push_back(next);
+    ++generated;
+    text.push_back(static_cast<char>(next));
     std::fputc(next, stdout);
     std::fflush(stdout);
+    bool stop = false;
+    for (const auto& s : a.stop)
+      stop = stop || (!s.empty() && text.size() >= s.size() &&
+                      text.compare(text.size() - s.size(), s.size(), s) == 0);
+    if (stop) break;
   }
   fmt::print("\n");
+  std::fflush(stdout);  // the text first, then the report on stderr
+  if (a.stats) {
+    const double total_ms = std::chrono::duration<double, std::milli>(Clock::now() - t0).count();
+    const double decode_ms = total_ms - first_ms;
+    const int decoded = std::max(0, generated - 1);
+    fmt::print(stderr,
+               "generate: {} prompt token(s), {} generated, KV cache {}; first token after "
+               "{:.1f} ms; then {:.1f} tokens/s ({:.2f} ms/token)\n",
+               prompt_tokens, generated, cached ? "on" : "off", first_ms,
+               decoded > 0 ? decoded / (decode_ms / 1e3) : 0.0,
+               decoded > 0 ? decode_ms / decoded : 0.0);
+  }
   return 0;
 }
 
@@ -318,6 +370,14 @@ void AddEngineCommands(CLI::App& app, int* exit_code) {
       ->check(CLI::Range(0.0f, 100.0f));
   gen->add_option("--top-k", gargs->top_k, "Sample among the k most likely tokens (0 = all)")
       ->check(CLI::NonNegativeNumber);
+  gen->add_option("--top-p", gargs->top_p,
+                  "Sample among the most likely tokens whose probability reaches p (1 = all)")
+      ->check(CLI::Range(0.0f, 1.0f));
+  gen->add_option("--stop", gargs->stop, "Stop after generating this text (repeatable)");
+  gen->add_flag("--no-kv-cache", gargs->no_kv_cache,
+                "Recompute the whole context for every token instead of caching keys/values");
+  gen->add_flag("--stats", gargs->stats,
+                "Print the time to the first token and the decode rate on stderr");
   gen->add_option("--seed", gargs->seed, "Sampling seed");
   gen->add_option("--threads", gargs->threads, "Compute threads")->check(CLI::Range(1, 4096));
   gen->callback([gargs, exit_code] { *exit_code = RunGenerate(*gargs); });

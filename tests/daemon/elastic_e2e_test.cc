@@ -398,7 +398,7 @@ TEST_F(ElasticE2E, TerndRestartedWhileReshardingRecoversTheJobOnce) {
   // The survivor's collective fails at once; ternd then waits (up to the heartbeat timeout)
   // for w2's rank to be gone: kill ternd in that window and start it again.
   bool resharding = false;
-  for (int i = 0; i < 100 && !resharding; ++i) {
+  for (int i = 0; i < 500 && !resharding; ++i) {
     resharding = Show(id).value("state", "") == "RESHARDING";
     if (!resharding) std::this_thread::sleep_for(std::chrono::milliseconds(20));
   }

@@ -176,10 +176,10 @@ void Transformer<T>::Reserve(int B, int Tn) {
   dfc_.resize(N * fc);
   dact_.resize(N * F);
   dlogits_.resize(N * d.V);
-  if (!d.is_gpt2()) {
-    rope_cos_.resize(size_t(Tn) * d.HS / 2);
-    rope_sin_.resize(size_t(Tn) * d.HS / 2);
-    k::rope_tables(rope_cos_.data(), rope_sin_.data(), Tn, d.HS, d.rope_theta);
+  if (!d.is_gpt2() && rope_cos_.empty()) {  // every position (a KV cache reaches past Tn)
+    rope_cos_.resize(size_t(d.max_T) * d.HS / 2);
+    rope_sin_.resize(size_t(d.max_T) * d.HS / 2);
+    k::rope_tables(rope_cos_.data(), rope_sin_.data(), d.max_T, d.HS, d.rope_theta);
   }
 }
 

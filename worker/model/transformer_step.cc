@@ -12,7 +12,8 @@ namespace k = tern::kernels;
 using k::WeightLayout;
 
 template <typename T>
-void Transformer<T>::BlockForward(const T* p, LayerActs& a, const T* x, T* out, int B, int Tn) {
+void Transformer<T>::BlockForward(const T* p, LayerActs& a, const T* x, T* out, int B, int Tn,
+                                  T* cache, int capacity, int pos0) {
   const auto& d = dims_;
   const int N = B * Tn, C = d.C, F = d.F, A = d.NH * d.HS, QKV = d.QKV();
   const bool g2 = d.is_gpt2();
@@ -21,9 +22,28 @@ void Transformer<T>::BlockForward(const T* p, LayerActs& a, const T* x, T* out, 
   NormForward(a.ln1.data(), a.ln1_mean.data(), a.ln1_rstd.data(), x, p + lo_.ln1_w, nb, N);
   k::matmul_forward(a.qkv.data(), a.ln1.data(), p + lo_.qkv_w, g2 ? p + lo_.qkv_b : nullptr, N, C,
                     QKV, wl);
-  if (!g2)
-    k::rope_forward(a.qkv.data(), rope_cos_.data(), rope_sin_.data(), B, Tn, d.NH, d.NKV, d.HS);
-  k::chunked_attention_forward(a.atty.data(), a.lse.data(), a.qkv.data(), B, Tn, d.NH, d.NKV, d.HS);
+  if (cache == nullptr) {
+    if (!g2)
+      k::rope_forward(a.qkv.data(), rope_cos_.data(), rope_sin_.data(), B, Tn, d.NH, d.NKV, d.HS);
+    k::chunked_attention_forward(a.atty.data(), a.lse.data(), a.qkv.data(), B, Tn, d.NH, d.NKV,
+                                 d.HS);
+  } else {
+    if (!g2) {
+      std::vector<int32_t> pos(static_cast<size_t>(N));
+      for (int n = 0; n < N; ++n) pos[n] = pos0 + n % Tn;
+      k::rope_forward(a.qkv.data(), rope_cos_.data(), rope_sin_.data(), B, Tn, d.NH, d.NKV, d.HS,
+                      pos.data());
+    }
+    // Append the new rows, then attend from them to positions [0, pos0 + Tn) of each sequence.
+    for (int b = 0; b < B; ++b) {
+      T* row = cache + (size_t(b) * capacity + pos0) * QKV;
+      std::copy(a.qkv.data() + size_t(b) * Tn * QKV, a.qkv.data() + size_t(b + 1) * Tn * QKV, row);
+      k::chunked_attention_pair_forward(
+          a.atty.data() + size_t(b) * Tn * A, a.lse.data() + size_t(b) * d.NH * Tn,
+          a.qkv.data() + size_t(b) * Tn * QKV, Tn, pos0, cache + size_t(b) * capacity * QKV,
+          pos0 + Tn, 0, 1, d.NH, d.NKV, d.HS);
+    }
+  }
   k::matmul_forward(proj_.data(), a.atty.data(), p + lo_.o_w, g2 ? p + lo_.o_b : nullptr, N, A, C,
                     wl);
   k::residual_forward(a.mid.data(), x, proj_.data(), size_t(N) * C);
@@ -80,6 +100,57 @@ double Transformer<T>::Forward(ParamSource<T>& src, const int32_t* tokens, const
   double sum = 0;
   for (int i = 0; i < N; ++i) sum += losses_[i];
   return count_ > 0 ? sum / count_ : 0.0;
+}
+
+template <typename T>
+typename Transformer<T>::KvCache Transformer<T>::NewKvCache(int B, int capacity) const {
+  TERN_CHECK(capacity >= 1 && capacity <= dims_.max_T)
+      << "KV cache of " << capacity << " positions; the model has " << dims_.max_T;
+  KvCache c;
+  c.B = B;
+  c.capacity = capacity;
+  c.layers.assign(dims_.L, std::vector<T>(size_t(B) * capacity * dims_.QKV()));
+  return c;
+}
+
+template <typename T>
+void Transformer<T>::ForwardCached(ParamSource<T>& src, const int32_t* tokens, int B, int Tn,
+                                   KvCache* cache) {
+  TERN_CHECK(cache != nullptr && cache->B == B && cache->len + Tn <= cache->capacity)
+      << "KV cache of " << (cache ? cache->capacity : 0) << " positions cannot take " << Tn
+      << " more after " << (cache ? cache->len : 0);
+  Reserve(B, Tn);
+  const auto& d = dims_;
+  const int N = B * Tn, C = d.C, pos0 = cache->len;
+  tokens_ = tokens;
+  targets_ = nullptr;
+  const T* p0 = src.Acquire(0);
+  const uint64_t u0 = table_.units()[0].offset;
+  // Learned positions (GPT-2): rows pos0.. of wpe.
+  k::embedding_forward(resid_[0].data(), tokens, p0 + (wte_off_ - u0),
+                       d.is_gpt2() ? p0 + (wpe_off_ - u0) + size_t(pos0) * C : nullptr, B, Tn, C);
+  src.Release(0);
+  for (int l = 0; l < d.L; ++l) {
+    const T* p = src.Acquire(l + 1);
+    BlockForward(p, acts_[recompute_ ? 0 : l], resid_[l].data(), resid_[l + 1].data(), B, Tn,
+                 cache->layers[l].data(), cache->capacity, pos0);
+    src.Release(l + 1);
+  }
+  cache->len += Tn;
+  const int hu = d.L + 1;
+  const T* ph = src.Acquire(hu);
+  NormForward(lnf_.data(), lnf_mean_.data(), lnf_rstd_.data(), resid_[d.L].data(), ph + lnf_w_off_,
+              d.is_gpt2() ? ph + lnf_b_off_ : nullptr, N);
+  if (d.tied) {
+    const T* pe = src.Acquire(0);
+    k::matmul_forward(logits_.data(), lnf_.data(), pe + (wte_off_ - u0),
+                      static_cast<const T*>(nullptr), N, C, d.V, WeightLayout::kOutIn);
+    src.Release(0);
+  } else {
+    k::matmul_forward(logits_.data(), lnf_.data(), ph + head_off_, static_cast<const T*>(nullptr),
+                      N, C, d.V, WeightLayout::kOutIn);
+  }
+  src.Release(hu);
 }
 
 template <typename T>
@@ -164,7 +235,11 @@ void Transformer<T>::Backward(ParamSource<T>& src, float grad_scale) {
 }
 
 #define TERN_INSTANTIATE(T)                                                                      \
-  template void Transformer<T>::BlockForward(const T*, LayerActs&, const T*, T*, int, int);      \
+  template void Transformer<T>::BlockForward(const T*, LayerActs&, const T*, T*, int, int, T*,   \
+                                             int, int);                                          \
+  template typename Transformer<T>::KvCache Transformer<T>::NewKvCache(int, int) const;          \
+  template void Transformer<T>::ForwardCached(ParamSource<T>&, const int32_t*, int, int,         \
+                                              KvCache*);                                         \
   template double Transformer<T>::Forward(ParamSource<T>&, const int32_t*, const int32_t*, int,  \
                                           int);                                                  \
   template void Transformer<T>::BlockBackward(const T*, T*, const LayerActs&, const T*, T*, int, \

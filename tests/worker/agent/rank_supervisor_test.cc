@@ -153,7 +153,8 @@ TEST_F(RankSupervisorTest, CancelUsesSigtermThenSigkillAfterTheGrace) {
   for (const auto& m : Drain(s, 2, milliseconds(5000))) {
     if (m.has_exited()) codes[m.exited().job_id()] = m.exited().exit_code();
   }
-  EXPECT_LT(std::chrono::steady_clock::now() - t0, milliseconds(1500));
+  // Well under the 5 s the ranks would need without the escalation (a loose bound: loaded CI).
+  EXPECT_LT(std::chrono::steady_clock::now() - t0, milliseconds(4000));
   EXPECT_EQ(codes["sleep"], 143);                  // exited on SIGTERM
   EXPECT_EQ(codes["ignore-term"], 128 + SIGKILL);  // needed the SIGKILL
 }

@@ -5,6 +5,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <cctype>
 #include <chrono>
 #include <cstdio>
 #include <filesystem>
@@ -122,6 +123,27 @@ TEST_F(CliTest, TrainJsonLossFallsAndGenerateIsDeterministic) {
   EXPECT_EQ(g1.out, g2.out);
   EXPECT_EQ(g1.out.rfind("The ", 0), 0u);
   EXPECT_GE(g1.out.size(), 24u);
+  // The KV cache changes nothing but the speed: greedy tokens equal recomputing the whole
+  // context every time, also past the model's positions (where the window slides).
+  for (const char* n : {"20", "100"}) {
+    Result cached = Tern("generate --model-dir " + Path("model") +
+                         " --prompt 'The ' --temperature 0 --max-new-tokens " + n);
+    Result plain = Tern("generate --model-dir " + Path("model") +
+                        " --prompt 'The ' --temperature 0 --no-kv-cache --max-new-tokens " + n);
+    ASSERT_EQ(plain.code, 0) << plain.out;
+    EXPECT_EQ(cached.out, plain.out) << n << " tokens";
+  }
+  // --stop ends at the first occurrence (here of the first letter or digit generated); --stats
+  // reports the timing.
+  size_t at = 4;
+  while (at < g1.out.size() && !std::isalnum(static_cast<unsigned char>(g1.out[at]))) ++at;
+  ASSERT_LT(at, g1.out.size()) << g1.out;
+  Result stopped = Tern("generate --model-dir " + Path("model") +
+                        " --prompt 'The ' --temperature 0 --max-new-tokens 200 --stats --stop " +
+                        g1.out.substr(at, 1));
+  ASSERT_EQ(stopped.code, 0) << stopped.out;
+  EXPECT_EQ(stopped.out.rfind(g1.out.substr(0, at + 1) + "\n", 0), 0u) << stopped.out;
+  EXPECT_NE(stopped.out.find("KV cache on; first token after"), std::string::npos) << stopped.out;
 }
 
 TEST_F(CliTest, TwoRankProcessesMatchOneRank) {

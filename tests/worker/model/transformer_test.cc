@@ -128,6 +128,42 @@ TEST(Transformer, RecomputedLayersGiveTheSameGradients) {
   }
 }
 
+// KV cache: a prefill of 3 tokens, then one token at a time, gives the logits the whole
+// sequence's forward gives at every position (GPT-2's learned positions, Llama's RoPE).
+TEST(Transformer, CachedDecodingEqualsTheFullForward) {
+  kernels::SetNumThreads(1);
+  for (const Case& c : {Case{"gpt2", "gpt2", 2, true}, Case{"llama", "llama", 1, false}}) {
+    const ModelDims dims = TinyDims(c);
+    Transformer<double> model(dims);
+    const ParamTable& table = model.params();
+    std::vector<double> params(table.total());
+    model.InitParams(params.data(), 11);
+    FlatParamSource<double> src(&table, params.data(), nullptr);
+    const int B = 2, T = 6;  // max_position_embeddings
+    std::vector<int32_t> tokens(B * T);
+    for (int i = 0; i < B * T; ++i) tokens[i] = (i * 3 + 1) % dims.V;
+    model.Forward(src, tokens.data(), nullptr, B, T);
+    const std::vector<double> full(model.logits(), model.logits() + size_t(B) * T * dims.V);
+    auto cache = model.NewKvCache(B, T);
+    int done = 0;
+    for (int step : {3, 1, 1, 1}) {
+      std::vector<int32_t> chunk(size_t(B) * step);
+      for (int b = 0; b < B; ++b)
+        for (int t = 0; t < step; ++t)
+          chunk[size_t(b) * step + t] = tokens[size_t(b) * T + done + t];
+      model.ForwardCached(src, chunk.data(), B, step, &cache);
+      for (int b = 0; b < B; ++b)
+        for (int t = 0; t < step; ++t)
+          for (int v = 0; v < dims.V; ++v)
+            EXPECT_NEAR(model.logits()[(size_t(b) * step + t) * dims.V + v],
+                        full[(size_t(b) * T + done + t) * dims.V + v], 1e-10)
+                << c.name << " b " << b << " position " << done + t;
+      done += step;
+    }
+    EXPECT_EQ(cache.len, done);
+  }
+}
+
 TEST(Transformer, HuggingFaceNamesAndUnits) {
   const ModelDims d = TinyDims({"", "llama", 1, false});
   Transformer<float> m(d);
