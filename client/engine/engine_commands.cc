@@ -305,9 +305,11 @@ int RunGenerate(const GenerateArgs& a) {
 }  // namespace
 
 void AddCkptCommands(CLI::App& app, int* exit_code);  // ckpt_commands.cc
+void AddEvalCommand(CLI::App& app, int* exit_code);   // eval_command.cc
 
 void AddEngineCommands(CLI::App& app, int* exit_code) {
   AddCkptCommands(app, exit_code);
+  AddEvalCommand(app, exit_code);
   auto targs = std::make_shared<TrainArgs>();
   auto* train = app.add_subcommand("train", "Run a job in this process (no daemon)");
   train->add_option("spec", targs->spec, "Job spec JSON file")->required();

@@ -7,6 +7,7 @@
 
 #include <cctype>
 #include <chrono>
+#include <cmath>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
@@ -62,12 +63,13 @@ class CliTest : public ::testing::Test {
     ASSERT_EQ(r.code, 0) << r.out;
     std::ofstream spec(*dir_ / "spec.json");
     spec << R"({"model": {"model_type": "llama", "hidden_size": 32, "num_hidden_layers": 2,
-                "num_attention_heads": 4, "num_key_value_heads": 2},
+                "num_attention_heads": 4, "num_key_value_heads": 2,
+                "max_position_embeddings": 64},
                 "data": {"path": ")"
          << (*dir_ / "corpus").string() << R"(", "seq_len": 32},
                 "train_micro_batch_size_per_gpu": 8,
                 "optimizer": {"params": {"lr": 0.01}},
-                "train_iters": 12, "eval_interval": 6, "eval_iters": 2, "steps_per_print": 4,
+                "train_iters": 12, "eval_interval": 6, "eval_iters": 1, "steps_per_print": 4,
                 "zero_optimization": {"stage": 2}})";
   }
   static void TearDownTestSuite() {
@@ -133,6 +135,28 @@ TEST_F(CliTest, TrainJsonLossFallsAndGenerateIsDeterministic) {
     ASSERT_EQ(plain.code, 0) << plain.out;
     EXPECT_EQ(cached.out, plain.out) << n << " tokens";
   }
+  // tern eval on the validation windows the training evaluated last (eval_iters 1 x micro
+  // batch 8, in order) gives the run's final val_loss, in batches of any size; bits per byte =
+  // nats / ln 2.
+  Result ev = Tern("eval --model-dir " + Path("model") + " --data " + Path("corpus_val") +
+                   " --seq-len 32 --batch 3 --max-windows 8 --json");
+  ASSERT_EQ(ev.code, 0) << ev.out;
+  auto ppl = nlohmann::json::parse(ev.out, nullptr, false);
+  ASSERT_TRUE(ppl.is_object()) << ev.out;
+  EXPECT_EQ(ppl.value("windows", 0), 8) << ev.out;
+  const double val = summary[0]["val_loss"].get<double>();
+  EXPECT_NEAR(ppl["nats_per_token"].get<double>(), val, 1e-5 * val) << ev.out;
+  EXPECT_NEAR(ppl["bits_per_byte"].get<double>(), val / std::log(2.0), 1e-4) << ev.out;
+  Result rt = Tern("eval --model-dir " + Path("model") +
+                   " --retrieval --lengths 64 --depths 0,1 --trials 2 --json");
+  ASSERT_EQ(rt.code, 0) << rt.out;
+  auto rows = nlohmann::json::parse(rt.out, nullptr, false);
+  ASSERT_TRUE(rows.is_object() && rows["rows"].size() == 2u) << rt.out;
+  EXPECT_NE(Tern("eval --model-dir " + Path("model")).code, 0);  // nothing to measure
+  Result too_long = Tern("eval --model-dir " + Path("model") + " --retrieval --lengths 65");
+  EXPECT_EQ(too_long.code, 2);
+  EXPECT_NE(too_long.out.find("--lengths: 65 is outside [53, 64]"), std::string::npos)
+      << too_long.out;
   // --stop ends at the first occurrence (here of the first letter or digit generated); --stats
   // reports the timing.
   size_t at = 4;
