@@ -192,6 +192,7 @@ int RunDescribe(const std::string& path, const std::vector<std::string>& sets, i
 
 struct GenerateArgs {
   std::string model_dir, checkpoint, prompt;
+  std::vector<std::string> more_prompts;  // --prompt given again: one batch
   int max_new_tokens = 200;
   float temperature = 0.8f;
   int top_k = 0;
@@ -235,6 +236,70 @@ int SampleNext(const float* logits, int V, const GenerateArgs& a, std::mt19937_6
   return idx[keep - 1];
 }
 
+bool EndsWithStop(const std::string& text, const std::vector<std::string>& stops) {
+  for (const auto& s : stops)
+    if (!s.empty() && text.size() >= s.size() &&
+        text.compare(text.size() - s.size(), s.size(), s) == 0)
+      return true;
+  return false;
+}
+
+// Several prompts: one KV cache row each (prefilled one by one), then every step decodes one
+// token of every unfinished row in one batched forward; each text is printed when all are done.
+int RunGenerateBatch(const GenerateArgs& a, const std::vector<std::string>& prompts,
+                     model::Transformer<float>& model, model::ParamSource<float>& src) {
+  const auto& d = model.dims();
+  const int B = static_cast<int>(prompts.size());
+  std::vector<std::vector<int32_t>> ctx(B);
+  for (int r = 0; r < B; ++r) {
+    for (unsigned char ch : prompts[r]) ctx[r].push_back(ch);
+    if (ctx[r].empty()) ctx[r].push_back('\n');
+    if (static_cast<int>(ctx[r].size()) + a.max_new_tokens > d.max_T)
+      return Fail(absl::InvalidArgumentError(absl::StrCat(
+                      "prompt ", r + 1, ": ", ctx[r].size(), " tokens + --max-new-tokens ",
+                      a.max_new_tokens, " exceed the model's ", d.max_T,
+                      " positions (a batch of prompts decodes within the KV cache)")),
+                  true);
+  }
+  std::mt19937_64 rng(a.seed);
+  auto cache = model.NewKvCache(B, d.max_T);
+  using Clock = std::chrono::steady_clock;
+  const auto t0 = Clock::now();
+  std::vector<std::string> text(B);
+  std::vector<bool> done(B, a.max_new_tokens == 0);
+  std::vector<int32_t> next(B);
+  for (int r = 0; r < B; ++r) {  // prefill, and each row's first token
+    model.ForwardCached(src, ctx[r].data(), 1, static_cast<int>(ctx[r].size()), &cache, r);
+    next[r] = SampleNext(model.logits() + (ctx[r].size() - 1) * size_t(d.V), d.V, a, rng);
+  }
+  const double first_ms = std::chrono::duration<double, std::milli>(Clock::now() - t0).count();
+  int decoded = 0;
+  for (int i = 0; i < a.max_new_tokens; ++i) {
+    for (int r = 0; r < B; ++r) {
+      if (done[r]) continue;
+      text[r].push_back(static_cast<char>(next[r]));
+      done[r] = EndsWithStop(text[r], a.stop) || i + 1 == a.max_new_tokens;
+    }
+    if (std::all_of(done.begin(), done.end(), [](bool x) { return x; })) break;
+    model.ForwardCached(src, next.data(), B, 1, &cache);  // finished rows decode unused tokens
+    ++decoded;
+    for (int r = 0; r < B; ++r)
+      if (!done[r]) next[r] = SampleNext(model.logits() + size_t(r) * d.V, d.V, a, rng);
+  }
+  for (int r = 0; r < B; ++r) fmt::print("{}{}\n", prompts[r], text[r]);
+  std::fflush(stdout);
+  if (a.stats) {
+    const double total_ms = std::chrono::duration<double, std::milli>(Clock::now() - t0).count();
+    const double decode_ms = total_ms - first_ms;
+    fmt::print(stderr,
+               "generate: {} prompts, KV cache on; prefill and first tokens after {:.1f} ms; then "
+               "{:.1f} tokens/s in batches of {} ({:.2f} ms per step)\n",
+               B, first_ms, decoded > 0 ? decoded * B / (decode_ms / 1e3) : 0.0, B,
+               decoded > 0 ? decode_ms / decoded : 0.0);
+  }
+  return 0;
+}
+
 int RunGenerate(const GenerateArgs& a) {
   if (a.model_dir.empty() == a.checkpoint.empty())
     return Fail(absl::InvalidArgumentError("give exactly one of --model-dir and --checkpoint"),
@@ -246,6 +311,13 @@ int RunGenerate(const GenerateArgs& a) {
   const auto& d = loaded->dims;
   model::Transformer<float> model(d);
   model::FlatParamSource<float> src(&model.params(), loaded->params.data(), nullptr);
+  if (!a.more_prompts.empty()) {
+    if (a.no_kv_cache)
+      return Fail(absl::InvalidArgumentError("several --prompt need the KV cache"), true);
+    std::vector<std::string> prompts = {a.prompt};
+    prompts.insert(prompts.end(), a.more_prompts.begin(), a.more_prompts.end());
+    return RunGenerateBatch(a, prompts, model, src);
+  }
   std::vector<int32_t> ctx;
   for (unsigned char ch : a.prompt) ctx.push_back(ch);
   if (ctx.empty()) ctx.push_back('\n');
@@ -265,8 +337,8 @@ int RunGenerate(const GenerateArgs& a) {
   for (int i = 0; i < a.max_new_tokens; ++i) {
     const float* logits = nullptr;
     if (cached && static_cast<int>(ctx.size()) <= d.max_T) {
-      const int fresh = static_cast<int>(ctx.size()) - cache.len;  // the prompt, then 1
-      model.ForwardCached(src, ctx.data() + cache.len, 1, fresh, &cache);
+      const int fresh = static_cast<int>(ctx.size()) - cache.len[0];  // the prompt, then 1
+      model.ForwardCached(src, ctx.data() + cache.len[0], 1, fresh, &cache);
       logits = model.logits() + size_t(fresh - 1) * d.V;
     } else {
       const int n = std::min<int>(ctx.size(), d.max_T);
@@ -280,11 +352,7 @@ int RunGenerate(const GenerateArgs& a) {
     text.push_back(static_cast<char>(next));
     std::fputc(next, stdout);
     std::fflush(stdout);
-    bool stop = false;
-    for (const auto& s : a.stop)
-      stop = stop || (!s.empty() && text.size() >= s.size() &&
-                      text.compare(text.size() - s.size(), s.size(), s) == 0);
-    if (stop) break;
+    if (EndsWithStop(text, a.stop)) break;
   }
   fmt::print("\n");
   std::fflush(stdout);  // the text first, then the report on stderr
@@ -366,6 +434,8 @@ void AddEngineCommands(CLI::App& app, int* exit_code) {
                   "Face) or a checkpoint root / step directory");
   gen->add_option("--checkpoint", gargs->checkpoint, "Checkpoint root (loads its latest step)");
   gen->add_option("--prompt", gargs->prompt, "Prompt text");
+  gen->add_option("--and-prompt", gargs->more_prompts,
+                  "Another prompt decoded in the same batch (repeatable; with the KV cache)");
   gen->add_option("--max-new-tokens", gargs->max_new_tokens, "Tokens to generate")
       ->check(CLI::Range(0, 1 << 24));
   gen->add_option("--temperature", gargs->temperature, "Sampling temperature (0 = greedy)")

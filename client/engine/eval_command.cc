@@ -158,8 +158,8 @@ nlohmann::json Retrieval(const EvalArgs& a, const std::vector<int>& lengths,
         auto cache = model.NewKvCache(1, d.max_T);
         std::string answer;
         for (int i = 0; i < 5; ++i) {
-          const int fresh = int(ctx.size()) - cache.len;
-          model.ForwardCached(src, ctx.data() + cache.len, 1, fresh, &cache);
+          const int fresh = int(ctx.size()) - cache.len[0];
+          model.ForwardCached(src, ctx.data() + cache.len[0], 1, fresh, &cache);
           const float* logits = model.logits() + size_t(fresh - 1) * d.V;
           const int next = int(std::max_element(logits, logits + d.V) - logits);
           answer.push_back(char(next));

@@ -80,17 +80,20 @@ class Transformer {
   const T* logits() const { return logits_.data(); }
 
   // Incremental decoding: the fused q/k/v rows (after RoPE) of every position processed so far,
-  // per layer, (B, capacity, QKV) each.
+  // per layer, (B, capacity, QKV) each; each sequence (row) has its own length.
   struct KvCache {
-    int B = 0, capacity = 0, len = 0;
+    int B = 0, capacity = 0;
+    std::vector<int> len;  // positions held per row
     std::vector<std::vector<T>> layers;
   };
   // An empty cache for B sequences of up to `capacity` (<= max_position_embeddings) positions.
   KvCache NewKvCache(int B, int capacity) const;
-  // Runs tokens (B, Tn) at positions cache->len .. cache->len + Tn - 1, attending to the cached
-  // positions and to themselves, and appends them to the cache; logits() holds (B*Tn, V).
-  // A prefill is one call with the prompt; each decode step, one call with one token.
-  void ForwardCached(ParamSource<T>& src, const int32_t* tokens, int B, int Tn, KvCache* cache);
+  // Runs tokens (B, Tn) as the next Tn positions of cache rows [row0, row0 + B) (row r at
+  // positions len[r] ..), attending to each row's cached positions and to themselves, and
+  // appends them; logits() holds (B*Tn, V). Prompts of different lengths: one call per row
+  // (B = 1, row0 = r); then every decode step one call for all rows with one token each.
+  void ForwardCached(ParamSource<T>& src, const int32_t* tokens, int B, int Tn, KvCache* cache,
+                     int row0 = 0);
 
  private:
   struct LayerActs {
@@ -111,10 +114,10 @@ class Transformer {
   void NormForward(T* out, T* mean, T* rstd, const T* inp, const T* w, const T* b, int N);
   void NormBackward(T* dinp, T* dw, T* db, const T* dout, const T* inp, const T* w, const T* mean,
                     const T* rstd, int N);
-  // With `cache` (a layer of a KvCache of `capacity`), the tokens sit at positions pos0.. and
-  // attend to the cached positions; their q/k/v rows are appended.
+  // With `cache` (the first of B rows of a KvCache layer of `capacity`), row b's tokens sit at
+  // positions pos0[b].. and attend to its cached positions; their q/k/v rows are appended.
   void BlockForward(const T* p, LayerActs& a, const T* x, T* out, int B, int Tn, T* cache = nullptr,
-                    int capacity = 0, int pos0 = 0);
+                    int capacity = 0, const int* pos0 = nullptr);
   void BlockBackward(const T* p, T* g, const LayerActs& a, const T* x, T* dx, int B, int Tn);
 
   ModelDims dims_;

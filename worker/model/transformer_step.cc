@@ -13,7 +13,7 @@ using k::WeightLayout;
 
 template <typename T>
 void Transformer<T>::BlockForward(const T* p, LayerActs& a, const T* x, T* out, int B, int Tn,
-                                  T* cache, int capacity, int pos0) {
+                                  T* cache, int capacity, const int* pos0) {
   const auto& d = dims_;
   const int N = B * Tn, C = d.C, F = d.F, A = d.NH * d.HS, QKV = d.QKV();
   const bool g2 = d.is_gpt2();
@@ -30,18 +30,18 @@ void Transformer<T>::BlockForward(const T* p, LayerActs& a, const T* x, T* out, 
   } else {
     if (!g2) {
       std::vector<int32_t> pos(static_cast<size_t>(N));
-      for (int n = 0; n < N; ++n) pos[n] = pos0 + n % Tn;
+      for (int n = 0; n < N; ++n) pos[n] = pos0[n / Tn] + n % Tn;
       k::rope_forward(a.qkv.data(), rope_cos_.data(), rope_sin_.data(), B, Tn, d.NH, d.NKV, d.HS,
                       pos.data());
     }
     // Append the new rows, then attend from them to positions [0, pos0 + Tn) of each sequence.
     for (int b = 0; b < B; ++b) {
-      T* row = cache + (size_t(b) * capacity + pos0) * QKV;
+      T* row = cache + (size_t(b) * capacity + pos0[b]) * QKV;
       std::copy(a.qkv.data() + size_t(b) * Tn * QKV, a.qkv.data() + size_t(b + 1) * Tn * QKV, row);
       k::chunked_attention_pair_forward(
           a.atty.data() + size_t(b) * Tn * A, a.lse.data() + size_t(b) * d.NH * Tn,
-          a.qkv.data() + size_t(b) * Tn * QKV, Tn, pos0, cache + size_t(b) * capacity * QKV,
-          pos0 + Tn, 0, 1, d.NH, d.NKV, d.HS);
+          a.qkv.data() + size_t(b) * Tn * QKV, Tn, pos0[b], cache + size_t(b) * capacity * QKV,
+          pos0[b] + Tn, 0, 1, d.NH, d.NKV, d.HS);
     }
   }
   k::matmul_forward(proj_.data(), a.atty.data(), p + lo_.o_w, g2 ? p + lo_.o_b : nullptr, N, A, C,
@@ -109,34 +109,44 @@ typename Transformer<T>::KvCache Transformer<T>::NewKvCache(int B, int capacity)
   KvCache c;
   c.B = B;
   c.capacity = capacity;
+  c.len.assign(B, 0);
   c.layers.assign(dims_.L, std::vector<T>(size_t(B) * capacity * dims_.QKV()));
   return c;
 }
 
 template <typename T>
 void Transformer<T>::ForwardCached(ParamSource<T>& src, const int32_t* tokens, int B, int Tn,
-                                   KvCache* cache) {
-  TERN_CHECK(cache != nullptr && cache->B == B && cache->len + Tn <= cache->capacity)
-      << "KV cache of " << (cache ? cache->capacity : 0) << " positions cannot take " << Tn
-      << " more after " << (cache ? cache->len : 0);
+                                   KvCache* cache, int row0) {
+  TERN_CHECK(cache != nullptr && row0 >= 0 && row0 + B <= cache->B)
+      << "rows " << row0 << ".." << row0 + B - 1 << " of a KV cache of " << (cache ? cache->B : 0);
+  const int* pos0 = cache->len.data() + row0;
+  for (int b = 0; b < B; ++b)
+    TERN_CHECK(pos0[b] + Tn <= cache->capacity)
+        << "KV cache row " << row0 + b << " of " << cache->capacity << " positions cannot take "
+        << Tn << " more after " << pos0[b];
   Reserve(B, Tn);
   const auto& d = dims_;
-  const int N = B * Tn, C = d.C, pos0 = cache->len;
+  const int N = B * Tn, C = d.C;
   tokens_ = tokens;
   targets_ = nullptr;
   const T* p0 = src.Acquire(0);
   const uint64_t u0 = table_.units()[0].offset;
-  // Learned positions (GPT-2): rows pos0.. of wpe.
-  k::embedding_forward(resid_[0].data(), tokens, p0 + (wte_off_ - u0),
-                       d.is_gpt2() ? p0 + (wpe_off_ - u0) + size_t(pos0) * C : nullptr, B, Tn, C);
+  // Learned positions (GPT-2): rows pos0[b].. of wpe for row b.
+  for (int b = 0; b < (d.is_gpt2() ? B : 1); ++b) {
+    k::embedding_forward(resid_[0].data() + size_t(b) * Tn * C, tokens + size_t(b) * Tn,
+                         p0 + (wte_off_ - u0),
+                         d.is_gpt2() ? p0 + (wpe_off_ - u0) + size_t(pos0[b]) * C : nullptr,
+                         d.is_gpt2() ? 1 : B, Tn, C);
+  }
   src.Release(0);
   for (int l = 0; l < d.L; ++l) {
     const T* p = src.Acquire(l + 1);
     BlockForward(p, acts_[recompute_ ? 0 : l], resid_[l].data(), resid_[l + 1].data(), B, Tn,
-                 cache->layers[l].data(), cache->capacity, pos0);
+                 cache->layers[l].data() + size_t(row0) * cache->capacity * d.QKV(),
+                 cache->capacity, pos0);
     src.Release(l + 1);
   }
-  cache->len += Tn;
+  for (int b = 0; b < B; ++b) cache->len[row0 + b] += Tn;
   const int hu = d.L + 1;
   const T* ph = src.Acquire(hu);
   NormForward(lnf_.data(), lnf_mean_.data(), lnf_rstd_.data(), resid_[d.L].data(), ph + lnf_w_off_,
@@ -234,16 +244,16 @@ void Transformer<T>::Backward(ParamSource<T>& src, float grad_scale) {
   src.GradsReady(0);
 }
 
-#define TERN_INSTANTIATE(T)                                                                      \
-  template void Transformer<T>::BlockForward(const T*, LayerActs&, const T*, T*, int, int, T*,   \
-                                             int, int);                                          \
-  template typename Transformer<T>::KvCache Transformer<T>::NewKvCache(int, int) const;          \
-  template void Transformer<T>::ForwardCached(ParamSource<T>&, const int32_t*, int, int,         \
-                                              KvCache*);                                         \
-  template double Transformer<T>::Forward(ParamSource<T>&, const int32_t*, const int32_t*, int,  \
-                                          int);                                                  \
-  template void Transformer<T>::BlockBackward(const T*, T*, const LayerActs&, const T*, T*, int, \
-                                              int);                                              \
+#define TERN_INSTANTIATE(T)                                                                        \
+  template void Transformer<T>::BlockForward(const T*, LayerActs&, const T*, T*, int, int, T*,     \
+                                             int, const int*);                                     \
+  template typename Transformer<T>::KvCache Transformer<T>::NewKvCache(int, int) const;            \
+  template void Transformer<T>::ForwardCached(ParamSource<T>&, const int32_t*, int, int, KvCache*, \
+                                              int);                                                \
+  template double Transformer<T>::Forward(ParamSource<T>&, const int32_t*, const int32_t*, int,    \
+                                          int);                                                    \
+  template void Transformer<T>::BlockBackward(const T*, T*, const LayerActs&, const T*, T*, int,   \
+                                              int);                                                \
   template void Transformer<T>::Backward(ParamSource<T>&, float);
 TERN_INSTANTIATE(float)
 TERN_INSTANTIATE(double)

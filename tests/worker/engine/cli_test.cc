@@ -157,6 +157,15 @@ TEST_F(CliTest, TrainJsonLossFallsAndGenerateIsDeterministic) {
   EXPECT_EQ(too_long.code, 2);
   EXPECT_NE(too_long.out.find("--lengths: 65 is outside [53, 64]"), std::string::npos)
       << too_long.out;
+  // Several prompts decode in one batch (a KV cache row each, prompts of different lengths):
+  // each text is the one its prompt gives alone.
+  Result batch =
+      Tern("generate --model-dir " + Path("model") +
+           " --prompt 'The ' --and-prompt 'A quick ' --temperature 0 --max-new-tokens 20");
+  Result alone = Tern("generate --model-dir " + Path("model") +
+                      " --prompt 'A quick ' --temperature 0 --max-new-tokens 20");
+  ASSERT_EQ(batch.code, 0) << batch.out;
+  EXPECT_EQ(batch.out, g1.out + alone.out);
   // --stop ends at the first occurrence (here of the first letter or digit generated); --stats
   // reports the timing.
   size_t at = 4;

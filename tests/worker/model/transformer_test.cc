@@ -160,7 +160,39 @@ TEST(Transformer, CachedDecodingEqualsTheFullForward) {
                 << c.name << " b " << b << " position " << done + t;
       done += step;
     }
-    EXPECT_EQ(cache.len, done);
+    EXPECT_EQ(cache.len, std::vector<int>(B, done));
+  }
+}
+
+// Rows of different lengths in one cache: each prompt prefilled into its own row, then one
+// batched decode step per token; every row's logits are its own sequence's full forward.
+TEST(Transformer, CachedRowsOfDifferentLengthsDecodeTogether) {
+  kernels::SetNumThreads(1);
+  for (const Case& c : {Case{"gpt2", "gpt2", 2, true}, Case{"llama", "llama", 1, false}}) {
+    const ModelDims dims = TinyDims(c);
+    Transformer<double> model(dims);
+    const ParamTable& table = model.params();
+    std::vector<double> params(table.total());
+    model.InitParams(params.data(), 12);
+    FlatParamSource<double> src(&table, params.data(), nullptr);
+    const std::vector<std::vector<int32_t>> seqs = {{1, 4, 2, 7, 3, 5}, {6, 2, 9, 1, 0, 8}};
+    const std::vector<int> prompt = {2, 4};  // row 0 starts with 2 tokens, row 1 with 4
+    auto cache = model.NewKvCache(2, 6);
+    for (int r = 0; r < 2; ++r) model.ForwardCached(src, seqs[r].data(), 1, prompt[r], &cache, r);
+    EXPECT_EQ(cache.len, (std::vector<int>{2, 4}));
+    for (int step = 0; step < 2; ++step) {
+      const int32_t next[2] = {seqs[0][prompt[0] + step], seqs[1][prompt[1] + step]};
+      model.ForwardCached(src, next, 2, 1, &cache);
+      const std::vector<double> got(model.logits(), model.logits() + 2 * dims.V);
+      for (int r = 0; r < 2; ++r) {
+        const int n = prompt[r] + step + 1;  // the sequence so far
+        model.Forward(src, seqs[r].data(), nullptr, 1, n);
+        for (int v = 0; v < dims.V; ++v)
+          EXPECT_NEAR(got[size_t(r) * dims.V + v], model.logits()[size_t(n - 1) * dims.V + v],
+                      1e-10)
+              << c.name << " row " << r << " step " << step;
+      }
+    }
   }
 }
 
