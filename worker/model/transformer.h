@@ -119,6 +119,8 @@ class Transformer {
   void BlockForward(const T* p, LayerActs& a, const T* x, T* out, int B, int Tn, T* cache = nullptr,
                     int capacity = 0, const int* pos0 = nullptr);
   void BlockBackward(const T* p, T* g, const LayerActs& a, const T* x, T* dx, int B, int Tn);
+  // The final norm and the LM head over resid_[L]: logits_ (N, V).
+  void HeadForward(ParamSource<T>& src, int N);
 
   ModelDims dims_;
   ParamTable table_;

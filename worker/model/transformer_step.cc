@@ -63,6 +63,25 @@ void Transformer<T>::BlockForward(const T* p, LayerActs& a, const T* x, T* out, 
 }
 
 template <typename T>
+void Transformer<T>::HeadForward(ParamSource<T>& src, int N) {
+  const auto& d = dims_;
+  const int hu = d.L + 1;
+  const T* ph = src.Acquire(hu);
+  NormForward(lnf_.data(), lnf_mean_.data(), lnf_rstd_.data(), resid_[d.L].data(), ph + lnf_w_off_,
+              d.is_gpt2() ? ph + lnf_b_off_ : nullptr, N);
+  if (d.tied) {
+    const T* pe = src.Acquire(0);
+    k::matmul_forward(logits_.data(), lnf_.data(), pe + (wte_off_ - table_.units()[0].offset),
+                      static_cast<const T*>(nullptr), N, d.C, d.V, WeightLayout::kOutIn);
+    src.Release(0);
+  } else {
+    k::matmul_forward(logits_.data(), lnf_.data(), ph + head_off_, static_cast<const T*>(nullptr),
+                      N, d.C, d.V, WeightLayout::kOutIn);
+  }
+  src.Release(hu);
+}
+
+template <typename T>
 double Transformer<T>::Forward(ParamSource<T>& src, const int32_t* tokens, const int32_t* targets,
                                int B, int Tn) {
   Reserve(B, Tn);
@@ -80,20 +99,7 @@ double Transformer<T>::Forward(ParamSource<T>& src, const int32_t* tokens, const
     BlockForward(p, acts_[recompute_ ? 0 : l], resid_[l].data(), resid_[l + 1].data(), B, Tn);
     src.Release(l + 1);
   }
-  const int hu = d.L + 1;
-  const T* ph = src.Acquire(hu);
-  NormForward(lnf_.data(), lnf_mean_.data(), lnf_rstd_.data(), resid_[d.L].data(), ph + lnf_w_off_,
-              d.is_gpt2() ? ph + lnf_b_off_ : nullptr, N);
-  if (d.tied) {
-    const T* pe = src.Acquire(0);
-    k::matmul_forward(logits_.data(), lnf_.data(), pe + (wte_off_ - table_.units()[0].offset),
-                      static_cast<const T*>(nullptr), N, C, d.V, WeightLayout::kOutIn);
-    src.Release(0);
-  } else {
-    k::matmul_forward(logits_.data(), lnf_.data(), ph + head_off_, static_cast<const T*>(nullptr),
-                      N, C, d.V, WeightLayout::kOutIn);
-  }
-  src.Release(hu);
+  HeadForward(src, N);
   if (targets == nullptr) return 0.0;
   count_ = k::crossentropy_softmax_forward(losses_.data(), probs_.data(), logits_.data(), targets,
                                            N, d.V);
@@ -147,20 +153,7 @@ void Transformer<T>::ForwardCached(ParamSource<T>& src, const int32_t* tokens, i
     src.Release(l + 1);
   }
   for (int b = 0; b < B; ++b) cache->len[row0 + b] += Tn;
-  const int hu = d.L + 1;
-  const T* ph = src.Acquire(hu);
-  NormForward(lnf_.data(), lnf_mean_.data(), lnf_rstd_.data(), resid_[d.L].data(), ph + lnf_w_off_,
-              d.is_gpt2() ? ph + lnf_b_off_ : nullptr, N);
-  if (d.tied) {
-    const T* pe = src.Acquire(0);
-    k::matmul_forward(logits_.data(), lnf_.data(), pe + (wte_off_ - u0),
-                      static_cast<const T*>(nullptr), N, C, d.V, WeightLayout::kOutIn);
-    src.Release(0);
-  } else {
-    k::matmul_forward(logits_.data(), lnf_.data(), ph + head_off_, static_cast<const T*>(nullptr),
-                      N, C, d.V, WeightLayout::kOutIn);
-  }
-  src.Release(hu);
+  HeadForward(src, N);
 }
 
 template <typename T>
@@ -247,6 +240,7 @@ void Transformer<T>::Backward(ParamSource<T>& src, float grad_scale) {
 #define TERN_INSTANTIATE(T)                                                                        \
   template void Transformer<T>::BlockForward(const T*, LayerActs&, const T*, T*, int, int, T*,     \
                                              int, const int*);                                     \
+  template void Transformer<T>::HeadForward(ParamSource<T>&, int);                                 \
   template typename Transformer<T>::KvCache Transformer<T>::NewKvCache(int, int) const;            \
   template void Transformer<T>::ForwardCached(ParamSource<T>&, const int32_t*, int, int, KvCache*, \
                                               int);                                                \

@@ -53,18 +53,11 @@ class CheckpointE2E : public ::testing::Test {
     Result r = tern::testing::PrepareCorpus(*dir_);
     ASSERT_EQ(r.code, 0) << r.out;
     // The LR schedule ends at a fixed step, so an 8-step run follows the 12-step run's curve.
-    std::ofstream spec(*dir_ / "spec.json");
-    spec << R"({"model": {"model_type": "llama", "hidden_size": 32, "num_hidden_layers": 2,
-                "num_attention_heads": 4, "num_key_value_heads": 2},
-                "data": {"path": ")"
-         << (*dir_ / "corpus").string() << R"(", "seq_len": 32},
-                "train_micro_batch_size_per_gpu": 8,
-                "optimizer": {"params": {"lr": 0.01}},
-                "scheduler": {"type": "WarmupDecayLR", "params": {"warmup_num_steps": 3,
-                              "warmup_type": "linear", "total_num_steps": 12}},
-                "train_iters": 12, "eval_iters": 1, "steps_per_print": 4,
-                "checkpoint": {"interval": 4, "keep_last": 2}})";
-    spec.close();
+    tern::testing::WriteTinyLlamaSpec(*dir_, nlohmann::json::parse(R"({
+          "scheduler": {"type": "WarmupDecayLR", "params": {"warmup_num_steps": 3,
+                        "warmup_type": "linear", "total_num_steps": 12}},
+          "train_iters": 12, "eval_iters": 1, "steps_per_print": 4,
+          "checkpoint": {"interval": 4, "keep_last": 2}})"));
     reference_ = new std::map<int, double>(
         Losses(Train("ref", "--set checkpoint.async=false")));  // with checkpoints, blocking
     ASSERT_EQ(reference_->size(), 12u);

@@ -61,16 +61,10 @@ class CliTest : public ::testing::Test {
     unsetenv("TERN_PEAK_GFLOPS");
     Result r = tern::testing::PrepareCorpus(*dir_);
     ASSERT_EQ(r.code, 0) << r.out;
-    std::ofstream spec(*dir_ / "spec.json");
-    spec << R"({"model": {"model_type": "llama", "hidden_size": 32, "num_hidden_layers": 2,
-                "num_attention_heads": 4, "num_key_value_heads": 2,
-                "max_position_embeddings": 64},
-                "data": {"path": ")"
-         << (*dir_ / "corpus").string() << R"(", "seq_len": 32},
-                "train_micro_batch_size_per_gpu": 8,
-                "optimizer": {"params": {"lr": 0.01}},
-                "train_iters": 12, "eval_interval": 6, "eval_iters": 1, "steps_per_print": 4,
-                "zero_optimization": {"stage": 2}})";
+    tern::testing::WriteTinyLlamaSpec(*dir_, nlohmann::json::parse(R"({
+          "model": {"max_position_embeddings": 64},
+          "train_iters": 12, "eval_interval": 6, "eval_iters": 1, "steps_per_print": 4,
+          "zero_optimization": {"stage": 2}})"));
   }
   static void TearDownTestSuite() {
     fs::remove_all(*dir_);

@@ -47,6 +47,23 @@ inline std::vector<nlohmann::json> JsonLines(const std::string& out, const std::
   return v;
 }
 
+// Writes dir/spec.json: the tiny Llama the engine e2e suites train (hidden 32, 2 layers, 4
+// heads, 2 kv heads, seq 32, micro batch 8, lr 0.01) on dir/corpus, with `patch` merged in
+// (RFC 7386: nested fields add to or replace the defaults).
+inline void WriteTinyLlamaSpec(const std::filesystem::path& dir, const nlohmann::json& patch) {
+  nlohmann::json spec = {{"model",
+                          {{"model_type", "llama"},
+                           {"hidden_size", 32},
+                           {"num_hidden_layers", 2},
+                           {"num_attention_heads", 4},
+                           {"num_key_value_heads", 2}}},
+                         {"data", {{"path", (dir / "corpus").string()}, {"seq_len", 32}}},
+                         {"train_micro_batch_size_per_gpu", 8},
+                         {"optimizer", {{"params", {{"lr", 0.01}}}}}};
+  spec.merge_patch(patch);
+  std::ofstream(dir / "spec.json") << spec.dump();
+}
+
 inline std::string ReadFile(const std::filesystem::path& p) {
   std::ifstream in(p, std::ios::binary);
   return std::string((std::istreambuf_iterator<char>(in)), {});

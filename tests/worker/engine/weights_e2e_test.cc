@@ -29,14 +29,7 @@ class WeightsE2E : public ::testing::Test {
     fs::create_directories(*dir_);
     Result r = tern::testing::PrepareCorpus(*dir_);
     ASSERT_EQ(r.code, 0) << r.out;
-    std::ofstream spec(*dir_ / "spec.json");
-    spec << R"({"model": {"model_type": "llama", "hidden_size": 32, "num_hidden_layers": 2,
-                "num_attention_heads": 4, "num_key_value_heads": 2},
-                "data": {"path": ")"
-         << (*dir_ / "corpus").string() << R"(", "seq_len": 32},
-                "train_micro_batch_size_per_gpu": 8, "optimizer": {"params": {"lr": 0.01}},
-                "train_iters": 20, "eval_iters": 1})";
-    spec.close();
+    tern::testing::WriteTinyLlamaSpec(*dir_, {{"train_iters", 20}, {"eval_iters", 1}});
     Result t =
         Tern("train " + Path("spec.json") + " --threads 1 --set checkpoint.dir=" + Path("ck"));
     ASSERT_EQ(t.code, 0) << t.out;

@@ -128,17 +128,30 @@ TEST(Transformer, RecomputedLayersGiveTheSameGradients) {
   }
 }
 
+// A tiny model with initialised weights and a read-only parameter source (inference tests).
+struct InferenceModel {
+  InferenceModel(const Case& c, uint64_t seed)
+      : dims(TinyDims(c)),
+        model(dims),
+        params(model.params().total()),
+        src(&model.params(), params.data(), nullptr) {
+    model.InitParams(params.data(), seed);
+  }
+  ModelDims dims;
+  Transformer<double> model;
+  std::vector<double> params;
+  FlatParamSource<double> src;
+};
+
 // KV cache: a prefill of 3 tokens, then one token at a time, gives the logits the whole
 // sequence's forward gives at every position (GPT-2's learned positions, Llama's RoPE).
 TEST(Transformer, CachedDecodingEqualsTheFullForward) {
   kernels::SetNumThreads(1);
   for (const Case& c : {Case{"gpt2", "gpt2", 2, true}, Case{"llama", "llama", 1, false}}) {
-    const ModelDims dims = TinyDims(c);
-    Transformer<double> model(dims);
-    const ParamTable& table = model.params();
-    std::vector<double> params(table.total());
-    model.InitParams(params.data(), 11);
-    FlatParamSource<double> src(&table, params.data(), nullptr);
+    InferenceModel m(c, 11);
+    const ModelDims& dims = m.dims;
+    Transformer<double>& model = m.model;
+    FlatParamSource<double>& src = m.src;
     const int B = 2, T = 6;  // max_position_embeddings
     std::vector<int32_t> tokens(B * T);
     for (int i = 0; i < B * T; ++i) tokens[i] = (i * 3 + 1) % dims.V;
@@ -169,12 +182,10 @@ TEST(Transformer, CachedDecodingEqualsTheFullForward) {
 TEST(Transformer, CachedRowsOfDifferentLengthsDecodeTogether) {
   kernels::SetNumThreads(1);
   for (const Case& c : {Case{"gpt2", "gpt2", 2, true}, Case{"llama", "llama", 1, false}}) {
-    const ModelDims dims = TinyDims(c);
-    Transformer<double> model(dims);
-    const ParamTable& table = model.params();
-    std::vector<double> params(table.total());
-    model.InitParams(params.data(), 12);
-    FlatParamSource<double> src(&table, params.data(), nullptr);
+    InferenceModel m(c, 12);
+    const ModelDims& dims = m.dims;
+    Transformer<double>& model = m.model;
+    FlatParamSource<double>& src = m.src;
     const std::vector<std::vector<int32_t>> seqs = {{1, 4, 2, 7, 3, 5}, {6, 2, 9, 1, 0, 8}};
     const std::vector<int> prompt = {2, 4};  // row 0 starts with 2 tokens, row 1 with 4
     auto cache = model.NewKvCache(2, 6);
