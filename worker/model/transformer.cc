@@ -181,6 +181,7 @@ void Transformer<T>::Reserve(int B, int Tn) {
     rope_sin_.resize(size_t(d.max_T) * d.HS / 2);
     k::rope_tables(rope_cos_.data(), rope_sin_.data(), d.max_T, d.HS, d.rope_theta);
   }
+  ReserveSequence(B, Tn);  // sequence parallelism (transformer_sequence.cc)
 }
 
 template <typename T>
@@ -196,6 +197,7 @@ uint64_t Transformer<T>::activation_bytes() const {
   for (const auto* v : {&lnf_, &lnf_mean_, &lnf_rstd_, &logits_, &probs_, &losses_, &dx_, &dtmp_,
                         &dln_, &proj_, &dqkv_, &datty_, &dfc_, &dact_, &dlogits_})
     add(*v);
+  n += SequenceElems();
   return n * sizeof(T);
 }
 

@@ -11,6 +11,7 @@
 
 #include "worker/core/param_table.h"
 #include "worker/model/config.h"
+#include "worker/model/sequence.h"
 
 namespace tern::model {
 
@@ -79,6 +80,16 @@ class Transformer {
 
   const T* logits() const { return logits_.data(); }
 
+  // Sequence parallelism (transformer_sequence.cc). `positions` are the global positions of the
+  // Tn tokens of each sequence this rank holds (RoPE and GPT-2's learned positions use them).
+  // With an exchange of size() > 1, each layer's attention runs over the whole sequence for
+  // the exchange's local heads: q/k/v rows scattered, attention, output rows gathered back; the
+  // local tokens must then be block rank() of the group's contiguous sequence
+  // (positions[i] = rank() * Tn + i). Null exchange and empty positions: off. Forward and
+  // Backward keep going after a failed exchange; sequence_status() holds the first failure.
+  void set_sequence(SequenceExchange<T>* exchange, std::vector<int32_t> positions);
+  const absl::Status& sequence_status() const { return seq_status_; }
+
   // Incremental decoding: the fused q/k/v rows (after RoPE) of every position processed so far,
   // per layer, (B, capacity, QKV) each; each sequence (row) has its own length.
   struct KvCache {
@@ -105,6 +116,9 @@ class Transformer {
     std::vector<T> ln2, ln2_mean, ln2_rstd;  // (N,C), (N), (N)
     std::vector<T> fc;                       // (N,2F) llama gate|up, (N,F) gpt2 pre-GELU
     std::vector<T> act;                      // (N,F) SwiGLU / GELU output
+    struct {  // sequence parallelism: this rank's heads over all B x (P x Tn) tokens
+      std::vector<T> qkv, out, lse;
+    } seq;
   };
   struct LayerOffsets {  // element offsets of a block's parameters within its unit
     uint64_t ln1_w, ln1_b, qkv_w, qkv_b, o_w, o_b, ln2_w, ln2_b, fc_w, fc_b, proj_w, proj_b;
@@ -121,6 +135,20 @@ class Transformer {
   void BlockBackward(const T* p, T* g, const LayerActs& a, const T* x, T* dx, int B, int Tn);
   // The final norm and the LM head over resid_[L]: logits_ (N, V).
   void HeadForward(ParamSource<T>& src, int N);
+  // Sequence parallelism (transformer_sequence.cc).
+  bool SequenceParallel() const { return seq_ != nullptr && seq_->size() > 1; }
+  const int32_t* TokenPositions() const { return seq_pos_.empty() ? nullptr : seq_pos_.data(); }
+  void ReserveSequence(int B, int Tn);
+  uint64_t SequenceElems() const;
+  // a.qkv -> a.seq (scatter, attention) -> a.atty (gather).
+  void SequenceAttentionForward(LayerActs& a, int B, int Tn);
+  // datty_ -> dqkv_ through the head-sharded attention backward.
+  void SequenceAttentionBackward(const LayerActs& a, int B, int Tn);
+  // Token embeddings plus wpe rows at TokenPositions() (GPT-2), and the backward.
+  void PositionEmbeddingForward(T* out, const int32_t* tokens, const T* wte, const T* wpe, int B,
+                                int Tn);
+  void PositionEmbeddingBackward(T* dwte, T* dwpe, const T* dout, const int32_t* tokens, int B,
+                                 int Tn);
 
   ModelDims dims_;
   ParamTable table_;
@@ -138,6 +166,12 @@ class Transformer {
   std::vector<T> lnf_, lnf_mean_, lnf_rstd_, logits_, probs_, losses_;
   // Scratch for backward.
   std::vector<T> dx_, dtmp_, dln_, dqkv_, datty_, dfc_, dact_, dlogits_, proj_;
+  // Sequence parallelism (set_sequence).
+  SequenceExchange<T>* seq_ = nullptr;
+  std::vector<int32_t> seq_positions_;  // (Tn) as given
+  std::vector<int32_t> seq_pos_;        // (B, Tn) for the kernels; empty = positions 0..Tn-1
+  std::vector<T> seq_dout_, seq_dqkv_;  // head-sharded backward scratch
+  absl::Status seq_status_;
 };
 
 extern template class Transformer<float>;

@@ -24,9 +24,14 @@ void Transformer<T>::BlockForward(const T* p, LayerActs& a, const T* x, T* out, 
                     QKV, wl);
   if (cache == nullptr) {
     if (!g2)
-      k::rope_forward(a.qkv.data(), rope_cos_.data(), rope_sin_.data(), B, Tn, d.NH, d.NKV, d.HS);
-    k::chunked_attention_forward(a.atty.data(), a.lse.data(), a.qkv.data(), B, Tn, d.NH, d.NKV,
-                                 d.HS);
+      k::rope_forward(a.qkv.data(), rope_cos_.data(), rope_sin_.data(), B, Tn, d.NH, d.NKV, d.HS,
+                      TokenPositions());
+    if (SequenceParallel()) {  // the whole sequence, this rank's heads (transformer_sequence.cc)
+      SequenceAttentionForward(a, B, Tn);
+    } else {
+      k::chunked_attention_forward(a.atty.data(), a.lse.data(), a.qkv.data(), B, Tn, d.NH, d.NKV,
+                                   d.HS);
+    }
   } else {
     if (!g2) {
       std::vector<int32_t> pos(static_cast<size_t>(N));
@@ -90,9 +95,15 @@ double Transformer<T>::Forward(ParamSource<T>& src, const int32_t* tokens, const
   tokens_ = tokens;
   targets_ = targets;
   const T* p0 = src.Acquire(0);
-  k::embedding_forward(resid_[0].data(), tokens, p0 + (wte_off_ - table_.units()[0].offset),
-                       d.is_gpt2() ? p0 + (wpe_off_ - table_.units()[0].offset) : nullptr, B, Tn,
-                       C);
+  if (TokenPositions() != nullptr) {  // sequence parallelism: the tokens' own positions
+    PositionEmbeddingForward(resid_[0].data(), tokens, p0 + (wte_off_ - table_.units()[0].offset),
+                             d.is_gpt2() ? p0 + (wpe_off_ - table_.units()[0].offset) : nullptr, B,
+                             Tn);
+  } else {
+    k::embedding_forward(resid_[0].data(), tokens, p0 + (wte_off_ - table_.units()[0].offset),
+                         d.is_gpt2() ? p0 + (wpe_off_ - table_.units()[0].offset) : nullptr, B, Tn,
+                         C);
+  }
   src.Release(0);
   for (int l = 0; l < d.L; ++l) {
     const T* p = src.Acquire(l + 1);
@@ -183,10 +194,15 @@ void Transformer<T>::BlockBackward(const T* p, T* g, const LayerActs& a, const T
   // Attention.
   k::matmul_backward(datty_.data(), g + lo_.o_w, bias(g, lo_.o_b), dx, a.atty.data(), p + lo_.o_w,
                      N, A, C, wl);
-  k::chunked_attention_backward(dqkv_.data(), datty_.data(), a.atty.data(), a.lse.data(),
-                                a.qkv.data(), B, Tn, d.NH, d.NKV, d.HS);
+  if (SequenceParallel()) {  // transformer_sequence.cc
+    SequenceAttentionBackward(a, B, Tn);
+  } else {
+    k::chunked_attention_backward(dqkv_.data(), datty_.data(), a.atty.data(), a.lse.data(),
+                                  a.qkv.data(), B, Tn, d.NH, d.NKV, d.HS);
+  }
   if (!g2)
-    k::rope_backward(dqkv_.data(), rope_cos_.data(), rope_sin_.data(), B, Tn, d.NH, d.NKV, d.HS);
+    k::rope_backward(dqkv_.data(), rope_cos_.data(), rope_sin_.data(), B, Tn, d.NH, d.NKV, d.HS,
+                     TokenPositions());
   k::matmul_backward(dln_.data(), g + lo_.qkv_w, bias(g, lo_.qkv_b), dqkv_.data(), a.ln1.data(),
                      p + lo_.qkv_w, N, C, QKV, wl);
   NormBackward(dtmp_.data(), g + lo_.ln1_w, bias(g, lo_.ln1_b), dln_.data(), x, p + lo_.ln1_w,
@@ -231,8 +247,13 @@ void Transformer<T>::Backward(ParamSource<T>& src, float grad_scale) {
   }
   src.Acquire(0);
   T* g0 = src.Grads(0);
-  k::embedding_backward(g0 + (wte_off_ - u0), d.is_gpt2() ? g0 + (wpe_off_ - u0) : nullptr,
-                        dx_.data(), tokens_, B, Tn, C);
+  if (TokenPositions() != nullptr) {  // sequence parallelism: the tokens' own positions
+    PositionEmbeddingBackward(g0 + (wte_off_ - u0), d.is_gpt2() ? g0 + (wpe_off_ - u0) : nullptr,
+                              dx_.data(), tokens_, B, Tn);
+  } else {
+    k::embedding_backward(g0 + (wte_off_ - u0), d.is_gpt2() ? g0 + (wpe_off_ - u0) : nullptr,
+                          dx_.data(), tokens_, B, Tn, C);
+  }
   src.Release(0);
   src.GradsReady(0);
 }
