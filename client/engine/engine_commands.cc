@@ -117,7 +117,7 @@ int RunDescribe(const std::string& path, const std::vector<std::string>& sets, i
   const auto& d = cfg->dims;
   const auto cost = model::EstimateCost(d, cfg->seq_len);
   const double P = double(cost.params);
-  const int n = cfg->dp_size, stage = cfg->zero_stage;
+  const int n = cfg->world_size(), stage = cfg->zero_stage;
   // The same plan the Trainer checks before allocating (engine/memory_plan.h).
   const int ranks_on_host = std::max(1, n / std::max(1, cfg->nodes));
   const int threads = cfg->threads_per_rank > 0
@@ -141,6 +141,7 @@ int RunDescribe(const std::string& path, const std::vector<std::string>& sets, i
                       {"grad_bytes", 4 * P},
                       {"adam_state_bytes", 8 * P},
                       {"ranks", n},
+                      {"sequence_parallel_size", cfg->sp_size},
                       {"zero_stage", stage},
                       {"per_rank",
                        {{"param_bytes", plan.param_bytes},
@@ -179,9 +180,9 @@ int RunDescribe(const std::string& path, const std::vector<std::string>& sets, i
       "               + {:.2f} GiB activations (micro-batch {} x {}) + {:.2f} GiB gather pool + "
       "{:.2f} GiB ZeRO++ buffers + {:.2f} GiB hpZ copy + {:.2f} GiB checkpoint staging: peak "
       "{:.2f} GiB\n",
-      gib(plan.activation_bytes), cfg->micro_batch, cfg->seq_len, gib(plan.gather_pool_bytes),
-      gib(plan.quant_scratch_bytes), gib(plan.hpz_bytes), gib(plan.checkpoint_staging_bytes),
-      gib(plan.peak_bytes()));
+      gib(plan.activation_bytes), cfg->micro_batch, cfg->seq_len / cfg->sp_size,
+      gib(plan.gather_pool_bytes), gib(plan.quant_scratch_bytes), gib(plan.hpz_bytes),
+      gib(plan.checkpoint_staging_bytes), gib(plan.peak_bytes()));
   if (host.ok()) {
     fmt::print("this host      {} rank(s) need {:.2f} GiB of {:.2f} GiB available ({}): {}\n",
                ranks_on_host, gib(double(plan.peak_bytes()) * ranks_on_host),

@@ -473,7 +473,8 @@ absl::Status Checkpointing::Save(int64_t steps_done, uint64_t samples_consumed,
        {{"global_batch", cfg_.global_batch},
         {"micro_batch", cfg_.micro_batch},
         {"accum", cfg_.accum},
-        {"dp_size", cfg_.dp_size}}},
+        {"dp_size", cfg_.dp_size},
+        {"sp_size", cfg_.sp_size}}},
       {"rng", {{"seed", cfg_.seed}, {"note", "no dropout: data order derives from the seed"}}},
       {"job_spec", nlohmann::json::parse(tern::spec::JobSpecToJson(cfg_.spec), nullptr, false)},
       {"metrics",
@@ -550,7 +551,10 @@ absl::Status Checkpointing::Collect() {
   if (opts_.rank != 0) return absl::OkStatus();
   TERN_RETURN_IF_ERROR(ReapCommit(/*wait=*/true));  // commits stay in step order
   ckpt::CommitOptions co;
-  co.world = {{"dp_size", cfg_.dp_size}, {"zero_stage", cfg_.zero_stage}, {"ranks", opts_.ranks}};
+  co.world = {{"dp_size", cfg_.dp_size},
+              {"sp_size", cfg_.sp_size},
+              {"zero_stage", cfg_.zero_stage},
+              {"ranks", opts_.ranks}};
   co.extra = std::move(pending_extra_);
   co.keep_last = keep_last_;
   co.round = opts_.round;

@@ -10,6 +10,7 @@
 #include "absl/strings/str_cat.h"
 #include "kernels/cpu/ops.h"
 #include "worker/model/transformer.h"
+#include "worker/sequence/head_split.h"
 #include "worker/zero/zero_state.h"
 
 namespace tern::engine {
@@ -33,6 +34,22 @@ uint64_t ActivationElems(const model::ModelDims& d, int B, int T, bool recompute
   return n;
 }
 
+// Sequence parallelism over `sp` ranks of n = T / sp tokens each (T = the whole sequence): the
+// model's head-sharded q/k/v, output and lse per kept layer and its backward scratch
+// (Transformer::ReserveSequence), plus the exchange's pack and unpack buffers at their largest
+// (UlyssesExchange). The largest head block (rank 0's) bounds every rank.
+uint64_t SequenceElems(const model::ModelDims& d, int B, int T, int sp, bool recompute) {
+  if (sp <= 1) return 0;
+  auto blocks = sequence::PlanHeadSplit(d.NH, d.NKV, sp);
+  if (!blocks.ok()) return 0;  // the spec pipeline refused it
+  const uint64_t nh = (*blocks)[0].q_count, nkv = (*blocks)[0].kv_count, hs = d.HS;
+  const uint64_t Tg = uint64_t(B) * T, qkv = (nh + 2 * nkv) * hs, att = nh * hs;
+  const uint64_t per_layer = Tg * (qkv + att) + uint64_t(B) * nh * T;
+  const uint64_t n = uint64_t(B) * (T / sp);
+  const uint64_t send = std::max({n * d.QKV(), Tg * qkv, Tg * att, n * uint64_t(d.NH) * hs});
+  return uint64_t(recompute ? 1 : d.L) * per_layer + Tg * (qkv + att) + 2 * send;
+}
+
 }  // namespace
 
 RankMemoryPlan PlanRankMemory(const tern::spec::JobConfig& c, [[maybe_unused]] int threads) {
@@ -42,15 +59,18 @@ RankMemoryPlan PlanRankMemory(const tern::spec::JobConfig& c, [[maybe_unused]] i
   const uint64_t total = table.total();
   p.init_bytes = total * 4;
   p.activation_bytes =
-      ActivationElems(c.dims, c.micro_batch, c.seq_len, c.activation_checkpointing) * 4;
+      (ActivationElems(c.dims, c.micro_batch, c.seq_len / std::max(1, c.sp_size),
+                       c.activation_checkpointing) +
+       SequenceElems(c.dims, c.micro_batch, c.seq_len, c.sp_size, c.activation_checkpointing)) *
+      4;
   const bool staging = !c.checkpoint.dir.empty() && c.checkpoint.async;
-  if (c.dp_size <= 1) {  // one rank: nothing partitioned (zero::CreateLocalState)
+  if (c.world_size() <= 1) {  // one rank: nothing partitioned (zero::CreateLocalState)
     p.param_bytes = p.grad_bytes = total * 4;
     p.optim_bytes = 2 * total * 4;
     if (staging) p.checkpoint_staging_bytes = 3 * total * 4;
     return p;
   }
-  const int n = c.dp_size, s = c.zero_stage;
+  const int n = c.world_size(), s = c.zero_stage;  // ZeRO partitions over every rank
   zero::ZeroOptions zo = c.zero;
   zo.stage = s;
   auto units = zero::LayoutUnits(table, n, zero::QuantBlock(zo), zero::GradQuantBlock(zo));

@@ -12,6 +12,7 @@
 #include "worker/core/cpu_set.h"
 #include "worker/core/status.h"
 #include "worker/engine/trainer.h"
+#include "worker/sequence/ulysses.h"
 #include "worker/zero/state.h"
 
 namespace tern::engine {
@@ -83,15 +84,24 @@ absl::Status RunRank(const tern::spec::JobConfig& config, comm::Store& store,
   tc.rank = o.rank;
   tc.ranks_per_node = o.ranks_per_node;
   tc.nodes = o.ranks_per_node > 0 ? o.world_size / o.ranks_per_node : 0;
+  tc.sequence_parallel = config.sp_size;
   TERN_RETURN_IF_ERROR(comm::Topology::Validate(tc));
   TERN_ASSIGN_OR_RETURN(comm::Topology topo, comm::Topology::Create(tc));
   comm::GlooOptions go;
   go.timeout = o.collective_timeout;
   go.hostname = o.bind_address;
   TERN_ASSIGN_OR_RETURN(comm::CommGroups groups, comm::CreateCommGroups(store, o.prefix, topo, go));
-  comm::Communicator* dp = groups.data_parallel.get();
-  // No sequence parallelism yet: the node-local and cross-node groups are data-parallel too.
-  TERN_CHECK(topo.sequence_parallel() == 1);
+  // ZeRO partitions and reduces over every rank, sequence-parallel ones included (DeepSpeed's
+  // sequence-data-parallel group): with sequence parallelism that is the world, and the
+  // node-local and cross-node groups are the world's.
+  comm::Communicator* dp =
+      topo.sequence_parallel() > 1 ? groups.world.get() : groups.data_parallel.get();
+  std::unique_ptr<sequence::UlyssesExchange<float>> ulysses;
+  if (topo.sequence_parallel() > 1) {
+    TERN_ASSIGN_OR_RETURN(ulysses, sequence::UlyssesExchange<float>::Create(
+                                       groups.sequence_parallel.get(), config.dims.NH,
+                                       config.dims.NKV, config.dims.HS, o.collective_timeout));
+  }
   zero::ZeroGroups zg;
   zg.data_parallel = dp;
   zg.intra_node = groups.intra_node.get();
@@ -99,7 +109,8 @@ absl::Status RunRank(const tern::spec::JobConfig& config, comm::Store& store,
 
   RankSink sink(o.sink, o.rank == 0);
   TrainerOptions topts;
-  topts.rank = topo.dp_rank();
+  topts.rank = topo.rank();
+  topts.sequence = ulysses.get();
   topts.threads = o.threads;
   topts.sink = &sink;
   topts.save_final_dir = o.save_final_dir;

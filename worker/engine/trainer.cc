@@ -17,6 +17,7 @@
 #include "worker/engine/export.h"
 #include "worker/engine/memory_plan.h"
 #include "worker/engine/sgemm_peak.h"
+#include "worker/sequence/slice.h"
 
 namespace tern::engine {
 namespace {
@@ -88,9 +89,20 @@ absl::Status Trainer::Init() {
     }
   }
   model_->set_recompute_layers(cfg_.activation_checkpointing);
-  model_->Reserve(cfg_.micro_batch, cfg_.seq_len);
   inputs_.resize(size_t(cfg_.micro_batch) * cfg_.seq_len);
   targets_.resize(inputs_.size());
+  if (cfg_.sp_size > 1) {
+    if (opts_.sequence == nullptr || opts_.sequence->size() != cfg_.sp_size)
+      return absl::FailedPreconditionError(absl::StrCat(
+          "sequence_parallel_size ", cfg_.sp_size, ": the rank has ",
+          opts_.sequence ? absl::StrCat("a group of ", opts_.sequence->size()) : "no group"));
+    sp_rank_ = opts_.sequence->rank();
+    positions_ = sequence::ContiguousPositions(cfg_.seq_len, cfg_.sp_size, sp_rank_);
+    local_inputs_.resize(size_t(cfg_.micro_batch) * positions_.size());
+    local_targets_.resize(local_inputs_.size());
+    model_->set_sequence(opts_.sequence, positions_);
+  }
+  model_->Reserve(cfg_.micro_batch, cfg_.seq_len / cfg_.sp_size);
   if (ckpt_) {
     TERN_ASSIGN_OR_RETURN(start_step_, ckpt_->Start(*state_, model_->params(), *train_data_));
     start_samples_ = ckpt_->resumed_samples();
@@ -102,7 +114,7 @@ absl::Status Trainer::InitCheckpointing() {
   if (cfg_.checkpoint.dir.empty()) return absl::OkStatus();  // the spec refuses load without dir
   CheckpointingOptions co;
   co.rank = opts_.rank;
-  co.ranks = cfg_.dp_size;
+  co.ranks = cfg_.world_size();
   co.gather = opts_.all_gather_bytes;
   co.all_reduce = opts_.all_reduce_sum;
   co.sink = opts_.sink;
@@ -140,21 +152,45 @@ absl::Status Trainer::StopOnOrder(int64_t steps_done) {
   return absl::OkStatus();
 }
 
+double Trainer::LoadMicroBatch(uint64_t first, int micro, int64_t eval_index) {
+  if (eval_index >= 0) {
+    val_data_->EvalBatch(eval_index, cfg_.micro_batch, inputs_.data(), targets_.data());
+  } else {
+    // Every rank of a sequence-parallel group loads the same sample (data rank = rank / sp).
+    train_data_->BatchFrom(first, micro, opts_.rank / cfg_.sp_size, cfg_.dp_size, cfg_.micro_batch,
+                           cfg_.accum, inputs_.data(), targets_.data());
+  }
+  if (cfg_.sp_size == 1) return 1.0;
+  sequence::SliceByPositions(inputs_.data(), cfg_.micro_batch, cfg_.seq_len, positions_,
+                             local_inputs_.data());
+  sequence::SliceByPositions(targets_.data(), cfg_.micro_batch, cfg_.seq_len, positions_,
+                             local_targets_.data());
+  // The model's loss is the mean over this rank's targets; weighted by this share, the group's
+  // losses (and gradients) sum to the mean over the whole sequence's.
+  const int64_t total = sequence::CountTargets(targets_.data(), int64_t(targets_.size()));
+  const int64_t local =
+      sequence::CountTargets(local_targets_.data(), int64_t(local_targets_.size()));
+  return total > 0 ? double(local) / double(total) : 0.0;
+}
+
 absl::StatusOr<double> Trainer::TrainStep(int64_t step, StepMetrics* m, StepOrders* orders) {
   double loss_sum = 0;
   const uint64_t first = SamplesBefore(step);
+  const bool sp = cfg_.sp_size > 1;
+  int32_t* in = sp ? local_inputs_.data() : inputs_.data();
+  int32_t* tgt = sp ? local_targets_.data() : targets_.data();
   for (int micro = 0; micro < cfg_.accum; ++micro) {
-    train_data_->BatchFrom(first, micro, opts_.rank, cfg_.dp_size, cfg_.micro_batch, cfg_.accum,
-                           inputs_.data(), targets_.data());
+    const double share = LoadMicroBatch(first, micro, -1);
     const bool last = micro + 1 == cfg_.accum;
     state_->BeginMicroStep(last);
     auto t0 = Clock::now();
-    loss_sum += model_->Forward(state_->source(), inputs_.data(), targets_.data(), cfg_.micro_batch,
-                                cfg_.seq_len);
+    loss_sum += share * model_->Forward(state_->source(), in, tgt, cfg_.micro_batch,
+                                        cfg_.seq_len / cfg_.sp_size);
     m->forward_ms += MsSince(t0);
     t0 = Clock::now();
-    model_->Backward(state_->source(), 1.0f / float(cfg_.accum * cfg_.dp_size));
+    model_->Backward(state_->source(), float(share / double(cfg_.accum * cfg_.dp_size)));
     m->backward_ms += MsSince(t0);
+    TERN_RETURN_IF_ERROR(model_->sequence_status());
   }
   auto t0 = Clock::now();
   TERN_ASSIGN_OR_RETURN(double norm_sq, state_->FinishBackward());
@@ -192,13 +228,17 @@ absl::StatusOr<double> Trainer::Evaluate() {
   // a rank past the last batch recomputes one and does not count it.
   const int rounds = (cfg_.eval_iters + cfg_.dp_size - 1) / cfg_.dp_size;
   for (int k = 0; k < rounds; ++k) {
-    const int i = opts_.rank + k * cfg_.dp_size;
-    val_data_->EvalBatch(i % cfg_.eval_iters, cfg_.micro_batch, inputs_.data(), targets_.data());
-    const double loss = model_->Forward(state_->source(), inputs_.data(), targets_.data(),
-                                        cfg_.micro_batch, cfg_.seq_len);
-    if (i < cfg_.eval_iters) {
-      sums[0] += loss;
-      sums[1] += 1;
+    const int i = opts_.rank / cfg_.sp_size + k * cfg_.dp_size;
+    const double share = LoadMicroBatch(0, 0, i % cfg_.eval_iters);
+    const bool sp = cfg_.sp_size > 1;
+    const double loss =
+        model_->Forward(state_->source(), sp ? local_inputs_.data() : inputs_.data(),
+                        sp ? local_targets_.data() : targets_.data(), cfg_.micro_batch,
+                        cfg_.seq_len / cfg_.sp_size);
+    TERN_RETURN_IF_ERROR(model_->sequence_status());
+    if (i < cfg_.eval_iters) {  // a sequence-parallel group's shares sum to one batch
+      sums[0] += share * loss;
+      sums[1] += sp_rank_ == 0 ? 1 : 0;
     }
   }
   if (opts_.all_reduce_sum) TERN_RETURN_IF_ERROR(opts_.all_reduce_sum(sums, 2));
@@ -303,14 +343,14 @@ void Trainer::ReportMemory(bool only_if_changed) {
 void Trainer::ComputeMfu() {
   const SgemmPeak peak = ResolveSgemmPeak(opts_.threads, opts_.peak_gflops);
   kernels::SetNumThreads(opts_.threads);
-  summary_.sgemm_peak_gflops = peak.gflops * cfg_.dp_size;
+  summary_.sgemm_peak_gflops = peak.gflops * cfg_.world_size();
   summary_.peak_source = peak.source;
   summary_.peak_cache = peak.cache;
   summary_.mfu = summary_.model_gflops / summary_.sgemm_peak_gflops;
   if (!opts_.sink) return;
   nlohmann::json j = {{"gflops", peak.gflops},
                       {"threads", opts_.threads},
-                      {"ranks", cfg_.dp_size},
+                      {"ranks", cfg_.world_size()},
                       {"source", peak.source}};
   if (!peak.cache.empty()) j["cache"] = peak.cache;
   opts_.sink->OnEvent("peak", j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace));

@@ -21,7 +21,7 @@ class DataLoader;
 namespace tern::engine {
 
 struct TrainerOptions {
-  int rank = 0;                 // data-parallel rank
+  int rank = 0;                 // rank in the job (ZeRO, checkpoint shards); data rank = rank / sp
   int threads = 1;              // compute threads of this rank
   MetricsSink* sink = nullptr;  // receives metrics (rank 0 reports the global values)
   std::string save_final_dir;   // write model.safetensors + config.json at the end
@@ -35,7 +35,10 @@ struct TrainerOptions {
   std::function<absl::StatusOr<std::unique_ptr<zero::TrainingState>>(const ParamTable&,
                                                                      const std::vector<float>&)>
       make_state;
-  // Sums a few doubles across data-parallel ranks (loss, token counts); null = single rank.
+  // Sequence parallelism (config.sp_size > 1): this rank's group, rank()th of size() consecutive
+  // ranks sharing each sample (worker/sequence/ulysses.h). Not owned.
+  model::SequenceExchange<float>* sequence = nullptr;
+  // Sums a few doubles across all ranks of the job (loss, token counts); null = single rank.
   std::function<absl::Status(double*, int)> all_reduce_sum;
   // Bytes all ranks sent this step, by receiver on the same / another node (reset on read;
   // every rank calls it each step); null = none.
@@ -88,6 +91,13 @@ class Trainer {
   std::unique_ptr<data::DataLoader> train_data_, val_data_;
   std::unique_ptr<optim::LrSchedule> schedule_;
   std::vector<int32_t> inputs_, targets_;
+  // Sequence parallelism: this rank's tokens of each sample (positions_) and their slices.
+  int sp_rank_ = 0;
+  std::vector<int32_t> positions_, local_inputs_, local_targets_;
+  // Loads micro-batch `micro` of the step starting at sample `first` (eval: batch `eval_index`
+  // when >= 0) and returns this rank's share of the loss's token count (1 without sequence
+  // parallelism).
+  double LoadMicroBatch(uint64_t first, int micro, int64_t eval_index);
   std::array<uint64_t, 6> last_memory_{};  // byte figures of the last memory event
   TrainSummary summary_;
   std::unique_ptr<Checkpointing> ckpt_;  // null without checkpoint.dir

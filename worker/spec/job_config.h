@@ -57,8 +57,12 @@ struct JobConfig {
   int seq_len = 0;
   int micro_batch = 1;       // train_micro_batch_size_per_gpu
   int accum = 1;             // gradient_accumulation_steps
-  int dp_size = 1;           // data-parallel ranks
+  int dp_size = 1;           // data-parallel ranks (world / sp_size)
+  int sp_size = 1;           // sequence_parallel_size: ranks sharing each sample (Ulysses)
   int64_t global_batch = 1;  // samples per optimizer step = micro x accum x dp
+  // Every rank of the job: ZeRO partitions and reduces over all of them, checkpoint shards
+  // are one per rank.
+  int world_size() const { return dp_size * sp_size; }
   int64_t train_iters = 0;
   int64_t eval_interval = 0;
   int eval_iters = 8;

@@ -101,9 +101,11 @@ void ResolveBatch(const tern::v1::JobSpec& spec, JobConfig& c, Findings& f) {
   c.accum = static_cast<int>(accum);
   c.global_batch = m * accum * c.dp_size;
   if (m < 1 || accum < 1 || (tbs > 0 && tbs != c.global_batch))
-    f.Error(absl::StrCat("train_batch_size: ", tbs, " != train_micro_batch_size_per_gpu ", m,
-                         " x gradient_accumulation_steps ", accum, " x data-parallel ranks ",
-                         c.dp_size));
+    f.Error(absl::StrCat(
+        "train_batch_size: ", tbs, " != train_micro_batch_size_per_gpu ", m,
+        " x gradient_accumulation_steps ", accum, " x data-parallel ranks ", c.dp_size,
+        c.sp_size > 1 ? absl::StrCat(" (world / sequence_parallel_size ", c.sp_size, ")")
+                      : std::string()));
 }
 
 void ResolveTraining(const tern::v1::JobSpec& spec, const ResolveOptions& o, JobConfig& c,
@@ -187,6 +189,7 @@ absl::StatusOr<JobConfig> ResolveJob(const tern::v1::JobSpec& spec, const Resolv
                          kMaxClusterSpecBytes, "-byte limit for a submitted spec"));
   ResolveModel(spec, o, c, f);
   ResolveResources(spec, o, c, f);
+  ResolveSequenceParallel(spec, c, f);
   ResolveBatch(spec, c, f);
   ResolveTraining(spec, o, c, f);
   ResolveData(spec, o, c, f);

@@ -28,6 +28,37 @@ void ResolveResources(const tern::v1::JobSpec& spec, const ResolveOptions& o, Jo
   c.dp_size = world >= 1 && world <= (1 << 20) ? static_cast<int>(world) : 1;
 }
 
+void ResolveSequenceParallel(const tern::v1::JobSpec& spec, JobConfig& c, Findings& f) {
+  if (!spec.has_sequence_parallel_size()) return;
+  const int p = spec.sequence_parallel_size();
+  if (p < 1) {
+    f.Error(absl::StrCat("sequence_parallel_size: must be >= 1, got ", p));
+    return;
+  }
+  const int world = c.dp_size;  // ResolveResources: every rank
+  bool ok = true;
+  auto bad = [&](std::string m) {
+    f.Error(absl::StrCat("sequence_parallel_size: ", p, " ", m));
+    ok = false;
+  };
+  if (world % p != 0)
+    bad(absl::StrCat("does not divide the world size ", world,
+                     " --> hint: run a multiple of it (tern train --ranks, resources.nodes x "
+                     "ranks_per_node)"));
+  if (c.seq_len > 0 && c.seq_len % p != 0)
+    bad(absl::StrCat("does not divide data.seq_len ", c.seq_len,
+                     " (each rank holds seq_len / sequence_parallel_size tokens)"));
+  if (c.dims_resolved && c.dims.NKV < p)
+    bad(absl::StrCat("exceeds num_key_value_heads ", c.dims.NKV,
+                     " (Ulysses splits the attention heads by key/value head: every rank of the "
+                     "group needs at least one)"));
+  if (p > 1 && spec.elastic().enabled())
+    bad("with elastic.enabled: elastic rounds with sequence parallelism are not supported");
+  if (!ok) return;
+  c.sp_size = p;
+  c.dp_size = world / p;
+}
+
 void ResolveZero(const tern::v1::JobSpec& spec, JobConfig& c, Findings& f) {
   const auto& z = spec.zero_optimization();
   zero::ZeroOptions& o = c.zero;

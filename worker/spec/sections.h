@@ -19,6 +19,9 @@ struct Findings {
 // resources.* (and the data-parallel size, which the batch rule needs).
 void ResolveResources(const tern::v1::JobSpec& spec, const ResolveOptions& o, JobConfig& c,
                       Findings& f);
+// sequence_parallel_size (after the model and resources: splits the world into data-parallel
+// ranks and checks the sequence and heads).
+void ResolveSequenceParallel(const tern::v1::JobSpec& spec, JobConfig& c, Findings& f);
 // zero_optimization.*
 void ResolveZero(const tern::v1::JobSpec& spec, JobConfig& c, Findings& f);
 // checkpoint.*
