@@ -339,5 +339,43 @@ TEST(JobSpec, ActivationCheckpointingTakesEffectOrIsRefusedByName) {
   EXPECT_NE(wc->warnings[1].find("without \"enabled\""), std::string::npos);
 }
 
+// sequence_parallel_size: DeepSpeed's batch rule with data-parallel ranks = world / P; every
+// condition it needs refused by name.
+TEST(JobSpec, SequenceParallelSizeSplitsTheWorldOrIsRefusedByName) {
+  ResolveOptions ro;
+  ro.check_files = false;
+  ro.world_size = 4;
+  auto s = ParseJobSpec(kSpec, {"sequence_parallel_size=2"}, "test");
+  ASSERT_TRUE(s.ok()) << s.status();
+  auto c = ResolveJob(*s, ro);
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_EQ(c->sp_size, 2);
+  EXPECT_EQ(c->dp_size, 2);
+  EXPECT_EQ(c->world_size(), 4);
+  EXPECT_EQ(c->global_batch, 4 * 2 * 2);  // micro x accum x world / P
+  auto tbs = ParseJobSpec(kSpec, {"sequence_parallel_size=2", "train_batch_size=32"}, "test");
+  ASSERT_TRUE(tbs.ok());
+  auto bad_tbs = ResolveJob(*tbs, ro);  // 32 would need 4 data-parallel ranks
+  ASSERT_FALSE(bad_tbs.ok());
+  EXPECT_NE(bad_tbs.status().message().find("(world / sequence_parallel_size 2)"),
+            std::string::npos)
+      << bad_tbs.status();
+  for (const auto& [sets, want] : std::vector<std::pair<std::vector<std::string>, std::string>>{
+           {{"sequence_parallel_size=0"}, "sequence_parallel_size: must be >= 1, got 0"},
+           {{"sequence_parallel_size=3"},
+            "sequence_parallel_size: 3 does not divide the world "
+            "size 4"},
+           {{"sequence_parallel_size=4", "data.seq_len=30"}, "does not divide data.seq_len 30"},
+           {{"sequence_parallel_size=4", "model.num_key_value_heads=2"},
+            "sequence_parallel_size: 4 exceeds num_key_value_heads 2"},
+           {{"sequence_parallel_size=2", "elastic.enabled=true"}, "with elastic.enabled"}}) {
+    auto p = ParseJobSpec(kSpec, sets, "test");
+    ASSERT_TRUE(p.ok()) << p.status();
+    auto r = ResolveJob(*p, ro);
+    ASSERT_FALSE(r.ok()) << want;
+    EXPECT_NE(r.status().message().find(want), std::string::npos) << r.status();
+  }
+}
+
 }  // namespace
 }  // namespace tern::spec
