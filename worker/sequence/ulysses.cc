@@ -48,6 +48,20 @@ std::vector<std::pair<int, int>> UlyssesExchange<T>::Segments(SequenceRows rows,
   return s;
 }
 
+namespace {
+
+// Sizes `v` to `n` elements, growing its capacity to exactly n (the memory plan counts it).
+template <typename T>
+void Fit(std::vector<T>& v, size_t n) {
+  if (v.capacity() < n) {
+    std::vector<T>().swap(v);
+    v.reserve(n);
+  }
+  v.resize(n);
+}
+
+}  // namespace
+
 template <typename T>
 absl::Status UlyssesExchange<T>::Exchange(const std::vector<size_t>& send_elems,
                                           const std::vector<size_t>& recv_elems) {
@@ -76,8 +90,8 @@ absl::Status UlyssesExchange<T>::ScatterHeads(SequenceRows rows, T* out, const T
   std::vector<size_t> send_elems(P), recv_elems(P, rows_n * Wme);
   size_t total = 0;
   for (int j = 0; j < P; ++j) total += (send_elems[j] = rows_n * Width(rows, j));
-  send_.resize(total);
-  recv_.resize(rows_n * Wme * P);
+  Fit(send_, total);
+  Fit(recv_, rows_n * Wme * P);
   // Pack: block j holds (B, n, W_j), the columns of rank j's heads.
   T* dst = send_.data();
   for (int j = 0; j < P; ++j) {
@@ -107,8 +121,8 @@ absl::Status UlyssesExchange<T>::GatherHeads(SequenceRows rows, T* out, const T*
   std::vector<size_t> send_elems(P, rows_n * Wme), recv_elems(P);
   size_t total = 0;
   for (int j = 0; j < P; ++j) total += (recv_elems[j] = rows_n * Width(rows, j));
-  send_.resize(rows_n * Wme * P);
-  recv_.resize(total);
+  Fit(send_, rows_n * Wme * P);
+  Fit(recv_, total);
   // Pack: block j holds tokens [j*n, (j+1)*n) of every sequence, this rank's heads.
   for (int j = 0; j < P; ++j)
     for (int b = 0; b < B; ++b)

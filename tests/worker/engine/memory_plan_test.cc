@@ -10,8 +10,10 @@
 
 #include "kernels/cpu/threads.h"
 #include "tests/worker/comm/rank_threads.h"
+#include "worker/comm/in_memory_store.h"
 #include "worker/core/status.h"
 #include "worker/model/transformer.h"
+#include "worker/sequence/ulysses.h"
 #include "worker/zero/state.h"
 
 namespace tern::engine {
@@ -56,6 +58,44 @@ TEST(MemoryPlan, ActivationsAreWhatReserveAllocates) {
     }
   }
   kernels::SetNumThreads(1);
+}
+
+// Sequence parallelism: the activations of seq_len / P tokens, the head-sharded buffers and the
+// exchange's pack/unpack buffers after a real forward and backward, on the rank with the most
+// heads (rank 0; 2 kv heads over 2 ranks here).
+TEST(MemoryPlan, SequenceParallelActivationsAreWhatTheRankAllocates) {
+  kernels::SetNumThreads(1);
+  for (const char* type : {"gpt2", "llama"}) {
+    for (bool recompute : {false, true}) {
+      auto c = Config(type, 1, 0, 2, 16);
+      c.sp_size = 2;
+      c.activation_checkpointing = recompute;
+      comm::InMemoryStore store;
+      auto comms = comm::testing::MakeGroup(store, 2, "sp");
+      ASSERT_TRUE(comm::testing::AllCreated(comms));
+      std::vector<uint64_t> bytes(2);
+      comm::testing::RunRanks(2, [&](int r) {
+        auto ex = sequence::UlyssesExchange<float>::Create(comms[r].get(), c.dims.NH, c.dims.NKV,
+                                                           c.dims.HS);
+        ASSERT_TRUE(ex.ok()) << ex.status();
+        model::Transformer<float> model(c.dims);
+        model.set_recompute_layers(recompute);
+        std::vector<int32_t> pos(8);
+        for (int i = 0; i < 8; ++i) pos[i] = r * 8 + i;
+        model.set_sequence(ex->get(), pos);
+        std::vector<float> params(model.params().total()), grads(params.size());
+        model.InitParams(params.data(), 1);
+        model::FlatParamSource<float> src(&model.params(), params.data(), grads.data());
+        std::vector<int32_t> tok(2 * 8, 3), tgt(2 * 8, 5);
+        model.Forward(src, tok.data(), tgt.data(), 2, 8);
+        model.Backward(src, 1.0f);
+        bytes[r] = model.activation_bytes() + (*ex)->buffer_bytes();
+      });
+      EXPECT_EQ(PlanRankMemory(c, 1).activation_bytes, bytes[0])
+          << type << " recompute " << recompute;
+      EXPECT_LE(bytes[1], bytes[0]);
+    }
+  }
 }
 
 TEST(MemoryPlan, SingleRankStateIsTheLocalState) {
