@@ -7,7 +7,9 @@
 // heads into (B, size() * n, W_local) rows of this rank's heads, the n-token blocks in group rank
 // order; GatherHeads is its inverse. n is only the row count of the call: nothing is stored
 // about the whole sequence, so a caller may exchange a chunk of its local tokens at a time (FPDT:
-// chunk k of every rank gives the P chunks k of the group, in group rank order).
+// chunk k of every rank gives the P chunks k of the group, in group rank order; with FPDT's
+// layout, rank r holding global chunks k * P + r, that is the contiguous span of chunks
+// k * P .. k * P + P - 1).
 #pragma once
 
 #include <cstdint>

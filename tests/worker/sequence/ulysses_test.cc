@@ -66,11 +66,55 @@ TEST(UlyssesExchange, ScatterThenGatherIsTheIdentityAndPlacesEveryHead) {
   }
 }
 
+// An exchange whose communicator failed: the model finishes the pass and reports the first
+// failure (the trainer returns it).
+class FailingExchange : public model::SequenceExchange<double> {
+ public:
+  int size() const override { return 2; }
+  int rank() const override { return 0; }
+  int local_heads() const override { return 1; }
+  int local_kv_heads() const override { return 1; }
+  absl::Status ScatterHeads(SequenceRows, double*, const double*, int, int) override {
+    return absl::UnavailableError("peer lost");
+  }
+  absl::Status GatherHeads(SequenceRows, double*, const double*, int, int) override {
+    return absl::DeadlineExceededError("later");
+  }
+};
+
+TEST(SequenceParallelModel, AFailedExchangeIsReportedNotFatal) {
+  tern::v1::ModelConfig m;
+  m.set_model_type("llama");
+  m.set_vocab_size(13);
+  m.set_hidden_size(4);
+  m.set_num_hidden_layers(1);
+  m.set_num_attention_heads(2);
+  m.set_intermediate_size(6);
+  m.set_max_position_embeddings(8);
+  auto dims = model::ResolveModelDims(m, 8);
+  ASSERT_TRUE(dims.ok()) << dims.status();
+  model::Transformer<double> model(*dims);
+  FailingExchange ex;
+  model.set_sequence(&ex, ContiguousPositions(8, 2, 0));
+  std::vector<double> params(model.params().total()), grads(params.size());
+  model.InitParams(params.data(), 1);
+  model::FlatParamSource<double> src(&model.params(), params.data(), grads.data());
+  std::vector<int32_t> tok(4, 1), tgt(4, 2);
+  model.Forward(src, tok.data(), tgt.data(), 1, 4);
+  model.Backward(src, 1.0f);
+  EXPECT_EQ(model.sequence_status().code(), absl::StatusCode::kUnavailable)
+      << model.sequence_status();
+}
+
 struct Case {
   std::string type;
   int nh, nkv, P;
   bool recompute;
 };
+void PrintTo(const Case& c, std::ostream* os) {
+  *os << c.type << " nh " << c.nh << " nkv " << c.nkv << " P " << c.P
+      << (c.recompute ? " recompute" : "");
+}
 
 model::ModelDims Dims(const Case& c, int T) {
   tern::v1::ModelConfig m;
