@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "kernels/cpu/cpu_ops.h"
 #include "kernels/cpu/threads.h"
 #include "nlohmann/json.hpp"
 #include "worker/checkpoint/fs_util.h"
@@ -74,7 +75,11 @@ absl::Status Trainer::Init() {
   TERN_ASSIGN_OR_RETURN(auto sched, optim::LrSchedule::Create(cfg_.spec.scheduler(), cfg_.adamw.lr,
                                                               cfg_.train_iters));
   schedule_ = std::make_unique<optim::LrSchedule>(sched);
-  model_ = std::make_unique<model::Transformer<float>>(cfg_.dims);
+  device_ = std::make_unique<CpuDevice>();
+  device_->set_budget(MemoryTier::kDevice, cfg_.device_memory_budget);
+  device_->set_budget(MemoryTier::kHost, cfg_.host_memory_budget);
+  model_ = std::make_unique<model::Transformer<float>>(
+      cfg_.dims, model::Backend<float>{device_.get(), &kernels::CpuOps<float>()});
   {  // the initial vector is freed before the activations are allocated (memory_plan.h)
     std::vector<float> init(model_->params().total());
     model_->InitParams(init.data(), cfg_.seed);
@@ -87,8 +92,15 @@ absl::Status Trainer::Init() {
       state_ = zero::CreateLocalState(model_->params(), init);
     }
   }
+  {  // parameters, gradients and optimizer states live on the device (ZeRO's own containers)
+    const auto mem = state_->memory();
+    TERN_ASSIGN_OR_RETURN(
+        state_charge_,
+        Charge::Make(*device_, mem.total() + mem.quant_scratch_bytes + mem.hpz_bytes,
+                     MemoryTier::kDevice, "training state (parameters, gradients, optimizer)"));
+  }
   model_->set_recompute_layers(cfg_.activation_checkpointing);
-  model_->Reserve(cfg_.micro_batch, cfg_.seq_len);
+  TERN_RETURN_IF_ERROR(model_->Reserve(cfg_.micro_batch, cfg_.seq_len));
   inputs_.resize(size_t(cfg_.micro_batch) * cfg_.seq_len);
   targets_.resize(inputs_.size());
   if (ckpt_) {

@@ -83,6 +83,9 @@ class Trainer {
 
   tern::spec::JobConfig cfg_;
   TrainerOptions opts_;
+  // The compute device (budgets from resources.*_memory_budget); outlives what it allocated.
+  std::unique_ptr<Device> device_;
+  Charge state_charge_;  // the training state's bytes, counted against the device budget
   std::unique_ptr<model::Transformer<float>> model_;
   std::unique_ptr<zero::TrainingState> state_;
   std::unique_ptr<data::DataLoader> train_data_, val_data_;

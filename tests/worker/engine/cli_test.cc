@@ -393,6 +393,34 @@ TEST_F(CliTest, BadInputExitsTwoWithOneLineAndWritesNothing) {
   EXPECT_NE(r.out.find("broken.idx"), std::string::npos) << r.out;
 }
 
+// resources.device_memory_budget: the training state and every activation buffer count against
+// it; the exact figure `tern describe` plans trains, one byte less is refused naming the buffer.
+TEST_F(CliTest, DeviceMemoryBudgetIsExactAndRefusesByName) {
+  Result d = Tern("describe " + Path("spec.json") + " --json --ranks 1");
+  ASSERT_EQ(d.code, 0) << d.out;
+  const auto rank = nlohmann::json::parse(d.out)["per_rank"];
+  const uint64_t state = rank["param_bytes"].get<uint64_t>() + rank["grad_bytes"].get<uint64_t>() +
+                         rank["optim_bytes"].get<uint64_t>();
+  const uint64_t need = state + rank["activation_bytes"].get<uint64_t>();
+  auto run = [&](uint64_t budget) {
+    return Tern("train " + Path("spec.json") +
+                " --threads 1 --set train_iters=1 --set eval_interval=0 --set eval_iters=0"
+                " --set resources.device_memory_budget=" +
+                std::to_string(budget));
+  };
+  Result fits = run(need);
+  EXPECT_EQ(fits.code, 0) << fits.out;
+  Result short_one = run(need - 1);
+  EXPECT_NE(short_one.code, 0) << short_one.out;
+  EXPECT_NE(short_one.out.find("more device memory does not fit"), std::string::npos)
+      << short_one.out;
+  EXPECT_NE(short_one.out.find("activations for 8x32 tokens"), std::string::npos) << short_one.out;
+  EXPECT_NE(short_one.out.find("resources.device_memory_budget"), std::string::npos)
+      << short_one.out;
+  Result tiny = run(state - 1);
+  EXPECT_NE(tiny.out.find("training state"), std::string::npos) << tiny.out;
+}
+
 // Output locations are probed before the first step; nonsense flags are refused by name.
 TEST_F(CliTest, BadOutputPathsAndFlagsFailBeforeTraining) {
   std::ofstream(Path("a-file")) << "keep me";
