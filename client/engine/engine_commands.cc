@@ -263,7 +263,9 @@ int RunGenerateBatch(const GenerateArgs& a, const std::vector<std::string>& prom
                   true);
   }
   std::mt19937_64 rng(a.seed);
-  auto cache = model.NewKvCache(B, d.max_T);
+  auto cache_or = model.NewKvCache(B, d.max_T);
+  if (!cache_or.ok()) return Fail(cache_or.status(), false);
+  auto& cache = *cache_or;
   using Clock = std::chrono::steady_clock;
   const auto t0 = Clock::now();
   std::vector<std::string> text(B);
@@ -329,7 +331,9 @@ int RunGenerate(const GenerateArgs& a) {
   // context fits the model's positions; past that (or with --no-kv-cache) every token
   // recomputes the window of the last max_position_embeddings tokens.
   const bool cached = !a.no_kv_cache && prompt_tokens < d.max_T;
-  auto cache = model.NewKvCache(1, d.max_T);
+  auto cache_or = model.NewKvCache(1, d.max_T);
+  if (!cache_or.ok()) return Fail(cache_or.status(), false);
+  auto& cache = *cache_or;
   using Clock = std::chrono::steady_clock;
   const auto t0 = Clock::now();
   double first_ms = 0;

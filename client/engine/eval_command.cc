@@ -135,9 +135,11 @@ absl::StatusOr<std::vector<int>> RetrievalLengths(const EvalArgs& a, int max_T) 
   return out;
 }
 
-nlohmann::json Retrieval(const EvalArgs& a, const std::vector<int>& lengths,
-                         model::Transformer<float>& model, model::ParamSource<float>& src) {
+absl::StatusOr<nlohmann::json> Retrieval(const EvalArgs& a, const std::vector<int>& lengths,
+                                         model::Transformer<float>& model,
+                                         model::ParamSource<float>& src) {
   const auto& d = model.dims();
+  TERN_ASSIGN_OR_RETURN(auto cache, model.NewKvCache(1, d.max_T));
   std::mt19937_64 rng(a.seed);
   const std::string filler = kFiller, question = kQuestion;
   nlohmann::json rows = nlohmann::json::array();
@@ -155,7 +157,7 @@ nlohmann::json Retrieval(const EvalArgs& a, const std::vector<int>& lengths,
         const size_t at = static_cast<size_t>(std::lround(depth * room));
         const std::string prompt = hay.substr(0, at) + needle + hay.substr(at) + question;
         std::vector<int32_t> ctx(prompt.begin(), prompt.end());
-        auto cache = model.NewKvCache(1, d.max_T);
+        cache.len[0] = 0;  // a fresh context
         std::string answer;
         for (int i = 0; i < 5; ++i) {
           const int fresh = int(ctx.size()) - cache.len[0];
@@ -202,7 +204,11 @@ int RunEval(const EvalArgs& a) {
     if (!p.ok()) return Fail(p.status());
     results.push_back(*p);
   }
-  if (a.retrieval) results.push_back(Retrieval(a, lengths, model, src));
+  if (a.retrieval) {
+    auto r = Retrieval(a, lengths, model, src);
+    if (!r.ok()) return Fail(r.status());
+    results.push_back(*std::move(r));
+  }
   for (const auto& r : results) {
     if (a.json) {
       fmt::print("{}\n", r.dump());

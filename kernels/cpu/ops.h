@@ -7,17 +7,20 @@
 #include <cstddef>
 #include <cstdint>
 
+#include "kernels/backend.h"
+
 namespace tern::kernels {
 
 // ---- Embedding -------------------------------------------------------------------------
-// out (B,T,C) = wte[tokens[b,t]] + wpe[t] (wpe may be null: no learned positions).
+// out (B,T,C) = wte[tokens[b,t]] + wpe[p] (wpe may be null: no learned positions), p = t, or
+// pos[b*T + t] when pos (B,T) is given (a sequence shard, a permuted chunk, a KV cache).
 template <typename T>
 void embedding_forward(T* out, const int32_t* tokens, const T* wte, const T* wpe, int B, int Tn,
-                       int C);
-// dwte (V,C) += scatter of dout; dwpe (T,C) += sum over batch (if non-null).
+                       int C, const int32_t* pos = nullptr);
+// dwte (V,C) += scatter of dout; dwpe (max positions,C) += per position (if non-null).
 template <typename T>
 void embedding_backward(T* dwte, T* dwpe, const T* dout, const int32_t* tokens, int B, int Tn,
-                        int C);
+                        int C, const int32_t* pos = nullptr);
 
 // ---- Normalisation ---------------------------------------------------------------------
 // out (N,C) = (inp - mean) * rstd * weight + bias; saves mean (N), rstd (N).
@@ -36,8 +39,7 @@ void rmsnorm_backward(T* dinp, T* dweight, const T* dout, const T* inp, const T*
                       const T* rstd, int N, int C);
 
 // ---- Matmul (BLAS) ---------------------------------------------------------------------
-// Weight layouts: kOutIn is torch.nn.Linear's (OC,C); kInOut is HF GPT-2 Conv1D's (C,OC).
-enum class WeightLayout { kOutIn, kInOut };
+// WeightLayout (kernels/backend.h): kOutIn is torch.nn.Linear's (OC,C); kInOut is Conv1D's.
 // out (N,OC) = inp (N,C) @ W + bias (OC) (bias may be null).
 template <typename T>
 void matmul_forward(T* out, const T* inp, const T* weight, const T* bias, int N, int C, int OC,

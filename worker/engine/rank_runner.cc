@@ -96,12 +96,6 @@ absl::Status RunRank(const tern::spec::JobConfig& config, comm::Store& store,
   // node-local and cross-node groups are the world's.
   comm::Communicator* dp =
       topo.sequence_parallel() > 1 ? groups.world.get() : groups.data_parallel.get();
-  std::unique_ptr<sequence::UlyssesExchange<float>> ulysses;
-  if (topo.sequence_parallel() > 1) {
-    TERN_ASSIGN_OR_RETURN(ulysses, sequence::UlyssesExchange<float>::Create(
-                                       groups.sequence_parallel.get(), config.dims.NH,
-                                       config.dims.NKV, config.dims.HS, o.collective_timeout));
-  }
   zero::ZeroGroups zg;
   zg.data_parallel = dp;
   zg.intra_node = groups.intra_node.get();
@@ -110,7 +104,16 @@ absl::Status RunRank(const tern::spec::JobConfig& config, comm::Store& store,
   RankSink sink(o.sink, o.rank == 0);
   TrainerOptions topts;
   topts.rank = topo.rank();
-  topts.sequence = ulysses.get();
+  if (topo.sequence_parallel() > 1) {
+    topts.make_sequence =
+        [sp = groups.sequence_parallel.get(), &config,
+         &o](Device* device) -> absl::StatusOr<std::unique_ptr<model::SequenceExchange<float>>> {
+      TERN_ASSIGN_OR_RETURN(auto ex, sequence::UlyssesExchange<float>::Create(
+                                         sp, config.dims.NH, config.dims.NKV, config.dims.HS,
+                                         o.collective_timeout, device));
+      return std::unique_ptr<model::SequenceExchange<float>>(std::move(ex));
+    };
+  }
   topts.threads = o.threads;
   topts.sink = &sink;
   topts.save_final_dir = o.save_final_dir;

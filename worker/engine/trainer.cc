@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "kernels/cpu/cpu_ops.h"
 #include "kernels/cpu/threads.h"
 #include "nlohmann/json.hpp"
 #include "worker/checkpoint/fs_util.h"
@@ -75,7 +76,11 @@ absl::Status Trainer::Init() {
   TERN_ASSIGN_OR_RETURN(auto sched, optim::LrSchedule::Create(cfg_.spec.scheduler(), cfg_.adamw.lr,
                                                               cfg_.train_iters));
   schedule_ = std::make_unique<optim::LrSchedule>(sched);
-  model_ = std::make_unique<model::Transformer<float>>(cfg_.dims);
+  device_ = std::make_unique<CpuDevice>();
+  device_->set_budget(MemoryTier::kDevice, cfg_.device_memory_budget);
+  device_->set_budget(MemoryTier::kHost, cfg_.host_memory_budget);
+  model_ = std::make_unique<model::Transformer<float>>(
+      cfg_.dims, model::Backend<float>{device_.get(), &kernels::CpuOps<float>()});
   {  // the initial vector is freed before the activations are allocated (memory_plan.h)
     std::vector<float> init(model_->params().total());
     model_->InitParams(init.data(), cfg_.seed);
@@ -88,21 +93,32 @@ absl::Status Trainer::Init() {
       state_ = zero::CreateLocalState(model_->params(), init);
     }
   }
+  {  // parameters, gradients and optimizer states live on the device (ZeRO's own containers)
+    const auto mem = state_->memory();
+    TERN_ASSIGN_OR_RETURN(
+        state_charge_,
+        Charge::Make(*device_, mem.total() + mem.quant_scratch_bytes + mem.hpz_bytes,
+                     MemoryTier::kDevice, "training state (parameters, gradients, optimizer)"));
+  }
   model_->set_recompute_layers(cfg_.activation_checkpointing);
   inputs_.resize(size_t(cfg_.micro_batch) * cfg_.seq_len);
   targets_.resize(inputs_.size());
   if (cfg_.sp_size > 1) {
-    if (opts_.sequence == nullptr || opts_.sequence->size() != cfg_.sp_size)
-      return absl::FailedPreconditionError(absl::StrCat(
-          "sequence_parallel_size ", cfg_.sp_size, ": the rank has ",
-          opts_.sequence ? absl::StrCat("a group of ", opts_.sequence->size()) : "no group"));
-    sp_rank_ = opts_.sequence->rank();
+    if (opts_.make_sequence) {
+      TERN_ASSIGN_OR_RETURN(sequence_, opts_.make_sequence(device_.get()));
+    }
+    if (sequence_ == nullptr || sequence_->size() != cfg_.sp_size)
+      return absl::FailedPreconditionError(
+          absl::StrCat("sequence_parallel_size ", cfg_.sp_size, ": the rank has ",
+                       sequence_ ? absl::StrCat("a group of ", sequence_->size()) : "no group"));
+    sp_rank_ = sequence_->rank();
     positions_ = sequence::ContiguousPositions(cfg_.seq_len, cfg_.sp_size, sp_rank_);
     local_inputs_.resize(size_t(cfg_.micro_batch) * positions_.size());
     local_targets_.resize(local_inputs_.size());
-    model_->set_sequence(opts_.sequence, positions_);
+    model_->set_sequence(sequence_.get(), positions_);
   }
-  model_->Reserve(cfg_.micro_batch, cfg_.seq_len / cfg_.sp_size);
+  // Each rank holds seq_len / sp_size tokens of every sample.
+  TERN_RETURN_IF_ERROR(model_->Reserve(cfg_.micro_batch, cfg_.seq_len / cfg_.sp_size));
   if (ckpt_) {
     TERN_ASSIGN_OR_RETURN(start_step_, ckpt_->Start(*state_, model_->params(), *train_data_));
     start_samples_ = ckpt_->resumed_samples();

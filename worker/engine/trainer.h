@@ -35,9 +35,11 @@ struct TrainerOptions {
   std::function<absl::StatusOr<std::unique_ptr<zero::TrainingState>>(const ParamTable&,
                                                                      const std::vector<float>&)>
       make_state;
-  // Sequence parallelism (config.sp_size > 1): this rank's group, rank()th of size() consecutive
-  // ranks sharing each sample (worker/sequence/ulysses.h). Not owned.
-  model::SequenceExchange<float>* sequence = nullptr;
+  // Sequence parallelism (config.sp_size > 1): builds the exchange of this rank's group, rank()th
+  // of size() consecutive ranks sharing each sample (worker/sequence/ulysses.h), its buffers on
+  // the trainer's device.
+  std::function<absl::StatusOr<std::unique_ptr<model::SequenceExchange<float>>>(Device*)>
+      make_sequence;
   // Sums a few doubles across all ranks of the job (loss, token counts); null = single rank.
   std::function<absl::Status(double*, int)> all_reduce_sum;
   // Bytes all ranks sent this step, by receiver on the same / another node (reset on read;
@@ -86,6 +88,10 @@ class Trainer {
 
   tern::spec::JobConfig cfg_;
   TrainerOptions opts_;
+  // The compute device (budgets from resources.*_memory_budget); outlives what it allocated.
+  std::unique_ptr<Device> device_;
+  Charge state_charge_;  // the training state's bytes, counted against the device budget
+  std::unique_ptr<model::SequenceExchange<float>> sequence_;  // outlives model_
   std::unique_ptr<model::Transformer<float>> model_;
   std::unique_ptr<zero::TrainingState> state_;
   std::unique_ptr<data::DataLoader> train_data_, val_data_;

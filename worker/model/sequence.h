@@ -38,6 +38,10 @@ class SequenceExchange {
   // each kv head with its query heads).
   virtual int local_heads() const = 0;
   virtual int local_kv_heads() const = 0;
+  // Sizes the exchange's own buffers for calls of up to B x n rows, so a budget is met up front
+  // (the model calls it from Reserve; without it the calls grow them). RESOURCE_EXHAUSTED past
+  // the device budget.
+  virtual absl::Status Reserve(int B, int n) { return absl::OkStatus(); }
   // in (B, n, W) of all heads -> out (B, size() * n, W_local) of this rank's heads, token block
   // j from group rank j. Every rank of the group calls it with the same B and n.
   virtual absl::Status ScatterHeads(SequenceRows rows, T* out, const T* in, int B, int n) = 0;

@@ -7,7 +7,7 @@
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
-#include "kernels/cpu/ops.h"
+#include "kernels/cpu/cpu_ops.h"
 #include "kernels/cpu/threads.h"
 #include "worker/core/status.h"
 
@@ -17,7 +17,16 @@ namespace k = tern::kernels;
 using k::WeightLayout;
 
 template <typename T>
-Transformer<T>::Transformer(const ModelDims& dims) : dims_(dims) {
+Backend<T> CpuBackend() {
+  return Backend<T>{&DefaultDevice(), &k::CpuOps<T>()};
+}
+template Backend<float> CpuBackend<float>();
+template Backend<double> CpuBackend<double>();
+
+template <typename T>
+Transformer<T>::Transformer(const ModelDims& dims, Backend<T> backend)
+    : dims_(dims), backend_(backend), ops_(backend.ops) {
+  TERN_CHECK(backend_.device != nullptr && ops_ != nullptr) << "a model needs a device and ops";
   BuildTable();
 }
 
@@ -135,67 +144,105 @@ void Transformer<T>::InitParams(T* params, uint64_t seed) const {
 }
 
 template <typename T>
-void Transformer<T>::Reserve(int B, int Tn) {
-  TERN_CHECK(Tn <= dims_.max_T) << "sequence " << Tn << " > max_position_embeddings "
-                                << dims_.max_T;
-  if (B == B_ && Tn == T_) return;
-  B_ = B;
-  T_ = Tn;
+absl::Status Transformer<T>::Reserve(int B, int Tn) {
   const auto& d = dims_;
+  if (Tn > d.max_T) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("sequence of ", Tn, " tokens > max_position_embeddings ", d.max_T));
+  }
+  if (B == B_ && Tn == T_) return absl::OkStatus();
+  // Free the old shape first so the budget sees only the new one.
+  B_ = T_ = 0;
+  resid_.clear();
+  acts_.clear();
+  for (Buffer<T>* b : {&lnf_, &lnf_mean_, &lnf_rstd_, &logits_, &probs_, &losses_, &dx_, &dtmp_,
+                       &dln_, &proj_, &dqkv_, &datty_, &dfc_, &dact_, &dlogits_})
+    b->reset();
+  FreeSequence();  // sequence parallelism (transformer_sequence.cc)
   const size_t N = size_t(B) * Tn, C = d.C, F = d.F, A = size_t(d.NH) * d.HS;
   const size_t fc = d.is_gpt2() ? F : 2 * F;
-  resid_.assign(d.L + 1, std::vector<T>(N * C));
-  acts_.assign(recompute_ ? 1 : d.L, LayerActs{});  // recompute: one shared set
   const bool ln = d.is_gpt2();
-  for (auto& a : acts_) {
-    a.ln1.resize(N * C);
-    a.ln1_rstd.resize(N);
-    if (ln) a.ln1_mean.resize(N);
-    a.qkv.resize(N * d.QKV());
-    a.lse.resize(size_t(B) * d.NH * Tn);
-    a.atty.resize(N * A);
-    a.mid.resize(N * C);
-    a.ln2.resize(N * C);
-    a.ln2_rstd.resize(N);
-    if (ln) a.ln2_mean.resize(N);
-    a.fc.resize(N * fc);
-    a.act.resize(N * F);
+  Device& dev = *backend_.device;
+  absl::Status status;
+  auto alloc = [&](Buffer<T>& b, size_t n, const std::string& what) {
+    if (!status.ok()) return;
+    auto r = Buffer<T>::Create(dev, n, MemoryTier::kDevice,
+                               absl::StrCat("activations for ", B, "x", Tn, " tokens: ", what));
+    if (r.ok()) {
+      b = std::move(*r);
+    } else {
+      status = r.status();
+    }
+  };
+  resid_.resize(d.L + 1);
+  for (int l = 0; l <= d.L; ++l) alloc(resid_[l], N * C, absl::StrCat("layer ", l, " input"));
+  acts_.resize(recompute_ ? 1 : d.L);  // recompute: one shared set
+  for (size_t l = 0; l < acts_.size(); ++l) {
+    LayerActs& a = acts_[l];
+    const std::string p = recompute_ ? "recomputed layer " : absl::StrCat("layer ", l, " ");
+    alloc(a.ln1, N * C, p + "ln1");
+    alloc(a.ln1_rstd, N, p + "ln1 rstd");
+    if (ln) alloc(a.ln1_mean, N, p + "ln1 mean");
+    alloc(a.qkv, N * d.QKV(), p + "qkv");
+    alloc(a.lse, size_t(B) * d.NH * Tn, p + "attention lse");
+    alloc(a.atty, N * A, p + "attention output");
+    alloc(a.mid, N * C, p + "attention residual");
+    alloc(a.ln2, N * C, p + "ln2");
+    alloc(a.ln2_rstd, N, p + "ln2 rstd");
+    if (ln) alloc(a.ln2_mean, N, p + "ln2 mean");
+    alloc(a.fc, N * fc, p + "mlp input projection");
+    alloc(a.act, N * F, p + "mlp activation");
   }
-  lnf_.resize(N * C);
-  lnf_rstd_.resize(N);
-  if (ln) lnf_mean_.resize(N);
-  logits_.resize(N * d.V);
-  probs_.resize(N * d.V);
-  losses_.resize(N);
-  dx_.resize(N * C);
-  dtmp_.resize(N * C);
-  dln_.resize(N * C);
-  proj_.resize(N * C);
-  dqkv_.resize(N * d.QKV());
-  datty_.resize(N * A);
-  dfc_.resize(N * fc);
-  dact_.resize(N * F);
-  dlogits_.resize(N * d.V);
+  alloc(lnf_, N * C, "final norm");
+  alloc(lnf_rstd_, N, "final norm rstd");
+  if (ln) alloc(lnf_mean_, N, "final norm mean");
+  alloc(logits_, N * d.V, "logits");
+  alloc(probs_, N * d.V, "probabilities");
+  alloc(losses_, N, "losses");
+  alloc(dx_, N * C, "gradient scratch");
+  alloc(dtmp_, N * C, "gradient scratch");
+  alloc(dln_, N * C, "gradient scratch");
+  alloc(proj_, N * C, "projection scratch");
+  alloc(dqkv_, N * d.QKV(), "qkv gradient");
+  alloc(datty_, N * A, "attention output gradient");
+  alloc(dfc_, N * fc, "mlp gradient");
+  alloc(dact_, N * F, "mlp activation gradient");
+  alloc(dlogits_, N * d.V, "logits gradient");
   if (!d.is_gpt2() && rope_cos_.empty()) {  // every position (a KV cache reaches past Tn)
-    rope_cos_.resize(size_t(d.max_T) * d.HS / 2);
-    rope_sin_.resize(size_t(d.max_T) * d.HS / 2);
-    k::rope_tables(rope_cos_.data(), rope_sin_.data(), d.max_T, d.HS, d.rope_theta);
+    alloc(rope_cos_, size_t(d.max_T) * d.HS / 2, "rope cos table");
+    alloc(rope_sin_, size_t(d.max_T) * d.HS / 2, "rope sin table");
+    if (status.ok())
+      ops_->rope_tables(rope_cos_.data(), rope_sin_.data(), d.max_T, d.HS, d.rope_theta);
   }
-  ReserveSequence(B, Tn);  // sequence parallelism (transformer_sequence.cc)
+  if (status.ok()) status = ReserveSequence(B, Tn);  // sequence parallelism
+  if (!status.ok()) {
+    FreeSequence();
+    resid_.clear();
+    acts_.clear();
+    for (Buffer<T>* b :
+         {&lnf_, &lnf_mean_, &lnf_rstd_, &logits_, &probs_, &losses_, &dx_, &dtmp_, &dln_, &proj_,
+          &dqkv_, &datty_, &dfc_, &dact_, &dlogits_, &rope_cos_, &rope_sin_})
+      b->reset();
+    return status;
+  }
+  B_ = B;
+  T_ = Tn;
+  return absl::OkStatus();
 }
 
 template <typename T>
 uint64_t Transformer<T>::activation_bytes() const {
   uint64_t n = 0;
-  auto add = [&n](const std::vector<T>& v) { n += v.size(); };
+  auto add = [&n](const Buffer<T>& v) { n += v.size(); };
   for (const auto& r : resid_) add(r);
   for (const auto& a : acts_) {
     for (const auto* v : {&a.ln1, &a.ln1_mean, &a.ln1_rstd, &a.qkv, &a.lse, &a.atty, &a.mid, &a.ln2,
                           &a.ln2_mean, &a.ln2_rstd, &a.fc, &a.act})
       add(*v);
   }
-  for (const auto* v : {&lnf_, &lnf_mean_, &lnf_rstd_, &logits_, &probs_, &losses_, &dx_, &dtmp_,
-                        &dln_, &proj_, &dqkv_, &datty_, &dfc_, &dact_, &dlogits_})
+  for (const auto* v :
+       {&lnf_, &lnf_mean_, &lnf_rstd_, &logits_, &probs_, &losses_, &dx_, &dtmp_, &dln_, &proj_,
+        &dqkv_, &datty_, &dfc_, &dact_, &dlogits_, &rope_cos_, &rope_sin_})
     add(*v);
   n += SequenceElems();
   return n * sizeof(T);
@@ -205,9 +252,9 @@ template <typename T>
 void Transformer<T>::NormForward(T* out, T* mean, T* rstd, const T* inp, const T* w, const T* b,
                                  int N) {
   if (dims_.is_gpt2()) {
-    k::layernorm_forward(out, mean, rstd, inp, w, b, N, dims_.C, dims_.norm_eps);
+    ops_->layernorm_forward(out, mean, rstd, inp, w, b, N, dims_.C, dims_.norm_eps);
   } else {
-    k::rmsnorm_forward(out, rstd, inp, w, N, dims_.C, dims_.norm_eps);
+    ops_->rmsnorm_forward(out, rstd, inp, w, N, dims_.C, dims_.norm_eps);
   }
 }
 
@@ -215,9 +262,9 @@ template <typename T>
 void Transformer<T>::NormBackward(T* dinp, T* dw, T* db, const T* dout, const T* inp, const T* w,
                                   const T* mean, const T* rstd, int N) {
   if (dims_.is_gpt2()) {
-    k::layernorm_backward(dinp, dw, db, dout, inp, w, mean, rstd, N, dims_.C);
+    ops_->layernorm_backward(dinp, dw, db, dout, inp, w, mean, rstd, N, dims_.C);
   } else {
-    k::rmsnorm_backward(dinp, dw, dout, inp, w, rstd, N, dims_.C);
+    ops_->rmsnorm_backward(dinp, dw, dout, inp, w, rstd, N, dims_.C);
   }
 }
 

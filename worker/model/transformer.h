@@ -9,6 +9,10 @@
 #include <memory>
 #include <vector>
 
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "kernels/backend.h"
+#include "worker/core/device.h"
 #include "worker/core/param_table.h"
 #include "worker/model/config.h"
 #include "worker/model/sequence.h"
@@ -46,10 +50,21 @@ class FlatParamSource : public ParamSource<T> {
   T* grads_;
 };
 
+// Where the model runs: the Device its activations are allocated on (and counted against the
+// device budget) and the operation table of kernels it calls.
+template <typename T>
+struct Backend {
+  Device* device = nullptr;
+  const kernels::Ops<T>* ops = nullptr;
+};
+// The default device (no budget) and the CPU kernels.
+template <typename T>
+Backend<T> CpuBackend();
+
 template <typename T>
 class Transformer {
  public:
-  explicit Transformer(const ModelDims& dims);
+  explicit Transformer(const ModelDims& dims, Backend<T> backend = CpuBackend<T>());
 
   const ModelDims& dims() const { return dims_; }
   const ParamTable& params() const { return table_; }
@@ -67,8 +82,11 @@ class Transformer {
   }
   bool recompute_layers() const { return recompute_; }
 
-  // Sizes the activation buffers for micro-batches of B sequences of Tn tokens.
-  void Reserve(int B, int Tn);
+  // Allocates the activation buffers for micro-batches of B sequences of Tn tokens on the
+  // device; past the device budget: RESOURCE_EXHAUSTED naming the buffer (nothing is kept
+  // allocated then). Forward reserves its shape itself and aborts if that fails: callers that
+  // run under a budget (the trainer) reserve first.
+  absl::Status Reserve(int B, int Tn);
   // Bytes held by activation and scratch buffers.
   uint64_t activation_bytes() const;
 
@@ -95,10 +113,11 @@ class Transformer {
   struct KvCache {
     int B = 0, capacity = 0;
     std::vector<int> len;  // positions held per row
-    std::vector<std::vector<T>> layers;
+    std::vector<Buffer<T>> layers;
   };
-  // An empty cache for B sequences of up to `capacity` (<= max_position_embeddings) positions.
-  KvCache NewKvCache(int B, int capacity) const;
+  // An empty cache for B sequences of up to `capacity` (<= max_position_embeddings) positions,
+  // on the model's device (RESOURCE_EXHAUSTED past its budget).
+  absl::StatusOr<KvCache> NewKvCache(int B, int capacity) const;
   // Runs tokens (B, Tn) as the next Tn positions of cache rows [row0, row0 + B) (row r at
   // positions len[r] ..), attending to each row's cached positions and to themselves, and
   // appends them; logits() holds (B*Tn, V). Prompts of different lengths: one call per row
@@ -108,16 +127,16 @@ class Transformer {
 
  private:
   struct LayerActs {
-    std::vector<T> ln1, ln1_mean, ln1_rstd;  // (N,C), (N), (N)
-    std::vector<T> qkv;                      // (N,QKV) after RoPE
-    std::vector<T> lse;                      // (B,NH,T) attention log-sum-exp per row
-    std::vector<T> atty;                     // (N,NH*HS)
-    std::vector<T> mid;                      // (N,C) residual after attention
-    std::vector<T> ln2, ln2_mean, ln2_rstd;  // (N,C), (N), (N)
-    std::vector<T> fc;                       // (N,2F) llama gate|up, (N,F) gpt2 pre-GELU
-    std::vector<T> act;                      // (N,F) SwiGLU / GELU output
+    Buffer<T> ln1, ln1_mean, ln1_rstd;  // (N,C), (N), (N)
+    Buffer<T> qkv;                      // (N,QKV) after RoPE
+    Buffer<T> lse;                      // (B,NH,T) attention log-sum-exp per row
+    Buffer<T> atty;                     // (N,NH*HS)
+    Buffer<T> mid;                      // (N,C) residual after attention
+    Buffer<T> ln2, ln2_mean, ln2_rstd;  // (N,C), (N), (N)
+    Buffer<T> fc;                       // (N,2F) llama gate|up, (N,F) gpt2 pre-GELU
+    Buffer<T> act;                      // (N,F) SwiGLU / GELU output
     struct {  // sequence parallelism: this rank's heads over all B x (P x Tn) tokens
-      std::vector<T> qkv, out, lse;
+      Buffer<T> qkv, out, lse;
     } seq;
   };
   struct LayerOffsets {  // element offsets of a block's parameters within its unit
@@ -138,19 +157,19 @@ class Transformer {
   // Sequence parallelism (transformer_sequence.cc).
   bool SequenceParallel() const { return seq_ != nullptr && seq_->size() > 1; }
   const int32_t* TokenPositions() const { return seq_pos_.empty() ? nullptr : seq_pos_.data(); }
-  void ReserveSequence(int B, int Tn);
+  // Frees the sequence-parallel buffers; ReserveSequence allocates them for (B, Tn) (and has the
+  // exchange reserve its own) after Reserve's, RESOURCE_EXHAUSTED naming the buffer.
+  void FreeSequence();
+  absl::Status ReserveSequence(int B, int Tn);
   uint64_t SequenceElems() const;
   // a.qkv -> a.seq (scatter, attention) -> a.atty (gather).
   void SequenceAttentionForward(LayerActs& a, int B, int Tn);
   // datty_ -> dqkv_ through the head-sharded attention backward.
   void SequenceAttentionBackward(const LayerActs& a, int B, int Tn);
-  // Token embeddings plus wpe rows at TokenPositions() (GPT-2), and the backward.
-  void PositionEmbeddingForward(T* out, const int32_t* tokens, const T* wte, const T* wpe, int B,
-                                int Tn);
-  void PositionEmbeddingBackward(T* dwte, T* dwpe, const T* dout, const int32_t* tokens, int B,
-                                 int Tn);
 
   ModelDims dims_;
+  Backend<T> backend_;
+  const kernels::Ops<T>* ops_;
   ParamTable table_;
   LayerOffsets lo_{};
   uint64_t wte_off_ = 0, wpe_off_ = 0, lnf_w_off_ = 0, lnf_b_off_ = 0, head_off_ = 0;
@@ -160,17 +179,17 @@ class Transformer {
   const int32_t* targets_ = nullptr;
   int count_ = 0;
   bool recompute_ = false;  // activation checkpointing (set_recompute_layers)
-  std::vector<T> rope_cos_, rope_sin_;
-  std::vector<std::vector<T>> resid_;  // L+1 x (N,C): input of each block, then final
+  Buffer<T> rope_cos_, rope_sin_;
+  std::vector<Buffer<T>> resid_;  // L+1 x (N,C): input of each block, then final
   std::vector<LayerActs> acts_;
-  std::vector<T> lnf_, lnf_mean_, lnf_rstd_, logits_, probs_, losses_;
+  Buffer<T> lnf_, lnf_mean_, lnf_rstd_, logits_, probs_, losses_;
   // Scratch for backward.
-  std::vector<T> dx_, dtmp_, dln_, dqkv_, datty_, dfc_, dact_, dlogits_, proj_;
+  Buffer<T> dx_, dtmp_, dln_, dqkv_, datty_, dfc_, dact_, dlogits_, proj_;
   // Sequence parallelism (set_sequence).
   SequenceExchange<T>* seq_ = nullptr;
   std::vector<int32_t> seq_positions_;  // (Tn) as given
   std::vector<int32_t> seq_pos_;        // (B, Tn) for the kernels; empty = positions 0..Tn-1
-  std::vector<T> seq_dout_, seq_dqkv_;  // head-sharded backward scratch
+  Buffer<T> seq_dout_, seq_dqkv_;       // head-sharded backward scratch
   absl::Status seq_status_;
 };
 

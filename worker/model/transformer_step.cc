@@ -2,7 +2,7 @@
 #include <algorithm>
 #include <cstring>
 
-#include "kernels/cpu/ops.h"
+#include "absl/strings/str_cat.h"
 #include "worker/core/status.h"
 #include "worker/model/transformer.h"
 
@@ -20,51 +20,51 @@ void Transformer<T>::BlockForward(const T* p, LayerActs& a, const T* x, T* out, 
   const WeightLayout wl = g2 ? WeightLayout::kInOut : WeightLayout::kOutIn;
   const T* nb = g2 ? p + lo_.ln1_b : nullptr;
   NormForward(a.ln1.data(), a.ln1_mean.data(), a.ln1_rstd.data(), x, p + lo_.ln1_w, nb, N);
-  k::matmul_forward(a.qkv.data(), a.ln1.data(), p + lo_.qkv_w, g2 ? p + lo_.qkv_b : nullptr, N, C,
-                    QKV, wl);
+  ops_->matmul_forward(a.qkv.data(), a.ln1.data(), p + lo_.qkv_w, g2 ? p + lo_.qkv_b : nullptr, N,
+                       C, QKV, wl);
   if (cache == nullptr) {
     if (!g2)
-      k::rope_forward(a.qkv.data(), rope_cos_.data(), rope_sin_.data(), B, Tn, d.NH, d.NKV, d.HS,
-                      TokenPositions());
+      ops_->rope_forward(a.qkv.data(), rope_cos_.data(), rope_sin_.data(), B, Tn, d.NH, d.NKV, d.HS,
+                         TokenPositions());
     if (SequenceParallel()) {  // the whole sequence, this rank's heads (transformer_sequence.cc)
       SequenceAttentionForward(a, B, Tn);
     } else {
-      k::chunked_attention_forward(a.atty.data(), a.lse.data(), a.qkv.data(), B, Tn, d.NH, d.NKV,
-                                   d.HS);
+      ops_->chunked_attention_forward(a.atty.data(), a.lse.data(), a.qkv.data(), B, Tn, d.NH, d.NKV,
+                                      d.HS);
     }
   } else {
     if (!g2) {
       std::vector<int32_t> pos(static_cast<size_t>(N));
       for (int n = 0; n < N; ++n) pos[n] = pos0[n / Tn] + n % Tn;
-      k::rope_forward(a.qkv.data(), rope_cos_.data(), rope_sin_.data(), B, Tn, d.NH, d.NKV, d.HS,
-                      pos.data());
+      ops_->rope_forward(a.qkv.data(), rope_cos_.data(), rope_sin_.data(), B, Tn, d.NH, d.NKV, d.HS,
+                         pos.data());
     }
     // Append the new rows, then attend from them to positions [0, pos0 + Tn) of each sequence.
     for (int b = 0; b < B; ++b) {
       T* row = cache + (size_t(b) * capacity + pos0[b]) * QKV;
       std::copy(a.qkv.data() + size_t(b) * Tn * QKV, a.qkv.data() + size_t(b + 1) * Tn * QKV, row);
-      k::chunked_attention_pair_forward(
+      ops_->chunked_attention_pair_forward(
           a.atty.data() + size_t(b) * Tn * A, a.lse.data() + size_t(b) * d.NH * Tn,
           a.qkv.data() + size_t(b) * Tn * QKV, Tn, pos0[b], cache + size_t(b) * capacity * QKV,
           pos0[b] + Tn, 0, 1, d.NH, d.NKV, d.HS);
     }
   }
-  k::matmul_forward(proj_.data(), a.atty.data(), p + lo_.o_w, g2 ? p + lo_.o_b : nullptr, N, A, C,
-                    wl);
-  k::residual_forward(a.mid.data(), x, proj_.data(), size_t(N) * C);
+  ops_->matmul_forward(proj_.data(), a.atty.data(), p + lo_.o_w, g2 ? p + lo_.o_b : nullptr, N, A,
+                       C, wl);
+  ops_->residual_forward(a.mid.data(), x, proj_.data(), size_t(N) * C);
   NormForward(a.ln2.data(), a.ln2_mean.data(), a.ln2_rstd.data(), a.mid.data(), p + lo_.ln2_w,
               g2 ? p + lo_.ln2_b : nullptr, N);
   if (g2) {
-    k::matmul_forward(a.fc.data(), a.ln2.data(), p + lo_.fc_w, p + lo_.fc_b, N, C, F, wl);
-    k::gelu_forward(a.act.data(), a.fc.data(), size_t(N) * F);
+    ops_->matmul_forward(a.fc.data(), a.ln2.data(), p + lo_.fc_w, p + lo_.fc_b, N, C, F, wl);
+    ops_->gelu_forward(a.act.data(), a.fc.data(), size_t(N) * F);
   } else {
-    k::matmul_forward(a.fc.data(), a.ln2.data(), p + lo_.fc_w, static_cast<const T*>(nullptr), N, C,
-                      2 * F, wl);
-    k::swiglu_forward(a.act.data(), a.fc.data(), N, F);
+    ops_->matmul_forward(a.fc.data(), a.ln2.data(), p + lo_.fc_w, static_cast<const T*>(nullptr), N,
+                         C, 2 * F, wl);
+    ops_->swiglu_forward(a.act.data(), a.fc.data(), N, F);
   }
-  k::matmul_forward(proj_.data(), a.act.data(), p + lo_.proj_w, g2 ? p + lo_.proj_b : nullptr, N, F,
-                    C, wl);
-  k::residual_forward(out, a.mid.data(), proj_.data(), size_t(N) * C);
+  ops_->matmul_forward(proj_.data(), a.act.data(), p + lo_.proj_w, g2 ? p + lo_.proj_b : nullptr, N,
+                       F, C, wl);
+  ops_->residual_forward(out, a.mid.data(), proj_.data(), size_t(N) * C);
 }
 
 template <typename T>
@@ -76,12 +76,12 @@ void Transformer<T>::HeadForward(ParamSource<T>& src, int N) {
               d.is_gpt2() ? ph + lnf_b_off_ : nullptr, N);
   if (d.tied) {
     const T* pe = src.Acquire(0);
-    k::matmul_forward(logits_.data(), lnf_.data(), pe + (wte_off_ - table_.units()[0].offset),
-                      static_cast<const T*>(nullptr), N, d.C, d.V, WeightLayout::kOutIn);
+    ops_->matmul_forward(logits_.data(), lnf_.data(), pe + (wte_off_ - table_.units()[0].offset),
+                         static_cast<const T*>(nullptr), N, d.C, d.V, WeightLayout::kOutIn);
     src.Release(0);
   } else {
-    k::matmul_forward(logits_.data(), lnf_.data(), ph + head_off_, static_cast<const T*>(nullptr),
-                      N, d.C, d.V, WeightLayout::kOutIn);
+    ops_->matmul_forward(logits_.data(), lnf_.data(), ph + head_off_,
+                         static_cast<const T*>(nullptr), N, d.C, d.V, WeightLayout::kOutIn);
   }
   src.Release(hu);
 }
@@ -89,21 +89,16 @@ void Transformer<T>::HeadForward(ParamSource<T>& src, int N) {
 template <typename T>
 double Transformer<T>::Forward(ParamSource<T>& src, const int32_t* tokens, const int32_t* targets,
                                int B, int Tn) {
-  Reserve(B, Tn);
+  const absl::Status reserved = Reserve(B, Tn);
+  TERN_CHECK(reserved.ok()) << reserved;
   const auto& d = dims_;
   const int N = B * Tn, C = d.C;
   tokens_ = tokens;
   targets_ = targets;
   const T* p0 = src.Acquire(0);
-  if (TokenPositions() != nullptr) {  // sequence parallelism: the tokens' own positions
-    PositionEmbeddingForward(resid_[0].data(), tokens, p0 + (wte_off_ - table_.units()[0].offset),
-                             d.is_gpt2() ? p0 + (wpe_off_ - table_.units()[0].offset) : nullptr, B,
-                             Tn);
-  } else {
-    k::embedding_forward(resid_[0].data(), tokens, p0 + (wte_off_ - table_.units()[0].offset),
-                         d.is_gpt2() ? p0 + (wpe_off_ - table_.units()[0].offset) : nullptr, B, Tn,
-                         C);
-  }
+  ops_->embedding_forward(resid_[0].data(), tokens, p0 + (wte_off_ - table_.units()[0].offset),
+                          d.is_gpt2() ? p0 + (wpe_off_ - table_.units()[0].offset) : nullptr, B, Tn,
+                          C, TokenPositions());
   src.Release(0);
   for (int l = 0; l < d.L; ++l) {
     const T* p = src.Acquire(l + 1);
@@ -112,22 +107,31 @@ double Transformer<T>::Forward(ParamSource<T>& src, const int32_t* tokens, const
   }
   HeadForward(src, N);
   if (targets == nullptr) return 0.0;
-  count_ = k::crossentropy_softmax_forward(losses_.data(), probs_.data(), logits_.data(), targets,
-                                           N, d.V);
+  count_ = ops_->crossentropy_softmax_forward(losses_.data(), probs_.data(), logits_.data(),
+                                              targets, N, d.V);
   double sum = 0;
   for (int i = 0; i < N; ++i) sum += losses_[i];
   return count_ > 0 ? sum / count_ : 0.0;
 }
 
 template <typename T>
-typename Transformer<T>::KvCache Transformer<T>::NewKvCache(int B, int capacity) const {
-  TERN_CHECK(capacity >= 1 && capacity <= dims_.max_T)
-      << "KV cache of " << capacity << " positions; the model has " << dims_.max_T;
+absl::StatusOr<typename Transformer<T>::KvCache> Transformer<T>::NewKvCache(int B,
+                                                                            int capacity) const {
+  if (capacity < 1 || capacity > dims_.max_T) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("KV cache of ", capacity, " positions; the model has ", dims_.max_T));
+  }
   KvCache c;
   c.B = B;
   c.capacity = capacity;
   c.len.assign(B, 0);
-  c.layers.assign(dims_.L, std::vector<T>(size_t(B) * capacity * dims_.QKV()));
+  for (int l = 0; l < dims_.L; ++l) {
+    TERN_ASSIGN_OR_RETURN(
+        Buffer<T> layer,
+        Buffer<T>::Create(*backend_.device, size_t(B) * capacity * dims_.QKV(), MemoryTier::kDevice,
+                          absl::StrCat("KV cache of layer ", l)));
+    c.layers.push_back(std::move(layer));
+  }
   return c;
 }
 
@@ -141,7 +145,8 @@ void Transformer<T>::ForwardCached(ParamSource<T>& src, const int32_t* tokens, i
     TERN_CHECK(pos0[b] + Tn <= cache->capacity)
         << "KV cache row " << row0 + b << " of " << cache->capacity << " positions cannot take "
         << Tn << " more after " << pos0[b];
-  Reserve(B, Tn);
+  const absl::Status reserved = Reserve(B, Tn);
+  TERN_CHECK(reserved.ok()) << reserved;
   const auto& d = dims_;
   const int N = B * Tn, C = d.C;
   tokens_ = tokens;
@@ -150,10 +155,10 @@ void Transformer<T>::ForwardCached(ParamSource<T>& src, const int32_t* tokens, i
   const uint64_t u0 = table_.units()[0].offset;
   // Learned positions (GPT-2): rows pos0[b].. of wpe for row b.
   for (int b = 0; b < (d.is_gpt2() ? B : 1); ++b) {
-    k::embedding_forward(resid_[0].data() + size_t(b) * Tn * C, tokens + size_t(b) * Tn,
-                         p0 + (wte_off_ - u0),
-                         d.is_gpt2() ? p0 + (wpe_off_ - u0) + size_t(pos0[b]) * C : nullptr,
-                         d.is_gpt2() ? 1 : B, Tn, C);
+    ops_->embedding_forward(resid_[0].data() + size_t(b) * Tn * C, tokens + size_t(b) * Tn,
+                            p0 + (wte_off_ - u0),
+                            d.is_gpt2() ? p0 + (wpe_off_ - u0) + size_t(pos0[b]) * C : nullptr,
+                            d.is_gpt2() ? 1 : B, Tn, C);
   }
   src.Release(0);
   for (int l = 0; l < d.L; ++l) {
@@ -177,37 +182,37 @@ void Transformer<T>::BlockBackward(const T* p, T* g, const LayerActs& a, const T
   const WeightLayout wl = g2 ? WeightLayout::kInOut : WeightLayout::kOutIn;
   auto bias = [g2](T* base, uint64_t off) { return g2 ? base + off : nullptr; };
   // MLP.
-  k::matmul_backward(dact_.data(), g + lo_.proj_w, bias(g, lo_.proj_b), dx, a.act.data(),
-                     p + lo_.proj_w, N, F, C, wl);
+  ops_->matmul_backward(dact_.data(), g + lo_.proj_w, bias(g, lo_.proj_b), dx, a.act.data(),
+                        p + lo_.proj_w, N, F, C, wl);
   if (g2) {
-    k::gelu_backward(dfc_.data(), dact_.data(), a.fc.data(), size_t(N) * F);
-    k::matmul_backward(dln_.data(), g + lo_.fc_w, g + lo_.fc_b, dfc_.data(), a.ln2.data(),
-                       p + lo_.fc_w, N, C, F, wl);
+    ops_->gelu_backward(dfc_.data(), dact_.data(), a.fc.data(), size_t(N) * F);
+    ops_->matmul_backward(dln_.data(), g + lo_.fc_w, g + lo_.fc_b, dfc_.data(), a.ln2.data(),
+                          p + lo_.fc_w, N, C, F, wl);
   } else {
-    k::swiglu_backward(dfc_.data(), dact_.data(), a.fc.data(), N, F);
-    k::matmul_backward(dln_.data(), g + lo_.fc_w, static_cast<T*>(nullptr), dfc_.data(),
-                       a.ln2.data(), p + lo_.fc_w, N, C, 2 * F, wl);
+    ops_->swiglu_backward(dfc_.data(), dact_.data(), a.fc.data(), N, F);
+    ops_->matmul_backward(dln_.data(), g + lo_.fc_w, static_cast<T*>(nullptr), dfc_.data(),
+                          a.ln2.data(), p + lo_.fc_w, N, C, 2 * F, wl);
   }
   NormBackward(dtmp_.data(), g + lo_.ln2_w, bias(g, lo_.ln2_b), dln_.data(), a.mid.data(),
                p + lo_.ln2_w, a.ln2_mean.data(), a.ln2_rstd.data(), N);
-  k::residual_backward(dx, static_cast<T*>(nullptr), dtmp_.data(), size_t(N) * C);
+  ops_->residual_backward(dx, static_cast<T*>(nullptr), dtmp_.data(), size_t(N) * C);
   // Attention.
-  k::matmul_backward(datty_.data(), g + lo_.o_w, bias(g, lo_.o_b), dx, a.atty.data(), p + lo_.o_w,
-                     N, A, C, wl);
+  ops_->matmul_backward(datty_.data(), g + lo_.o_w, bias(g, lo_.o_b), dx, a.atty.data(),
+                        p + lo_.o_w, N, A, C, wl);
   if (SequenceParallel()) {  // transformer_sequence.cc
     SequenceAttentionBackward(a, B, Tn);
   } else {
-    k::chunked_attention_backward(dqkv_.data(), datty_.data(), a.atty.data(), a.lse.data(),
-                                  a.qkv.data(), B, Tn, d.NH, d.NKV, d.HS);
+    ops_->chunked_attention_backward(dqkv_.data(), datty_.data(), a.atty.data(), a.lse.data(),
+                                     a.qkv.data(), B, Tn, d.NH, d.NKV, d.HS);
   }
   if (!g2)
-    k::rope_backward(dqkv_.data(), rope_cos_.data(), rope_sin_.data(), B, Tn, d.NH, d.NKV, d.HS,
-                     TokenPositions());
-  k::matmul_backward(dln_.data(), g + lo_.qkv_w, bias(g, lo_.qkv_b), dqkv_.data(), a.ln1.data(),
-                     p + lo_.qkv_w, N, C, QKV, wl);
+    ops_->rope_backward(dqkv_.data(), rope_cos_.data(), rope_sin_.data(), B, Tn, d.NH, d.NKV, d.HS,
+                        TokenPositions());
+  ops_->matmul_backward(dln_.data(), g + lo_.qkv_w, bias(g, lo_.qkv_b), dqkv_.data(), a.ln1.data(),
+                        p + lo_.qkv_w, N, C, QKV, wl);
   NormBackward(dtmp_.data(), g + lo_.ln1_w, bias(g, lo_.ln1_b), dln_.data(), x, p + lo_.ln1_w,
                a.ln1_mean.data(), a.ln1_rstd.data(), N);
-  k::residual_backward(dx, static_cast<T*>(nullptr), dtmp_.data(), size_t(N) * C);
+  ops_->residual_backward(dx, static_cast<T*>(nullptr), dtmp_.data(), size_t(N) * C);
 }
 
 template <typename T>
@@ -217,19 +222,20 @@ void Transformer<T>::Backward(ParamSource<T>& src, float grad_scale) {
   const int B = B_, Tn = T_, N = B * Tn, C = d.C;
   const uint64_t u0 = table_.units()[0].offset;
   const float dloss = count_ > 0 ? grad_scale / count_ : 0.0f;
-  k::crossentropy_softmax_backward(dlogits_.data(), dloss, probs_.data(), targets_, N, d.V);
+  ops_->crossentropy_softmax_backward(dlogits_.data(), dloss, probs_.data(), targets_, N, d.V);
   const int hu = d.L + 1;
   const T* ph = src.Acquire(hu);
   T* gh = src.Grads(hu);
   if (d.tied) {
     const T* pe = src.Acquire(0);
     T* ge = src.Grads(0);
-    k::matmul_backward(dln_.data(), ge + (wte_off_ - u0), static_cast<T*>(nullptr), dlogits_.data(),
-                       lnf_.data(), pe + (wte_off_ - u0), N, C, d.V, WeightLayout::kOutIn);
+    ops_->matmul_backward(dln_.data(), ge + (wte_off_ - u0), static_cast<T*>(nullptr),
+                          dlogits_.data(), lnf_.data(), pe + (wte_off_ - u0), N, C, d.V,
+                          WeightLayout::kOutIn);
     src.Release(0);
   } else {
-    k::matmul_backward(dln_.data(), gh + head_off_, static_cast<T*>(nullptr), dlogits_.data(),
-                       lnf_.data(), ph + head_off_, N, C, d.V, WeightLayout::kOutIn);
+    ops_->matmul_backward(dln_.data(), gh + head_off_, static_cast<T*>(nullptr), dlogits_.data(),
+                          lnf_.data(), ph + head_off_, N, C, d.V, WeightLayout::kOutIn);
   }
   NormBackward(dx_.data(), gh + lnf_w_off_, d.is_gpt2() ? gh + lnf_b_off_ : nullptr, dln_.data(),
                resid_[d.L].data(), ph + lnf_w_off_, lnf_mean_.data(), lnf_rstd_.data(), N);
@@ -247,13 +253,8 @@ void Transformer<T>::Backward(ParamSource<T>& src, float grad_scale) {
   }
   src.Acquire(0);
   T* g0 = src.Grads(0);
-  if (TokenPositions() != nullptr) {  // sequence parallelism: the tokens' own positions
-    PositionEmbeddingBackward(g0 + (wte_off_ - u0), d.is_gpt2() ? g0 + (wpe_off_ - u0) : nullptr,
-                              dx_.data(), tokens_, B, Tn);
-  } else {
-    k::embedding_backward(g0 + (wte_off_ - u0), d.is_gpt2() ? g0 + (wpe_off_ - u0) : nullptr,
-                          dx_.data(), tokens_, B, Tn, C);
-  }
+  ops_->embedding_backward(g0 + (wte_off_ - u0), d.is_gpt2() ? g0 + (wpe_off_ - u0) : nullptr,
+                           dx_.data(), tokens_, B, Tn, C, TokenPositions());
   src.Release(0);
   src.GradsReady(0);
 }
@@ -262,7 +263,8 @@ void Transformer<T>::Backward(ParamSource<T>& src, float grad_scale) {
   template void Transformer<T>::BlockForward(const T*, LayerActs&, const T*, T*, int, int, T*,     \
                                              int, const int*);                                     \
   template void Transformer<T>::HeadForward(ParamSource<T>&, int);                                 \
-  template typename Transformer<T>::KvCache Transformer<T>::NewKvCache(int, int) const;            \
+  template absl::StatusOr<typename Transformer<T>::KvCache> Transformer<T>::NewKvCache(int, int)   \
+      const;                                                                                       \
   template void Transformer<T>::ForwardCached(ParamSource<T>&, const int32_t*, int, int, KvCache*, \
                                               int);                                                \
   template double Transformer<T>::Forward(ParamSource<T>&, const int32_t*, const int32_t*, int,    \

@@ -6,12 +6,12 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
-#include "kernels/cpu/ops.h"
 
 namespace tern::optim {
 
 void AdamWStep(const ParamTable& table, const AdamWConfig& cfg, float lr, int64_t step, uint64_t lo,
-               uint64_t n, float* params, const float* grads, float* m, float* v) {
+               uint64_t n, float* params, const float* grads, float* m, float* v,
+               const kernels::Ops<float>& ops) {
   const uint64_t hi = lo + n;
   // Walk the parameters overlapping [lo, hi), merging neighbours with the same decay flag.
   const auto& entries = table.entries();
@@ -27,8 +27,8 @@ void AdamWStep(const ParamTable& table, const AdamWConfig& cfg, float lr, int64_
       run_hi = std::min(hi, it->offset + it->numel);
     }
     const uint64_t off = run_lo - lo;
-    kernels::adamw_update(params + off, grads + off, m + off, v + off, run_hi - run_lo, lr,
-                          cfg.beta1, cfg.beta2, cfg.eps, decay ? cfg.weight_decay : 0.0f, step);
+    ops.adamw_update(params + off, grads + off, m + off, v + off, run_hi - run_lo, lr, cfg.beta1,
+                     cfg.beta2, cfg.eps, decay ? cfg.weight_decay : 0.0f, step);
     run_lo = run_hi;
     ++it;
   }

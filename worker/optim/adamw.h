@@ -4,6 +4,8 @@
 #include <cstdint>
 #include <string>
 
+#include "kernels/backend.h"
+#include "kernels/cpu/cpu_ops.h"
 #include "worker/core/param_table.h"
 #include "worker/optim/config.h"
 
@@ -12,6 +14,7 @@ namespace tern::optim {
 // Applies one AdamW step to the elements [lo, lo + n) of the global flat space; `params`,
 // `grads`, `m`, `v` point at element `lo`. Weight decay follows each parameter's `decay` flag.
 void AdamWStep(const ParamTable& table, const AdamWConfig& cfg, float lr, int64_t step, uint64_t lo,
-               uint64_t n, float* params, const float* grads, float* m, float* v);
+               uint64_t n, float* params, const float* grads, float* m, float* v,
+               const kernels::Ops<float>& ops = kernels::CpuOps<float>());
 
 }  // namespace tern::optim

@@ -13,18 +13,27 @@ using model::SequenceRows;
 
 template <typename T>
 absl::StatusOr<std::unique_ptr<UlyssesExchange<T>>> UlyssesExchange<T>::Create(
-    comm::Communicator* comm, int nh, int nkv, int hs, std::chrono::milliseconds timeout) {
+    comm::Communicator* comm, int nh, int nkv, int hs, std::chrono::milliseconds timeout,
+    Device* device) {
   if (comm == nullptr) return absl::InvalidArgumentError("UlyssesExchange: no communicator");
   if (hs < 1) return absl::InvalidArgumentError(absl::StrCat("UlyssesExchange: head size ", hs));
   TERN_ASSIGN_OR_RETURN(std::vector<HeadBlock> blocks, PlanHeadSplit(nh, nkv, comm->size()));
   return std::unique_ptr<UlyssesExchange<T>>(
-      new UlyssesExchange<T>(comm, std::move(blocks), nh, nkv, hs, timeout));
+      new UlyssesExchange<T>(comm, std::move(blocks), nh, nkv, hs, timeout,
+                             device != nullptr ? device : &DefaultDevice()));
 }
 
 template <typename T>
 UlyssesExchange<T>::UlyssesExchange(comm::Communicator* comm, std::vector<HeadBlock> blocks, int nh,
-                                    int nkv, int hs, std::chrono::milliseconds timeout)
-    : comm_(comm), blocks_(std::move(blocks)), nh_(nh), nkv_(nkv), hs_(hs), timeout_(timeout) {}
+                                    int nkv, int hs, std::chrono::milliseconds timeout,
+                                    Device* device)
+    : comm_(comm),
+      blocks_(std::move(blocks)),
+      nh_(nh),
+      nkv_(nkv),
+      hs_(hs),
+      timeout_(timeout),
+      device_(device) {}
 
 template <typename T>
 int UlyssesExchange<T>::Width(SequenceRows rows) const {
@@ -48,27 +57,41 @@ std::vector<std::pair<int, int>> UlyssesExchange<T>::Segments(SequenceRows rows,
   return s;
 }
 
-namespace {
-
-// Sizes `v` to `n` elements, growing its capacity to exactly n (the memory plan counts it).
 template <typename T>
-void Fit(std::vector<T>& v, size_t n) {
-  if (v.capacity() < n) {
-    std::vector<T>().swap(v);
-    v.reserve(n);
-  }
-  v.resize(n);
+absl::Status UlyssesExchange<T>::Fit(Buffer<T>& b, size_t n, const char* what) {
+  if (b.size() >= n) return absl::OkStatus();
+  b.reset();
+  TERN_ASSIGN_OR_RETURN(b, Buffer<T>::Create(*device_, n, MemoryTier::kDevice,
+                                             absl::StrCat("Ulysses all-to-all ", what, " buffer")));
+  return absl::OkStatus();
 }
 
-}  // namespace
+template <typename T>
+size_t UlyssesExchange<T>::Sum(const std::vector<size_t>& v) const {
+  size_t s = 0;
+  for (size_t x : v) s += x;
+  return s;
+}
+
+template <typename T>
+absl::Status UlyssesExchange<T>::Reserve(int B, int n) {
+  // Scatter sends rows of every head and receives P blocks of this rank's; gather the reverse;
+  // for both row formats.
+  const size_t rows = size_t(B) * n, P = size();
+  size_t most = 0;
+  for (SequenceRows r : {SequenceRows::kQkv, SequenceRows::kAttnOut})
+    most = std::max({most, rows * size_t(Width(r)), rows * P * size_t(Width(r, rank()))});
+  TERN_RETURN_IF_ERROR(Fit(send_, most, "send"));
+  return Fit(recv_, most, "receive");
+}
 
 template <typename T>
 absl::Status UlyssesExchange<T>::Exchange(const std::vector<size_t>& send_elems,
                                           const std::vector<size_t>& recv_elems) {
   comm::CollectiveOptions co;
   co.timeout = timeout_;
-  const auto in = std::as_bytes(std::span<const T>(send_.data(), send_.size()));
-  const auto out = std::as_writable_bytes(std::span<T>(recv_.data(), recv_.size()));
+  const auto in = std::as_bytes(std::span<const T>(send_.data(), Sum(send_elems)));
+  const auto out = std::as_writable_bytes(std::span<T>(recv_.data(), Sum(recv_elems)));
   const bool even = std::all_of(send_elems.begin(), send_elems.end(),
                                 [&](size_t e) { return e == send_elems[0]; }) &&
                     std::all_of(recv_elems.begin(), recv_elems.end(),
@@ -90,8 +113,8 @@ absl::Status UlyssesExchange<T>::ScatterHeads(SequenceRows rows, T* out, const T
   std::vector<size_t> send_elems(P), recv_elems(P, rows_n * Wme);
   size_t total = 0;
   for (int j = 0; j < P; ++j) total += (send_elems[j] = rows_n * Width(rows, j));
-  Fit(send_, total);
-  Fit(recv_, rows_n * Wme * P);
+  TERN_RETURN_IF_ERROR(Fit(send_, total, "send"));
+  TERN_RETURN_IF_ERROR(Fit(recv_, rows_n * Wme * P, "receive"));
   // Pack: block j holds (B, n, W_j), the columns of rank j's heads.
   T* dst = send_.data();
   for (int j = 0; j < P; ++j) {
@@ -121,8 +144,8 @@ absl::Status UlyssesExchange<T>::GatherHeads(SequenceRows rows, T* out, const T*
   std::vector<size_t> send_elems(P, rows_n * Wme), recv_elems(P);
   size_t total = 0;
   for (int j = 0; j < P; ++j) total += (recv_elems[j] = rows_n * Width(rows, j));
-  Fit(send_, rows_n * Wme * P);
-  Fit(recv_, total);
+  TERN_RETURN_IF_ERROR(Fit(send_, rows_n * Wme * P, "send"));
+  TERN_RETURN_IF_ERROR(Fit(recv_, total, "receive"));
   // Pack: block j holds tokens [j*n, (j+1)*n) of every sequence, this rank's heads.
   for (int j = 0; j < P; ++j)
     for (int b = 0; b < B; ++b)

@@ -76,6 +76,8 @@ struct JobConfig {
   ElasticOptions elastic;
   std::string data_path, val_path;
   int nodes = 1, ranks_per_node = 1, threads_per_rank = 0;
+  // resources.device_memory_budget / host_memory_budget per rank (0 = unlimited).
+  uint64_t device_memory_budget = 0, host_memory_budget = 0;
   // Accepted keys that have no effect yet, one line each naming the key.
   std::vector<std::string> warnings;
 };

@@ -18,6 +18,8 @@ void ResolveResources(const tern::v1::JobSpec& spec, const ResolveOptions& o, Jo
   c.nodes = r.has_nodes() ? r.nodes() : 1;
   c.ranks_per_node = r.has_ranks_per_node() ? r.ranks_per_node() : 1;
   c.threads_per_rank = r.has_threads_per_rank() ? r.threads_per_rank() : 0;
+  c.device_memory_budget = r.device_memory_budget();
+  c.host_memory_budget = r.host_memory_budget();
   if (c.nodes < 1) f.Error(absl::StrCat("resources.nodes: must be >= 1, got ", c.nodes));
   if (c.ranks_per_node < 1)
     f.Error(absl::StrCat("resources.ranks_per_node: must be >= 1, got ", c.ranks_per_node));

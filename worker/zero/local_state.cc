@@ -1,7 +1,6 @@
 // TrainingState for a single rank: full buffers, no communication.
 #include <cstring>
 
-#include "kernels/cpu/ops.h"
 #include "worker/zero/state.h"
 
 namespace tern::zero {
@@ -9,8 +8,9 @@ namespace {
 
 class LocalState : public TrainingState {
  public:
-  LocalState(const ParamTable& table, const std::vector<float>& init)
-      : table_(table),
+  LocalState(const ParamTable& table, const std::vector<float>& init, const ZeroKernels& k)
+      : k_(k),
+        table_(table),
         params_(init),
         grads_(init.size(), 0.0f),
         m_(init.size(), 0.0f),
@@ -20,13 +20,13 @@ class LocalState : public TrainingState {
   model::ParamSource<float>& source() override { return source_; }
   void BeginMicroStep(bool) override {}
   absl::StatusOr<double> FinishBackward() override {
-    return kernels::sum_squares(grads_.data(), grads_.size());
+    return k_.ops->sum_squares(grads_.data(), grads_.size());
   }
   absl::Status OptimizerStep(const optim::AdamWConfig& cfg, float lr, int64_t step,
                              float grad_mult) override {
-    if (grad_mult != 1.0f) kernels::scale_inplace(grads_.data(), grad_mult, grads_.size());
+    if (grad_mult != 1.0f) k_.ops->scale_inplace(grads_.data(), grad_mult, grads_.size());
     optim::AdamWStep(table_, cfg, lr, step, 0, params_.size(), params_.data(), grads_.data(),
-                     m_.data(), v_.data());
+                     m_.data(), v_.data(), *k_.ops);
     std::memset(grads_.data(), 0, grads_.size() * sizeof(float));
     return absl::OkStatus();
   }
@@ -44,6 +44,7 @@ class LocalState : public TrainingState {
   absl::Status SyncAfterLoad() override { return absl::OkStatus(); }
 
  private:
+  ZeroKernels k_;
   const ParamTable& table_;
   std::vector<float> params_, grads_, m_, v_;
   model::FlatParamSource<float> source_;
@@ -52,8 +53,9 @@ class LocalState : public TrainingState {
 }  // namespace
 
 std::unique_ptr<TrainingState> CreateLocalState(const ParamTable& table,
-                                                const std::vector<float>& init_params) {
-  return std::make_unique<LocalState>(table, init_params);
+                                                const std::vector<float>& init_params,
+                                                const ZeroKernels& kernels) {
+  return std::make_unique<LocalState>(table, init_params, kernels);
 }
 
 }  // namespace tern::zero

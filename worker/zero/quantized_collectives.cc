@@ -34,18 +34,19 @@ uint64_t QuantizedAllGatherScratch(int n, uint64_t chunk, uint64_t qblock) {
 
 absl::Status QuantizedAllGather(comm::Communicator& dp, const float* in, uint64_t chunk,
                                 uint64_t qblock, float* out, std::byte* scratch,
-                                const comm::CollectiveOptions& opts) {
+                                const comm::CollectiveOptions& opts,
+                                const kernels::QuantizeOps& q) {
   TERN_CHECK(qblock > 0 && chunk % qblock == 0) << chunk << " % " << qblock;
   const int n = dp.size();
   const uint64_t rec = Int8RecordBytes(chunk, qblock), vb = RoundUp4(chunk);
   auto record = [&](int j) { return Record{scratch + uint64_t(j) * rec, vb}; };
   const Record mine = record(dp.rank());
-  kernels::quantize_int8(mine.i8(), mine.scales(), in, chunk, qblock);
+  q.quantize_int8(mine.i8(), mine.scales(), in, chunk, qblock);
   TERN_RETURN_IF_ERROR(dp.AllGather(comm::ConstBytes(mine.base, rec),
                                     comm::MutableBytes(scratch, uint64_t(n) * rec), opts));
   for (int j = 0; j < n; ++j) {
     const Record r = record(j);
-    kernels::dequantize_int8(out + uint64_t(j) * chunk, r.i8(), r.scales(), chunk, qblock);
+    q.dequantize_int8(out + uint64_t(j) * chunk, r.i8(), r.scales(), chunk, qblock);
   }
   return absl::OkStatus();
 }
@@ -56,7 +57,8 @@ uint64_t QuantizedReduceScatterScratch(int n, int nodes, uint64_t chunk, uint64_
 
 absl::Status QuantizedReduceScatter(comm::Communicator& intra, comm::Communicator& inter,
                                     const float* in, uint64_t chunk, uint64_t qblock, float* out,
-                                    std::byte* scratch, const comm::CollectiveOptions& opts) {
+                                    std::byte* scratch, const comm::CollectiveOptions& opts,
+                                    const kernels::QuantizeOps& q) {
   TERN_CHECK(qblock > 0 && qblock % 2 == 0 && chunk % qblock == 0) << chunk << " % " << qblock;
   const int D = intra.size(), N = inter.size(), n = D * N;
   const uint64_t rec = Int4RecordBytes(chunk, qblock), vb = RoundUp4(chunk / 2);
@@ -69,7 +71,7 @@ absl::Status QuantizedReduceScatter(comm::Communicator& intra, comm::Communicato
   for (int k = 0; k < N; ++k) {
     for (int d = 0; d < D; ++d) {
       const Record r = at(send1, d * N + k);
-      kernels::quantize_int4(r.u8(), r.scales(), in + uint64_t(k * D + d) * chunk, chunk, qblock);
+      q.quantize_int4(r.u8(), r.scales(), in + uint64_t(k * D + d) * chunk, chunk, qblock);
     }
   }
   // 2. Inside the node: slots [d*N, (d+1)*N) to local rank d.
@@ -85,8 +87,7 @@ absl::Status QuantizedReduceScatter(comm::Communicator& intra, comm::Communicato
       s_in[size_t(j)] = r.scales();
     }
     const Record o = at(send2, k);
-    kernels::dequant_sum_requant_int4(o.u8(), o.scales(), q_in.data(), s_in.data(), D, chunk,
-                                      qblock);
+    q.dequant_sum_requant_int4(o.u8(), o.scales(), q_in.data(), s_in.data(), D, chunk, qblock);
   }
   // 4. Across nodes: record k to node k.
   TERN_RETURN_IF_ERROR(inter.AllToAll(comm::ConstBytes(send2, uint64_t(N) * rec),
@@ -95,9 +96,9 @@ absl::Status QuantizedReduceScatter(comm::Communicator& intra, comm::Communicato
   for (int k = 0; k < N; ++k) {
     const Record r = at(recv2, k);
     if (k == 0) {
-      kernels::dequantize_int4(out, r.u8(), r.scales(), chunk, qblock);
+      q.dequantize_int4(out, r.u8(), r.scales(), chunk, qblock);
     } else {
-      kernels::dequantize_int4_add(out, r.u8(), r.scales(), chunk, qblock);
+      q.dequantize_int4_add(out, r.u8(), r.scales(), chunk, qblock);
     }
   }
   return absl::OkStatus();

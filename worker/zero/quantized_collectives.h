@@ -27,6 +27,8 @@
 #include <cstdint>
 
 #include "absl/status/status.h"
+#include "kernels/backend.h"
+#include "kernels/cpu/cpu_ops.h"
 #include "worker/comm/comm.h"
 
 namespace tern::zero {
@@ -39,7 +41,8 @@ uint64_t QuantizedAllGatherScratch(int n, uint64_t chunk, uint64_t qblock);
 // out (n * chunk) = every rank's `in` (chunk), through int8. scratch: QuantizedAllGatherScratch.
 absl::Status QuantizedAllGather(comm::Communicator& dp, const float* in, uint64_t chunk,
                                 uint64_t qblock, float* out, std::byte* scratch,
-                                const comm::CollectiveOptions& opts);
+                                const comm::CollectiveOptions& opts,
+                                const kernels::QuantizeOps& q = kernels::CpuQuantizeOps());
 
 // Scratch bytes QuantizedReduceScatter needs: 2 (n + N) int4 records.
 uint64_t QuantizedReduceScatterScratch(int n, int nodes, uint64_t chunk, uint64_t qblock);
@@ -48,6 +51,7 @@ uint64_t QuantizedReduceScatterScratch(int n, int nodes, uint64_t chunk, uint64_
 // QuantizedReduceScatterScratch.
 absl::Status QuantizedReduceScatter(comm::Communicator& intra, comm::Communicator& inter,
                                     const float* in, uint64_t chunk, uint64_t qblock, float* out,
-                                    std::byte* scratch, const comm::CollectiveOptions& opts);
+                                    std::byte* scratch, const comm::CollectiveOptions& opts,
+                                    const kernels::QuantizeOps& q = kernels::CpuQuantizeOps());
 
 }  // namespace tern::zero

@@ -9,6 +9,8 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "kernels/backend.h"
+#include "kernels/cpu/cpu_ops.h"
 #include "worker/core/param_table.h"
 #include "worker/model/transformer.h"
 #include "worker/optim/adamw.h"
@@ -87,9 +89,16 @@ class TrainingState {
   virtual absl::Status SyncAfterLoad() = 0;
 };
 
+// The kernels a training state runs: the operation tables of the backend it lives on.
+struct ZeroKernels {
+  const kernels::Ops<float>* ops = &kernels::CpuOps<float>();
+  const kernels::QuantizeOps* quantize = &kernels::CpuQuantizeOps();
+};
+
 // Single rank, nothing partitioned.
 std::unique_ptr<TrainingState> CreateLocalState(const ParamTable& table,
-                                                const std::vector<float>& init_params);
+                                                const std::vector<float>& init_params,
+                                                const ZeroKernels& kernels = {});
 
 // The communicators ZeRO works over (each must outlive the state). Data-parallel ranks are
 // numbered node-major: data-parallel rank p is local rank p % D of node p / D, D = the size of
@@ -105,6 +114,6 @@ struct ZeroGroups {
 // what its stage needs.
 absl::StatusOr<std::unique_ptr<TrainingState>> CreateZeroState(
     const ParamTable& table, const std::vector<float>& init_params, const ZeroOptions& options,
-    const ZeroGroups& groups);
+    const ZeroGroups& groups, const ZeroKernels& kernels = {});
 
 }  // namespace tern::zero

@@ -6,7 +6,6 @@
 #include <deque>
 
 #include "absl/strings/str_cat.h"
-#include "kernels/cpu/ops.h"
 #include "kernels/cpu/quantize.h"
 #include "worker/comm/comm_thread.h"
 #include "worker/core/status.h"
@@ -116,8 +115,10 @@ std::span<const std::byte> CBytes(const float* p, uint64_t n) {
 
 class ZeroState : public TrainingState, public model::ParamSource<float> {
  public:
-  ZeroState(const ParamTable& table, const ZeroOptions& opts, const ZeroGroups& g)
-      : table_(table),
+  ZeroState(const ParamTable& table, const ZeroOptions& opts, const ZeroGroups& g,
+            const ZeroKernels& k)
+      : k_(k),
+        table_(table),
         opts_(opts),
         comm_(g.data_parallel),
         intra_(g.intra_node),
@@ -287,10 +288,10 @@ class ZeroState : public TrainingState, public model::ParamSource<float> {
     TERN_RETURN_IF_ERROR(error_);
     if (opts_.stage == 0) {
       double sq = 0;
-      for (const auto& u : units_) sq += kernels::sum_squares(&full_grads_[u.padded_off], u.numel);
+      for (const auto& u : units_) sq += k_.ops->sum_squares(&full_grads_[u.padded_off], u.numel);
       return sq;
     }
-    float sq = float(kernels::sum_squares(grad_shard_.data(), grad_shard_.size()));
+    float sq = float(k_.ops->sum_squares(grad_shard_.data(), grad_shard_.size()));
     Fence();
     TERN_RETURN_IF_ERROR(error_);
     TERN_RETURN_IF_ERROR(comm_->AllReduce({&sq, 1}, coll_));
@@ -304,20 +305,19 @@ class ZeroState : public TrainingState, public model::ParamSource<float> {
     if (s == 0) {
       for (const auto& u : units_) {
         float* g = &full_grads_[u.padded_off];
-        if (grad_mult != 1.0f) kernels::scale_inplace(g, grad_mult, u.numel);
+        if (grad_mult != 1.0f) k_.ops->scale_inplace(g, grad_mult, u.numel);
         optim::AdamWStep(table_, cfg, lr, step, u.offset, u.numel, &full_params_[u.padded_off], g,
-                         &m_[u.padded_off], &v_[u.padded_off]);
+                         &m_[u.padded_off], &v_[u.padded_off], *k_.ops);
       }
       std::fill(full_grads_.begin(), full_grads_.end(), 0.0f);
       return absl::OkStatus();
     }
-    if (grad_mult != 1.0f)
-      kernels::scale_inplace(grad_shard_.data(), grad_mult, grad_shard_.size());
+    if (grad_mult != 1.0f) k_.ops->scale_inplace(grad_shard_.data(), grad_mult, grad_shard_.size());
     for (const auto& u : units_) {
       const uint64_t own = u.owned(r_);
       if (own == 0) continue;
       optim::AdamWStep(table_, cfg, lr, step, u.offset + r_ * u.chunk, own, MasterChunk(u),
-                       &grad_shard_[u.shard_off], &m_[u.shard_off], &v_[u.shard_off]);
+                       &grad_shard_[u.shard_off], &m_[u.shard_off], &v_[u.shard_off], *k_.ops);
     }
     std::fill(grad_shard_.begin(), grad_shard_.end(), 0.0f);
     if (s == 1) std::fill(full_grads_.begin(), full_grads_.end(), 0.0f);
@@ -447,8 +447,8 @@ class ZeroState : public TrainingState, public model::ParamSource<float> {
     const float* mine = &master_[u.shard_off];
     if (!opts_.quantized_weights)
       return comm_->AllGather(CBytes(mine, u.chunk), Bytes(dst, u.chunk * n_), coll_);
-    TERN_RETURN_IF_ERROR(
-        QuantizedAllGather(*comm_, mine, u.chunk, u.qblock, dst, quant_scratch_.data(), coll_));
+    TERN_RETURN_IF_ERROR(QuantizedAllGather(*comm_, mine, u.chunk, u.qblock, dst,
+                                            quant_scratch_.data(), coll_, *k_.quantize));
     quantized_gathers_.fetch_add(1);
     return absl::OkStatus();
   }
@@ -462,8 +462,8 @@ class ZeroState : public TrainingState, public model::ParamSource<float> {
       return comm_->ReduceScatter({src, u.chunk * n_}, {out, u.chunk}, coll_);
     }
     std::byte* scratch = quant_scratch_.data() + QgzScratchOffset();
-    TERN_RETURN_IF_ERROR(
-        QuantizedReduceScatter(*intra_, *inter_, src, u.chunk, u.gblock, out, scratch, coll_));
+    TERN_RETURN_IF_ERROR(QuantizedReduceScatter(*intra_, *inter_, src, u.chunk, u.gblock, out,
+                                                scratch, coll_, *k_.quantize));
     quantized_reductions_.fetch_add(1);
     return absl::OkStatus();
   }
@@ -554,6 +554,7 @@ class ZeroState : public TrainingState, public model::ParamSource<float> {
     return error_;
   }
 
+  ZeroKernels k_;
   const ParamTable& table_;
   ZeroOptions opts_;
   comm::Communicator* comm_;
@@ -608,7 +609,8 @@ class ZeroState : public TrainingState, public model::ParamSource<float> {
 absl::StatusOr<std::unique_ptr<TrainingState>> CreateZeroState(const ParamTable& table,
                                                                const std::vector<float>& init,
                                                                const ZeroOptions& options,
-                                                               const ZeroGroups& groups) {
+                                                               const ZeroGroups& groups,
+                                                               const ZeroKernels& kernels) {
   if (options.stage < 0 || options.stage > 3)
     return absl::InvalidArgumentError(
         absl::StrCat("zero_optimization.stage: must be 0..3, got ", options.stage));
@@ -640,7 +642,7 @@ absl::StatusOr<std::unique_ptr<TrainingState>> CreateZeroState(const ParamTable&
   }
   TERN_CHECK(groups.data_parallel != nullptr);
   TERN_CHECK(init.size() == table.total());
-  auto state = std::make_unique<ZeroState>(table, options, groups);
+  auto state = std::make_unique<ZeroState>(table, options, groups, kernels);
   TERN_RETURN_IF_ERROR(state->Init(init));
   return state;
 }

@@ -259,6 +259,24 @@ TEST_F(CliTest, SequenceParallelRanksMatchOneRank) {
     const double la = a[size_t(step - 1)]["loss"], lc = m["loss"];
     EXPECT_NEAR(la, lc, 1e-5 * la) << "step " << step;
   }
+  // The device budget `tern describe` plans for a rank (head-sharded activations and the
+  // all-to-all buffers included) trains; one byte less is refused naming the buffer.
+  Result d =
+      Tern("describe " + Path("spec.json") + " --json --ranks 2 --set sequence_parallel_size=2");
+  ASSERT_EQ(d.code, 0) << d.out;
+  const auto rank = nlohmann::json::parse(d.out)["per_rank"];
+  const uint64_t need = rank["param_bytes"].get<uint64_t>() + rank["grad_bytes"].get<uint64_t>() +
+                        rank["optim_bytes"].get<uint64_t>() +
+                        rank["activation_bytes"].get<uint64_t>();
+  const std::string budget = spec + " --set train_iters=1 --set eval_interval=0" +
+                             " --ranks 2 --set sequence_parallel_size=2" +
+                             " --set resources.device_memory_budget=";
+  Result fits = Tern(budget + std::to_string(need));
+  EXPECT_EQ(fits.code, 0) << fits.out;
+  Result short_one = Tern(budget + std::to_string(need - 1));
+  EXPECT_NE(short_one.code, 0);
+  EXPECT_NE(short_one.out.find("Ulysses all-to-all receive buffer"), std::string::npos)
+      << short_one.out;
   // Refused by name: a world it does not divide, more ranks than kv heads.
   Result bad = Tern(spec + " --set sequence_parallel_size=2");
   EXPECT_EQ(bad.code, 2);
@@ -454,6 +472,34 @@ TEST_F(CliTest, BadInputExitsTwoWithOneLineAndWritesNothing) {
   Result r = Tern("train " + Path("spec.json") + " --set data.path=" + Path("broken"));
   EXPECT_EQ(r.code, 2) << r.out;
   EXPECT_NE(r.out.find("broken.idx"), std::string::npos) << r.out;
+}
+
+// resources.device_memory_budget: the training state and every activation buffer count against
+// it; the exact figure `tern describe` plans trains, one byte less is refused naming the buffer.
+TEST_F(CliTest, DeviceMemoryBudgetIsExactAndRefusesByName) {
+  Result d = Tern("describe " + Path("spec.json") + " --json --ranks 1");
+  ASSERT_EQ(d.code, 0) << d.out;
+  const auto rank = nlohmann::json::parse(d.out)["per_rank"];
+  const uint64_t state = rank["param_bytes"].get<uint64_t>() + rank["grad_bytes"].get<uint64_t>() +
+                         rank["optim_bytes"].get<uint64_t>();
+  const uint64_t need = state + rank["activation_bytes"].get<uint64_t>();
+  auto run = [&](uint64_t budget) {
+    return Tern("train " + Path("spec.json") +
+                " --threads 1 --set train_iters=1 --set eval_interval=0 --set eval_iters=0"
+                " --set resources.device_memory_budget=" +
+                std::to_string(budget));
+  };
+  Result fits = run(need);
+  EXPECT_EQ(fits.code, 0) << fits.out;
+  Result short_one = run(need - 1);
+  EXPECT_NE(short_one.code, 0) << short_one.out;
+  EXPECT_NE(short_one.out.find("more device memory does not fit"), std::string::npos)
+      << short_one.out;
+  EXPECT_NE(short_one.out.find("activations for 8x32 tokens"), std::string::npos) << short_one.out;
+  EXPECT_NE(short_one.out.find("resources.device_memory_budget"), std::string::npos)
+      << short_one.out;
+  Result tiny = run(state - 1);
+  EXPECT_NE(tiny.out.find("training state"), std::string::npos) << tiny.out;
 }
 
 // Output locations are probed before the first step; nonsense flags are refused by name.

@@ -51,7 +51,7 @@ TEST(MemoryPlan, ActivationsAreWhatReserveAllocates) {
         c.activation_checkpointing = recompute;
         model::Transformer<float> model(c.dims);
         model.set_recompute_layers(recompute);
-        model.Reserve(c.micro_batch, c.seq_len);
+        ASSERT_TRUE(model.Reserve(c.micro_batch, c.seq_len).ok());
         EXPECT_EQ(PlanRankMemory(c, threads).activation_bytes, model.activation_bytes())
             << type << " threads " << threads << " recompute " << recompute;
       }

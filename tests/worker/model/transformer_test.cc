@@ -116,8 +116,8 @@ TEST(Transformer, RecomputedLayersGiveTheSameGradients) {
     }
     FlatParamSource<double> s1(&table, params.data(), g1.data()),
         s2(&table, params.data(), g2.data());
-    keep.Reserve(B, T);
-    recompute.Reserve(B, T);
+    ASSERT_TRUE(keep.Reserve(B, T).ok());
+    ASSERT_TRUE(recompute.Reserve(B, T).ok());
     EXPECT_LT(recompute.activation_bytes(), keep.activation_bytes()) << c.name;
     const double l1 = keep.Forward(s1, tokens.data(), targets.data(), B, T);
     const double l2 = recompute.Forward(s2, tokens.data(), targets.data(), B, T);
@@ -157,7 +157,7 @@ TEST(Transformer, CachedDecodingEqualsTheFullForward) {
     for (int i = 0; i < B * T; ++i) tokens[i] = (i * 3 + 1) % dims.V;
     model.Forward(src, tokens.data(), nullptr, B, T);
     const std::vector<double> full(model.logits(), model.logits() + size_t(B) * T * dims.V);
-    auto cache = model.NewKvCache(B, T);
+    auto cache = *model.NewKvCache(B, T);
     int done = 0;
     for (int step : {3, 1, 1, 1}) {
       std::vector<int32_t> chunk(size_t(B) * step);
@@ -188,7 +188,7 @@ TEST(Transformer, CachedRowsOfDifferentLengthsDecodeTogether) {
     FlatParamSource<double>& src = m.src;
     const std::vector<std::vector<int32_t>> seqs = {{1, 4, 2, 7, 3, 5}, {6, 2, 9, 1, 0, 8}};
     const std::vector<int> prompt = {2, 4};  // row 0 starts with 2 tokens, row 1 with 4
-    auto cache = model.NewKvCache(2, 6);
+    auto cache = *model.NewKvCache(2, 6);
     for (int r = 0; r < 2; ++r) model.ForwardCached(src, seqs[r].data(), 1, prompt[r], &cache, r);
     EXPECT_EQ(cache.len, (std::vector<int>{2, 4}));
     for (int step = 0; step < 2; ++step) {
