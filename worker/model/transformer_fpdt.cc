@@ -137,8 +137,8 @@ uint64_t Transformer<T>::fpdt_store_bytes() const {
   const auto& f = fpdt_state_;
   uint64_t n = 0;
   for (const auto& x : f.xs) n += x.bytes();
-  for (const Buffer<T>* b : {&f.hqkv, &f.ho, &f.hlse, &f.hdo, &f.hdq, &f.hdx, &f.rope_cos,
-                             &f.rope_sin})
+  for (const Buffer<T>* b :
+       {&f.hqkv, &f.ho, &f.hlse, &f.hdo, &f.hdq, &f.hdx, &f.rope_cos, &f.rope_sin})
     n += b->bytes();
   return n;
 }
@@ -182,8 +182,7 @@ void Transformer<T>::LayerForwardFpdt(const T* p, int l, int B, int Tn, bool kee
     s.Wait(q_done);
     ops_->matmul_forward(f.q.data(), f.ln1.data(), p + lo_.qkv_w, g2 ? p + lo_.qkv_b : nullptr, R,
                          C, QKV, wl);
-    if (!g2)
-      ops_->rope_forward(f.q.data(), f.cos.data(), f.sin.data(), B, len, NH, d.NKV, d.HS);
+    if (!g2) ops_->rope_forward(f.q.data(), f.cos.data(), f.sin.data(), B, len, NH, d.NKV, d.HS);
     s.CopyAsync(f.hqkv.data() + row * QKV, f.q.data(), size_t(R) * QKV * sizeof(T));
     q_done = s.Record();
     s.Wait(o_done);
@@ -221,8 +220,8 @@ void Transformer<T>::LayerForwardFpdt(const T* p, int l, int B, int Tn, bool kee
                            R, C, 2 * F, wl);
       ops_->swiglu_forward(f.act.data(), f.fc.data(), R, F);
     }
-    ops_->matmul_forward(f.proj.data(), f.act.data(), p + lo_.proj_w,
-                         g2 ? p + lo_.proj_b : nullptr, R, F, C, wl);
+    ops_->matmul_forward(f.proj.data(), f.act.data(), p + lo_.proj_w, g2 ? p + lo_.proj_b : nullptr,
+                         R, F, C, wl);
     s.Wait(out_done);
     ops_->residual_forward(f.out.data(), f.mid.data(), f.proj.data(), size_t(R) * C);
     s.CopyAsync(f.xs[l + 1].data() + row * C, f.out.data(), size_t(R) * C * sizeof(T));
@@ -345,8 +344,8 @@ void Transformer<T>::BackwardFpdt(ParamSource<T>& src, float grad_scale) {
       get(f.x, f.xs[l], row, R, C);
       get(f.o, f.ho, row, R, A);
       get(f.dy, f.hdx, row, R, C);
-      ops_->matmul_forward(f.proj.data(), f.o.data(), p + lo_.o_w, g2 ? p + lo_.o_b : nullptr, R,
-                           A, C, wl);
+      ops_->matmul_forward(f.proj.data(), f.o.data(), p + lo_.o_w, g2 ? p + lo_.o_b : nullptr, R, A,
+                           C, wl);
       ops_->residual_forward(f.mid.data(), f.x.data(), f.proj.data(), size_t(R) * C);
       NormForward(f.ln2.data(), f.ln2_mean.data(), f.ln2_rstd.data(), f.mid.data(), p + lo_.ln2_w,
                   g2 ? p + lo_.ln2_b : nullptr, R);
@@ -362,8 +361,8 @@ void Transformer<T>::BackwardFpdt(ParamSource<T>& src, float grad_scale) {
                             f.act.data(), p + lo_.proj_w, R, F, C, wl);
       if (g2) {
         ops_->gelu_backward(f.dfc.data(), f.dact.data(), f.fc.data(), size_t(R) * F);
-        ops_->matmul_backward(f.dln.data(), g + lo_.fc_w, g + lo_.fc_b, f.dfc.data(),
-                              f.ln2.data(), p + lo_.fc_w, R, C, F, wl);
+        ops_->matmul_backward(f.dln.data(), g + lo_.fc_w, g + lo_.fc_b, f.dfc.data(), f.ln2.data(),
+                              p + lo_.fc_w, R, C, F, wl);
       } else {
         ops_->swiglu_backward(f.dfc.data(), f.dact.data(), f.fc.data(), R, F);
         ops_->matmul_backward(f.dln.data(), g + lo_.fc_w, static_cast<T*>(nullptr), f.dfc.data(),
@@ -371,10 +370,9 @@ void Transformer<T>::BackwardFpdt(ParamSource<T>& src, float grad_scale) {
       }
       NormBackward(f.dtmp.data(), g + lo_.ln2_w, bias(g, lo_.ln2_b), f.dln.data(), f.mid.data(),
                    p + lo_.ln2_w, f.ln2_mean.data(), f.ln2_rstd.data(), R);
-      ops_->residual_backward(f.dy.data(), static_cast<T*>(nullptr), f.dtmp.data(),
-                              size_t(R) * C);
-      ops_->matmul_backward(f.datty.data(), g + lo_.o_w, bias(g, lo_.o_b), f.dy.data(),
-                            f.o.data(), p + lo_.o_w, R, A, C, wl);
+      ops_->residual_backward(f.dy.data(), static_cast<T*>(nullptr), f.dtmp.data(), size_t(R) * C);
+      ops_->matmul_backward(f.datty.data(), g + lo_.o_w, bias(g, lo_.o_b), f.dy.data(), f.o.data(),
+                            p + lo_.o_w, R, A, C, wl);
       put(f.hdo, f.datty, row, R, A);
       put(f.hdx, f.dy, row, R, C);
     }
@@ -422,8 +420,7 @@ void Transformer<T>::BackwardFpdt(ParamSource<T>& src, float grad_scale) {
       NormBackward(f.dtmp.data(), g + lo_.ln1_w, bias(g, lo_.ln1_b), f.dln.data(), f.x.data(),
                    p + lo_.ln1_w, f.ln1_mean.data(), f.ln1_rstd.data(), Rj);
       get(f.dy, f.hdx, rowj, Rj, C);
-      ops_->residual_backward(f.dy.data(), static_cast<T*>(nullptr), f.dtmp.data(),
-                              size_t(Rj) * C);
+      ops_->residual_backward(f.dy.data(), static_cast<T*>(nullptr), f.dtmp.data(), size_t(Rj) * C);
       put(f.hdx, f.dy, rowj, Rj, C);
     }
     src.Release(l + 1);
@@ -435,20 +432,20 @@ void Transformer<T>::BackwardFpdt(ParamSource<T>& src, float grad_scale) {
     const int len = FpdtLen(i, Tn), R = B * len;
     FpdtGather(i, B, Tn);
     get(f.dy, f.hdx, size_t(B) * i * c, R, C);
-    ops_->embedding_backward(g0 + (wte_off_ - u0), g2 ? g0 + (wpe_off_ - u0) : nullptr,
-                             f.dy.data(), f.tok.data(), B, len, C, g2 ? f.pos.data() : nullptr);
+    ops_->embedding_backward(g0 + (wte_off_ - u0), g2 ? g0 + (wpe_off_ - u0) : nullptr, f.dy.data(),
+                             f.tok.data(), B, len, C, g2 ? f.pos.data() : nullptr);
   }
   src.Release(0);
   src.GradsReady(0);
 }
 
-#define TERN_INSTANTIATE(T)                                                                     \
-  template absl::Status Transformer<T>::ReserveFpdt(int, int);                                  \
-  template uint64_t Transformer<T>::fpdt_store_bytes() const;                                   \
-  template void Transformer<T>::FpdtGather(int, int, int);                                      \
-  template void Transformer<T>::LayerForwardFpdt(const T*, int, int, int, bool);                \
+#define TERN_INSTANTIATE(T)                                                                    \
+  template absl::Status Transformer<T>::ReserveFpdt(int, int);                                 \
+  template uint64_t Transformer<T>::fpdt_store_bytes() const;                                  \
+  template void Transformer<T>::FpdtGather(int, int, int);                                     \
+  template void Transformer<T>::LayerForwardFpdt(const T*, int, int, int, bool);               \
   template double Transformer<T>::ForwardFpdt(ParamSource<T>&, const int32_t*, const int32_t*, \
-                                              int, int);                                        \
+                                              int, int);                                       \
   template void Transformer<T>::BackwardFpdt(ParamSource<T>&, float);
 TERN_INSTANTIATE(float)
 TERN_INSTANTIATE(double)

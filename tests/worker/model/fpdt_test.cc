@@ -46,8 +46,8 @@ struct Pass {
 
 template <typename T>
 Pass<T> Train(Transformer<T>& model, const std::vector<T>& params,
-             const std::vector<int32_t>& tokens, const std::vector<int32_t>& targets, int B,
-             int Tn) {
+              const std::vector<int32_t>& tokens, const std::vector<int32_t>& targets, int B,
+              int Tn) {
   Pass<T> r;
   r.grads.assign(params.size(), T(0));
   FlatParamSource<T> src(&model.params(), params.data(), r.grads.data());
