@@ -57,6 +57,8 @@ void ConsoleSink::OnSummary(const engine::TrainSummary& s) {
          {"peak_source", s.peak_source},
          {"peak_cache", s.peak_cache},
          {"peak_rss_mib", s.peak_rss_mib},
+         {"device_peak_bytes", s.device_peak_bytes},
+         {"host_peak_bytes", s.host_peak_bytes},
          {"params", s.params},
          {"steps", s.steps},
          {"final_loss", s.final_loss},

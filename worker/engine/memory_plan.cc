@@ -51,6 +51,24 @@ uint64_t SequenceElems(const model::ModelDims& d, int B, int T, int sp, bool rec
   return uint64_t(recompute ? 1 : d.L) * per_layer + Tg * (qkv + att) + 2 * send;
 }
 
+// FPDT (Transformer::ReserveFpdt): the chunk buffers on the device and the store.
+struct FpdtElems {
+  uint64_t device = 0, store = 0;
+};
+FpdtElems FpdtActivationElems(const model::ModelDims& d, int B, int T, int chunk) {
+  const uint64_t c = std::min(chunk, T), R = uint64_t(B) * c, N = uint64_t(B) * T;
+  const uint64_t C = d.C, F = d.F, V = d.V, QKV = d.QKV(), A = uint64_t(d.NH) * d.HS, NH = d.NH;
+  const uint64_t fc = d.is_gpt2() ? F : 2 * F, mean = d.is_gpt2() ? R : 0;
+  const uint64_t rope = d.is_gpt2() ? 0 : uint64_t(d.HS) / 2;
+  FpdtElems e;
+  e.device = R * (9 * C + 5 * QKV + 3 * A + 2 * NH + 2 * fc + 2 * F + 3 * V + 1 + 2) + 2 * mean +
+             2 * c * rope                                // rope rows
+             + 2 * R * (2 * QKV + 2 * A + NH)            // the backward's prefetch slots
+             + 3 * R * sizeof(int32_t) / sizeof(float);  // tokens, targets, positions
+  e.store = uint64_t(d.L + 1) * N * C + N * (2 * QKV + 2 * A + NH + C) + 2 * uint64_t(T) * rope;
+  return e;
+}
+
 }  // namespace
 
 RankMemoryPlan PlanRankMemory(const tern::spec::JobConfig& c, [[maybe_unused]] int threads) {
@@ -59,11 +77,17 @@ RankMemoryPlan PlanRankMemory(const tern::spec::JobConfig& c, [[maybe_unused]] i
   const auto& table = shape.params();
   const uint64_t total = table.total();
   p.init_bytes = total * 4;
-  p.activation_bytes =
-      (ActivationElems(c.dims, c.micro_batch, c.seq_len / std::max(1, c.sp_size),
-                       c.activation_checkpointing) +
-       SequenceElems(c.dims, c.micro_batch, c.seq_len, c.sp_size, c.activation_checkpointing)) *
-      4;
+  if (c.fpdt_chunk > 0) {
+    const FpdtElems e = FpdtActivationElems(c.dims, c.micro_batch, c.seq_len, c.fpdt_chunk);
+    p.activation_bytes = 4 * (e.device + (c.fpdt_offload ? 0 : e.store));
+    p.offload_bytes = c.fpdt_offload ? 4 * e.store : 0;
+  } else {  // with sequence parallelism: seq_len / P tokens, plus the head-sharded buffers
+    p.activation_bytes =
+        (ActivationElems(c.dims, c.micro_batch, c.seq_len / std::max(1, c.sp_size),
+                         c.activation_checkpointing) +
+         SequenceElems(c.dims, c.micro_batch, c.seq_len, c.sp_size, c.activation_checkpointing)) *
+        4;
+  }
   const bool staging = !c.checkpoint.dir.empty() && c.checkpoint.async;
   if (c.world_size() <= 1) {  // one rank: nothing partitioned (zero::CreateLocalState)
     p.param_bytes = p.grad_bytes = total * 4;

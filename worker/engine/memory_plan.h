@@ -29,8 +29,10 @@ struct RankMemoryPlan {
   uint64_t quant_scratch_bytes = 0;
   // ZeRO++ hpZ: the secondary copies over the node-local group (zero::HpzBytes).
   uint64_t hpz_bytes = 0;
-  // Activations and scratch for one micro-batch (Transformer::activation_bytes()).
+  // Activations and scratch for one micro-batch on the device (Transformer::activation_bytes()).
   uint64_t activation_bytes = 0;
+  // FPDT with offload: its store in the host tier (Transformer::fpdt_store_bytes()).
+  uint64_t offload_bytes = 0;
   // The full initial parameter vector, held while the state is built.
   uint64_t init_bytes = 0;
   // Asynchronous checkpoints: the staging copy of the rank's share of master weights and
@@ -43,7 +45,7 @@ struct RankMemoryPlan {
   // the training buffers (every step).
   uint64_t peak_bytes() const {
     const uint64_t training =
-        gather_pool_bytes + quant_scratch_bytes + hpz_bytes + activation_bytes;
+        gather_pool_bytes + quant_scratch_bytes + hpz_bytes + activation_bytes + offload_bytes;
     return state_bytes() + (init_bytes > training ? init_bytes : training);
   }
 };

@@ -35,6 +35,9 @@ struct TrainSummary {
   double model_gflops = 0;       // achieved model GFLOP/s
   uint64_t param_bytes = 0, grad_bytes = 0, optim_bytes = 0;  // this rank's state
   uint64_t gather_pool_bytes = 0;                             // its ZeRO working pool
+  // Peaks of this rank's device and host tiers (engine/Device accounting: the training state,
+  // activations; FPDT's store in the host tier).
+  uint64_t device_peak_bytes = 0, host_peak_bytes = 0;
 };
 
 class MetricsSink {

@@ -101,6 +101,7 @@ absl::Status Trainer::Init() {
                      MemoryTier::kDevice, "training state (parameters, gradients, optimizer)"));
   }
   model_->set_recompute_layers(cfg_.activation_checkpointing);
+  model_->set_fpdt({cfg_.fpdt_chunk, cfg_.fpdt_offload});
   inputs_.resize(size_t(cfg_.micro_batch) * cfg_.seq_len);
   targets_.resize(inputs_.size());
   if (cfg_.sp_size > 1) {
@@ -318,6 +319,8 @@ absl::Status Trainer::Run() {
   summary_.model_gflops = cost.flops_per_token * summary_.tokens_per_s / 1e9;
   if (opts_.rank == 0) ComputeMfu();
   summary_.peak_rss_mib = PeakRssMib();
+  summary_.device_peak_bytes = device_->usage(MemoryTier::kDevice).peak;
+  summary_.host_peak_bytes = device_->usage(MemoryTier::kHost).peak;
   const auto mem = state_->memory();
   summary_.param_bytes = mem.param_bytes;
   summary_.grad_bytes = mem.grad_bytes;

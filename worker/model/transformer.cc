@@ -159,6 +159,12 @@ absl::Status Transformer<T>::Reserve(int B, int Tn) {
                        &dln_, &proj_, &dqkv_, &datty_, &dfc_, &dact_, &dlogits_})
     b->reset();
   FreeSequence();  // sequence parallelism (transformer_sequence.cc)
+  fpdt_state_ = FpdtState{};
+  if (fpdt_.chunk > 0) {
+    if (seq_ != nullptr || !seq_positions_.empty())
+      return absl::UnimplementedError("FPDT with sequence parallelism (set_sequence) is not built");
+    return ReserveFpdt(B, Tn);
+  }
   const size_t N = size_t(B) * Tn, C = d.C, F = d.F, A = size_t(d.NH) * d.HS;
   const size_t fc = d.is_gpt2() ? F : 2 * F;
   const bool ln = d.is_gpt2();
@@ -233,7 +239,7 @@ absl::Status Transformer<T>::Reserve(int B, int Tn) {
 template <typename T>
 uint64_t Transformer<T>::activation_bytes() const {
   uint64_t n = 0;
-  auto add = [&n](const Buffer<T>& v) { n += v.size(); };
+  auto add = [&n](const auto& v) { n += v.bytes(); };
   for (const auto& r : resid_) add(r);
   for (const auto& a : acts_) {
     for (const auto* v : {&a.ln1, &a.ln1_mean, &a.ln1_rstd, &a.qkv, &a.lse, &a.atty, &a.mid, &a.ln2,
@@ -244,8 +250,21 @@ uint64_t Transformer<T>::activation_bytes() const {
        {&lnf_, &lnf_mean_, &lnf_rstd_, &logits_, &probs_, &losses_, &dx_, &dtmp_, &dln_, &proj_,
         &dqkv_, &datty_, &dfc_, &dact_, &dlogits_, &rope_cos_, &rope_sin_})
     add(*v);
-  n += SequenceElems();
-  return n * sizeof(T);
+  n += SequenceElems() * sizeof(T);  // sequence parallelism (transformer_sequence.cc)
+  // FPDT: the chunk buffers, and the store when it is on the device.
+  const auto& f = fpdt_state_;
+  for (const auto* v :
+       {&f.x,        &f.ln1,      &f.ln1_mean, &f.ln1_rstd, &f.q,      &f.kv[0],  &f.kv[1],
+        &f.o,        &f.lse,      &f.o2,       &f.lse2,     &f.proj,   &f.mid,    &f.ln2,
+        &f.ln2_mean, &f.ln2_rstd, &f.fc,       &f.act,      &f.out,    &f.logits, &f.probs,
+        &f.losses,   &f.dlogits,  &f.dy,       &f.dln,      &f.dtmp,   &f.dfc,    &f.dact,
+        &f.datty,    &f.kvj,      &f.dkv,      &f.cos,      &f.sin,    &f.sq[0],  &f.sq[1],
+        &f.so[0],    &f.so[1],    &f.slse[0],  &f.slse[1],  &f.sdo[0], &f.sdo[1], &f.sdq[0],
+        &f.sdq[1]})
+    add(*v);
+  for (const auto* v : {&f.tok, &f.tgt, &f.pos}) add(*v);
+  if (!fpdt_.offload) n += fpdt_store_bytes();
+  return n;
 }
 
 template <typename T>

@@ -5,6 +5,7 @@
 // never calls a communicator.
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
 #include <memory>
 #include <vector>
@@ -81,6 +82,27 @@ class Transformer {
     B_ = T_ = 0;  // the next Reserve sizes the buffers again
   }
   bool recompute_layers() const { return recompute_; }
+
+  // FPDT (before Reserve; chunk 0 = off): every pass runs layer by layer and chunk by chunk over
+  // `chunk` tokens of each sequence (the last chunk may be shorter). Only the layer inputs are
+  // kept from the forward; the backward recomputes each layer's q/k/v, attention output and
+  // log-sum-exp chunk by chunk, runs the MLP and the output projection backward per chunk, then
+  // the attention backward over chunk pairs (outer loop over key chunks, dQ accumulated in the
+  // store, dK/dV on the device) and the q/k/v projection per key chunk. The layer inputs and
+  // those chunks live in a store in the host tier (`offload`) or on the device; chunks are
+  // prefetched on a stream while the previous pair computes (two buffers each). The head and the
+  // loss run per chunk too, so no (sequence, vocabulary) tensor exists. Needs targets.
+  struct FpdtOptions {
+    int chunk = 0;
+    bool offload = true;
+  };
+  void set_fpdt(const FpdtOptions& o) {
+    fpdt_ = o;
+    B_ = T_ = 0;
+  }
+  const FpdtOptions& fpdt() const { return fpdt_; }
+  // Bytes of the FPDT store (in the host tier with offload, else included in activation_bytes).
+  uint64_t fpdt_store_bytes() const;
 
   // Allocates the activation buffers for micro-batches of B sequences of Tn tokens on the
   // device; past the device budget: RESOURCE_EXHAUSTED naming the buffer (nothing is kept
@@ -167,6 +189,32 @@ class Transformer {
   // datty_ -> dqkv_ through the head-sharded attention backward.
   void SequenceAttentionBackward(const LayerActs& a, int B, int Tn);
 
+  // FPDT (transformer_fpdt.cc).
+  struct FpdtState {
+    int c = 0, u = 0;  // tokens per chunk, chunks per sequence
+    // Device, one chunk of B x c rows.
+    Buffer<T> x, ln1, ln1_mean, ln1_rstd, q, kv[2], o, lse, o2, lse2, proj, mid, ln2, ln2_mean,
+        ln2_rstd, fc, act, out, logits, probs, losses, dlogits, dy, dln, dtmp, dfc, dact, datty,
+        kvj, dkv, cos, sin;
+    Buffer<T> sq[2], so[2], slse[2], sdo[2], sdq[2];  // the attention backward's pipeline
+    Buffer<int32_t> tok, tgt, pos;
+    // The store: layer inputs (L+1) and the current layer's chunks, chunk-major: chunk i's
+    // B x len rows start at row B * i * c. In the host tier with offload.
+    std::vector<Buffer<T>> xs;
+    Buffer<T> hqkv, ho, hlse, hdo, hdq, hdx, rope_cos, rope_sin;
+    std::unique_ptr<Stream> stream;
+  };
+  absl::Status ReserveFpdt(int B, int Tn);
+  double ForwardFpdt(ParamSource<T>& src, const int32_t* tokens, const int32_t* targets, int B,
+                     int Tn);
+  void BackwardFpdt(ParamSource<T>& src, float grad_scale);
+  // One layer over every chunk: q/k/v of each chunk go to the store; with `keep` (the backward's
+  // recompute) the attention output and lse too and the MLP is skipped, else the layer output
+  // goes to xs[l + 1].
+  void LayerForwardFpdt(const T* p, int l, int B, int Tn, bool keep);
+  void FpdtGather(int i, int B, int Tn);  // tokens, targets, positions, RoPE rows of chunk i
+  int FpdtLen(int i, int Tn) const { return std::min(fpdt_state_.c, Tn - i * fpdt_state_.c); }
+
   ModelDims dims_;
   Backend<T> backend_;
   const kernels::Ops<T>* ops_;
@@ -179,6 +227,9 @@ class Transformer {
   const int32_t* targets_ = nullptr;
   int count_ = 0;
   bool recompute_ = false;  // activation checkpointing (set_recompute_layers)
+  FpdtOptions fpdt_;
+  FpdtState fpdt_state_;
+  double fpdt_loss_sum_ = 0;
   Buffer<T> rope_cos_, rope_sin_;
   std::vector<Buffer<T>> resid_;  // L+1 x (N,C): input of each block, then final
   std::vector<LayerActs> acts_;

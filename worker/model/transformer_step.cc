@@ -89,6 +89,7 @@ void Transformer<T>::HeadForward(ParamSource<T>& src, int N) {
 template <typename T>
 double Transformer<T>::Forward(ParamSource<T>& src, const int32_t* tokens, const int32_t* targets,
                                int B, int Tn) {
+  if (fpdt_.chunk > 0) return ForwardFpdt(src, tokens, targets, B, Tn);
   const absl::Status reserved = Reserve(B, Tn);
   TERN_CHECK(reserved.ok()) << reserved;
   const auto& d = dims_;
@@ -138,6 +139,7 @@ absl::StatusOr<typename Transformer<T>::KvCache> Transformer<T>::NewKvCache(int 
 template <typename T>
 void Transformer<T>::ForwardCached(ParamSource<T>& src, const int32_t* tokens, int B, int Tn,
                                    KvCache* cache, int row0) {
+  TERN_CHECK(fpdt_.chunk == 0) << "FPDT is for training; decode without it";
   TERN_CHECK(cache != nullptr && row0 >= 0 && row0 + B <= cache->B)
       << "rows " << row0 << ".." << row0 + B - 1 << " of a KV cache of " << (cache ? cache->B : 0);
   const int* pos0 = cache->len.data() + row0;
@@ -218,6 +220,7 @@ void Transformer<T>::BlockBackward(const T* p, T* g, const LayerActs& a, const T
 template <typename T>
 void Transformer<T>::Backward(ParamSource<T>& src, float grad_scale) {
   TERN_CHECK(targets_ != nullptr) << "Backward without a Forward with targets";
+  if (fpdt_.chunk > 0) return BackwardFpdt(src, grad_scale);
   const auto& d = dims_;
   const int B = B_, Tn = T_, N = B * Tn, C = d.C;
   const uint64_t u0 = table_.units()[0].offset;

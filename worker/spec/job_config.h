@@ -70,6 +70,9 @@ struct JobConfig {
   uint64_t seed = 1234;
   float grad_clip = 0;
   bool activation_checkpointing = false;  // activation_checkpointing.enabled: recompute layers
+  // sequence_parallel.fpdt: chunk tokens (0 = off) and whether its stores are offloaded.
+  int fpdt_chunk = 0;
+  bool fpdt_offload = true;
   int zero_stage = 0;
   zero::ZeroOptions zero;
   CheckpointOptions checkpoint;

@@ -165,6 +165,15 @@ void ResolveTraining(const tern::v1::JobSpec& spec, const ResolveOptions& o, Job
        ac.has_profile()) &&
       !ac.enabled())
     f.Warn("activation_checkpointing: the section has no effect without \"enabled\": true");
+  const auto& fp = spec.sequence_parallel().fpdt();
+  if (fp.enabled()) {
+    c.fpdt_chunk = fp.has_chunk_size() ? fp.chunk_size() : 4096;
+    c.fpdt_offload = fp.has_offload() ? fp.offload() : true;
+    if (c.fpdt_chunk < 1)
+      f.Error(absl::StrCat("sequence_parallel.fpdt.chunk_size: must be >= 1, got ", c.fpdt_chunk));
+  } else if (fp.has_chunk_size() || fp.has_offload()) {
+    f.Warn("sequence_parallel.fpdt: the section has no effect without \"enabled\": true");
+  }
   const auto& sp = spec.scheduler().params();
   if (sp.has_last_batch_iteration() && sp.last_batch_iteration() != -1)
     f.Error(absl::StrCat("scheduler.params.last_batch_iteration: ", sp.last_batch_iteration(),

@@ -56,6 +56,9 @@ void ResolveSequenceParallel(const tern::v1::JobSpec& spec, JobConfig& c, Findin
                      "group needs at least one)"));
   if (p > 1 && spec.elastic().enabled())
     bad("with elastic.enabled: elastic rounds with sequence parallelism are not supported");
+  if (p > 1 && spec.sequence_parallel().fpdt().enabled())
+    bad("with sequence_parallel.fpdt.enabled: FPDT runs one rank's whole sequence; FPDT over a "
+        "Ulysses group is not built");
   if (!ok) return;
   c.sp_size = p;
   c.dp_size = world / p;

@@ -474,6 +474,38 @@ TEST_F(CliTest, BadInputExitsTwoWithOneLineAndWritesNothing) {
   EXPECT_NE(r.out.find("broken.idx"), std::string::npos) << r.out;
 }
 
+// FPDT (chunks of 10 tokens over sequences of 32: the last chunk is short) trains the same
+// losses as the whole-sequence path for 20 steps, with its store in the host tier and, with
+// ZeRO-2 over two ranks, too.
+TEST_F(CliTest, FpdtTrainsTheSameLossesAsTheWholeSequence) {
+  const std::string base = "train " + Path("spec.json") +
+                           " --json --threads 1 --set train_iters=20 --set eval_interval=0"
+                           " --set eval_iters=0";
+  const std::string fpdt =
+      " --set sequence_parallel.fpdt.enabled=true --set sequence_parallel.fpdt.chunk_size=10";
+  Result plain = Tern(base);
+  Result chunked = Tern(base + fpdt);
+  Result two = Tern(base + fpdt + " --ranks 2 --set train_micro_batch_size_per_gpu=4");
+  ASSERT_EQ(plain.code, 0) << plain.out;
+  ASSERT_EQ(chunked.code, 0) << chunked.out;
+  ASSERT_EQ(two.code, 0) << two.out;
+  auto a = JsonLines(plain.out, "step"), b = JsonLines(chunked.out, "step"),
+       c = JsonLines(two.out, "step");
+  ASSERT_EQ(a.size(), 20u);
+  ASSERT_EQ(b.size(), 20u);
+  ASSERT_EQ(c.size(), 20u);
+  for (size_t i = 0; i < a.size(); ++i) {
+    const double la = a[i]["loss"], lb = b[i]["loss"], lc = c[i]["loss"];
+    EXPECT_NEAR(la, lb, 1e-4 * la) << "step " << i + 1;
+    EXPECT_NEAR(la, lc, 1e-4 * la) << "step " << i + 1;
+  }
+  EXPECT_LT(double(b.back()["loss"]), double(b.front()["loss"]));
+  auto s = JsonLines(chunked.out, "summary");
+  ASSERT_EQ(s.size(), 1u);
+  EXPECT_GT(s[0]["host_peak_bytes"].get<double>(), 0) << chunked.out;
+  EXPECT_EQ(JsonLines(plain.out, "summary")[0]["host_peak_bytes"].get<double>(), 0);
+}
+
 // resources.device_memory_budget: the training state and every activation buffer count against
 // it; the exact figure `tern describe` plans trains, one byte less is refused naming the buffer.
 TEST_F(CliTest, DeviceMemoryBudgetIsExactAndRefusesByName) {

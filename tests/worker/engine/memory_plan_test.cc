@@ -98,6 +98,26 @@ TEST(MemoryPlan, SequenceParallelActivationsAreWhatTheRankAllocates) {
   }
 }
 
+TEST(MemoryPlan, FpdtChunksAndStoreAreWhatReserveAllocates) {
+  for (const char* type : {"gpt2", "llama", "phi3"}) {
+    for (int chunk : {4, 5, 16, 64}) {
+      for (bool offload : {true, false}) {
+        auto c = Config(type, 1, 0, 3, 16);
+        c.fpdt_chunk = chunk;
+        c.fpdt_offload = offload;
+        model::Transformer<float> model(c.dims);
+        model.set_fpdt({chunk, offload});
+        ASSERT_TRUE(model.Reserve(c.micro_batch, c.seq_len).ok());
+        const auto p = PlanRankMemory(c, 1);
+        EXPECT_EQ(p.activation_bytes, model.activation_bytes())
+            << type << " chunk " << chunk << " offload " << offload;
+        EXPECT_EQ(p.offload_bytes, offload ? model.fpdt_store_bytes() : 0)
+            << type << " chunk " << chunk;
+      }
+    }
+  }
+}
+
 TEST(MemoryPlan, SingleRankStateIsTheLocalState) {
   const auto c = Config("llama", 1, 0, 2, 16);
   model::Transformer<float> model(c.dims);

@@ -368,7 +368,9 @@ TEST(JobSpec, SequenceParallelSizeSplitsTheWorldOrIsRefusedByName) {
            {{"sequence_parallel_size=4", "data.seq_len=30"}, "does not divide data.seq_len 30"},
            {{"sequence_parallel_size=4", "model.num_key_value_heads=2"},
             "sequence_parallel_size: 4 exceeds num_key_value_heads 2"},
-           {{"sequence_parallel_size=2", "elastic.enabled=true"}, "with elastic.enabled"}}) {
+           {{"sequence_parallel_size=2", "elastic.enabled=true"}, "with elastic.enabled"},
+           {{"sequence_parallel_size=2", "sequence_parallel.fpdt.enabled=true"},
+            "with sequence_parallel.fpdt.enabled"}}) {
     auto p = ParseJobSpec(kSpec, sets, "test");
     ASSERT_TRUE(p.ok()) << p.status();
     auto r = ResolveJob(*p, ro);

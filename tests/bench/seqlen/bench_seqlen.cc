@@ -1,0 +1,237 @@
+// tern-bench-seqlen: the longest sequence a model trains under a device memory budget, for the
+// whole-sequence path (Ulysses' per-rank work at sequence-parallel size 1: chunked attention,
+// activation checkpointing, no offload) and for FPDT with its store offloaded to the host
+// tier. From --start, the sequence doubles until Reserve is refused (RESOURCE_EXHAUSTED: the
+// activations do not fit next to the training state) or --max-seq; each length that fits
+// trains --steps steps (after one warm-up) and prints one JSON line: step time, tokens/s, MFU,
+// and the device and host peaks. A last line compares the two: the longest lengths and their
+// ratio, and FPDT's tokens/s over the whole-sequence path's at the lengths both train. The
+// modes run interleaved at each length (--repeats times, medians), as the machine is shared.
+#include <CLI/CLI.hpp>
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <map>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "kernels/cpu/cpu_ops.h"
+#include "kernels/cpu/threads.h"
+#include "nlohmann/json.hpp"
+#include "worker/core/device.h"
+#include "worker/engine/sgemm_peak.h"
+#include "worker/model/config.h"
+#include "worker/model/transformer.h"
+#include "worker/zero/state.h"
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+struct Args {
+  std::string arch = "llama";
+  int vocab = 256, dim = 256, layers = 4, heads = 4, kv_heads = 0, ffn = 0;
+  int batch = 1, start = 512, max_seq = 65536, steps = 2, threads = 2, chunk = 1024;
+  double budget_mib = 96, host_budget_mib = 0;
+  std::string modes = "ulysses,fpdt";
+  double peak_gflops = 0;
+  int repeats = 1;
+};
+
+double Median(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  return v.size() % 2 ? v[v.size() / 2] : 0.5 * (v[v.size() / 2 - 1] + v[v.size() / 2]);
+}
+
+struct Result {
+  bool fits = false;
+  std::string refused;
+  double step_ms = 0, tokens_per_s = 0, mfu = 0;
+  uint64_t device_peak = 0, host_peak = 0;
+};
+
+Result RunLength(const Args& a, const tern::model::ModelDims& dims, const std::string& mode, int T,
+                 double peak) {
+  using namespace tern;
+  Result r;
+  CpuDevice dev;
+  dev.set_budget(MemoryTier::kDevice, uint64_t(a.budget_mib * 1048576));
+  dev.set_budget(MemoryTier::kHost, uint64_t(a.host_budget_mib * 1048576));
+  model::Transformer<float> m(dims, model::Backend<float>{&dev, &kernels::CpuOps<float>()});
+  if (mode == "fpdt") {
+    m.set_fpdt({a.chunk, true});
+  } else {
+    m.set_recompute_layers(true);
+  }
+  std::vector<float> init(m.params().total());
+  m.InitParams(init.data(), 1234);
+  auto state = zero::CreateLocalState(m.params(), init);
+  init = {};
+  const auto mem = state->memory();
+  auto charge = Charge::Make(dev, mem.total(), MemoryTier::kDevice, "training state");
+  if (!charge.ok()) {
+    r.refused = std::string(charge.status().message());
+    return r;
+  }
+  if (absl::Status st = m.Reserve(a.batch, T); !st.ok()) {
+    r.refused = std::string(st.message());
+    return r;
+  }
+  r.fits = true;
+  std::mt19937_64 rng(7);
+  std::vector<int32_t> tok(size_t(a.batch) * T), tgt(tok.size());
+  for (size_t i = 0; i < tok.size(); ++i) {
+    tok[i] = int32_t(rng() % dims.V);
+    tgt[i] = int32_t(rng() % dims.V);
+  }
+  optim::AdamWConfig opt;
+  std::vector<double> ms;
+  for (int s = 0; s <= a.steps; ++s) {
+    const auto t0 = Clock::now();
+    state->BeginMicroStep(true);
+    m.Forward(state->source(), tok.data(), tgt.data(), a.batch, T);
+    m.Backward(state->source(), 1.0f);
+    auto norm = state->FinishBackward();
+    if (!norm.ok()) {
+      r.fits = false;
+      r.refused = std::string(norm.status().message());
+      return r;
+    }
+    if (absl::Status st = state->OptimizerStep(opt, 1e-4f, s + 1, 1.0f); !st.ok()) {
+      r.fits = false;
+      r.refused = std::string(st.message());
+      return r;
+    }
+    if (s > 0) ms.push_back(std::chrono::duration<double, std::milli>(Clock::now() - t0).count());
+  }
+  r.step_ms = Median(ms);
+  r.tokens_per_s = double(a.batch) * T / (r.step_ms / 1e3);
+  r.mfu = model::EstimateCost(dims, T).flops_per_token * r.tokens_per_s / (peak * 1e9);
+  r.device_peak = dev.usage(MemoryTier::kDevice).peak;
+  r.host_peak = dev.usage(MemoryTier::kHost).peak;
+  return r;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  Args a;
+  CLI::App app{"tern-bench-seqlen: the longest trainable sequence under a device budget"};
+  app.add_option("--arch", a.arch)->check(CLI::IsMember({"llama", "gpt2"}));
+  app.add_option("--vocab", a.vocab);
+  app.add_option("--dim", a.dim);
+  app.add_option("--layers", a.layers);
+  app.add_option("--heads", a.heads);
+  app.add_option("--kv-heads", a.kv_heads, "Llama key/value heads (default: --heads)");
+  app.add_option("--ffn", a.ffn);
+  app.add_option("--batch", a.batch);
+  app.add_option("--start", a.start, "First sequence length");
+  app.add_option("--max-seq", a.max_seq, "Stop doubling past this length");
+  app.add_option("--steps", a.steps, "Timed steps per length (after one warm-up)");
+  app.add_option("--threads", a.threads);
+  app.add_option("--chunk", a.chunk, "FPDT chunk tokens");
+  app.add_option("--budget-mib", a.budget_mib, "Device memory budget per rank (MiB)");
+  app.add_option("--host-budget-mib", a.host_budget_mib, "Host tier budget (MiB; 0 = none)");
+  app.add_option("--modes", a.modes, "Comma-separated: ulysses, fpdt");
+  app.add_option("--peak-gflops", a.peak_gflops, "sgemm peak for MFU (default: measured)");
+  app.add_option("--repeats", a.repeats, "Interleaved runs per mode and length (median)");
+  CLI11_PARSE(app, argc, argv);
+  tern::kernels::SetNumThreads(a.threads);
+  const double peak = tern::engine::ResolveSgemmPeak(a.threads, a.peak_gflops).gflops;
+
+  tern::v1::ModelConfig mc;
+  mc.set_model_type(a.arch);
+  mc.set_vocab_size(a.vocab);
+  mc.set_hidden_size(a.dim);
+  mc.set_num_hidden_layers(a.layers);
+  mc.set_num_attention_heads(a.heads);
+  if (a.arch != "gpt2" && a.kv_heads > 0) mc.set_num_key_value_heads(a.kv_heads);
+  if (a.ffn > 0) mc.set_intermediate_size(a.ffn);
+  mc.set_max_position_embeddings(a.max_seq);
+  auto dims = tern::model::ResolveModelDims(mc, a.max_seq);
+  if (!dims.ok()) {
+    std::fprintf(stderr, "%s\n", std::string(dims.status().message()).c_str());
+    return 2;
+  }
+  std::map<std::string, std::map<int, Result>> all;
+  std::vector<std::string> modes;
+  for (size_t p = 0; p <= a.modes.size();) {
+    const size_t q = std::min(a.modes.find(',', p), a.modes.size());
+    modes.push_back(a.modes.substr(p, q - p));
+    p = q + 1;
+  }
+  // Lengths double; at each, the modes still fitting run interleaved (A B A B) --repeats
+  // times and report the median.
+  std::map<std::string, bool> open;
+  for (const auto& m : modes) open[m] = true;
+  for (int T = a.start; T <= a.max_seq; T *= 2) {
+    std::map<std::string, std::vector<Result>> runs;
+    for (int rep = 0; rep < a.repeats; ++rep) {
+      for (const std::string& mode : modes) {
+        if (!open[mode]) continue;
+        Result r = RunLength(a, *dims, mode, T, peak);
+        if (!r.fits) {
+          open[mode] = false;
+          nlohmann::json j = {{"mode", mode}, {"seq", T}, {"fits", false}, {"refused", r.refused}};
+          std::printf("%s\n", j.dump().c_str());
+          std::fflush(stdout);
+          continue;
+        }
+        runs[mode].push_back(r);
+      }
+    }
+    for (auto& [mode, rs] : runs) {
+      if (!open[mode]) continue;
+      std::vector<double> ms;
+      for (const auto& r : rs) ms.push_back(r.step_ms);
+      Result r = rs.front();
+      r.step_ms = Median(ms);
+      r.tokens_per_s = double(a.batch) * T / (r.step_ms / 1e3);
+      r.mfu = tern::model::EstimateCost(*dims, T).flops_per_token * r.tokens_per_s / (peak * 1e9);
+      for (const auto& x : rs) {
+        r.device_peak = std::max(r.device_peak, x.device_peak);
+        r.host_peak = std::max(r.host_peak, x.host_peak);
+      }
+      nlohmann::json j = {{"mode", mode},
+                          {"seq", T},
+                          {"fits", true},
+                          {"step_ms", r.step_ms},
+                          {"tokens_per_s", r.tokens_per_s},
+                          {"mfu", r.mfu},
+                          {"device_peak_mib", r.device_peak / 1048576.0},
+                          {"host_peak_mib", r.host_peak / 1048576.0},
+                          {"repeats", rs.size()}};
+      std::printf("%s\n", j.dump().c_str());
+      std::fflush(stdout);
+      all[mode][T] = r;
+    }
+    bool any = false;
+    for (const auto& [m, o] : open) any = any || o;
+    if (!any) break;
+  }
+  nlohmann::json s = {{"type", "summary"},
+                      {"budget_mib", a.budget_mib},
+                      {"model",
+                       {{"arch", a.arch},
+                        {"dim", a.dim},
+                        {"layers", a.layers},
+                        {"heads", a.heads},
+                        {"vocab", a.vocab}}},
+                      {"chunk", a.chunk},
+                      {"max_seq", a.max_seq},
+                      {"sgemm_peak_gflops", peak}};
+  for (const auto& [mode, rows] : all)
+    s["longest_" + mode] = rows.empty() ? 0 : rows.rbegin()->first;
+  if (all.count("ulysses") && all.count("fpdt") && !all["ulysses"].empty()) {
+    s["longest_ratio"] = double(all["fpdt"].empty() ? 0 : all["fpdt"].rbegin()->first) /
+                         all["ulysses"].rbegin()->first;
+    nlohmann::json ratios = nlohmann::json::object();
+    for (const auto& [T, u] : all["ulysses"])
+      if (all["fpdt"].count(T))
+        ratios[std::to_string(T)] = all["fpdt"][T].tokens_per_s / u.tokens_per_s;
+    s["fpdt_over_ulysses_tokens_per_s"] = ratios;
+  }
+  std::printf("%s\n", s.dump().c_str());
+  return 0;
+}
