@@ -240,6 +240,21 @@ TEST_F(CliTest, SequenceParallelRanksMatchOneRank) {
       EXPECT_NEAR(va, vb, 1e-5 * va);
     }
   }
+  // An uneven head split (3 kv heads of 2 query heads over 2 ranks: 2 and 1, AllToAllV).
+  const std::string uneven = spec +
+                             " --set train_iters=6 --set model.hidden_size=48"
+                             " --set model.num_attention_heads=6 --set model.num_key_value_heads=3";
+  Result u1 = Tern(uneven);
+  Result u2 = Tern(uneven + " --ranks 2 --set sequence_parallel_size=2");
+  ASSERT_EQ(u1.code, 0) << u1.out;
+  ASSERT_EQ(u2.code, 0) << u2.out;
+  auto ua = JsonLines(u1.out, "step"), ub = JsonLines(u2.out, "step");
+  ASSERT_EQ(ua.size(), 6u);
+  ASSERT_EQ(ub.size(), 6u) << u2.out;
+  for (size_t i = 0; i < ua.size(); ++i) {
+    const double la = ua[i]["loss"], lb = ub[i]["loss"];
+    EXPECT_NEAR(la, lb, 1e-5 * la) << "uneven step " << i + 1;
+  }
   // A checkpoint of the two-rank run at step 10: a shard per rank, then one rank resumes.
   const std::string ck = Path("sp-ckpt");
   Result saved = Tern(spec + " --ranks 2 --set sequence_parallel_size=2 --set train_iters=10" +
