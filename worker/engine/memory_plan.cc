@@ -51,21 +51,37 @@ uint64_t SequenceElems(const model::ModelDims& d, int B, int T, int sp, bool rec
   return uint64_t(recompute ? 1 : d.L) * per_layer + Tg * (qkv + att) + 2 * send;
 }
 
-// FPDT (Transformer::ReserveFpdt): the chunk buffers on the device and the store.
+// FPDT (Transformer::ReserveFpdt): the chunk buffers on the device and the store. T is the
+// whole sequence; over sp ranks each holds T / sp tokens in local chunks of chunk / sp, and the
+// attention buffers hold the largest head block (rank 0's) over the P chunks of a span, plus the
+// exchange's pack and unpack buffers for one chunk.
 struct FpdtElems {
   uint64_t device = 0, store = 0;
 };
-FpdtElems FpdtActivationElems(const model::ModelDims& d, int B, int T, int chunk) {
-  const uint64_t c = std::min(chunk, T), R = uint64_t(B) * c, N = uint64_t(B) * T;
-  const uint64_t C = d.C, F = d.F, V = d.V, QKV = d.QKV(), A = uint64_t(d.NH) * d.HS, NH = d.NH;
+FpdtElems FpdtActivationElems(const model::ModelDims& d, int B, int T, int sp, int chunk) {
+  const uint64_t P = std::max(1, sp), Tl = T / P;
+  uint64_t nh = d.NH, nkv = d.NKV;
+  if (P > 1) {
+    auto blocks = sequence::PlanHeadSplit(d.NH, d.NKV, int(P));
+    if (!blocks.ok()) return {};  // the spec pipeline refused it
+    nh = (*blocks)[0].q_count;
+    nkv = (*blocks)[0].kv_count;
+  }
+  const uint64_t c = P > 1 ? chunk / P : std::min<uint64_t>(chunk, Tl), R = uint64_t(B) * c;
+  const uint64_t Rh = R * P, N = uint64_t(B) * Tl, Nh = N * P;
+  const uint64_t C = d.C, F = d.F, V = d.V, QKV = d.QKV(), A = uint64_t(d.NH) * d.HS;
+  const uint64_t QKVh = (nh + 2 * nkv) * d.HS, Ah = nh * d.HS, NHh = nh;
   const uint64_t fc = d.is_gpt2() ? F : 2 * F, mean = d.is_gpt2() ? R : 0;
   const uint64_t rope = d.is_gpt2() ? 0 : uint64_t(d.HS) / 2;
   FpdtElems e;
-  e.device = R * (9 * C + 5 * QKV + 3 * A + 2 * NH + 2 * fc + 2 * F + 3 * V + 1 + 2) + 2 * mean +
-             2 * c * rope                                // rope rows
-             + 2 * R * (2 * QKV + 2 * A + NH)            // the backward's prefetch slots
+  e.device = R * (9 * C + QKV + 2 * A + 2 * fc + 2 * F + 3 * V + 1 + 2) + 2 * mean  // local rows
+             + Rh * ((P > 1 ? QKVh + Ah : 0) + 4 * QKVh + Ah + 2 * NHh)  // head-sharded rows
+             + 2 * Rh * (2 * QKVh + 2 * Ah + NHh)        // the backward's prefetch slots
+             + 2 * c * rope                              // rope rows
              + 3 * R * sizeof(int32_t) / sizeof(float);  // tokens, targets, positions
-  e.store = uint64_t(d.L + 1) * N * C + N * (2 * QKV + 2 * A + NH + C) + 2 * uint64_t(T) * rope;
+  if (P > 1) e.device += 2 * std::max({R * QKV, Rh * QKVh, Rh * Ah, R * A});  // the exchange
+  e.store = uint64_t(d.L + 1) * N * C + Nh * (2 * QKVh + 2 * Ah + NHh) + N * C +
+            (P > 1 ? N * A : 0) + 2 * Tl * P * rope;
   return e;
 }
 
@@ -78,7 +94,8 @@ RankMemoryPlan PlanRankMemory(const tern::spec::JobConfig& c, [[maybe_unused]] i
   const uint64_t total = table.total();
   p.init_bytes = total * 4;
   if (c.fpdt_chunk > 0) {
-    const FpdtElems e = FpdtActivationElems(c.dims, c.micro_batch, c.seq_len, c.fpdt_chunk);
+    const FpdtElems e =
+        FpdtActivationElems(c.dims, c.micro_batch, c.seq_len, c.sp_size, c.fpdt_chunk);
     p.activation_bytes = 4 * (e.device + (c.fpdt_offload ? 0 : e.store));
     p.offload_bytes = c.fpdt_offload ? 4 * e.store : 0;
   } else {  // with sequence parallelism: seq_len / P tokens, plus the head-sharded buffers

@@ -113,7 +113,10 @@ absl::Status Trainer::Init() {
           absl::StrCat("sequence_parallel_size ", cfg_.sp_size, ": the rank has ",
                        sequence_ ? absl::StrCat("a group of ", sequence_->size()) : "no group"));
     sp_rank_ = sequence_->rank();
-    positions_ = sequence::ContiguousPositions(cfg_.seq_len, cfg_.sp_size, sp_rank_);
+    positions_ = cfg_.fpdt_chunk > 0
+                     ? sequence::FpdtPositions(cfg_.seq_len, cfg_.sp_size, sp_rank_,
+                                               cfg_.fpdt_chunk / cfg_.sp_size)
+                     : sequence::ContiguousPositions(cfg_.seq_len, cfg_.sp_size, sp_rank_);
     local_inputs_.resize(size_t(cfg_.micro_batch) * positions_.size());
     local_targets_.resize(local_inputs_.size());
     model_->set_sequence(sequence_.get(), positions_);

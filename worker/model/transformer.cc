@@ -160,11 +160,7 @@ absl::Status Transformer<T>::Reserve(int B, int Tn) {
     b->reset();
   FreeSequence();  // sequence parallelism (transformer_sequence.cc)
   fpdt_state_ = FpdtState{};
-  if (fpdt_.chunk > 0) {
-    if (seq_ != nullptr || !seq_positions_.empty())
-      return absl::UnimplementedError("FPDT with sequence parallelism (set_sequence) is not built");
-    return ReserveFpdt(B, Tn);
-  }
+  if (fpdt_.chunk > 0) return ReserveFpdt(B, Tn);
   const size_t N = size_t(B) * Tn, C = d.C, F = d.F, A = size_t(d.NH) * d.HS;
   const size_t fc = d.is_gpt2() ? F : 2 * F;
   const bool ln = d.is_gpt2();
@@ -254,13 +250,13 @@ uint64_t Transformer<T>::activation_bytes() const {
   // FPDT: the chunk buffers, and the store when it is on the device.
   const auto& f = fpdt_state_;
   for (const auto* v :
-       {&f.x,        &f.ln1,      &f.ln1_mean, &f.ln1_rstd, &f.q,      &f.kv[0],  &f.kv[1],
-        &f.o,        &f.lse,      &f.o2,       &f.lse2,     &f.proj,   &f.mid,    &f.ln2,
-        &f.ln2_mean, &f.ln2_rstd, &f.fc,       &f.act,      &f.out,    &f.logits, &f.probs,
-        &f.losses,   &f.dlogits,  &f.dy,       &f.dln,      &f.dtmp,   &f.dfc,    &f.dact,
-        &f.datty,    &f.kvj,      &f.dkv,      &f.cos,      &f.sin,    &f.sq[0],  &f.sq[1],
-        &f.so[0],    &f.so[1],    &f.slse[0],  &f.slse[1],  &f.sdo[0], &f.sdo[1], &f.sdq[0],
-        &f.sdq[1]})
+       {&f.qh,     &f.oh,     &f.x,        &f.ln1,      &f.ln1_mean, &f.ln1_rstd, &f.q,
+        &f.kv[0],  &f.kv[1],  &f.o,        &f.lse,      &f.o2,       &f.lse2,     &f.proj,
+        &f.mid,    &f.ln2,    &f.ln2_mean, &f.ln2_rstd, &f.fc,       &f.act,      &f.out,
+        &f.logits, &f.probs,  &f.losses,   &f.dlogits,  &f.dy,       &f.dln,      &f.dtmp,
+        &f.dfc,    &f.dact,   &f.datty,    &f.kvj,      &f.dkv,      &f.cos,      &f.sin,
+        &f.sq[0],  &f.sq[1],  &f.so[0],    &f.so[1],    &f.slse[0],  &f.slse[1],  &f.sdo[0],
+        &f.sdo[1], &f.sdq[0], &f.sdq[1]})
     add(*v);
   for (const auto* v : {&f.tok, &f.tgt, &f.pos}) add(*v);
   if (!fpdt_.offload) n += fpdt_store_bytes();

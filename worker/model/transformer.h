@@ -191,17 +191,21 @@ class Transformer {
 
   // FPDT (transformer_fpdt.cc).
   struct FpdtState {
-    int c = 0, u = 0;  // tokens per chunk, chunks per sequence
-    // Device, one chunk of B x c rows.
-    Buffer<T> x, ln1, ln1_mean, ln1_rstd, q, kv[2], o, lse, o2, lse2, proj, mid, ln2, ln2_mean,
-        ln2_rstd, fc, act, out, logits, probs, losses, dlogits, dy, dln, dtmp, dfc, dact, datty,
-        kvj, dkv, cos, sin;
+    int c = 0, u = 0;  // local tokens per chunk, chunks per sequence
+    // Over a sequence-parallel group: P ranks, this rank's query and key/value heads. The
+    // attention runs head-sharded over the P x c tokens of a chunk's span (P = 1: the chunk).
+    int P = 1, nh = 0, nkv = 0;
+    // Device, one chunk of B x c rows (head-sharded ones: B x P*c rows of this rank's heads).
+    Buffer<T> x, ln1, ln1_mean, ln1_rstd, q, qh, kv[2], o, oh, lse, o2, lse2, proj, mid, ln2,
+        ln2_mean, ln2_rstd, fc, act, out, logits, probs, losses, dlogits, dy, dln, dtmp, dfc, dact,
+        datty, kvj, dkv, cos, sin;
     Buffer<T> sq[2], so[2], slse[2], sdo[2], sdq[2];  // the attention backward's pipeline
     Buffer<int32_t> tok, tgt, pos;
     // The store: layer inputs (L+1) and the current layer's chunks, chunk-major: chunk i's
-    // B x len rows start at row B * i * c. In the host tier with offload.
+    // B x len rows start at row B * i * c (head-sharded: B * i * P*c). In the host tier with
+    // offload. hol: the local attention output (P > 1).
     std::vector<Buffer<T>> xs;
-    Buffer<T> hqkv, ho, hlse, hdo, hdq, hdx, rope_cos, rope_sin;
+    Buffer<T> hqkv, ho, hol, hlse, hdo, hdq, hdx, rope_cos, rope_sin;
     std::unique_ptr<Stream> stream;
   };
   absl::Status ReserveFpdt(int B, int Tn);
@@ -213,6 +217,7 @@ class Transformer {
   // goes to xs[l + 1].
   void LayerForwardFpdt(const T* p, int l, int B, int Tn, bool keep);
   void FpdtGather(int i, int B, int Tn);  // tokens, targets, positions, RoPE rows of chunk i
+  void SeqOk(absl::Status st);            // keeps the first failed exchange in seq_status_
   int FpdtLen(int i, int Tn) const { return std::min(fpdt_state_.c, Tn - i * fpdt_state_.c); }
 
   ModelDims dims_;

@@ -40,11 +40,35 @@ absl::Status Transformer<T>::ReserveFpdt(int B, int Tn) {
   auto& f = fpdt_state_;
   f = FpdtState{};
   const auto& d = dims_;
-  const int c = std::min(fpdt_.chunk, Tn);
+  // Over a sequence-parallel group of P ranks the chunk is global: each rank's local chunk is
+  // chunk / P tokens, exchanged into the chunk's span of the sequence for this rank's heads.
+  const int P = SequenceParallel() ? seq_->size() : 1;
+  if (P > 1 && (fpdt_.chunk % P != 0 || Tn % (fpdt_.chunk / P) != 0))
+    return absl::InvalidArgumentError(absl::StrCat(
+        "FPDT chunk of ", fpdt_.chunk, " tokens over ", P, " sequence-parallel ranks of ", Tn,
+        " tokens each: the chunk must be a multiple of the ranks and its share divide the ranks' "
+        "tokens"));
+  if (P > 1) {
+    const int c = fpdt_.chunk / P;
+    for (int i = 0; i < Tn; ++i) {
+      const int want = ((i / c) * P + seq_->rank()) * c + i % c;
+      if (int(seq_positions_.size()) != Tn || seq_positions_[size_t(i)] != want)
+        return absl::InvalidArgumentError(
+            absl::StrCat("FPDT over sequence-parallel ranks needs the round-robin layout: token ",
+                         i, " of rank ", seq_->rank(), " must be at position ", want));
+    }
+  }
+  const int c = P > 1 ? fpdt_.chunk / P : std::min(fpdt_.chunk, Tn);
   f.c = c;
   f.u = (Tn + c - 1) / c;
+  f.P = P;
+  f.nh = P > 1 ? seq_->local_heads() : d.NH;
+  f.nkv = P > 1 ? seq_->local_kv_heads() : d.NKV;
   const size_t R = size_t(B) * c, N = size_t(B) * Tn, C = d.C, F = d.F, QKV = d.QKV(), V = d.V;
-  const size_t A = size_t(d.NH) * d.HS, NH = d.NH, fc = d.is_gpt2() ? F : 2 * F;
+  const size_t A = size_t(d.NH) * d.HS, fc = d.is_gpt2() ? F : 2 * F;
+  // Head-sharded rows: this rank's heads over the P chunks of the span (P = 1: the chunk).
+  const size_t Rh = R * P, Nh = N * P, QKVh = size_t(f.nh + 2 * f.nkv) * d.HS,
+               Ah = size_t(f.nh) * d.HS, NH = f.nh;
   const bool ln = d.is_gpt2(), rope = !d.is_gpt2();
   Device& dev = *backend_.device;
   const MemoryTier store = fpdt_.offload ? MemoryTier::kHost : MemoryTier::kDevice;
@@ -71,12 +95,14 @@ absl::Status Transformer<T>::ReserveFpdt(int B, int Tn) {
            {&f.ln1_mean, ln ? R : 0, "norm mean"},
            {&f.ln1_rstd, R, "norm rstd"},
            {&f.q, R * QKV, "qkv"},
-           {&f.kv[0], R * QKV, "key/value prefetch"},
-           {&f.kv[1], R * QKV, "key/value prefetch"},
+           {&f.qh, P > 1 ? Rh * QKVh : 0, "head-sharded qkv"},
+           {&f.kv[0], Rh * QKVh, "key/value prefetch"},
+           {&f.kv[1], Rh * QKVh, "key/value prefetch"},
            {&f.o, R * A, "attention output"},
-           {&f.lse, R * NH, "attention lse"},
-           {&f.o2, R * A, "attention pair output"},
-           {&f.lse2, R * NH, "attention pair lse"},
+           {&f.oh, P > 1 ? Rh * Ah : 0, "head-sharded attention output"},
+           {&f.lse, Rh * NH, "attention lse"},
+           {&f.o2, Rh * Ah, "attention pair output"},
+           {&f.lse2, Rh * NH, "attention pair lse"},
            {&f.proj, R * C, "projection"},
            {&f.mid, R * C, "attention residual"},
            {&f.ln2, R * C, "ln2"},
@@ -95,37 +121,39 @@ absl::Status Transformer<T>::ReserveFpdt(int B, int Tn) {
            {&f.dfc, R * fc, "mlp gradient"},
            {&f.dact, R * F, "mlp activation gradient"},
            {&f.datty, R * A, "attention output gradient"},
-           {&f.kvj, R * QKV, "key/value chunk"},
-           {&f.dkv, R * QKV, "key/value gradient"},
+           {&f.kvj, Rh * QKVh, "key/value chunk"},
+           {&f.dkv, Rh * QKVh, "key/value gradient"},
            {&f.cos, rope ? size_t(c) * d.HS / 2 : 0, "rope cos rows"},
            {&f.sin, rope ? size_t(c) * d.HS / 2 : 0, "rope sin rows"},
        })
     chunk(*b, n, what);
   for (int s = 0; s < 2; ++s) {
-    chunk(f.sq[s], R * QKV, "query prefetch");
-    chunk(f.so[s], R * A, "output prefetch");
-    chunk(f.slse[s], R * NH, "lse prefetch");
-    chunk(f.sdo[s], R * A, "output gradient prefetch");
-    chunk(f.sdq[s], R * QKV, "query gradient prefetch");
+    chunk(f.sq[s], Rh * QKVh, "query prefetch");
+    chunk(f.so[s], Rh * Ah, "output prefetch");
+    chunk(f.slse[s], Rh * NH, "lse prefetch");
+    chunk(f.sdo[s], Rh * Ah, "output gradient prefetch");
+    chunk(f.sdq[s], Rh * QKVh, "query gradient prefetch");
   }
   chunk(f.tok, R, "tokens");
   chunk(f.tgt, R, "targets");
   chunk(f.pos, R, "positions");
   f.xs.resize(d.L + 1);
   for (int l = 0; l <= d.L; ++l) keep(f.xs[l], N * C, absl::StrCat("layer ", l, " input"));
-  keep(f.hqkv, N * QKV, "qkv chunks");
-  keep(f.ho, N * A, "attention output chunks");
-  keep(f.hlse, N * NH, "attention lse chunks");
-  keep(f.hdo, N * A, "attention output gradient chunks");
-  keep(f.hdq, N * QKV, "query gradient chunks");
+  keep(f.hqkv, Nh * QKVh, "qkv chunks");
+  keep(f.ho, Nh * Ah, "attention output chunks");
+  if (P > 1) keep(f.hol, N * A, "attention output chunks (local)");
+  keep(f.hlse, Nh * NH, "attention lse chunks");
+  keep(f.hdo, Nh * Ah, "attention output gradient chunks");
+  keep(f.hdq, Nh * QKVh, "query gradient chunks");
   keep(f.hdx, N * C, "input gradient");
-  keep(f.rope_cos, rope ? size_t(Tn) * d.HS / 2 : 0, "rope cos table");
-  keep(f.rope_sin, rope ? size_t(Tn) * d.HS / 2 : 0, "rope sin table");
+  keep(f.rope_cos, rope ? size_t(Tn) * P * d.HS / 2 : 0, "rope cos table");
+  keep(f.rope_sin, rope ? size_t(Tn) * P * d.HS / 2 : 0, "rope sin table");
+  if (status.ok() && P > 1) status = seq_->Reserve(B, c);
   if (!status.ok()) {
     f = FpdtState{};
     return status;
   }
-  if (rope) ops_->rope_tables(f.rope_cos.data(), f.rope_sin.data(), Tn, d.HS, d.rope_theta);
+  if (rope) ops_->rope_tables(f.rope_cos.data(), f.rope_sin.data(), Tn * P, d.HS, d.rope_theta);
   f.stream = dev.NewStream();
   B_ = B;
   T_ = Tn;
@@ -138,9 +166,14 @@ uint64_t Transformer<T>::fpdt_store_bytes() const {
   uint64_t n = 0;
   for (const auto& x : f.xs) n += x.bytes();
   for (const Buffer<T>* b :
-       {&f.hqkv, &f.ho, &f.hlse, &f.hdo, &f.hdq, &f.hdx, &f.rope_cos, &f.rope_sin})
+       {&f.hqkv, &f.ho, &f.hol, &f.hlse, &f.hdo, &f.hdq, &f.hdx, &f.rope_cos, &f.rope_sin})
     n += b->bytes();
   return n;
+}
+
+template <typename T>
+void Transformer<T>::SeqOk(absl::Status st) {
+  if (seq_status_.ok() && !st.ok()) seq_status_ = std::move(st);
 }
 
 template <typename T>
@@ -152,11 +185,11 @@ void Transformer<T>::FpdtGather(int i, int B, int Tn) {
       const size_t src = size_t(b) * Tn + size_t(i) * c + t, dst = size_t(b) * len + t;
       f.tok[dst] = tokens_[src];
       f.tgt[dst] = targets_ != nullptr ? targets_[src] : -1;
-      f.pos[dst] = i * c + t;
+      f.pos[dst] = seq_positions_.empty() ? i * c + t : seq_positions_[size_t(i) * c + t];
     }
   }
-  if (!dims_.is_gpt2()) {
-    const size_t half = dims_.HS / 2, off = size_t(i) * c * half;
+  if (!dims_.is_gpt2()) {  // a chunk's positions are contiguous
+    const size_t half = dims_.HS / 2, off = size_t(f.pos[0]) * half;
     backend_.device->Copy(f.cos.data(), f.rope_cos.data() + off, len * half * sizeof(T));
     backend_.device->Copy(f.sin.data(), f.rope_sin.data() + off, len * half * sizeof(T));
   }
@@ -168,13 +201,17 @@ void Transformer<T>::LayerForwardFpdt(const T* p, int l, int B, int Tn, bool kee
   const auto& d = dims_;
   Stream& s = *f.stream;
   Device& dev = *backend_.device;
-  const int c = f.c, C = d.C, F = d.F, A = d.NH * d.HS, QKV = d.QKV(), NH = d.NH;
+  const int c = f.c, C = d.C, F = d.F, A = d.NH * d.HS, QKV = d.QKV(), P = f.P;
+  const int nh = f.nh, nkv = f.nkv, QKVh = (nh + 2 * nkv) * d.HS, Ah = nh * d.HS;
   const bool g2 = d.is_gpt2();
   const WeightLayout wl = g2 ? WeightLayout::kInOut : WeightLayout::kOutIn;
-  uint64_t q_done = 0, o_done = 0, out_done = 0;  // the stores reading f.q, f.o/lse, f.out
+  // Head-sharded views (P = 1: the local buffers themselves).
+  T* qh = P > 1 ? f.qh.data() : f.q.data();
+  T* oh = P > 1 ? f.oh.data() : f.o.data();
+  uint64_t q_done = 0, o_done = 0, out_done = 0;  // the stores reading qh, oh/lse/o, f.out
   for (int i = 0; i < f.u; ++i) {
-    const int len = FpdtLen(i, Tn), R = B * len;
-    const size_t row = size_t(B) * i * c;
+    const int len = FpdtLen(i, Tn), R = B * len, Rh = R * P;
+    const size_t row = size_t(B) * i * c, rowh = row * P;
     FpdtGather(i, B, Tn);
     dev.Copy(f.x.data(), f.xs[l].data() + row * C, size_t(R) * C * sizeof(T));
     NormForward(f.ln1.data(), f.ln1_mean.data(), f.ln1_rstd.data(), f.x.data(), p + lo_.ln1_w,
@@ -182,28 +219,33 @@ void Transformer<T>::LayerForwardFpdt(const T* p, int l, int B, int Tn, bool kee
     s.Wait(q_done);
     ops_->matmul_forward(f.q.data(), f.ln1.data(), p + lo_.qkv_w, g2 ? p + lo_.qkv_b : nullptr, R,
                          C, QKV, wl);
-    if (!g2) ops_->rope_forward(f.q.data(), f.cos.data(), f.sin.data(), B, len, NH, d.NKV, d.HS);
-    s.CopyAsync(f.hqkv.data() + row * QKV, f.q.data(), size_t(R) * QKV * sizeof(T));
+    if (!g2) ops_->rope_forward(f.q.data(), f.cos.data(), f.sin.data(), B, len, d.NH, d.NKV, d.HS);
+    // Over the group: this rank's heads of the chunk's span (every rank's chunk i).
+    if (P > 1) SeqOk(seq_->ScatterHeads(SequenceRows::kQkv, qh, f.q.data(), B, len));
+    s.CopyAsync(f.hqkv.data() + rowh * QKVh, qh, size_t(Rh) * QKVh * sizeof(T));
     q_done = s.Record();
     s.Wait(o_done);
-    // The diagonal pair, then every earlier key chunk (full length c), prefetched.
-    ops_->chunked_attention_pair_forward(f.o.data(), f.lse.data(), f.q.data(), len, i * c,
-                                         f.q.data(), len, i * c, B, NH, d.NKV, d.HS);
+    // The diagonal pair, then every earlier key chunk (full length), prefetched.
+    const int span = P * c, lenh = P * len;
+    ops_->chunked_attention_pair_forward(oh, f.lse.data(), qh, lenh, i * span, qh, lenh, i * span,
+                                         B, nh, nkv, d.HS);
     Pipelined(
         s, i,
         [&](int j, int slot) {
-          s.CopyAsync(f.kv[slot].data(), f.hqkv.data() + size_t(B) * j * c * QKV,
-                      size_t(B) * c * QKV * sizeof(T));
+          s.CopyAsync(f.kv[slot].data(), f.hqkv.data() + size_t(B) * j * span * QKVh,
+                      size_t(B) * span * QKVh * sizeof(T));
         },
         [&](int j, int slot) {
-          ops_->chunked_attention_pair_forward(f.o2.data(), f.lse2.data(), f.q.data(), len, i * c,
-                                               f.kv[slot].data(), c, j * c, B, NH, d.NKV, d.HS);
-          ops_->attention_lse_merge(f.o.data(), f.lse.data(), f.o2.data(), f.lse2.data(), B, len,
-                                    NH, d.HS);
+          ops_->chunked_attention_pair_forward(f.o2.data(), f.lse2.data(), qh, lenh, i * span,
+                                               f.kv[slot].data(), span, j * span, B, nh, nkv, d.HS);
+          ops_->attention_lse_merge(oh, f.lse.data(), f.o2.data(), f.lse2.data(), B, lenh, nh,
+                                    d.HS);
         });
+    if (P > 1) SeqOk(seq_->GatherHeads(SequenceRows::kAttnOut, f.o.data(), oh, B, len));
     if (keep) {
-      s.CopyAsync(f.ho.data() + row * A, f.o.data(), size_t(R) * A * sizeof(T));
-      s.CopyAsync(f.hlse.data() + row * NH, f.lse.data(), size_t(R) * NH * sizeof(T));
+      s.CopyAsync(f.ho.data() + rowh * Ah, oh, size_t(Rh) * Ah * sizeof(T));
+      s.CopyAsync(f.hlse.data() + rowh * nh, f.lse.data(), size_t(Rh) * nh * sizeof(T));
+      if (P > 1) s.CopyAsync(f.hol.data() + row * A, f.o.data(), size_t(R) * A * sizeof(T));
       o_done = s.Record();
       continue;
     }
@@ -289,8 +331,9 @@ void Transformer<T>::BackwardFpdt(ParamSource<T>& src, float grad_scale) {
   Device& dev = *backend_.device;
   Stream& s = *f.stream;
   const int B = B_, Tn = T_, c = f.c, C = d.C, F = d.F, V = d.V, A = d.NH * d.HS, QKV = d.QKV();
-  const int NH = d.NH;
-  const size_t N = size_t(B) * Tn;
+  const int P = f.P, nh = f.nh, nkv = f.nkv, QKVh = (nh + 2 * nkv) * d.HS, Ah = nh * d.HS;
+  const int span = P * c;
+  const size_t Nh = size_t(B) * Tn * P;
   const bool g2 = d.is_gpt2();
   const WeightLayout wl = g2 ? WeightLayout::kInOut : WeightLayout::kOutIn;
   auto bias = [g2](T* base, uint64_t off) { return g2 ? base + off : nullptr; };
@@ -335,14 +378,14 @@ void Transformer<T>::BackwardFpdt(ParamSource<T>& src, float grad_scale) {
     T* g = src.Grads(l + 1);
     // 1. This layer's q/k/v, output and lse chunks again, into the store.
     LayerForwardFpdt(p, l, B, Tn, true);
-    dev.Fill(f.hdq.data(), 0, N * QKV * sizeof(T));
+    dev.Fill(f.hdq.data(), 0, Nh * QKVh * sizeof(T));
     // 2. Per chunk: the MLP and the output projection backward (recomputed from the layer
     //    input and the attention output); d(output) to hdo, d(residual) into hdx.
     for (int i = 0; i < f.u; ++i) {
       const int len = FpdtLen(i, Tn), R = B * len;
       const size_t row = size_t(B) * i * c;
       get(f.x, f.xs[l], row, R, C);
-      get(f.o, f.ho, row, R, A);
+      get(f.o, P > 1 ? f.hol : f.ho, row, R, A);
       get(f.dy, f.hdx, row, R, C);
       ops_->matmul_forward(f.proj.data(), f.o.data(), p + lo_.o_w, g2 ? p + lo_.o_b : nullptr, R, A,
                            C, wl);
@@ -373,7 +416,12 @@ void Transformer<T>::BackwardFpdt(ParamSource<T>& src, float grad_scale) {
       ops_->residual_backward(f.dy.data(), static_cast<T*>(nullptr), f.dtmp.data(), size_t(R) * C);
       ops_->matmul_backward(f.datty.data(), g + lo_.o_w, bias(g, lo_.o_b), f.dy.data(), f.o.data(),
                             p + lo_.o_w, R, A, C, wl);
-      put(f.hdo, f.datty, row, R, A);
+      if (P > 1) {  // d(output) for this rank's heads over the span
+        SeqOk(seq_->ScatterHeads(SequenceRows::kAttnOut, f.o2.data(), f.datty.data(), B, len));
+        put(f.hdo, f.o2, row * P, R * P, Ah);
+      } else {
+        put(f.hdo, f.datty, row, R, A);
+      }
       put(f.hdx, f.dy, row, R, C);
     }
     // 3. Attention backward, outer loop over key chunks j: dK/dV of chunk j accumulate on the
@@ -381,42 +429,50 @@ void Transformer<T>::BackwardFpdt(ParamSource<T>& src, float grad_scale) {
     //    dQ so far, which goes back to the store). dQ of chunk j is complete after its own
     //    outer step, so chunk j's q/k/v projection backward runs then.
     for (int j = 0; j < f.u; ++j) {
-      const int lenj = FpdtLen(j, Tn), Rj = B * lenj;
-      const size_t rowj = size_t(B) * j * c;
-      get(f.kvj, f.hqkv, rowj, Rj, QKV);
-      dev.Fill(f.dkv.data(), 0, size_t(Rj) * QKV * sizeof(T));
+      const int lenj = FpdtLen(j, Tn), Rj = B * lenj, Rjh = Rj * P;
+      const size_t rowj = size_t(B) * j * c, rowjh = rowj * P;
+      get(f.kvj, f.hqkv, rowjh, Rjh, QKVh);
+      dev.Fill(f.dkv.data(), 0, size_t(Rjh) * QKVh * sizeof(T));
       Pipelined(
           s, f.u - j,
           [&](int k, int slot) {
-            const int i = j + k, R = B * FpdtLen(i, Tn);
-            const size_t row = size_t(B) * i * c;
-            s.CopyAsync(f.sq[slot].data(), f.hqkv.data() + row * QKV, size_t(R) * QKV * sizeof(T));
-            s.CopyAsync(f.so[slot].data(), f.ho.data() + row * A, size_t(R) * A * sizeof(T));
-            s.CopyAsync(f.slse[slot].data(), f.hlse.data() + row * NH, size_t(R) * NH * sizeof(T));
-            s.CopyAsync(f.sdo[slot].data(), f.hdo.data() + row * A, size_t(R) * A * sizeof(T));
-            s.CopyAsync(f.sdq[slot].data(), f.hdq.data() + row * QKV, size_t(R) * QKV * sizeof(T));
+            const int i = j + k, Rh = B * FpdtLen(i, Tn) * P;
+            const size_t rowh = size_t(B) * i * span;
+            auto fetch = [&](Buffer<T>& dst, const Buffer<T>& from, int width) {
+              s.CopyAsync(dst.data(), from.data() + rowh * width, size_t(Rh) * width * sizeof(T));
+            };
+            fetch(f.sq[slot], f.hqkv, QKVh);
+            fetch(f.so[slot], f.ho, Ah);
+            fetch(f.slse[slot], f.hlse, nh);
+            fetch(f.sdo[slot], f.hdo, Ah);
+            fetch(f.sdq[slot], f.hdq, QKVh);
           },
           [&](int k, int slot) {
-            const int i = j + k, len = FpdtLen(i, Tn), R = B * len;
+            const int i = j + k, lenh = FpdtLen(i, Tn) * P, Rh = B * lenh;
             ops_->chunked_attention_pair_backward(
                 f.sdq[slot].data(), f.dkv.data(), f.sdo[slot].data(), f.so[slot].data(),
-                f.slse[slot].data(), f.sq[slot].data(), len, i * c, f.kvj.data(), lenj, j * c, B,
-                NH, d.NKV, d.HS);
-            s.CopyAsync(f.hdq.data() + size_t(B) * i * c * QKV, f.sdq[slot].data(),
-                        size_t(R) * QKV * sizeof(T));
+                f.slse[slot].data(), f.sq[slot].data(), lenh, i * span, f.kvj.data(), lenj * P,
+                j * span, B, nh, nkv, d.HS);
+            s.CopyAsync(f.hdq.data() + size_t(B) * i * span * QKVh, f.sdq[slot].data(),
+                        size_t(Rh) * QKVh * sizeof(T));
           });
       s.Synchronize();
-      // dq/dk/dv of chunk j: the q part from the store, the k/v parts from dkv.
-      get(f.sdq[0], f.hdq, rowj, Rj, QKV);
-      ops_->residual_forward(f.dkv.data(), f.dkv.data(), f.sdq[0].data(), size_t(Rj) * QKV);
+      // dq/dk/dv of chunk j: the q part from the store, the k/v parts from dkv; over the
+      // group, back to this rank's tokens of every head.
+      get(f.sdq[0], f.hdq, rowjh, Rjh, QKVh);
+      ops_->residual_forward(f.dkv.data(), f.dkv.data(), f.sdq[0].data(), size_t(Rjh) * QKVh);
+      T* dqkv = f.dkv.data();
+      if (P > 1) {
+        SeqOk(seq_->GatherHeads(SequenceRows::kQkv, f.q.data(), f.dkv.data(), B, lenj));
+        dqkv = f.q.data();
+      }
       FpdtGather(j, B, Tn);
-      if (!g2)
-        ops_->rope_backward(f.dkv.data(), f.cos.data(), f.sin.data(), B, lenj, NH, d.NKV, d.HS);
+      if (!g2) ops_->rope_backward(dqkv, f.cos.data(), f.sin.data(), B, lenj, d.NH, d.NKV, d.HS);
       get(f.x, f.xs[l], rowj, Rj, C);
       NormForward(f.ln1.data(), f.ln1_mean.data(), f.ln1_rstd.data(), f.x.data(), p + lo_.ln1_w,
                   g2 ? p + lo_.ln1_b : nullptr, Rj);
-      ops_->matmul_backward(f.dln.data(), g + lo_.qkv_w, bias(g, lo_.qkv_b), f.dkv.data(),
-                            f.ln1.data(), p + lo_.qkv_w, Rj, C, QKV, wl);
+      ops_->matmul_backward(f.dln.data(), g + lo_.qkv_w, bias(g, lo_.qkv_b), dqkv, f.ln1.data(),
+                            p + lo_.qkv_w, Rj, C, QKV, wl);
       NormBackward(f.dtmp.data(), g + lo_.ln1_w, bias(g, lo_.ln1_b), f.dln.data(), f.x.data(),
                    p + lo_.ln1_w, f.ln1_mean.data(), f.ln1_rstd.data(), Rj);
       get(f.dy, f.hdx, rowj, Rj, C);
@@ -443,6 +499,7 @@ void Transformer<T>::BackwardFpdt(ParamSource<T>& src, float grad_scale) {
   template absl::Status Transformer<T>::ReserveFpdt(int, int);                                 \
   template uint64_t Transformer<T>::fpdt_store_bytes() const;                                  \
   template void Transformer<T>::FpdtGather(int, int, int);                                     \
+  template void Transformer<T>::SeqOk(absl::Status);                                           \
   template void Transformer<T>::LayerForwardFpdt(const T*, int, int, int, bool);               \
   template double Transformer<T>::ForwardFpdt(ParamSource<T>&, const int32_t*, const int32_t*, \
                                               int, int);                                       \

@@ -13,6 +13,17 @@ std::vector<int32_t> ContiguousPositions(int seq_len, int ranks, int rank) {
   return p;
 }
 
+std::vector<int32_t> FpdtPositions(int seq_len, int ranks, int rank, int chunk) {
+  TERN_CHECK(ranks >= 1 && chunk >= 1 && seq_len % (ranks * chunk) == 0 && rank >= 0 &&
+             rank < ranks)
+      << "seq_len " << seq_len << " ranks " << ranks << " rank " << rank << " chunk " << chunk;
+  std::vector<int32_t> p;
+  p.reserve(size_t(seq_len / ranks));
+  for (int k = 0; k < seq_len / (ranks * chunk); ++k)
+    for (int t = 0; t < chunk; ++t) p.push_back((k * ranks + rank) * chunk + t);
+  return p;
+}
+
 void SliceByPositions(const int32_t* full, int B, int seq_len,
                       const std::vector<int32_t>& positions, int32_t* out) {
   const size_t n = positions.size();

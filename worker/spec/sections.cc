@@ -56,9 +56,13 @@ void ResolveSequenceParallel(const tern::v1::JobSpec& spec, JobConfig& c, Findin
                      "group needs at least one)"));
   if (p > 1 && spec.elastic().enabled())
     bad("with elastic.enabled: elastic rounds with sequence parallelism are not supported");
-  if (p > 1 && spec.sequence_parallel().fpdt().enabled())
-    bad("with sequence_parallel.fpdt.enabled: FPDT runs one rank's whole sequence; FPDT over a "
-        "Ulysses group is not built");
+  const auto& fp = spec.sequence_parallel().fpdt();
+  const int chunk = fp.has_chunk_size() ? fp.chunk_size() : 4096;
+  if (p > 1 && fp.enabled() && chunk >= 1 && (chunk % p != 0 || c.seq_len % chunk != 0))
+    bad(absl::StrCat("with sequence_parallel.fpdt.chunk_size ", chunk,
+                     ": over a sequence-parallel group the chunk (global tokens) must be a "
+                     "multiple of the group and divide data.seq_len ",
+                     c.seq_len));
   if (!ok) return;
   c.sp_size = p;
   c.dp_size = world / p;

@@ -501,18 +501,26 @@ TEST_F(CliTest, FpdtTrainsTheSameLossesAsTheWholeSequence) {
   Result plain = Tern(base);
   Result chunked = Tern(base + fpdt);
   Result two = Tern(base + fpdt + " --ranks 2 --set train_micro_batch_size_per_gpu=4");
+  // Over a sequence-parallel group of 2: chunks of 8 tokens, 4 per rank, round-robin.
+  Result sp = Tern(base +
+                   " --set sequence_parallel.fpdt.enabled=true"
+                   " --set sequence_parallel.fpdt.chunk_size=8 --ranks 2"
+                   " --set sequence_parallel_size=2");
   ASSERT_EQ(plain.code, 0) << plain.out;
   ASSERT_EQ(chunked.code, 0) << chunked.out;
   ASSERT_EQ(two.code, 0) << two.out;
+  ASSERT_EQ(sp.code, 0) << sp.out;
   auto a = JsonLines(plain.out, "step"), b = JsonLines(chunked.out, "step"),
-       c = JsonLines(two.out, "step");
+       c = JsonLines(two.out, "step"), d = JsonLines(sp.out, "step");
   ASSERT_EQ(a.size(), 20u);
   ASSERT_EQ(b.size(), 20u);
   ASSERT_EQ(c.size(), 20u);
+  ASSERT_EQ(d.size(), 20u);
   for (size_t i = 0; i < a.size(); ++i) {
-    const double la = a[i]["loss"], lb = b[i]["loss"], lc = c[i]["loss"];
+    const double la = a[i]["loss"], lb = b[i]["loss"], lc = c[i]["loss"], ld = d[i]["loss"];
     EXPECT_NEAR(la, lb, 1e-4 * la) << "step " << i + 1;
     EXPECT_NEAR(la, lc, 1e-4 * la) << "step " << i + 1;
+    EXPECT_NEAR(la, ld, 1e-4 * la) << "step " << i + 1;
   }
   EXPECT_LT(double(b.back()["loss"]), double(b.front()["loss"]));
   auto s = JsonLines(chunked.out, "summary");

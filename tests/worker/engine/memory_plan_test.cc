@@ -13,6 +13,7 @@
 #include "worker/comm/in_memory_store.h"
 #include "worker/core/status.h"
 #include "worker/model/transformer.h"
+#include "worker/sequence/slice.h"
 #include "worker/sequence/ulysses.h"
 #include "worker/zero/state.h"
 
@@ -66,34 +67,43 @@ TEST(MemoryPlan, ActivationsAreWhatReserveAllocates) {
 TEST(MemoryPlan, SequenceParallelActivationsAreWhatTheRankAllocates) {
   kernels::SetNumThreads(1);
   for (const char* type : {"gpt2", "llama"}) {
-    for (bool recompute : {false, true}) {
-      auto c = Config(type, 1, 0, 2, 16);
-      c.sp_size = 2;
-      c.activation_checkpointing = recompute;
-      comm::InMemoryStore store;
-      auto comms = comm::testing::MakeGroup(store, 2, "sp");
-      ASSERT_TRUE(comm::testing::AllCreated(comms));
-      std::vector<uint64_t> bytes(2);
-      comm::testing::RunRanks(2, [&](int r) {
-        auto ex = sequence::UlyssesExchange<float>::Create(comms[r].get(), c.dims.NH, c.dims.NKV,
-                                                           c.dims.HS);
-        ASSERT_TRUE(ex.ok()) << ex.status();
-        model::Transformer<float> model(c.dims);
-        model.set_recompute_layers(recompute);
-        std::vector<int32_t> pos(8);
-        for (int i = 0; i < 8; ++i) pos[i] = r * 8 + i;
-        model.set_sequence(ex->get(), pos);
-        std::vector<float> params(model.params().total()), grads(params.size());
-        model.InitParams(params.data(), 1);
-        model::FlatParamSource<float> src(&model.params(), params.data(), grads.data());
-        std::vector<int32_t> tok(2 * 8, 3), tgt(2 * 8, 5);
-        model.Forward(src, tok.data(), tgt.data(), 2, 8);
-        model.Backward(src, 1.0f);
-        bytes[r] = model.activation_bytes() + (*ex)->buffer_bytes();
-      });
-      EXPECT_EQ(PlanRankMemory(c, 1).activation_bytes, bytes[0])
-          << type << " recompute " << recompute;
-      EXPECT_LE(bytes[1], bytes[0]);
+    for (int fpdt : {0, 8}) {  // Ulysses, and FPDT in chunks of 8 (4 tokens per rank)
+      for (bool recompute : {false, true}) {
+        if (fpdt > 0 && recompute) continue;  // FPDT always recomputes
+        auto c = Config(type, 1, 0, 2, 16);
+        c.sp_size = 2;
+        c.activation_checkpointing = recompute;
+        c.fpdt_chunk = fpdt;
+        comm::InMemoryStore store;
+        auto comms = comm::testing::MakeGroup(store, 2, "sp");
+        ASSERT_TRUE(comm::testing::AllCreated(comms));
+        std::vector<uint64_t> bytes(2), stores(2);
+        comm::testing::RunRanks(2, [&](int r) {
+          auto ex = sequence::UlyssesExchange<float>::Create(comms[r].get(), c.dims.NH, c.dims.NKV,
+                                                             c.dims.HS);
+          ASSERT_TRUE(ex.ok()) << ex.status();
+          model::Transformer<float> model(c.dims);
+          model.set_recompute_layers(recompute);
+          model.set_fpdt({fpdt, true});
+          std::vector<int32_t> pos = fpdt > 0 ? sequence::FpdtPositions(16, 2, r, fpdt / 2)
+                                              : sequence::ContiguousPositions(16, 2, r);
+          model.set_sequence(ex->get(), pos);
+          std::vector<float> params(model.params().total()), grads(params.size());
+          model.InitParams(params.data(), 1);
+          model::FlatParamSource<float> src(&model.params(), params.data(), grads.data());
+          std::vector<int32_t> tok(2 * 8, 3), tgt(2 * 8, 5);
+          model.Forward(src, tok.data(), tgt.data(), 2, 8);
+          model.Backward(src, 1.0f);
+          EXPECT_TRUE(model.sequence_status().ok()) << model.sequence_status();
+          bytes[r] = model.activation_bytes() + (*ex)->buffer_bytes();
+          stores[r] = model.fpdt_store_bytes();
+        });
+        const auto plan = PlanRankMemory(c, 1);
+        EXPECT_EQ(plan.activation_bytes, bytes[0])
+            << type << " fpdt " << fpdt << " recompute " << recompute;
+        EXPECT_EQ(plan.offload_bytes, stores[0]) << type << " fpdt " << fpdt;
+        EXPECT_LE(bytes[1], bytes[0]);
+      }
     }
   }
 }

@@ -110,10 +110,12 @@ struct Case {
   std::string type;
   int nh, nkv, P;
   bool recompute;
+  int fpdt = 0;  // FPDT's (global) chunk tokens; 0 = Ulysses over whole sequences
 };
 void PrintTo(const Case& c, std::ostream* os) {
   *os << c.type << " nh " << c.nh << " nkv " << c.nkv << " P " << c.P
-      << (c.recompute ? " recompute" : "");
+      << (c.recompute ? " recompute" : "") << (c.fpdt ? " fpdt " : "")
+      << (c.fpdt ? std::to_string(c.fpdt) : "");
 }
 
 model::ModelDims Dims(const Case& c, int T) {
@@ -137,7 +139,7 @@ class SequenceParallelModel : public ::testing::TestWithParam<Case> {};
 TEST_P(SequenceParallelModel, GradientsEqualTheFullSequence) {
   kernels::SetNumThreads(1);
   const Case c = GetParam();
-  const int B = 2, T = 8, P = c.P, n = T / P;
+  const int B = 2, T = c.fpdt > 0 ? 24 : 8, P = c.P, n = T / P;
   const model::ModelDims dims = Dims(c, T);
   model::Transformer<double> full(dims);
   const ParamTable& table = full.params();
@@ -168,7 +170,10 @@ TEST_P(SequenceParallelModel, GradientsEqualTheFullSequence) {
     ASSERT_TRUE(ex.ok()) << ex.status();
     model::Transformer<double> m(dims);
     m.set_recompute_layers(c.recompute);
-    const std::vector<int32_t> pos = ContiguousPositions(T, P, r);
+    m.set_fpdt({c.fpdt, true});
+    // FPDT: the round-robin layout, so each local chunk exchanged is a contiguous span.
+    const std::vector<int32_t> pos =
+        c.fpdt > 0 ? FpdtPositions(T, P, r, c.fpdt / P) : ContiguousPositions(T, P, r);
     m.set_sequence(ex->get(), pos);
     std::vector<int32_t> tok(B * n), tgt(B * n);
     SliceByPositions(tokens.data(), B, T, pos, tok.data());
@@ -205,11 +210,18 @@ INSTANTIATE_TEST_SUITE_P(
                       Case{"llama", 12, 3, 2, false},  // GQA, uneven: 2, 1 kv heads of 4 q heads
                       Case{"llama", 8, 4, 4, true},    // GQA, recomputed layers
                       Case{"gpt2", 4, 4, 2, false},    // learned positions
-                      Case{"gpt2", 6, 6, 4, true}),
+                      Case{"gpt2", 6, 6, 4, true},
+                      // FPDT over the group: 24 tokens in chunks of 4 (2 per rank, 6 chunks)...
+                      Case{"llama", 4, 4, 2, false, 4},
+                      Case{"llama", 12, 3, 2, false, 6},  // GQA, uneven heads, chunks of 3 each
+                      Case{"llama", 8, 4, 4, false, 8},   // P = 4: 2 tokens per rank and chunk
+                      Case{"llama", 6, 6, 4, false, 24},  // one chunk: the whole sequence
+                      Case{"gpt2", 6, 6, 2, false, 12}),
     [](const ::testing::TestParamInfo<Case>& i) {
       return i.param.type + "_nh" + std::to_string(i.param.nh) + "_nkv" +
              std::to_string(i.param.nkv) + "_p" + std::to_string(i.param.P) +
-             (i.param.recompute ? "_recompute" : "");
+             (i.param.recompute ? "_recompute" : "") +
+             (i.param.fpdt ? "_fpdt" + std::to_string(i.param.fpdt) : "");
     });
 
 }  // namespace

@@ -369,8 +369,14 @@ TEST(JobSpec, SequenceParallelSizeSplitsTheWorldOrIsRefusedByName) {
            {{"sequence_parallel_size=4", "model.num_key_value_heads=2"},
             "sequence_parallel_size: 4 exceeds num_key_value_heads 2"},
            {{"sequence_parallel_size=2", "elastic.enabled=true"}, "with elastic.enabled"},
-           {{"sequence_parallel_size=2", "sequence_parallel.fpdt.enabled=true"},
-            "with sequence_parallel.fpdt.enabled"}}) {
+           // FPDT over the group: the (global) chunk must split evenly over the ranks and
+           // divide the sequence.
+           {{"sequence_parallel_size=2", "sequence_parallel.fpdt.enabled=true",
+             "sequence_parallel.fpdt.chunk_size=7"},
+            "with sequence_parallel.fpdt.chunk_size 7: over a sequence-parallel group"},
+           {{"sequence_parallel_size=2", "sequence_parallel.fpdt.enabled=true",
+             "sequence_parallel.fpdt.chunk_size=6", "data.seq_len=16"},
+            "must be a multiple of the group and divide data.seq_len 16"}}) {
     auto p = ParseJobSpec(kSpec, sets, "test");
     ASSERT_TRUE(p.ok()) << p.status();
     auto r = ResolveJob(*p, ro);
