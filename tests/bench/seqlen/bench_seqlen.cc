@@ -5,7 +5,9 @@
 // activations do not fit next to the training state) or --max-seq; each length that fits
 // trains --steps steps (after one warm-up) and prints one JSON line: step time, tokens/s, MFU,
 // and the device and host peaks. A last line compares the two: the longest lengths and their
-// ratio, and FPDT's tokens/s over the whole-sequence path's at the lengths both train. The
+// ratio, and FPDT's tokens/s over the whole-sequence path's at the lengths both train. --sp P
+// runs P sequence-parallel ranks as threads (Ulysses' all-to-all; FPDT over the group), the
+// budget per rank. The
 // modes run interleaved at each length (--repeats times, medians), as the machine is shared.
 #include <CLI/CLI.hpp>
 #include <algorithm>
@@ -14,15 +16,21 @@
 #include <map>
 #include <random>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "kernels/cpu/cpu_ops.h"
 #include "kernels/cpu/threads.h"
 #include "nlohmann/json.hpp"
+#include "worker/comm/groups.h"
+#include "worker/comm/in_memory_store.h"
 #include "worker/core/device.h"
+#include "worker/core/timeouts.h"
 #include "worker/engine/sgemm_peak.h"
 #include "worker/model/config.h"
 #include "worker/model/transformer.h"
+#include "worker/sequence/slice.h"
+#include "worker/sequence/ulysses.h"
 #include "worker/zero/state.h"
 
 namespace {
@@ -37,6 +45,7 @@ struct Args {
   std::string modes = "ulysses,fpdt";
   double peak_gflops = 0;
   int repeats = 1;
+  int sp = 1;
 };
 
 double Median(std::vector<double> v) {
@@ -51,10 +60,12 @@ struct Result {
   uint64_t device_peak = 0, host_peak = 0;
 };
 
-Result RunLength(const Args& a, const tern::model::ModelDims& dims, const std::string& mode, int T,
-                 double peak) {
+// One rank's run at sequence length T (the whole sequence; the rank holds T / P tokens). With
+// P > 1 every rank calls it on its own thread with its communicator.
+Result RunRank(const Args& a, const tern::model::ModelDims& dims, const std::string& mode, int T,
+               int P, int r, tern::comm::Communicator* comm) {
   using namespace tern;
-  Result r;
+  Result res;
   CpuDevice dev;
   dev.set_budget(MemoryTier::kDevice, uint64_t(a.budget_mib * 1048576));
   dev.set_budget(MemoryTier::kHost, uint64_t(a.host_budget_mib * 1048576));
@@ -64,52 +75,106 @@ Result RunLength(const Args& a, const tern::model::ModelDims& dims, const std::s
   } else {
     m.set_recompute_layers(true);
   }
+  std::unique_ptr<sequence::UlyssesExchange<float>> ex;
+  std::vector<int32_t> pos(size_t(T / P));
+  for (int i = 0; i < T / P; ++i) pos[size_t(i)] = i;
+  if (P > 1) {
+    auto e = sequence::UlyssesExchange<float>::Create(comm, dims.NH, dims.NKV, dims.HS,
+                                                      kDefaultCollectiveTimeout, &dev);
+    if (!e.ok()) {
+      res.refused = std::string(e.status().message());
+      return res;
+    }
+    ex = std::move(*e);
+    pos = mode == "fpdt" ? sequence::FpdtPositions(T, P, r, a.chunk / P)
+                         : sequence::ContiguousPositions(T, P, r);
+    m.set_sequence(ex.get(), pos);
+  }
   std::vector<float> init(m.params().total());
   m.InitParams(init.data(), 1234);
   auto state = zero::CreateLocalState(m.params(), init);
   init = {};
-  const auto mem = state->memory();
-  auto charge = Charge::Make(dev, mem.total(), MemoryTier::kDevice, "training state");
+  auto charge = Charge::Make(dev, state->memory().total(), MemoryTier::kDevice, "training state");
   if (!charge.ok()) {
-    r.refused = std::string(charge.status().message());
-    return r;
+    res.refused = std::string(charge.status().message());
+    return res;
   }
-  if (absl::Status st = m.Reserve(a.batch, T); !st.ok()) {
-    r.refused = std::string(st.message());
-    return r;
+  const int n = T / P;
+  if (absl::Status st = m.Reserve(a.batch, n); !st.ok()) {
+    res.refused = std::string(st.message());
+    return res;
   }
-  r.fits = true;
+  res.fits = true;
   std::mt19937_64 rng(7);
-  std::vector<int32_t> tok(size_t(a.batch) * T), tgt(tok.size());
-  for (size_t i = 0; i < tok.size(); ++i) {
-    tok[i] = int32_t(rng() % dims.V);
-    tgt[i] = int32_t(rng() % dims.V);
-  }
+  std::vector<int32_t> full(size_t(a.batch) * T), tok(size_t(a.batch) * n), tgt(tok.size());
+  for (auto& t : full) t = int32_t(rng() % dims.V);
+  sequence::SliceByPositions(full.data(), a.batch, T, pos, tok.data());
+  for (size_t i = 0; i < tgt.size(); ++i) tgt[i] = tok[(i + 1) % tgt.size()];
   optim::AdamWConfig opt;
   std::vector<double> ms;
   for (int s = 0; s <= a.steps; ++s) {
+    if (comm != nullptr) (void)comm->Barrier(comm::CollectiveOptions{});
     const auto t0 = Clock::now();
     state->BeginMicroStep(true);
-    m.Forward(state->source(), tok.data(), tgt.data(), a.batch, T);
-    m.Backward(state->source(), 1.0f);
+    m.Forward(state->source(), tok.data(), tgt.data(), a.batch, n);
+    m.Backward(state->source(), 1.0f / P);
+    if (!m.sequence_status().ok()) {
+      res.fits = false;
+      res.refused = std::string(m.sequence_status().message());
+      return res;
+    }
     auto norm = state->FinishBackward();
-    if (!norm.ok()) {
-      r.fits = false;
-      r.refused = std::string(norm.status().message());
-      return r;
+    absl::Status st = norm.ok() ? state->OptimizerStep(opt, 1e-4f, s + 1, 1.0f) : norm.status();
+    if (!st.ok()) {
+      res.fits = false;
+      res.refused = std::string(st.message());
+      return res;
     }
-    if (absl::Status st = state->OptimizerStep(opt, 1e-4f, s + 1, 1.0f); !st.ok()) {
-      r.fits = false;
-      r.refused = std::string(st.message());
-      return r;
-    }
+    if (comm != nullptr) (void)comm->Barrier(comm::CollectiveOptions{});
     if (s > 0) ms.push_back(std::chrono::duration<double, std::milli>(Clock::now() - t0).count());
   }
-  r.step_ms = Median(ms);
+  res.step_ms = Median(ms);
+  res.device_peak = dev.usage(MemoryTier::kDevice).peak;
+  res.host_peak = dev.usage(MemoryTier::kHost).peak;
+  return res;
+}
+
+// The whole group's run: P ranks as threads over an in-memory store (Gloo), each with its own
+// device and budget; the step time is rank 0's (steps end in a barrier), peaks the largest.
+Result RunLength(const Args& a, const tern::model::ModelDims& dims, const std::string& mode, int T,
+                 double peak) {
+  using namespace tern;
+  const int P = a.sp;
+  Result r;
+  if (P == 1) {
+    r = RunRank(a, dims, mode, T, 1, 0, nullptr);
+  } else {
+    comm::InMemoryStore store;
+    std::vector<std::unique_ptr<comm::Communicator>> comms(static_cast<size_t>(P));
+    std::vector<Result> rs(static_cast<size_t>(P));
+    std::vector<std::thread> th;
+    for (int i = 0; i < P; ++i)
+      th.emplace_back([&, i] {
+        auto c = comm::CreateCommunicator(store, "sp", i, P, {});
+        if (!c.ok()) {
+          rs[size_t(i)].refused = std::string(c.status().message());
+          return;
+        }
+        comms[size_t(i)] = std::move(*c);
+        rs[size_t(i)] = RunRank(a, dims, mode, T, P, i, comms[size_t(i)].get());
+      });
+    for (auto& t : th) t.join();
+    r = rs[0];
+    for (const auto& x : rs) {
+      r.fits = r.fits && x.fits;
+      if (!x.fits && r.refused.empty()) r.refused = x.refused;
+      r.device_peak = std::max(r.device_peak, x.device_peak);
+      r.host_peak = std::max(r.host_peak, x.host_peak);
+    }
+  }
+  if (!r.fits) return r;
   r.tokens_per_s = double(a.batch) * T / (r.step_ms / 1e3);
   r.mfu = model::EstimateCost(dims, T).flops_per_token * r.tokens_per_s / (peak * 1e9);
-  r.device_peak = dev.usage(MemoryTier::kDevice).peak;
-  r.host_peak = dev.usage(MemoryTier::kHost).peak;
   return r;
 }
 
@@ -136,8 +201,11 @@ int main(int argc, char** argv) {
   app.add_option("--modes", a.modes, "Comma-separated: ulysses, fpdt");
   app.add_option("--peak-gflops", a.peak_gflops, "sgemm peak for MFU (default: measured)");
   app.add_option("--repeats", a.repeats, "Interleaved runs per mode and length (median)");
+  app.add_option("--sp", a.sp,
+                 "Sequence-parallel ranks (threads; --threads split among them); the budget is "
+                 "per rank");
   CLI11_PARSE(app, argc, argv);
-  tern::kernels::SetNumThreads(a.threads);
+  tern::kernels::SetNumThreads(std::max(1, a.threads / std::max(1, a.sp)));
   const double peak = tern::engine::ResolveSgemmPeak(a.threads, a.peak_gflops).gflops;
 
   tern::v1::ModelConfig mc;
@@ -219,6 +287,7 @@ int main(int argc, char** argv) {
                         {"heads", a.heads},
                         {"vocab", a.vocab}}},
                       {"chunk", a.chunk},
+                      {"sequence_parallel_size", a.sp},
                       {"max_seq", a.max_seq},
                       {"sgemm_peak_gflops", peak}};
   for (const auto& [mode, rows] : all)
