@@ -93,12 +93,16 @@ absl::Status Trainer::Init() {
       state_ = zero::CreateLocalState(model_->params(), init);
     }
   }
-  {  // parameters, gradients and optimizer states live on the device (ZeRO's own containers)
+  {  // parameters, gradients and optimizer states live on the device (ZeRO's own containers),
+     // and ZeRO's working pool at the cap it grows to in the first steps (the memory plan's)
     const auto mem = state_->memory();
     TERN_ASSIGN_OR_RETURN(
         state_charge_,
         Charge::Make(*device_, mem.total() + mem.quant_scratch_bytes + mem.hpz_bytes,
                      MemoryTier::kDevice, "training state (parameters, gradients, optimizer)"));
+    const uint64_t pool = PlanRankMemory(cfg_, opts_.threads).gather_pool_bytes;
+    TERN_ASSIGN_OR_RETURN(pool_charge_, Charge::Make(*device_, pool, MemoryTier::kDevice,
+                                                     "ZeRO working pool (gathered units)"));
   }
   model_->set_recompute_layers(cfg_.activation_checkpointing);
   model_->set_fpdt({cfg_.fpdt_chunk, cfg_.fpdt_offload});

@@ -91,6 +91,7 @@ class Trainer {
   // The compute device (budgets from resources.*_memory_budget); outlives what it allocated.
   std::unique_ptr<Device> device_;
   Charge state_charge_;  // the training state's bytes, counted against the device budget
+  Charge pool_charge_;   // ZeRO's working pool at its planned cap
   std::unique_ptr<model::SequenceExchange<float>> sequence_;  // outlives model_
   std::unique_ptr<model::Transformer<float>> model_;
   std::unique_ptr<zero::TrainingState> state_;

@@ -282,6 +282,7 @@ TEST_F(CliTest, SequenceParallelRanksMatchOneRank) {
   const auto rank = nlohmann::json::parse(d.out)["per_rank"];
   const uint64_t need = rank["param_bytes"].get<uint64_t>() + rank["grad_bytes"].get<uint64_t>() +
                         rank["optim_bytes"].get<uint64_t>() +
+                        rank["gather_pool_bytes"].get<uint64_t>() +
                         rank["activation_bytes"].get<uint64_t>();
   const std::string budget = spec + " --set train_iters=1 --set eval_interval=0" +
                              " --ranks 2 --set sequence_parallel_size=2" +
@@ -537,7 +538,8 @@ TEST_F(CliTest, DeviceMemoryBudgetIsExactAndRefusesByName) {
   const auto rank = nlohmann::json::parse(d.out)["per_rank"];
   const uint64_t state = rank["param_bytes"].get<uint64_t>() + rank["grad_bytes"].get<uint64_t>() +
                          rank["optim_bytes"].get<uint64_t>();
-  const uint64_t need = state + rank["activation_bytes"].get<uint64_t>();
+  const uint64_t need =
+      state + rank["gather_pool_bytes"].get<uint64_t>() + rank["activation_bytes"].get<uint64_t>();
   auto run = [&](uint64_t budget) {
     return Tern("train " + Path("spec.json") +
                 " --threads 1 --set train_iters=1 --set eval_interval=0 --set eval_iters=0"
