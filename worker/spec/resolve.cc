@@ -174,6 +174,10 @@ void ResolveTraining(const tern::v1::JobSpec& spec, const ResolveOptions& o, Job
   } else if (fp.has_chunk_size() || fp.has_offload()) {
     f.Warn("sequence_parallel.fpdt: the section has no effect without \"enabled\": true");
   }
+  if (spec.resources().host_memory_budget() > 0 && !(c.fpdt_chunk > 0 && c.fpdt_offload))
+    f.Warn(
+        "resources.host_memory_budget: only FPDT's offloaded store uses the host tier; without "
+        "sequence_parallel.fpdt (offload on) it has no effect");
   const auto& sp = spec.scheduler().params();
   if (sp.has_last_batch_iteration() && sp.last_batch_iteration() != -1)
     f.Error(absl::StrCat("scheduler.params.last_batch_iteration: ", sp.last_batch_iteration(),

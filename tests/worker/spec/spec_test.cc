@@ -240,6 +240,23 @@ TEST(JobSpec, TuningHintsWithoutEffectAreAcceptedWithAWarningNamingThem) {
       "zero_optimization.reduce_bucket_size"));
 }
 
+// The host tier's budget only matters to FPDT's offloaded store; the FPDT keys need enabled.
+TEST(JobSpec, MemoryBudgetAndFpdtKeysWithoutEffectAreWarnings) {
+  EXPECT_TRUE(Mentions(WarningsFor({"resources.host_memory_budget=1000000"}),
+                       "resources.host_memory_budget"));
+  EXPECT_TRUE(Mentions(
+      WarningsFor({"resources.host_memory_budget=1000000", "sequence_parallel.fpdt.enabled=true",
+                   "sequence_parallel.fpdt.offload=false"}),
+      "resources.host_memory_budget"));
+  EXPECT_FALSE(Mentions(
+      WarningsFor({"resources.host_memory_budget=1000000", "sequence_parallel.fpdt.enabled=true"}),
+      "resources.host_memory_budget"));
+  EXPECT_TRUE(
+      Mentions(WarningsFor({"sequence_parallel.fpdt.chunk_size=64"}), "sequence_parallel.fpdt"));
+  EXPECT_FALSE(Mentions(WarningsFor({"resources.device_memory_budget=1000000000"}),
+                        "resources.device_memory_budget"));
+}
+
 TEST(JobSpec, BooleansMustBeJsonBooleans) {
   for (const char* set : {"checkpoint.async=yes", "zero_optimization.overlap_comm=\"true\"",
                           "model.tie_word_embeddings=1"}) {
