@@ -118,24 +118,40 @@ class CpuStream final : public Stream {
     std::lock_guard<std::mutex> lock(mu_);
     return submitted_;
   }
+  // A waiter runs the pending work itself when the stream's thread has not taken it yet (on a
+  // busy host that thread may not be scheduled for a while); work still runs one item at a
+  // time, in order.
   void Wait(uint64_t marker) override {
     std::unique_lock<std::mutex> lock(mu_);
-    done_cv_.wait(lock, [&] { return done_ >= marker; });
+    while (done_ < marker) {
+      if (!running_ && !queue_.empty()) {
+        RunFront(lock);
+      } else {
+        done_cv_.wait(lock);
+      }
+    }
   }
 
  private:
+  // Runs the front item with the lock released; one item runs at a time.
+  void RunFront(std::unique_lock<std::mutex>& lock) {
+    auto fn = std::move(queue_.front());
+    queue_.pop_front();
+    running_ = true;
+    lock.unlock();
+    fn();
+    lock.lock();
+    running_ = false;
+    ++done_;
+    done_cv_.notify_all();
+    cv_.notify_all();
+  }
   void Loop() {
     std::unique_lock<std::mutex> lock(mu_);
     for (;;) {
-      cv_.wait(lock, [&] { return stop_ || !queue_.empty(); });
-      if (queue_.empty()) return;  // stop_ with nothing left
-      auto fn = std::move(queue_.front());
-      queue_.pop_front();
-      lock.unlock();
-      fn();
-      lock.lock();
-      ++done_;
-      done_cv_.notify_all();
+      cv_.wait(lock, [&] { return stop_ || (!running_ && !queue_.empty()); });
+      if (queue_.empty() && !running_) return;  // stop_ with nothing left
+      if (!running_ && !queue_.empty()) RunFront(lock);
     }
   }
 
@@ -143,6 +159,7 @@ class CpuStream final : public Stream {
   std::condition_variable cv_, done_cv_;
   std::deque<std::function<void()>> queue_;
   uint64_t submitted_ = 0, done_ = 0;
+  bool running_ = false;  // an item is running (on the stream's thread or a waiter)
   bool stop_ = false;
   std::thread thread_;
 };

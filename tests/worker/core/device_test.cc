@@ -88,5 +88,26 @@ TEST(DeviceTest, StreamRunsWorkInOrderAndWaitsForMarkers) {
   s->Synchronize();  // nothing pending: returns
 }
 
+// Waiters may run pending work themselves; work still runs one item at a time and in order.
+TEST(DeviceTest, StreamWorkStaysInOrderWhenWaitersHelp) {
+  CpuDevice dev;
+  auto s = dev.NewStream();
+  std::vector<int> seen;
+  std::atomic<int> concurrent{0};
+  bool overlapped = false;
+  for (int i = 0; i < 2000; ++i) {
+    s->Enqueue([&, i] {
+      if (concurrent.fetch_add(1) != 0) overlapped = true;
+      seen.push_back(i);
+      concurrent.fetch_sub(1);
+    });
+    if (i % 7 == 0) s->Wait(s->Record());
+  }
+  s->Synchronize();
+  EXPECT_FALSE(overlapped);
+  ASSERT_EQ(seen.size(), 2000u);
+  for (int i = 0; i < 2000; ++i) ASSERT_EQ(seen[size_t(i)], i);
+}
+
 }  // namespace
 }  // namespace tern
