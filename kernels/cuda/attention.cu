@@ -308,6 +308,7 @@ __global__ void LseMergeKernel(float* out, float* lse, const float* out2, const 
   const float* o2 = out2 + off;
   if (a == -INFINITY) {
     for (int d = lane; d < HS; d += 32) o[d] = o2[d];
+    __syncwarp();  // every lane has read lse[r] before lane 0 replaces it
     if (lane == 0) lse[r] = c;
     return;
   }
@@ -315,6 +316,7 @@ __global__ void LseMergeKernel(float* out, float* lse, const float* out2, const 
   const float wa = expf(a - m), wc = expf(c - m), sum = wa + wc;
   const float fa = wa / sum, fc = wc / sum;
   for (int d = lane; d < HS; d += 32) o[d] = fa * o[d] + fc * o2[d];
+  __syncwarp();  // every lane has read lse[r] before lane 0 replaces it
   if (lane == 0) lse[r] = m + logf(sum);
 }
 

@@ -1,8 +1,10 @@
-// ZeRO++'s block quantizers on the GPU, bit-identical to kernels/cpu/quantize.cc: the same
-// float operations in the same order, written with round-to-nearest intrinsics so the compiler
-// does not fuse a multiply and an add (the CPU build does not contract either), rintf for round
-// half to even. One thread block per quantization block for the quantizers (absmax, then the
-// codes); the dequantizers are elementwise.
+// ZeRO++'s block quantizers on the GPU, the byte formats of kernels/cpu/quantize.cc: the same
+// float operations in the same order with explicit rounding intrinsics, rintf for round half to
+// even, so quantize / dequantize give the CPU's bytes and values exactly. The accumulating paths
+// (dequantize_int4_add, the sums of dequant_sum_requant_int4) use a fused multiply-add, as the
+// CPU build does where it contracts x * s + y (GCC's default with -march=native on FMA hardware);
+// a CPU build that does not contract differs there by rounding only. One thread block per
+// quantization block for the quantizers (absmax, then the codes); the dequantizers are elementwise.
 #include <cuda_runtime.h>
 
 #include <algorithm>
@@ -72,8 +74,8 @@ __global__ void DequantizeInt4Kernel(float* out, const uint8_t* q, const float* 
     float lo, hi;
     Nibbles(q[i], &lo, &hi);
     if constexpr (kAdd) {
-      out[2 * i] = __fadd_rn(out[2 * i], __fmul_rn(lo, s));
-      out[2 * i + 1] = __fadd_rn(out[2 * i + 1], __fmul_rn(hi, s));
+      out[2 * i] = __fmaf_rn(lo, s, out[2 * i]);
+      out[2 * i + 1] = __fmaf_rn(hi, s, out[2 * i + 1]);
     } else {
       out[2 * i] = __fmul_rn(lo, s);
       out[2 * i + 1] = __fmul_rn(hi, s);
@@ -93,8 +95,8 @@ __device__ __forceinline__ void PairSum(const uint8_t* const* q_in, const float*
   for (int j = 1; j < m; ++j) {
     Nibbles(q_in[j][byte], &l, &h);
     s = s_in[j][b];
-    *lo = __fadd_rn(*lo, __fmul_rn(l, s));
-    *hi = __fadd_rn(*hi, __fmul_rn(h, s));
+    *lo = __fmaf_rn(l, s, *lo);
+    *hi = __fmaf_rn(h, s, *hi);
   }
 }
 
