@@ -513,7 +513,7 @@ const std::vector<std::pair<std::string, Check>>& Checks() {
        }},
       {"sum_squares_scale",
        [](Args& a) {
-         const size_t n = 1 << 20 | 77;
+         const size_t n = (1 << 16) + 77;
          auto x = Random(n, a.rng);
          Dev<float> d_x(x);
          a.cmp.Double("sum_squares", a.gpu.sum_squares(d_x.get(), n),
