@@ -119,6 +119,7 @@ __global__ void DequantSumRequantKernel(uint8_t* q, float* scales, const uint8_t
     const int cl = Code(lo, inv, 7.0f), ch = Code(hi, inv, 7.0f);
     q[b * block / 2 + i] = static_cast<uint8_t>((cl & 0x0F) | ((ch & 0x0F) << 4));
   }
+  __syncthreads();  // every thread has read the input scales (scales may be one of them)
   if (threadIdx.x == 0) scales[b] = amax > 0 ? __fdiv_rn(amax, 7.0f) : 1.0f;
 }
 
