@@ -16,7 +16,9 @@
 #include <cstdlib>
 #include <cstring>
 #include <functional>
+#include <map>
 #include <memory>
+#include <mutex>
 #include <thread>
 #include <vector>
 #define __global__
@@ -44,9 +46,43 @@ enum cudaFuncAttribute { cudaFuncAttributeMaxDynamicSharedMemorySize };
 inline const char* cudaGetErrorString(cudaError_t) { return "emu"; }
 inline const char* cudaGetErrorName(cudaError_t) { return "emu"; }
 inline cudaError_t cudaGetLastError() { return cudaSuccess; }
+// Memory: host memory, remembered by kind for cudaPointerGetAttributes.
+enum cudaMemoryType {
+  cudaMemoryTypeUnregistered = 0,
+  cudaMemoryTypeHost = 1,
+  cudaMemoryTypeDevice = 2,
+  cudaMemoryTypeManaged = 3
+};
+struct cudaPointerAttributes {
+  cudaMemoryType type = cudaMemoryTypeUnregistered;
+  int device = 0;
+};
+namespace emu {
+inline std::mutex g_mem_mu;
+inline std::map<const void*, std::pair<size_t, cudaMemoryType>> g_allocs;
+inline void* Alloc(size_t n, cudaMemoryType t) {
+  void* p = std::malloc(n ? n : 1);
+  std::lock_guard<std::mutex> lock(g_mem_mu);
+  g_allocs[p] = {n, t};
+  return p;
+}
+inline void Free(void* p) {
+  if (p == nullptr) return;
+  {
+    std::lock_guard<std::mutex> lock(g_mem_mu);
+    g_allocs.erase(p);
+  }
+  std::free(p);
+}
+}  // namespace emu
 template <typename T>
 cudaError_t cudaMalloc(T** p, size_t n) {
-  *p = (T*)std::malloc(n ? n : 1);
+  *p = static_cast<T*>(emu::Alloc(n, cudaMemoryTypeDevice));
+  return cudaSuccess;
+}
+template <typename T>
+cudaError_t cudaMallocHost(T** p, size_t n) {
+  *p = static_cast<T*>(emu::Alloc(n, cudaMemoryTypeHost));
   return cudaSuccess;
 }
 template <typename T>
@@ -54,11 +90,75 @@ cudaError_t cudaMallocAsync(T** p, size_t n, cudaStream_t) {
   return cudaMalloc(p, n);
 }
 inline cudaError_t cudaFree(void* p) {
-  std::free(p);
+  emu::Free(p);
+  return cudaSuccess;
+}
+inline cudaError_t cudaFreeHost(void* p) {
+  emu::Free(p);
   return cudaSuccess;
 }
 inline cudaError_t cudaFreeAsync(void* p, cudaStream_t) {
-  std::free(p);
+  emu::Free(p);
+  return cudaSuccess;
+}
+inline cudaError_t cudaPointerGetAttributes(cudaPointerAttributes* a, const void* p) {
+  std::lock_guard<std::mutex> lock(emu::g_mem_mu);
+  *a = cudaPointerAttributes();
+  auto it = emu::g_allocs.upper_bound(p);
+  if (it != emu::g_allocs.begin()) {
+    --it;
+    const auto* base = static_cast<const char*>(it->first);
+    if (static_cast<const char*>(p) < base + it->second.first) a->type = it->second.second;
+  }
+  return cudaSuccess;
+}
+// Devices, streams and events: one device; work on a stream runs when it is issued.
+struct cudaDeviceProp {
+  char name[256] = "emulated";
+  int major = 9, minor = 0;
+};
+inline cudaError_t cudaGetDeviceCount(int* n) {
+  *n = 1;
+  return cudaSuccess;
+}
+inline cudaError_t cudaSetDevice(int d) { return d == 0 ? cudaSuccess : cudaErrorNotReady; }
+inline cudaError_t cudaGetDeviceProperties(cudaDeviceProp* p, int) {
+  *p = cudaDeviceProp();
+  return cudaSuccess;
+}
+inline cudaError_t cudaStreamCreate(cudaStream_t* s) {
+  *s = new int(0);
+  return cudaSuccess;
+}
+inline cudaError_t cudaStreamDestroy(cudaStream_t s) {
+  delete static_cast<int*>(s);
+  return cudaSuccess;
+}
+using cudaHostFn_t = void (*)(void*);
+inline cudaError_t cudaLaunchHostFunc(cudaStream_t, cudaHostFn_t fn, void* data) {
+  fn(data);
+  return cudaSuccess;
+}
+using cudaEvent_t = int*;
+constexpr unsigned cudaEventDisableTiming = 2;
+inline cudaError_t cudaEventCreate(cudaEvent_t* e) {
+  *e = new int(0);
+  return cudaSuccess;
+}
+inline cudaError_t cudaEventCreateWithFlags(cudaEvent_t* e, unsigned) { return cudaEventCreate(e); }
+inline cudaError_t cudaEventRecord(cudaEvent_t e, cudaStream_t) {
+  *e = 1;
+  return cudaSuccess;
+}
+inline cudaError_t cudaEventSynchronize(cudaEvent_t e) {
+  return *e == 1 ? cudaSuccess : cudaErrorNotReady;
+}
+inline cudaError_t cudaEventDestroy(cudaEvent_t e) {
+  delete e;
+  return cudaSuccess;
+}
+inline cudaError_t cudaMemset(void* d, int v, size_t n) {
+  std::memset(d, v, n);
   return cudaSuccess;
 }
 inline cudaError_t cudaMemcpy(void* d, const void* s, size_t n, cudaMemcpyKind) {
