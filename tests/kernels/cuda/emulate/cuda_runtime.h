@@ -1,0 +1,3 @@
+// Emulated CUDA runtime (emu.h).
+#pragma once
+#include "emu.h"
