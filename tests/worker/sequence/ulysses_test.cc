@@ -228,7 +228,7 @@ INSTANTIATE_TEST_SUITE_P(
                       // LongRoPE: every rank rotates with the table of the whole sequence (the
                       // long one past original_max, though rank 0's own positions are within it)
                       Case{"phi3", 4, 4, 2, false, 0, 6},
-                      Case{"phi3", 4, 2, 4, true, 0, 8},     // the whole sequence fits: short
+                      Case{"phi3", 8, 4, 4, true, 0, 8},     // the whole sequence fits: short
                       Case{"phi3", 4, 4, 2, false, 4, 16}),  // FPDT over the group, long
     [](const ::testing::TestParamInfo<Case>& i) {
       return i.param.type + "_nh" + std::to_string(i.param.nh) + "_nkv" +
