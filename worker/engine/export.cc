@@ -48,6 +48,8 @@ absl::Status SaveModel(const std::string& dir, const tern::v1::ModelConfig& conf
   // config.json: HF field names with every dimension resolved.
   tern::v1::ModelConfig c = config;
   c.clear_config_file();
+  // A spec that names only a config_file: the resolved type (the file may be gone by now).
+  if (c.model_type().empty()) c.set_model_type(dims.model_type);
   c.set_vocab_size(dims.V);
   c.set_hidden_size(dims.C);
   c.set_num_hidden_layers(dims.L);

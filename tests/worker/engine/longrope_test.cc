@@ -445,4 +445,37 @@ TEST_F(LongRope, SaveModelWritesRopeScalingAndTheRoundTripKeepsIt) {
       "exported copy");
 }
 
+// A job whose model comes from the LongRoPE config.json trains (32-token sequences: the long
+// factors) and `tern ckpt export` writes rope_scaling, original_max_position_embeddings and the
+// resolved attention factor though the spec itself names only the config file; the export loads
+// back with the same rotation and generates.
+TEST_F(LongRope, TrainFromTheConfigFileThenExportKeepsLongRope) {
+  Result prep = tern::testing::PrepareCorpus(*dir_);
+  ASSERT_EQ(prep.code, 0) << prep.out;
+  const nlohmann::json spec = {{"model", {{"config_file", Path("phi3/config.json")}}},
+                               {"data", {{"path", Path("corpus")}, {"seq_len", 32}}},
+                               {"train_micro_batch_size_per_gpu", 2},
+                               {"train_iters", 3},
+                               {"optimizer", {{"params", {{"lr", 0.01}}}}}};
+  std::ofstream(Path("spec.json")) << spec.dump();
+  Result t = Tern("train " + Path("spec.json") + " --threads 1 --set checkpoint.dir=" + Path("ck"));
+  ASSERT_EQ(t.code, 0) << t.out;
+  Result ex = Tern("ckpt export " + Path("ck") + " --out " + Path("ex"));
+  ASSERT_EQ(ex.code, 0) << ex.out;
+  const auto cfg = nlohmann::json::parse(ReadFile(Path("ex/config.json")));
+  EXPECT_EQ(cfg["original_max_position_embeddings"], kOrig);
+  EXPECT_EQ(cfg["rope_scaling"]["type"], "longrope");
+  EXPECT_EQ(cfg["rope_scaling"]["short_factor"].get<std::vector<double>>(), kShort);
+  EXPECT_EQ(cfg["rope_scaling"]["long_factor"].get<std::vector<double>>(), kLong);
+  EXPECT_DOUBLE_EQ(cfg["rope_scaling"]["attention_factor"].get<double>(),
+                   std::sqrt(1.0 + std::log(4.0) / std::log(16.0)));
+  auto back = tern::engine::LoadModel(Path("ex"));
+  ASSERT_TRUE(back.ok()) << back.status();
+  EXPECT_TRUE(back->dims.longrope);
+  EXPECT_EQ(back->dims.rope_original_max, kOrig);
+  Result g = Tern("generate --model-dir " + Path("ex") +
+                  " --prompt 'The ' --max-new-tokens 4 --temperature 0 --threads 1");
+  EXPECT_EQ(g.code, 0) << g.out;
+}
+
 }  // namespace
