@@ -283,6 +283,22 @@ TEST_F(LongRope, ConfigResolvesHfLongRopeParameters) {
   EXPECT_FALSE(tern::model::ResolveModelDims(*plain, 0)->longrope);
 }
 
+// The real Phi-3-mini-128k-instruct config.json (config/models/phi3-mini-128k.json) loads as is.
+TEST_F(LongRope, ThePhi3Mini128kConfigLoads) {
+  auto cfg = tern::model::LoadHfConfig(TERN_SOURCE_DIR "/config/models/phi3-mini-128k.json");
+  ASSERT_TRUE(cfg.ok()) << cfg.status();
+  auto d = tern::model::ResolveModelDims(*cfg, 4096);
+  ASSERT_TRUE(d.ok()) << d.status();
+  EXPECT_TRUE(d->longrope);
+  EXPECT_EQ(d->HS, 96);
+  EXPECT_EQ(d->rope_short_factor.size(), 48u);
+  EXPECT_EQ(d->rope_long_factor.size(), 48u);
+  EXPECT_EQ(d->rope_original_max, 4096);
+  EXPECT_EQ(d->max_T, 131072);
+  EXPECT_DOUBLE_EQ(d->rope_attention_factor,
+                   std::sqrt(1.0 + std::log(131072.0 / 4096.0) / std::log(4096.0)));
+}
+
 TEST_F(LongRope, OtherScalingsUnknownKeysWrongLengthsAndGpt2AreRefusedByName) {
   auto refused = [&](const nlohmann::json& patch, const std::vector<std::string>& needles) {
     static int n = 0;
