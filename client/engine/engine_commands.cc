@@ -163,8 +163,11 @@ int RunDescribe(const std::string& path, const std::vector<std::string>& sets, i
     return 0;
   }
   auto gib = [](double b) { return b / (1024.0 * 1024 * 1024); };
-  fmt::print("model          {} ({} layers, hidden {}, {} heads / {} kv, ffn {}, vocab {})\n",
-             d.model_type, d.L, d.C, d.NH, d.NKV, d.F, d.V);
+  fmt::print("model          {} ({} layers, hidden {}, {} heads / {} kv, ffn {}, vocab {}{})\n",
+             d.model_type, d.L, d.C, d.NH, d.NKV, d.F, d.V,
+             d.longrope ? absl::StrCat(", LongRoPE: long factors past ", d.rope_original_max,
+                                       " positions, up to ", d.max_T)
+                        : "");
   fmt::print("parameters     {:.3f} B ({})\n", P / 1e9, cost.params);
   fmt::print("FLOPs/token    {:.3f} GFLOP (training, seq {})\n", cost.flops_per_token / 1e9,
              cfg->seq_len);
