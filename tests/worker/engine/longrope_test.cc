@@ -416,17 +416,27 @@ TEST_F(LongRope, KvCacheSwitchesTablesPerCallLikeHf) {
 }
 
 // `tern generate --model-dir` loads the directory and decodes greedily with the KV cache: the
-// same tokens as the reference decoding the same way (prefill, then one position per call).
+// same tokens as the reference decoding the way transformers' generate() does for phi-3
+// (Phi3ForCausalLM.prepare_inputs_for_generation): prefill, one position per call, and the first
+// time the context passes original_max (here at 17 tokens, from the 12-token prompt) the cache is
+// dropped and the whole context recomputed with the long factors.
 TEST_F(LongRope, GenerateFromTheModelDirectoryMatchesTheReference) {
   for (const std::string& prompt : {std::string(kShortPrompt), std::string(kLongPrompt)}) {
     RefCache cache;
-    std::vector<int> calls = Tokens(prompt);
+    std::vector<int> ctx = Tokens(prompt);
     std::string expect;
+    int recomputed = 0;
     for (int i = 0; i < 8; ++i) {
-      const int tok = Argmax(RefCall(*ref_, &cache, calls).back());
+      if (cache.len() > 0 && cache.len() <= kOrig && int(ctx.size()) > kOrig) {
+        cache = RefCache();
+        ++recomputed;
+      }
+      const std::vector<int> call(ctx.begin() + cache.len(), ctx.end());
+      const int tok = Argmax(RefCall(*ref_, &cache, call).back());
       expect.push_back(char(tok));
-      calls = {tok};
+      ctx.push_back(tok);
     }
+    EXPECT_EQ(recomputed, prompt == kShortPrompt ? 1 : 0);
     Result g = Tern("generate --model-dir " + Path("phi3") + " --prompt '" + prompt +
                     "' --max-new-tokens 8 --temperature 0 --threads 1");
     ASSERT_EQ(g.code, 0) << g.out;
