@@ -163,8 +163,11 @@ int RunDescribe(const std::string& path, const std::vector<std::string>& sets, i
     return 0;
   }
   auto gib = [](double b) { return b / (1024.0 * 1024 * 1024); };
-  fmt::print("model          {} ({} layers, hidden {}, {} heads / {} kv, ffn {}, vocab {})\n",
-             d.model_type, d.L, d.C, d.NH, d.NKV, d.F, d.V);
+  fmt::print("model          {} ({} layers, hidden {}, {} heads / {} kv, ffn {}, vocab {}{})\n",
+             d.model_type, d.L, d.C, d.NH, d.NKV, d.F, d.V,
+             d.longrope ? absl::StrCat(", LongRoPE: long factors past ", d.rope_original_max,
+                                       " positions, up to ", d.max_T)
+                        : "");
   fmt::print("parameters     {:.3f} B ({})\n", P / 1e9, cost.params);
   fmt::print("FLOPs/token    {:.3f} GFLOP (training, seq {})\n", cost.flops_per_token / 1e9,
              cfg->seq_len);
@@ -247,6 +250,9 @@ bool EndsWithStop(const std::string& text, const std::vector<std::string>& stops
 
 // Several prompts: one KV cache row each (prefilled one by one), then every step decodes one
 // token of every unfinished row in one batched forward; each text is printed when all are done.
+// LongRoPE: each call picks its table by its largest position and cached rows keep theirs (the
+// model's semantics); unlike one prompt, a row is not recomputed when it passes
+// original_max_position_embeddings.
 int RunGenerateBatch(const GenerateArgs& a, const std::vector<std::string>& prompts,
                      model::Transformer<float>& model, model::ParamSource<float>& src) {
   const auto& d = model.dims();
@@ -342,6 +348,12 @@ int RunGenerate(const GenerateArgs& a) {
   for (int i = 0; i < a.max_new_tokens; ++i) {
     const float* logits = nullptr;
     if (cached && static_cast<int>(ctx.size()) <= d.max_T) {
+      // LongRoPE as transformers' Phi3ForCausalLM generates: the first time the context passes
+      // original_max_position_embeddings, the cache (rotated with the short factors) is dropped
+      // and the whole context runs again, now with the long factors.
+      if (d.longrope && cache.len[0] > 0 && cache.len[0] <= d.rope_original_max &&
+          static_cast<int>(ctx.size()) > d.rope_original_max)
+        cache.len[0] = 0;
       const int fresh = static_cast<int>(ctx.size()) - cache.len[0];  // the prompt, then 1
       model.ForwardCached(src, ctx.data() + cache.len[0], 1, fresh, &cache);
       logits = model.logits() + size_t(fresh - 1) * d.V;

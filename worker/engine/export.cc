@@ -48,6 +48,8 @@ absl::Status SaveModel(const std::string& dir, const tern::v1::ModelConfig& conf
   // config.json: HF field names with every dimension resolved.
   tern::v1::ModelConfig c = config;
   c.clear_config_file();
+  // A spec that names only a config_file: the resolved type (the file may be gone by now).
+  if (c.model_type().empty()) c.set_model_type(dims.model_type);
   c.set_vocab_size(dims.V);
   c.set_hidden_size(dims.C);
   c.set_num_hidden_layers(dims.L);
@@ -61,6 +63,21 @@ absl::Status SaveModel(const std::string& dir, const tern::v1::ModelConfig& conf
   } else {
     c.set_rms_norm_eps(dims.norm_eps);
     c.set_rope_theta(dims.rope_theta);
+  }
+  // LongRoPE as resolved (the job spec's config_file may be gone by export time): the factors,
+  // original_max_position_embeddings and the attention factor, so transformers and Tern read
+  // the same rotation back.
+  if (dims.longrope) {
+    tern::v1::RopeScaling* r = c.mutable_rope_scaling();
+    if (r->type().empty()) r->set_type(r->rope_type().empty() ? "longrope" : r->rope_type());
+    r->clear_rope_type();
+    r->mutable_short_factor()->Assign(dims.rope_short_factor.begin(), dims.rope_short_factor.end());
+    r->mutable_long_factor()->Assign(dims.rope_long_factor.begin(), dims.rope_long_factor.end());
+    // Without original_max in the config the factor came from elsewhere (the factor key, a
+    // config_file): keep the resolved attention factor explicit.
+    if (!r->has_attention_factor() && !c.has_original_max_position_embeddings())
+      r->set_attention_factor(dims.rope_attention_factor);
+    c.set_original_max_position_embeddings(dims.rope_original_max);
   }
   c.clear_n_embd();
   c.clear_n_layer();

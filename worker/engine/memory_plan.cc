@@ -27,11 +27,12 @@ uint64_t ActivationElems(const model::ModelDims& d, int B, int T, bool recompute
                              + N * QKV + uint64_t(B) * d.NH * T  // qkv, attention lse
                              + N * A + N * fc + N * F;
   uint64_t n = uint64_t(d.L + 1) * N * C + uint64_t(recompute ? 1 : d.L) * per_layer;
-  n += N * C + N + mean;                            // final norm
-  n += 3 * N * V + N;                               // logits, probs, dlogits, losses
-  n += 4 * N * C;                                   // dx, dtmp, dln, proj
-  n += N * QKV + N * A + N * fc + N * F;            // dqkv, datty, dfc, dact
-  if (!d.is_gpt2()) n += uint64_t(d.max_T) * d.HS;  // RoPE cos and sin tables
+  const uint64_t rope_sets = d.is_gpt2() ? 0 : d.longrope ? 2 : 1;  // LongRoPE: short and long
+  n += N * C + N + mean;                                            // final norm
+  n += 3 * N * V + N;                         // logits, probs, dlogits, losses
+  n += 4 * N * C;                             // dx, dtmp, dln, proj
+  n += N * QKV + N * A + N * fc + N * F;      // dqkv, datty, dfc, dact
+  n += rope_sets * uint64_t(d.max_T) * d.HS;  // RoPE cos and sin tables
   return n;
 }
 

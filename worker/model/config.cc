@@ -2,6 +2,7 @@
 
 #include <google/protobuf/util/json_util.h>
 
+#include <cmath>
 #include <fstream>
 #include <limits>
 #include <set>
@@ -57,7 +58,6 @@ bool IsMetadata(const std::string& key) {
                                               "summary_proj_to_labels",
                                               "summary_type",
                                               "summary_use_proj",
-                                              "original_max_position_embeddings",
                                               "pretraining_tp",
                                               "reorder_and_upcast_attn",
                                               "quantization_config_source"};
@@ -67,7 +67,6 @@ bool IsMetadata(const std::string& key) {
 // Keys Tern does not implement, accepted only with the value that leaves the model unchanged.
 bool IsNoOp(const std::string& key, const nlohmann::json& v, bool* known) {
   *known = true;
-  if (key == "rope_scaling") return v.is_null();
   if (key == "attention_bias" || key == "mlp_bias" || key == "scale_attn_by_inverse_layer_idx" ||
       key == "use_sliding_window")
     return v.is_boolean() && !v.get<bool>();
@@ -78,7 +77,116 @@ bool IsNoOp(const std::string& key, const nlohmann::json& v, bool* known) {
   return false;
 }
 
+// Why config.json's (non-null) rope_scaling is not one Tern implements; empty when it is.
+std::string RopeScalingProblem(const nlohmann::json& v) {
+  if (!v.is_object()) return "rope_scaling must be null or an object";
+  std::vector<std::string> problems;
+  std::string type;
+  for (const char* k : {"type", "rope_type"})
+    if (v.contains(k) && v[k].is_string()) type = v[k].get<std::string>();
+  if (type != "longrope" && type != "su")
+    problems.push_back(
+        absl::StrCat("rope_scaling.type '", type, "': only \"longrope\" (\"su\") is implemented"));
+  static const std::set<std::string> kKeys = {"type",        "rope_type", "short_factor",
+                                              "long_factor", "factor",    "attention_factor"};
+  for (auto it = v.begin(); it != v.end(); ++it)
+    if (kKeys.count(it.key()) == 0)
+      problems.push_back(absl::StrCat("rope_scaling.", it.key(), " is not a key Tern knows"));
+  return absl::StrJoin(problems, ", ");
+}
+
+// Resolves LongRoPE into `d` (after max_T and HS), HF's _compute_longrope_parameters.
+void ResolveRopeScaling(const tern::v1::ModelConfig& c, ModelDims* d,
+                        std::vector<std::string>* errors) {
+  if (c.has_original_max_position_embeddings() && c.original_max_position_embeddings() <= 0)
+    errors->push_back(absl::StrCat("model.original_max_position_embeddings: must be > 0, got ",
+                                   c.original_max_position_embeddings()));
+  if (!c.has_rope_scaling()) return;
+  const tern::v1::RopeScaling& r = c.rope_scaling();
+  const std::string& type = r.type().empty() ? r.rope_type() : r.type();
+  if (type != "longrope" && type != "su") {
+    errors->push_back(absl::StrCat("model.rope_scaling.type: '", type,
+                                   "' is not implemented by Tern (only \"longrope\", \"su\")"));
+    return;
+  }
+  if (d->is_gpt2()) {
+    errors->push_back(
+        "model.rope_scaling: gpt2 has learned positions, not RoPE (LongRoPE is "
+        "for llama/phi3)");
+    return;
+  }
+  const int half = d->HS / 2;
+  bool ok = d->HS > 0;
+  for (const auto& [name, f] :
+       {std::pair<const char*, const google::protobuf::RepeatedField<double>&>{"short_factor",
+                                                                               r.short_factor()},
+        {"long_factor", r.long_factor()}}) {
+    if (d->HS > 0 && f.size() != half) {
+      errors->push_back(absl::StrCat("model.rope_scaling.", name, ": ", f.size(),
+                                     " entries, expected head_size / 2 = ", half));
+      ok = false;
+    }
+    for (double x : f) {
+      if (!(x > 0) || !std::isfinite(x)) {
+        errors->push_back(absl::StrCat("model.rope_scaling.", name,
+                                       ": every entry must be finite and > 0, got ", x));
+        ok = false;
+        break;
+      }
+    }
+  }
+  double factor = 0;
+  if (c.has_original_max_position_embeddings()) {
+    d->rope_original_max = c.original_max_position_embeddings();
+    if (d->rope_original_max > 0) factor = double(d->max_T) / d->rope_original_max;
+  } else {
+    d->rope_original_max = d->max_T;
+    if (r.has_factor()) {
+      factor = r.factor();
+    } else if (!r.has_attention_factor()) {
+      errors->push_back(
+          "model.rope_scaling.factor: needed when original_max_position_embeddings is not set "
+          "(or give rope_scaling.attention_factor)");
+      ok = false;
+    }
+  }
+  if (r.has_attention_factor()) {
+    d->rope_attention_factor = r.attention_factor();
+    if (!(d->rope_attention_factor > 0) || !std::isfinite(d->rope_attention_factor)) {
+      errors->push_back(absl::StrCat("model.rope_scaling.attention_factor: must be > 0, got ",
+                                     r.attention_factor()));
+      ok = false;
+    }
+  } else if (factor > 1.0 && d->rope_original_max > 1) {
+    d->rope_attention_factor =
+        std::sqrt(1.0 + std::log(factor) / std::log(double(d->rope_original_max)));
+  }
+  if (!ok || d->rope_original_max <= 0) return;
+  d->longrope = true;
+  d->rope_short_factor.assign(r.short_factor().begin(), r.short_factor().end());
+  d->rope_long_factor.assign(r.long_factor().begin(), r.long_factor().end());
+}
+
 }  // namespace
+
+void RopeTablesHost(const ModelDims& d, bool long_factors, int Tn, std::vector<double>* cos,
+                    std::vector<double>* sin) {
+  const int half = d.HS / 2;
+  cos->assign(size_t(Tn) * half, 0.0);
+  sin->assign(size_t(Tn) * half, 0.0);
+  const std::vector<double>* ext =
+      d.longrope ? (long_factors ? &d.rope_long_factor : &d.rope_short_factor) : nullptr;
+  const double scale = d.longrope ? d.rope_attention_factor : 1.0;
+  for (int i = 0; i < half; ++i) {
+    double inv_freq = 1.0 / std::pow(static_cast<double>(d.rope_theta), 2.0 * i / d.HS);
+    if (ext != nullptr) inv_freq /= (*ext)[i];
+    for (int t = 0; t < Tn; ++t) {
+      const double a = t * inv_freq;
+      (*cos)[size_t(t) * half + i] = std::cos(a) * scale;
+      (*sin)[size_t(t) * half + i] = std::sin(a) * scale;
+    }
+  }
+}
 
 absl::StatusOr<tern::v1::ModelConfig> LoadHfConfig(const std::string& path) {
   // A config.json is a few KiB of flat JSON (rope_scaling and quantization_config nest once).
@@ -97,6 +205,15 @@ absl::StatusOr<tern::v1::ModelConfig> LoadHfConfig(const std::string& path) {
   std::vector<std::string> errors;
   for (auto it = j.begin(); it != j.end(); ++it) {
     const std::string& key = it.key();
+    if (key == "rope_scaling" && !it.value().is_null()) {
+      const std::string why = RopeScalingProblem(it.value());
+      if (!why.empty()) {
+        errors.push_back(absl::StrCat("model.config_file: ", path,
+                                      ": 'rope_scaling' = ", it.value().dump(),
+                                      " is not implemented by Tern (", why, ")"));
+        continue;
+      }
+    }
     if (desc->FindFieldByName(key) != nullptr) {
       if (!it.value().is_null()) kept[key] = it.value();
       continue;
@@ -236,6 +353,7 @@ absl::StatusOr<ModelDims> ResolveModelDims(const tern::v1::ModelConfig& in, int 
       errors.push_back(absl::StrCat("model.sliding_window: must be > 0, got ", c.sliding_window()));
     d.sliding_window = c.sliding_window();
   }
+  ResolveRopeScaling(c, &d, &errors);
   if (!errors.empty()) return absl::InvalidArgumentError(absl::StrJoin(errors, "; "));
   return d;
 }

@@ -3,6 +3,7 @@
 
 #include <cstdint>
 #include <string>
+#include <vector>
 
 #include "absl/status/statusor.h"
 #include "tern/v1/job.pb.h"
@@ -27,6 +28,14 @@ struct ModelDims {
   bool tied = false;       // tie_word_embeddings
   float init_std = 0.02f;  // initializer_range
   int sliding_window = 0;  // 0 = none; else must cover the whole sequence
+  // phi-3's LongRoPE (rope_scaling type "longrope"/"su"), Hugging Face semantics: a forward
+  // whose sequence length (largest position + 1) exceeds rope_original_max rotates with
+  // inv_freq_i = 1 / (long_factor_i * theta^(2i/HS)), else with short_factor; cos and sin are
+  // scaled by rope_attention_factor. Off: plain RoPE.
+  bool longrope = false;
+  int rope_original_max = 0;  // original_max_position_embeddings (else max_position_embeddings)
+  std::vector<double> rope_short_factor, rope_long_factor;  // HS / 2 each
+  double rope_attention_factor = 1.0;
 
   int QKV() const { return (NH + 2 * NKV) * HS; }
   bool is_gpt2() const { return arch == Arch::kGpt2; }
@@ -39,9 +48,20 @@ absl::StatusOr<ModelDims> ResolveModelDims(const tern::v1::ModelConfig& config,
 
 // Reads a Hugging Face config.json into a ModelConfig. Fields Tern implements are kept; metadata
 // (transformers_version, use_cache, token ids, ...) is skipped; a field that would change the
-// model and that Tern does not implement (rope_scaling, attention_bias, ...) is refused by name
-// unless it holds the value that changes nothing. INVALID_ARGUMENT lists every such field.
+// model and that Tern does not implement (attention_bias, rope_scaling other than LongRoPE, ...) is
+// refused by name unless it holds the value that changes nothing. INVALID_ARGUMENT lists every such
+// field.
 absl::StatusOr<tern::v1::ModelConfig> LoadHfConfig(const std::string& path);
+
+// LongRoPE: whether a forward whose largest position is `max_pos` rotates with the long factors.
+inline bool UseLongRope(const ModelDims& d, int64_t max_pos) {
+  return d.longrope && max_pos + 1 > d.rope_original_max;
+}
+
+// The RoPE tables (cos, sin), positions [0, Tn) x HS/2, computed on the host in double precision:
+// plain RoPE, or LongRoPE's short (`long_factors` false) or long table.
+void RopeTablesHost(const ModelDims& d, bool long_factors, int Tn, std::vector<double>* cos,
+                    std::vector<double>* sin);
 
 // Sizes for planning (`tern describe`).
 struct ModelCost {

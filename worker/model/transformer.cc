@@ -211,25 +211,43 @@ absl::Status Transformer<T>::Reserve(int B, int Tn) {
   alloc(dact_, N * F, "mlp activation gradient");
   alloc(dlogits_, N * d.V, "logits gradient");
   if (!d.is_gpt2() && rope_cos_.empty()) {  // every position (a KV cache reaches past Tn)
-    alloc(rope_cos_, size_t(d.max_T) * d.HS / 2, "rope cos table");
-    alloc(rope_sin_, size_t(d.max_T) * d.HS / 2, "rope sin table");
-    if (status.ok())
+    const size_t n = size_t(d.max_T) * d.HS / 2;
+    alloc(rope_cos_, n, d.longrope ? "rope cos table (LongRoPE short factors)" : "rope cos table");
+    alloc(rope_sin_, n, d.longrope ? "rope sin table (LongRoPE short factors)" : "rope sin table");
+    if (d.longrope) {
+      alloc(rope_cos_long_, n, "rope cos table (LongRoPE long factors)");
+      alloc(rope_sin_long_, n, "rope sin table (LongRoPE long factors)");
+      if (status.ok()) {
+        CopyRopeTables(rope_cos_.data(), rope_sin_.data(), false, d.max_T);
+        CopyRopeTables(rope_cos_long_.data(), rope_sin_long_.data(), true, d.max_T);
+      }
+    } else if (status.ok()) {
       ops_->rope_tables(rope_cos_.data(), rope_sin_.data(), d.max_T, d.HS, d.rope_theta);
+    }
   }
   if (status.ok()) status = ReserveSequence(B, Tn);  // sequence parallelism
   if (!status.ok()) {
     FreeSequence();
     resid_.clear();
     acts_.clear();
-    for (Buffer<T>* b :
-         {&lnf_, &lnf_mean_, &lnf_rstd_, &logits_, &probs_, &losses_, &dx_, &dtmp_, &dln_, &proj_,
-          &dqkv_, &datty_, &dfc_, &dact_, &dlogits_, &rope_cos_, &rope_sin_})
+    for (Buffer<T>* b : {&lnf_, &lnf_mean_, &lnf_rstd_, &logits_, &probs_, &losses_, &dx_, &dtmp_,
+                         &dln_, &proj_, &dqkv_, &datty_, &dfc_, &dact_, &dlogits_, &rope_cos_,
+                         &rope_sin_, &rope_cos_long_, &rope_sin_long_})
       b->reset();
     return status;
   }
   B_ = B;
   T_ = Tn;
   return absl::OkStatus();
+}
+
+template <typename T>
+void Transformer<T>::CopyRopeTables(T* cos, T* sin, bool long_factors, int Tn) {
+  std::vector<double> c, s;
+  RopeTablesHost(dims_, long_factors, Tn, &c, &s);
+  const std::vector<T> ct(c.begin(), c.end()), st(s.begin(), s.end());
+  backend_.device->Copy(cos, ct.data(), ct.size() * sizeof(T));
+  backend_.device->Copy(sin, st.data(), st.size() * sizeof(T));
 }
 
 template <typename T>
@@ -242,9 +260,9 @@ uint64_t Transformer<T>::activation_bytes() const {
                           &a.ln2_mean, &a.ln2_rstd, &a.fc, &a.act})
       add(*v);
   }
-  for (const auto* v :
-       {&lnf_, &lnf_mean_, &lnf_rstd_, &logits_, &probs_, &losses_, &dx_, &dtmp_, &dln_, &proj_,
-        &dqkv_, &datty_, &dfc_, &dact_, &dlogits_, &rope_cos_, &rope_sin_})
+  for (const auto* v : {&lnf_, &lnf_mean_, &lnf_rstd_, &logits_, &probs_, &losses_, &dx_, &dtmp_,
+                        &dln_, &proj_, &dqkv_, &datty_, &dfc_, &dact_, &dlogits_, &rope_cos_,
+                        &rope_sin_, &rope_cos_long_, &rope_sin_long_})
     add(*v);
   n += SequenceElems() * sizeof(T);  // sequence parallelism (transformer_sequence.cc)
   // FPDT: the chunk buffers, and the store when it is on the device.

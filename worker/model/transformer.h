@@ -235,7 +235,17 @@ class Transformer {
   FpdtOptions fpdt_;
   FpdtState fpdt_state_;
   double fpdt_loss_sum_ = 0;
-  Buffer<T> rope_cos_, rope_sin_;
+  Buffer<T> rope_cos_, rope_sin_;            // plain RoPE, or LongRoPE's short factors
+  Buffer<T> rope_cos_long_, rope_sin_long_;  // LongRoPE's long factors (else empty)
+  bool rope_long_ = false;                   // the current pass rotates with the long table
+  // LongRoPE: Hugging Face picks the table per forward by its largest position (seq_len =
+  // max(position_ids) + 1 > original_max_position_embeddings: long); the pass's tables.
+  void PickRopeTable(int64_t max_pos) { rope_long_ = UseLongRope(dims_, max_pos); }
+  const T* RopeCos() const { return rope_long_ ? rope_cos_long_.data() : rope_cos_.data(); }
+  const T* RopeSin() const { return rope_long_ ? rope_sin_long_.data() : rope_sin_.data(); }
+  // Positions [0, Tn) of the RoPE table into cos/sin on the model's device: computed on the host
+  // in double precision (LongRoPE's short or long factors) and copied with Device::Copy.
+  void CopyRopeTables(T* cos, T* sin, bool long_factors, int Tn);
   std::vector<Buffer<T>> resid_;  // L+1 x (N,C): input of each block, then final
   std::vector<LayerActs> acts_;
   Buffer<T> lnf_, lnf_mean_, lnf_rstd_, logits_, probs_, losses_;

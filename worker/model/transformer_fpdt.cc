@@ -153,7 +153,12 @@ absl::Status Transformer<T>::ReserveFpdt(int B, int Tn) {
     f = FpdtState{};
     return status;
   }
-  if (rope) ops_->rope_tables(f.rope_cos.data(), f.rope_sin.data(), Tn * P, d.HS, d.rope_theta);
+  if (rope && d.longrope) {  // the whole sequence (P x Tn) picks LongRoPE's table once
+    CopyRopeTables(f.rope_cos.data(), f.rope_sin.data(), UseLongRope(d, int64_t(Tn) * P - 1),
+                   Tn * P);
+  } else if (rope) {
+    ops_->rope_tables(f.rope_cos.data(), f.rope_sin.data(), Tn * P, d.HS, d.rope_theta);
+  }
   f.stream = dev.NewStream();
   B_ = B;
   T_ = Tn;

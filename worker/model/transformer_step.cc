@@ -24,7 +24,7 @@ void Transformer<T>::BlockForward(const T* p, LayerActs& a, const T* x, T* out, 
                        C, QKV, wl);
   if (cache == nullptr) {
     if (!g2)
-      ops_->rope_forward(a.qkv.data(), rope_cos_.data(), rope_sin_.data(), B, Tn, d.NH, d.NKV, d.HS,
+      ops_->rope_forward(a.qkv.data(), RopeCos(), RopeSin(), B, Tn, d.NH, d.NKV, d.HS,
                          TokenPositions());
     if (SequenceParallel()) {  // the whole sequence, this rank's heads (transformer_sequence.cc)
       SequenceAttentionForward(a, B, Tn);
@@ -36,8 +36,7 @@ void Transformer<T>::BlockForward(const T* p, LayerActs& a, const T* x, T* out, 
     if (!g2) {
       std::vector<int32_t> pos(static_cast<size_t>(N));
       for (int n = 0; n < N; ++n) pos[n] = pos0[n / Tn] + n % Tn;
-      ops_->rope_forward(a.qkv.data(), rope_cos_.data(), rope_sin_.data(), B, Tn, d.NH, d.NKV, d.HS,
-                         pos.data());
+      ops_->rope_forward(a.qkv.data(), RopeCos(), RopeSin(), B, Tn, d.NH, d.NKV, d.HS, pos.data());
     }
     // Append the new rows, then attend from them to positions [0, pos0 + Tn) of each sequence.
     for (int b = 0; b < B; ++b) {
@@ -94,6 +93,15 @@ double Transformer<T>::Forward(ParamSource<T>& src, const int32_t* tokens, const
   TERN_CHECK(reserved.ok()) << reserved;
   const auto& d = dims_;
   const int N = B * Tn, C = d.C;
+  // The sequence's largest position: sequence-parallel ranks hold blocks of the group's whole
+  // sequence, so every rank picks the table the whole sequence picks.
+  int64_t max_pos = Tn - 1;
+  if (SequenceParallel()) {
+    max_pos = int64_t(seq_->size()) * Tn - 1;
+  } else if (!seq_positions_.empty()) {
+    max_pos = *std::max_element(seq_positions_.begin(), seq_positions_.end());
+  }
+  PickRopeTable(max_pos);
   tokens_ = tokens;
   targets_ = targets;
   const T* p0 = src.Acquire(0);
@@ -151,6 +159,14 @@ void Transformer<T>::ForwardCached(ParamSource<T>& src, const int32_t* tokens, i
   TERN_CHECK(reserved.ok()) << reserved;
   const auto& d = dims_;
   const int N = B * Tn, C = d.C;
+  // LongRoPE as Hugging Face decodes: the table is picked per call by the call's largest
+  // position, and the cached keys keep the rotation of the call that computed them. So a prompt
+  // within original_max_position_embeddings caches short-factor keys, and once decoding passes
+  // it, new queries/keys use the long factors while the earlier keys stay short-rotated (HF's
+  // quirk: the same positions rotated in one long call differ from this incremental result).
+  int64_t max_pos = 0;
+  for (int b = 0; b < B; ++b) max_pos = std::max<int64_t>(max_pos, pos0[b] + Tn - 1);
+  PickRopeTable(max_pos);
   tokens_ = tokens;
   targets_ = nullptr;
   const T* p0 = src.Acquire(0);
@@ -208,7 +224,7 @@ void Transformer<T>::BlockBackward(const T* p, T* g, const LayerActs& a, const T
                                      a.qkv.data(), B, Tn, d.NH, d.NKV, d.HS);
   }
   if (!g2)
-    ops_->rope_backward(dqkv_.data(), rope_cos_.data(), rope_sin_.data(), B, Tn, d.NH, d.NKV, d.HS,
+    ops_->rope_backward(dqkv_.data(), RopeCos(), RopeSin(), B, Tn, d.NH, d.NKV, d.HS,
                         TokenPositions());
   ops_->matmul_backward(dln_.data(), g + lo_.qkv_w, bias(g, lo_.qkv_b), dqkv_.data(), a.ln1.data(),
                         p + lo_.qkv_w, N, C, QKV, wl);

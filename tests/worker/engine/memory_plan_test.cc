@@ -22,7 +22,13 @@ namespace {
 
 spec::JobConfig Config(const std::string& type, int ranks, int stage, int micro, int seq) {
   tern::v1::ModelConfig m;
-  m.set_model_type(type);
+  m.set_model_type(type == "phi3_longrope" ? "phi3" : type);
+  if (type == "phi3_longrope") {  // two RoPE table sets (head size 8: four factors each)
+    m.set_original_max_position_embeddings(8);
+    m.mutable_rope_scaling()->set_type("longrope");
+    for (double f : {1.0, 1.5, 2.0, 4.0}) m.mutable_rope_scaling()->add_short_factor(f);
+    for (double f : {2.0, 4.0, 8.0, 16.0}) m.mutable_rope_scaling()->add_long_factor(f);
+  }
   m.set_vocab_size(61);
   m.set_hidden_size(32);
   m.set_num_hidden_layers(3);
@@ -44,7 +50,7 @@ spec::JobConfig Config(const std::string& type, int ranks, int stage, int micro,
 }
 
 TEST(MemoryPlan, ActivationsAreWhatReserveAllocates) {
-  for (const char* type : {"gpt2", "llama", "phi3"}) {
+  for (const char* type : {"gpt2", "llama", "phi3", "phi3_longrope"}) {
     for (int threads : {1, 3}) {
       kernels::SetNumThreads(threads);
       for (bool recompute : {false, true}) {
@@ -109,7 +115,7 @@ TEST(MemoryPlan, SequenceParallelActivationsAreWhatTheRankAllocates) {
 }
 
 TEST(MemoryPlan, FpdtChunksAndStoreAreWhatReserveAllocates) {
-  for (const char* type : {"gpt2", "llama", "phi3"}) {
+  for (const char* type : {"gpt2", "llama", "phi3", "phi3_longrope"}) {
     for (int chunk : {4, 5, 16, 64}) {
       for (bool offload : {true, false}) {
         auto c = Config(type, 1, 0, 3, 16);

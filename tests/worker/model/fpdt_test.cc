@@ -19,6 +19,7 @@ struct Case {
   std::string name, type;
   int NKV;
   bool tied;
+  int longrope_original_max = 0;  // phi-3's LongRoPE from this length on; 0 = plain RoPE
 };
 
 ModelDims Dims(const Case& c, int max_T, int C = 16, int NH = 4) {
@@ -33,6 +34,12 @@ ModelDims Dims(const Case& c, int max_T, int C = 16, int NH = 4) {
   m.set_max_position_embeddings(max_T);
   m.set_tie_word_embeddings(c.tied);
   m.set_initializer_range(0.3f);
+  if (c.longrope_original_max > 0) {  // head size C / NH = 4: two factors each
+    m.set_original_max_position_embeddings(c.longrope_original_max);
+    m.mutable_rope_scaling()->set_type("longrope");
+    for (double f : {1.5, 3.0}) m.mutable_rope_scaling()->add_short_factor(f);
+    for (double f : {4.0, 20.0}) m.mutable_rope_scaling()->add_long_factor(f);
+  }
   auto d = ResolveModelDims(m, max_T);
   EXPECT_TRUE(d.ok()) << d.status();
   return *d;
@@ -107,7 +114,11 @@ INSTANTIATE_TEST_SUITE_P(Models, FpdtEquals,
                                            Case{"gpt2_untied", "gpt2", 4, false},
                                            Case{"llama_gqa", "llama", 2, false},
                                            Case{"llama_mqa_tied", "llama", 1, true},
-                                           Case{"phi3", "phi3", 4, false}),
+                                           Case{"phi3", "phi3", 4, false},
+                                           // 37 tokens past 16: LongRoPE's long factors
+                                           Case{"phi3_longrope_long", "phi3", 2, false, 16},
+                                           // 37 tokens within 38: the short factors
+                                           Case{"phi3_longrope_short", "phi3", 2, false, 38}),
                          [](const auto& info) { return info.param.name; });
 
 // In float, at a size where the attention dominates: within 1e-4 of the whole-sequence path.

@@ -110,12 +110,14 @@ struct Case {
   std::string type;
   int nh, nkv, P;
   bool recompute;
-  int fpdt = 0;  // FPDT's (global) chunk tokens; 0 = Ulysses over whole sequences
+  int fpdt = 0;                   // FPDT's (global) chunk tokens; 0 = Ulysses over whole sequences
+  int longrope_original_max = 0;  // phi-3's LongRoPE from this length on; 0 = plain RoPE
 };
 void PrintTo(const Case& c, std::ostream* os) {
   *os << c.type << " nh " << c.nh << " nkv " << c.nkv << " P " << c.P
       << (c.recompute ? " recompute" : "") << (c.fpdt ? " fpdt " : "")
-      << (c.fpdt ? std::to_string(c.fpdt) : "");
+      << (c.fpdt ? std::to_string(c.fpdt) : "")
+      << (c.longrope_original_max ? " longrope " + std::to_string(c.longrope_original_max) : "");
 }
 
 model::ModelDims Dims(const Case& c, int T) {
@@ -129,6 +131,12 @@ model::ModelDims Dims(const Case& c, int T) {
   m.set_intermediate_size(10);
   m.set_max_position_embeddings(T);
   m.set_initializer_range(0.3f);
+  if (c.longrope_original_max > 0) {  // head size 2: one factor each
+    m.set_original_max_position_embeddings(c.longrope_original_max);
+    m.mutable_rope_scaling()->set_type("longrope");
+    m.mutable_rope_scaling()->add_short_factor(1.5);
+    m.mutable_rope_scaling()->add_long_factor(7.0);
+  }
   auto d = model::ResolveModelDims(m, T);
   EXPECT_TRUE(d.ok()) << d.status();
   return *d;
@@ -216,12 +224,20 @@ INSTANTIATE_TEST_SUITE_P(
                       Case{"llama", 12, 3, 2, false, 6},  // GQA, uneven heads, chunks of 3 each
                       Case{"llama", 8, 4, 4, false, 8},   // P = 4: 2 tokens per rank and chunk
                       Case{"llama", 6, 6, 4, false, 24},  // one chunk: the whole sequence
-                      Case{"gpt2", 6, 6, 2, false, 12}),
+                      Case{"gpt2", 6, 6, 2, false, 12},
+                      // LongRoPE: every rank rotates with the table of the whole sequence (the
+                      // long one past original_max, though rank 0's own positions are within it)
+                      Case{"phi3", 4, 4, 2, false, 0, 6},
+                      Case{"phi3", 8, 4, 4, true, 0, 8},     // the whole sequence fits: short
+                      Case{"phi3", 4, 4, 2, false, 4, 16}),  // FPDT over the group, long
     [](const ::testing::TestParamInfo<Case>& i) {
       return i.param.type + "_nh" + std::to_string(i.param.nh) + "_nkv" +
              std::to_string(i.param.nkv) + "_p" + std::to_string(i.param.P) +
              (i.param.recompute ? "_recompute" : "") +
-             (i.param.fpdt ? "_fpdt" + std::to_string(i.param.fpdt) : "");
+             (i.param.fpdt ? "_fpdt" + std::to_string(i.param.fpdt) : "") +
+             (i.param.longrope_original_max
+                  ? "_longrope" + std::to_string(i.param.longrope_original_max)
+                  : "");
     });
 
 }  // namespace
