@@ -66,6 +66,8 @@ Result RunRank(const Args& a, const tern::model::ModelDims& dims, const std::str
                int P, int r, tern::comm::Communicator* comm) {
   using namespace tern;
   Result res;
+  // OpenMP's thread count is per thread: each rank thread sets its own share.
+  kernels::SetNumThreads(std::max(1, a.threads / std::max(1, P)));
   CpuDevice dev;
   dev.set_budget(MemoryTier::kDevice, uint64_t(a.budget_mib * 1048576));
   dev.set_budget(MemoryTier::kHost, uint64_t(a.host_budget_mib * 1048576));
