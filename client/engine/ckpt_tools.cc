@@ -18,6 +18,7 @@
 #include "worker/checkpoint/checkpoint.h"
 #include "worker/checkpoint/manifest.h"
 #include "worker/engine/export.h"
+#include "worker/engine/quantized_model.h"
 #include "worker/engine/reshard_plan.h"
 #include "worker/model/transformer.h"
 
@@ -158,9 +159,18 @@ int RunReshard(const std::string& dir, int ranks, int stage, bool dry_run, bool 
 }
 
 int RunExport(const std::string& dir, const std::string& out, const std::string& dtype,
-              uint64_t max_shard_bytes) {
+              uint64_t max_shard_bytes, const std::string& quantize) {
   auto dt = engine::SafetensorsDtype(dtype);
   if (!dt.ok()) return Fail(dt.status());
+  kernels::WeightFormat format = kernels::WeightFormat::kFp6;
+  if (!quantize.empty()) {
+    if (!kernels::ParseWeightFormat(quantize, &format))
+      return Fail(absl::InvalidArgumentError(
+          absl::StrCat("--quantize ", quantize, ": not one of fp6, int8, int4")));
+    if (*dt != "F32")
+      return Fail(absl::InvalidArgumentError(absl::StrCat(
+          "--dtype ", dtype, " with --quantize: the parameters left unquantized are F32")));
+  }
   for (const char* f : {"config.json", "model.safetensors", "model.safetensors.index.json"}) {
     struct stat st;
     if (::stat((out + "/" + f).c_str(), &st) == 0) {
@@ -168,13 +178,33 @@ int RunExport(const std::string& dir, const std::string& out, const std::string&
           "--out ", out, " already holds ", f, " --> hint: export into a new directory")));
     }
   }
+  engine::SafetensorsWriteOptions wo;
+  wo.dtype = *dt;
+  if (max_shard_bytes > 0) wo.max_shard_bytes = max_shard_bytes;
+  if (!quantize.empty()) {
+    // A checkpoint or an fp32 model directory.
+    auto model = engine::LoadModelAny(dir);
+    if (!model.ok()) return Fail(model.status());
+    if (model->quantized)
+      return Fail(absl::InvalidArgumentError(
+          absl::StrCat(dir, " is quantized already --> hint: quantize from fp32 weights")));
+    auto bytes =
+        engine::SaveQuantizedModel(out, model->config, model->dims, model->params, format, wo);
+    if (!bytes.ok()) return Fail(bytes.status());
+    model::Transformer<float> shape_only(model->dims);
+    uint64_t weights = 0;
+    for (const auto& w : shape_only.Linears()) weights += uint64_t(w.rows) * w.cols;
+    fmt::print(
+        "exported {} parameters from {} to {}: {} matrix weights in {} ({} bytes, {:.2f} "
+        "bits per weight), the rest in f32\n",
+        shape_only.params().total(), dir, out, weights, quantize, *bytes,
+        8.0 * double(*bytes) / double(weights));
+    return 0;
+  }
   const auto [root, name] = SplitDir(dir);
   auto model = engine::LoadModelFromCheckpoint(root, name);
   if (!model.ok()) return Fail(model.status());
   model::Transformer<float> shape_only(model->dims);
-  engine::SafetensorsWriteOptions wo;
-  wo.dtype = *dt;
-  if (max_shard_bytes > 0) wo.max_shard_bytes = max_shard_bytes;
   absl::Status st =
       engine::SaveModel(out, model->config, model->dims, shape_only.params(), model->params, wo);
   if (!st.ok()) return Fail(st);
@@ -245,6 +275,7 @@ void AddCkptToolCommands(CLI::App& ckpt, int* exit_code) {
   auto eout = std::make_shared<std::string>();
   auto edtype = std::make_shared<std::string>("f32");
   auto eshard = std::make_shared<uint64_t>(0);
+  auto equant = std::make_shared<std::string>();
   auto* exp =
       ckpt.add_subcommand("export",
                           "Write the fp32 master weights in the Hugging Face layout (config.json + "
@@ -254,7 +285,10 @@ void AddCkptToolCommands(CLI::App& ckpt, int* exit_code) {
   exp->add_option("--out", *eout, "New output directory")->required();
   exp->add_option("--dtype", *edtype, "f32 (default), bf16 or f16");
   exp->add_option("--max-shard-bytes", *eshard, "Bytes of tensor data per file (default 5 GiB)");
-  exp->callback([=] { *exit_code = RunExport(*edir, *eout, *edtype, *eshard); });
+  exp->add_option("--quantize", *equant,
+                  "fp6, int8 or int4: weight-only quantized matrices for tern generate / eval "
+                  "(DIR may also be an fp32 model directory)");
+  exp->callback([=] { *exit_code = RunExport(*edir, *eout, *edtype, *eshard, *equant); });
 
   auto udir = std::make_shared<std::string>();
   auto* upgrade = ckpt.add_subcommand(

@@ -319,7 +319,11 @@ int RunGenerate(const GenerateArgs& a) {
   kernels::SetNumThreads(a.threads > 0 ? a.threads : DefaultThreads());
   const auto& d = loaded->dims;
   model::Transformer<float> model(d);
-  model::FlatParamSource<float> src(&model.params(), loaded->params.data(), nullptr);
+  if (loaded->quantized) {
+    const absl::Status st = model.set_quantized(loaded->quantized.get());
+    if (!st.ok()) return Fail(st, true);
+  }
+  model::FlatParamSource<float> src(&model.params(), loaded->weights(), nullptr);
   if (!a.more_prompts.empty()) {
     if (a.no_kv_cache)
       return Fail(absl::InvalidArgumentError("several --prompt need the KV cache"), true);

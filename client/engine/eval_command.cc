@@ -93,15 +93,18 @@ absl::StatusOr<nlohmann::json> Perplexity(const EvalArgs& a, model::Transformer<
     counted += int64_t(b) * seq_len;
   }
   const double per_token = nats / double(counted);
-  return nlohmann::json{{"task", "perplexity"},
-                        {"source", a.text.empty() ? a.data : a.text},
-                        {"windows", windows},
-                        {"seq_len", seq_len},
-                        {"tokens", counted},
-                        {"nats_per_token", per_token},
-                        {"perplexity", std::exp(per_token)},
-                        // Tern's tokenizer is bytes: one token per byte.
-                        {"bits_per_byte", per_token / std::log(2.0)}};
+  return nlohmann::json{
+      {"task", "perplexity"},
+      {"source", a.text.empty() ? a.data : a.text},
+      {"windows", windows},
+      {"seq_len", seq_len},
+      {"tokens", counted},
+      {"nats_per_token", per_token},
+      {"perplexity", std::exp(per_token)},
+      // Tern's tokenizer is bytes: one token per byte.
+      {"bits_per_byte", per_token / std::log(2.0)},
+      {"weights",
+       model.quantized() ? kernels::WeightFormatName(model.quantized()->format) : "fp32"}};
 }
 
 // The retrieval task: filler sentences with "The key is NNNNN." at `depth` of the context,
@@ -187,7 +190,11 @@ int RunEval(const EvalArgs& a) {
   if (!loaded.ok()) return Fail(loaded.status());
   kernels::SetNumThreads(a.threads > 0 ? a.threads : 1);
   model::Transformer<float> model(loaded->dims);
-  model::FlatParamSource<float> src(&model.params(), loaded->params.data(), nullptr);
+  if (loaded->quantized) {
+    const absl::Status st = model.set_quantized(loaded->quantized.get());
+    if (!st.ok()) return Fail(st);
+  }
+  model::FlatParamSource<float> src(&model.params(), loaded->weights(), nullptr);
   const int seq_len = a.seq_len > 0 ? a.seq_len : loaded->dims.max_T;
   if (seq_len > loaded->dims.max_T)
     return Fail(absl::InvalidArgumentError(absl::StrCat(
@@ -215,10 +222,10 @@ int RunEval(const EvalArgs& a) {
     } else if (r["task"] == "perplexity") {
       fmt::print(
           "perplexity on {}: {:.4f} nats/token, perplexity {:.3f}, {:.4f} bits/byte "
-          "({} windows of {} tokens)\n",
+          "({} windows of {} tokens, {} weights)\n",
           r["source"].get<std::string>(), r["nats_per_token"].get<double>(),
           r["perplexity"].get<double>(), r["bits_per_byte"].get<double>(),
-          r["windows"].get<int64_t>(), r["seq_len"].get<int>());
+          r["windows"].get<int64_t>(), r["seq_len"].get<int>(), r["weights"].get<std::string>());
     } else {
       fmt::print("retrieval accuracy (length x depth):\n");
       for (const auto& row : r["rows"])

@@ -9,42 +9,20 @@
 #include "absl/strings/str_cat.h"
 #include "nlohmann/json.hpp"
 #include "worker/checkpoint/checkpoint.h"
+#include "worker/checkpoint/fs_util.h"
 #include "worker/checkpoint/manifest.h"
 #include "worker/core/bounded_input.h"
 #include "worker/core/param_match.h"
 #include "worker/core/status.h"
+#include "worker/engine/quantized_model.h"
 #include "worker/model/transformer.h"
 #include "worker/spec/job_config.h"
 #include "worker/spec/spec.h"
 
 namespace tern::engine {
-namespace {
 
-absl::Status WriteFileAtomic(const std::string& path, const std::string& a, const char* b,
-                             size_t b_len) {
-  const std::string tmp = path + ".tmp";
-  {
-    std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
-    if (!out) return absl::PermissionDeniedError(absl::StrCat("cannot write ", tmp));
-    out.write(a.data(), a.size());
-    if (b_len) out.write(b, b_len);
-    if (!out) return absl::DataLossError(absl::StrCat("short write to ", tmp));
-  }
-  std::error_code ec;
-  std::filesystem::rename(tmp, path, ec);
-  if (ec) return absl::InternalError(absl::StrCat("rename ", tmp, ": ", ec.message()));
-  return absl::OkStatus();
-}
-
-}  // namespace
-
-absl::Status SaveModel(const std::string& dir, const tern::v1::ModelConfig& config,
-                       const model::ModelDims& dims, const ParamTable& table,
-                       const std::vector<float>& params, const SafetensorsWriteOptions& options) {
-  std::error_code ec;
-  std::filesystem::create_directories(dir, ec);
-  if (ec)
-    return absl::PermissionDeniedError(absl::StrCat("cannot create ", dir, ": ", ec.message()));
+std::string HfConfigJson(const tern::v1::ModelConfig& config, const model::ModelDims& dims,
+                         const std::string& dtype) {
   // config.json: HF field names with every dimension resolved.
   tern::v1::ModelConfig c = config;
   c.clear_config_file();
@@ -92,22 +70,38 @@ absl::Status SaveModel(const std::string& dir, const tern::v1::ModelConfig& conf
     if (c.model_type() == "phi3") c.add_architectures("Phi3ForCausalLM");
     if (c.model_type() == "mistral") c.add_architectures("MistralForCausalLM");
   }
-  const std::string dtype = SafetensorsDtype(options.dtype).value_or("F32");
   c.set_torch_dtype(dtype == "BF16" ? "bfloat16" : dtype == "F16" ? "float16" : "float32");
   std::string cfg_json;
   google::protobuf::util::JsonPrintOptions opts;
   opts.preserve_proto_field_names = true;
   opts.add_whitespace = true;
   (void)google::protobuf::util::MessageToJsonString(c, &cfg_json, opts);
+  return cfg_json;
+}
+
+absl::Status SaveModel(const std::string& dir, const tern::v1::ModelConfig& config,
+                       const model::ModelDims& dims, const ParamTable& table,
+                       const std::vector<float>& params, const SafetensorsWriteOptions& options) {
+  std::error_code ec;
+  std::filesystem::create_directories(dir, ec);
+  if (ec)
+    return absl::PermissionDeniedError(absl::StrCat("cannot create ", dir, ": ", ec.message()));
+  const std::string dtype = SafetensorsDtype(options.dtype).value_or("F32");
+  const std::string cfg_json = HfConfigJson(config, dims, dtype);
   TERN_RETURN_IF_ERROR(WriteSafetensors(dir, table, params.data(), options));
   // config.json last: a directory with a config has its weights.
-  return WriteFileAtomic(dir + "/config.json", cfg_json, nullptr, 0);
+  return ckpt::WriteFileAtomic(dir + "/config.json", cfg_json);
 }
 
 absl::StatusOr<LoadedModel> LoadModel(const std::string& dir) {
   LoadedModel out;
-  TERN_ASSIGN_OR_RETURN(out.config, model::LoadHfConfig(dir + "/config.json"));
+  nlohmann::json quantization;
+  TERN_ASSIGN_OR_RETURN(out.config, model::LoadHfConfig(dir + "/config.json", &quantization));
   TERN_ASSIGN_OR_RETURN(out.dims, model::ResolveModelDims(out.config, 0));
+  if (!quantization.is_null()) {
+    TERN_RETURN_IF_ERROR(LoadQuantizedWeights(dir, quantization, &out));
+    return out;
+  }
   model::Transformer<float> shape_only(out.dims);
   TERN_ASSIGN_OR_RETURN(out.params, ReadWeights(dir, shape_only.params()));
   return out;

@@ -23,7 +23,14 @@ constexpr uint64_t kMaxHeader = 100ull << 20;
 uint64_t DtypeSize(const std::string& d) {
   if (d == "F32") return 4;
   if (d == "BF16" || d == "F16") return 2;
+  if (d == "U8" || d == "I8") return 1;
   return 0;
+}
+bool IsByteDtype(const std::string& d) { return d == "U8" || d == "I8"; }
+uint64_t Numel(const std::vector<int64_t>& shape) {
+  uint64_t n = 1;
+  for (int64_t d : shape) n *= static_cast<uint64_t>(d);
+  return n;
 }
 
 // The tensors of one .safetensors file, checked against its size.
@@ -71,7 +78,8 @@ absl::StatusOr<std::vector<SafeTensor>> ListFile(const std::string& path) {
     if (es == 0) {
       return absl::InvalidArgumentError(absl::StrCat(
           path, ": tensor ", name, " has dtype ", st.dtype,
-          "; Tern reads F32, BF16 and F16 --> hint: convert the weights to one of them"));
+          "; Tern reads F32, BF16, F16 (and U8/I8 quantized weights) --> hint: convert the "
+          "weights to one of them"));
     }
     uint64_t numel = 1;
     for (const auto& d : t["shape"]) {
@@ -100,18 +108,16 @@ absl::Status WriteAll(std::ofstream& out, const void* p, uint64_t n, const std::
   return absl::OkStatus();
 }
 
-// One file: tensors [first, last) of the table.
-absl::Status WriteFile(const std::string& path, const ParamTable& table, const float* params,
-                       size_t first, size_t last, const std::string& dtype,
-                       const nlohmann::json& metadata) {
-  const auto& entries = table.entries();
-  const uint64_t es = DtypeSize(dtype);
+// One file: tensors [first, last).
+absl::Status WriteFile(const std::string& path, const std::vector<OutTensor>& tensors, size_t first,
+                       size_t last, const nlohmann::json& metadata) {
   nlohmann::json header = nlohmann::json::object();
   uint64_t pos = 0;
   for (size_t i = first; i < last; ++i) {
-    const uint64_t bytes = entries[i].numel * es;
-    header[entries[i].name] = {
-        {"dtype", dtype}, {"shape", entries[i].shape}, {"data_offsets", {pos, pos + bytes}}};
+    const uint64_t bytes = Numel(tensors[i].shape) * DtypeSize(tensors[i].dtype);
+    header[tensors[i].name] = {{"dtype", tensors[i].dtype},
+                               {"shape", tensors[i].shape},
+                               {"data_offsets", {pos, pos + bytes}}};
     pos += bytes;
   }
   header["__metadata__"] = metadata;
@@ -127,15 +133,19 @@ absl::Status WriteFile(const std::string& path, const ParamTable& table, const f
     TERN_RETURN_IF_ERROR(WriteAll(out, h.data(), h.size(), tmp));
     std::vector<uint16_t> half;
     for (size_t i = first; i < last; ++i) {
-      const float* src = params + entries[i].offset;
-      const uint64_t n = entries[i].numel;
-      if (es == 4) {
-        TERN_RETURN_IF_ERROR(WriteAll(out, src, n * 4, tmp));
+      const OutTensor& t = tensors[i];
+      const uint64_t n = Numel(t.shape);
+      if (IsByteDtype(t.dtype)) {
+        TERN_RETURN_IF_ERROR(WriteAll(out, t.raw, n, tmp));
+        continue;
+      }
+      if (t.dtype == "F32") {
+        TERN_RETURN_IF_ERROR(WriteAll(out, t.values, n * 4, tmp));
         continue;
       }
       half.resize(n);
       for (uint64_t k = 0; k < n; ++k)
-        half[k] = dtype == "BF16" ? FloatToBf16(src[k]) : FloatToF16(src[k]);
+        half[k] = t.dtype == "BF16" ? FloatToBf16(t.values[k]) : FloatToF16(t.values[k]);
       TERN_RETURN_IF_ERROR(WriteAll(out, half.data(), n * 2, tmp));
     }
     out.flush();
@@ -268,7 +278,21 @@ absl::StatusOr<std::vector<SafeTensor>> ListSafetensors(const std::string& dir) 
   return out;
 }
 
+absl::Status ReadTensorBytes(const SafeTensor& t, void* out) {
+  std::ifstream in(t.file, std::ios::binary);
+  if (!in) return absl::NotFoundError(absl::StrCat("cannot open ", t.file));
+  in.seekg(static_cast<std::streamoff>(t.begin));
+  in.read(static_cast<char*>(out), static_cast<std::streamsize>(t.end - t.begin));
+  if (!in) return absl::DataLossError(absl::StrCat(t.file, ": short read of tensor ", t.name));
+  return absl::OkStatus();
+}
+
 absl::Status ReadTensorF32(const SafeTensor& t, float* out) {
+  if (IsByteDtype(t.dtype))
+    return absl::InvalidArgumentError(absl::StrCat(
+        t.file, ": tensor ", t.name, " holds quantized weights (", t.dtype,
+        ") --> hint: tern generate and tern eval read quantized models; training and export "
+        "need fp32 weights"));
   std::ifstream in(t.file, std::ios::binary);
   if (!in) return absl::NotFoundError(absl::StrCat("cannot open ", t.file));
   in.seekg(static_cast<std::streamoff>(t.begin));
@@ -292,6 +316,12 @@ absl::StatusOr<std::vector<float>> ReadWeights(const std::string& dir, const Par
     const std::string prefixed = "transformer." + t.name;
     if (table.Find(t.name) == nullptr && table.Find(prefixed) != nullptr) t.name = prefixed;
   }
+  for (const auto& t : tensors)
+    if (IsByteDtype(t.dtype))
+      return absl::InvalidArgumentError(absl::StrCat(
+          dir, " holds quantized weights (tensor ", t.name, " is ", t.dtype,
+          ") --> hint: tern generate and tern eval read quantized models; training and export "
+          "need fp32 weights"));
   std::vector<TensorShape> found;
   for (const auto& t : tensors) found.push_back({t.name, t.shape});
   TERN_RETURN_IF_ERROR(MatchTensors(table, found, absl::StrCat("weights in ", dir),
@@ -307,41 +337,59 @@ absl::StatusOr<std::vector<float>> ReadWeights(const std::string& dir, const Par
 absl::Status WriteSafetensors(const std::string& dir, const ParamTable& table, const float* params,
                               const SafetensorsWriteOptions& options) {
   TERN_ASSIGN_OR_RETURN(const std::string dtype, SafetensorsDtype(options.dtype));
+  std::vector<OutTensor> tensors;
+  for (const auto& e : table.entries()) {
+    OutTensor t;
+    t.name = e.name;
+    t.dtype = dtype;
+    t.shape = e.shape;
+    t.values = params + e.offset;
+    tensors.push_back(std::move(t));
+  }
+  return WriteSafetensorsTensors(dir, tensors, options);
+}
+
+absl::Status WriteSafetensorsTensors(const std::string& dir, const std::vector<OutTensor>& tensors,
+                                     const SafetensorsWriteOptions& options) {
   if (options.max_shard_bytes == 0) {
     return absl::InvalidArgumentError("max shard size must be positive");
+  }
+  for (const auto& t : tensors) {
+    const bool bytes = IsByteDtype(t.dtype);
+    if (DtypeSize(t.dtype) == 0 || (bytes ? t.raw == nullptr : t.values == nullptr))
+      return absl::InvalidArgumentError(
+          absl::StrCat("tensor ", t.name, ": dtype ", t.dtype, " without its data"));
   }
   std::error_code ec;
   fs::create_directories(dir, ec);
   if (ec)
     return absl::PermissionDeniedError(absl::StrCat("cannot create ", dir, ": ", ec.message()));
-  const auto& entries = table.entries();
-  const uint64_t es = DtypeSize(dtype);
   // Shards: consecutive tensors up to max_shard_bytes (a bigger tensor gets a file of its own).
   std::vector<std::pair<size_t, size_t>> shards;
-  uint64_t in_shard = 0;
-  for (size_t i = 0; i < entries.size(); ++i) {
-    const uint64_t b = entries[i].numel * es;
+  uint64_t in_shard = 0, total = 0;
+  for (size_t i = 0; i < tensors.size(); ++i) {
+    const uint64_t b = Numel(tensors[i].shape) * DtypeSize(tensors[i].dtype);
     if (shards.empty() || (in_shard > 0 && in_shard + b > options.max_shard_bytes)) {
       shards.push_back({i, i});
       in_shard = 0;
     }
     shards.back().second = i + 1;
     in_shard += b;
+    total += b;
   }
   const nlohmann::json meta = {{"format", "pt"}, {"producer", "tern"}};
   if (shards.size() <= 1) {
-    return WriteFile(dir + "/" + kSingle, table, params, 0, entries.size(), dtype, meta);
+    return WriteFile(dir + "/" + kSingle, tensors, 0, tensors.size(), meta);
   }
   nlohmann::json weight_map = nlohmann::json::object();
   for (size_t s = 0; s < shards.size(); ++s) {
     const std::string name =
         absl::StrFormat("model-%05d-of-%05d.safetensors", int(s + 1), int(shards.size()));
     TERN_RETURN_IF_ERROR(
-        WriteFile(dir + "/" + name, table, params, shards[s].first, shards[s].second, dtype, meta));
-    for (size_t i = shards[s].first; i < shards[s].second; ++i) weight_map[entries[i].name] = name;
+        WriteFile(dir + "/" + name, tensors, shards[s].first, shards[s].second, meta));
+    for (size_t i = shards[s].first; i < shards[s].second; ++i) weight_map[tensors[i].name] = name;
   }
-  const nlohmann::json index = {{"metadata", {{"total_size", table.total() * es}}},
-                                {"weight_map", weight_map}};
+  const nlohmann::json index = {{"metadata", {{"total_size", total}}}, {"weight_map", weight_map}};
   const std::string path = dir + "/" + kIndex, tmp = path + ".tmp";
   {
     std::ofstream out(tmp, std::ios::trunc);

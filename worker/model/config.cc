@@ -188,7 +188,8 @@ void RopeTablesHost(const ModelDims& d, bool long_factors, int Tn, std::vector<d
   }
 }
 
-absl::StatusOr<tern::v1::ModelConfig> LoadHfConfig(const std::string& path) {
+absl::StatusOr<tern::v1::ModelConfig> LoadHfConfig(const std::string& path,
+                                                   nlohmann::json* quantization) {
   // A config.json is a few KiB of flat JSON (rope_scaling and quantization_config nest once).
   auto text = ReadBoundedFile(path, "model.config_file", 4 << 20);
   if (absl::IsNotFound(text.status()))
@@ -213,6 +214,16 @@ absl::StatusOr<tern::v1::ModelConfig> LoadHfConfig(const std::string& path) {
                                       " is not implemented by Tern (", why, ")"));
         continue;
       }
+    }
+    if (key == "quantization_config" && quantization != nullptr) {
+      *quantization = it.value();
+      continue;
+    }
+    if (key == "quantization_config") {
+      errors.push_back(absl::StrCat("model.config_file: ", path,
+                                    ": quantized weights (quantization_config) serve tern generate "
+                                    "and tern eval; train from fp32 weights"));
+      continue;
     }
     if (desc->FindFieldByName(key) != nullptr) {
       if (!it.value().is_null()) kept[key] = it.value();

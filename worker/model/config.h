@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "nlohmann/json.hpp"
 #include "tern/v1/job.pb.h"
 
 namespace tern::model {
@@ -51,7 +52,10 @@ absl::StatusOr<ModelDims> ResolveModelDims(const tern::v1::ModelConfig& config,
 // model and that Tern does not implement (attention_bias, rope_scaling other than LongRoPE, ...) is
 // refused by name unless it holds the value that changes nothing. INVALID_ARGUMENT lists every such
 // field.
-absl::StatusOr<tern::v1::ModelConfig> LoadHfConfig(const std::string& path);
+// With `quantization`, a `quantization_config` object (a quantized model directory, read by
+// the engine) is handed out there instead of refused.
+absl::StatusOr<tern::v1::ModelConfig> LoadHfConfig(const std::string& path,
+                                                   nlohmann::json* quantization = nullptr);
 
 // LongRoPE: whether a forward whose largest position is `max_pos` rotates with the long factors.
 inline bool UseLongRope(const ModelDims& d, int64_t max_pos) {

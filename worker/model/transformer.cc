@@ -4,11 +4,13 @@
 #include <cstring>
 #include <random>
 #include <string>
+#include <type_traits>
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "kernels/cpu/cpu_ops.h"
 #include "kernels/cpu/threads.h"
+#include "kernels/cpu/wquant.h"
 #include "worker/core/status.h"
 
 namespace tern::model {
@@ -18,7 +20,8 @@ using k::WeightLayout;
 
 template <typename T>
 Backend<T> CpuBackend() {
-  return Backend<T>{&DefaultDevice(), &k::CpuOps<T>()};
+  return Backend<T>{&DefaultDevice(), &k::CpuOps<T>(),
+                    std::is_same_v<T, float> ? &k::CpuQuantizedLinearOps() : nullptr};
 }
 template Backend<float> CpuBackend<float>();
 template Backend<double> CpuBackend<double>();

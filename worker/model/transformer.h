@@ -16,6 +16,7 @@
 #include "worker/core/device.h"
 #include "worker/core/param_table.h"
 #include "worker/model/config.h"
+#include "worker/model/quantized.h"
 #include "worker/model/sequence.h"
 
 namespace tern::model {
@@ -57,8 +58,11 @@ template <typename T>
 struct Backend {
   Device* device = nullptr;
   const kernels::Ops<T>* ops = nullptr;
+  // The weight-only quantized product (float models; null: the backend cannot serve quantized
+  // weights).
+  const kernels::QuantizedLinearOps* qlinear = nullptr;
 };
-// The default device (no budget) and the CPU kernels.
+// The default device (no budget) and the CPU kernels (with the quantized product for float).
 template <typename T>
 Backend<T> CpuBackend();
 
@@ -120,6 +124,18 @@ class Transformer {
 
   const T* logits() const { return logits_.data(); }
 
+  // Weight-only quantized inference (worker/model/quantized.h). The matrices the quantized path
+  // replaces, as this model's table stores them.
+  std::vector<LinearWeight> Linears() const;
+  // Those matrices quantized from fp32 parameters in table order (float models only).
+  absl::StatusOr<QuantizedWeights> Quantize(const T* params, kernels::WeightFormat format) const;
+  // From now on Forward and ForwardCached multiply by `q` (kept alive by the caller; null: off)
+  // and never read the fp32 slots of those matrices; Backward is refused. FAILED_PRECONDITION for
+  // a backend without quantized kernels, a model other than float, FPDT or sequence parallelism;
+  // INVALID_ARGUMENT naming the first matrix whose shape is not this model's.
+  absl::Status set_quantized(const QuantizedWeights* q);
+  const QuantizedWeights* quantized() const { return quant_; }
+
   // Sequence parallelism (transformer_sequence.cc). `positions` are the global positions of the
   // Tn tokens of each sequence this rank holds (RoPE and GPT-2's learned positions use them).
   // With an exchange of size() > 1, each layer's attention runs over the whole sequence for
@@ -171,8 +187,14 @@ class Transformer {
                     const T* rstd, int N);
   // With `cache` (the first of B rows of a KvCache layer of `capacity`), row b's tokens sit at
   // positions pos0[b].. and attend to its cached positions; their q/k/v rows are appended.
+  // With `ql`, the layer's matrices are the quantized ones.
   void BlockForward(const T* p, LayerActs& a, const T* x, T* out, int B, int Tn, T* cache = nullptr,
-                    int capacity = 0, const int* pos0 = nullptr);
+                    int capacity = 0, const int* pos0 = nullptr,
+                    const QuantizedLayer* ql = nullptr);
+  // out (N, OC) = in (N, C) @ W (+ b): the fp32 matrix at w in layout wl, or q when given.
+  void Linear(T* out, const T* in, const T* w, const T* b, int N, int C, int OC,
+              kernels::WeightLayout wl, const kernels::QuantizedMatrix* q);
+  const QuantizedLayer* QuantLayer(int l) const { return quant_ ? &quant_->layers[l] : nullptr; }
   void BlockBackward(const T* p, T* g, const LayerActs& a, const T* x, T* dx, int B, int Tn);
   // The final norm and the LM head over resid_[L]: logits_ (N, V).
   void HeadForward(ParamSource<T>& src, int N);
@@ -231,7 +253,8 @@ class Transformer {
   const int32_t* tokens_ = nullptr;
   const int32_t* targets_ = nullptr;
   int count_ = 0;
-  bool recompute_ = false;  // activation checkpointing (set_recompute_layers)
+  bool recompute_ = false;                   // activation checkpointing (set_recompute_layers)
+  const QuantizedWeights* quant_ = nullptr;  // set_quantized
   FpdtOptions fpdt_;
   FpdtState fpdt_state_;
   double fpdt_loss_sum_ = 0;

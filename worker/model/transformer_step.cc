@@ -13,15 +13,16 @@ using k::WeightLayout;
 
 template <typename T>
 void Transformer<T>::BlockForward(const T* p, LayerActs& a, const T* x, T* out, int B, int Tn,
-                                  T* cache, int capacity, const int* pos0) {
+                                  T* cache, int capacity, const int* pos0,
+                                  const QuantizedLayer* ql) {
   const auto& d = dims_;
   const int N = B * Tn, C = d.C, F = d.F, A = d.NH * d.HS, QKV = d.QKV();
   const bool g2 = d.is_gpt2();
   const WeightLayout wl = g2 ? WeightLayout::kInOut : WeightLayout::kOutIn;
   const T* nb = g2 ? p + lo_.ln1_b : nullptr;
   NormForward(a.ln1.data(), a.ln1_mean.data(), a.ln1_rstd.data(), x, p + lo_.ln1_w, nb, N);
-  ops_->matmul_forward(a.qkv.data(), a.ln1.data(), p + lo_.qkv_w, g2 ? p + lo_.qkv_b : nullptr, N,
-                       C, QKV, wl);
+  Linear(a.qkv.data(), a.ln1.data(), p + lo_.qkv_w, g2 ? p + lo_.qkv_b : nullptr, N, C, QKV, wl,
+         ql ? &ql->qkv : nullptr);
   if (cache == nullptr) {
     if (!g2)
       ops_->rope_forward(a.qkv.data(), RopeCos(), RopeSin(), B, Tn, d.NH, d.NKV, d.HS,
@@ -48,21 +49,22 @@ void Transformer<T>::BlockForward(const T* p, LayerActs& a, const T* x, T* out, 
           pos0[b] + Tn, 0, 1, d.NH, d.NKV, d.HS);
     }
   }
-  ops_->matmul_forward(proj_.data(), a.atty.data(), p + lo_.o_w, g2 ? p + lo_.o_b : nullptr, N, A,
-                       C, wl);
+  Linear(proj_.data(), a.atty.data(), p + lo_.o_w, g2 ? p + lo_.o_b : nullptr, N, A, C, wl,
+         ql ? &ql->o : nullptr);
   ops_->residual_forward(a.mid.data(), x, proj_.data(), size_t(N) * C);
   NormForward(a.ln2.data(), a.ln2_mean.data(), a.ln2_rstd.data(), a.mid.data(), p + lo_.ln2_w,
               g2 ? p + lo_.ln2_b : nullptr, N);
   if (g2) {
-    ops_->matmul_forward(a.fc.data(), a.ln2.data(), p + lo_.fc_w, p + lo_.fc_b, N, C, F, wl);
+    Linear(a.fc.data(), a.ln2.data(), p + lo_.fc_w, p + lo_.fc_b, N, C, F, wl,
+           ql ? &ql->fc : nullptr);
     ops_->gelu_forward(a.act.data(), a.fc.data(), size_t(N) * F);
   } else {
-    ops_->matmul_forward(a.fc.data(), a.ln2.data(), p + lo_.fc_w, static_cast<const T*>(nullptr), N,
-                         C, 2 * F, wl);
+    Linear(a.fc.data(), a.ln2.data(), p + lo_.fc_w, static_cast<const T*>(nullptr), N, C, 2 * F, wl,
+           ql ? &ql->fc : nullptr);
     ops_->swiglu_forward(a.act.data(), a.fc.data(), N, F);
   }
-  ops_->matmul_forward(proj_.data(), a.act.data(), p + lo_.proj_w, g2 ? p + lo_.proj_b : nullptr, N,
-                       F, C, wl);
+  Linear(proj_.data(), a.act.data(), p + lo_.proj_w, g2 ? p + lo_.proj_b : nullptr, N, F, C, wl,
+         ql ? &ql->proj : nullptr);
   ops_->residual_forward(out, a.mid.data(), proj_.data(), size_t(N) * C);
 }
 
@@ -73,7 +75,10 @@ void Transformer<T>::HeadForward(ParamSource<T>& src, int N) {
   const T* ph = src.Acquire(hu);
   NormForward(lnf_.data(), lnf_mean_.data(), lnf_rstd_.data(), resid_[d.L].data(), ph + lnf_w_off_,
               d.is_gpt2() ? ph + lnf_b_off_ : nullptr, N);
-  if (d.tied) {
+  if (quant_ != nullptr) {
+    Linear(logits_.data(), lnf_.data(), nullptr, static_cast<const T*>(nullptr), N, d.C, d.V,
+           WeightLayout::kOutIn, &quant_->head);
+  } else if (d.tied) {
     const T* pe = src.Acquire(0);
     ops_->matmul_forward(logits_.data(), lnf_.data(), pe + (wte_off_ - table_.units()[0].offset),
                          static_cast<const T*>(nullptr), N, d.C, d.V, WeightLayout::kOutIn);
@@ -111,7 +116,8 @@ double Transformer<T>::Forward(ParamSource<T>& src, const int32_t* tokens, const
   src.Release(0);
   for (int l = 0; l < d.L; ++l) {
     const T* p = src.Acquire(l + 1);
-    BlockForward(p, acts_[recompute_ ? 0 : l], resid_[l].data(), resid_[l + 1].data(), B, Tn);
+    BlockForward(p, acts_[recompute_ ? 0 : l], resid_[l].data(), resid_[l + 1].data(), B, Tn,
+                 nullptr, 0, nullptr, QuantLayer(l));
     src.Release(l + 1);
   }
   HeadForward(src, N);
@@ -183,7 +189,7 @@ void Transformer<T>::ForwardCached(ParamSource<T>& src, const int32_t* tokens, i
     const T* p = src.Acquire(l + 1);
     BlockForward(p, acts_[recompute_ ? 0 : l], resid_[l].data(), resid_[l + 1].data(), B, Tn,
                  cache->layers[l].data() + size_t(row0) * cache->capacity * d.QKV(),
-                 cache->capacity, pos0);
+                 cache->capacity, pos0, QuantLayer(l));
     src.Release(l + 1);
   }
   for (int b = 0; b < B; ++b) cache->len[row0 + b] += Tn;
@@ -236,6 +242,7 @@ void Transformer<T>::BlockBackward(const T* p, T* g, const LayerActs& a, const T
 template <typename T>
 void Transformer<T>::Backward(ParamSource<T>& src, float grad_scale) {
   TERN_CHECK(targets_ != nullptr) << "Backward without a Forward with targets";
+  TERN_CHECK(quant_ == nullptr) << "Backward of a model with quantized weights";
   if (fpdt_.chunk > 0) return BackwardFpdt(src, grad_scale);
   const auto& d = dims_;
   const int B = B_, Tn = T_, N = B * Tn, C = d.C;
@@ -280,7 +287,7 @@ void Transformer<T>::Backward(ParamSource<T>& src, float grad_scale) {
 
 #define TERN_INSTANTIATE(T)                                                                        \
   template void Transformer<T>::BlockForward(const T*, LayerActs&, const T*, T*, int, int, T*,     \
-                                             int, const int*);                                     \
+                                             int, const int*, const QuantizedLayer*);              \
   template void Transformer<T>::HeadForward(ParamSource<T>&, int);                                 \
   template absl::StatusOr<typename Transformer<T>::KvCache> Transformer<T>::NewKvCache(int, int)   \
       const;                                                                                       \

@@ -6,6 +6,7 @@
 #include <gtest/gtest.h>
 #include <unistd.h>
 
+#include <cmath>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -169,3 +170,53 @@ TEST_F(WeightsE2E, InitFromStartsTrainingFromExportedWeightsAndRefusesAnotherMod
 }
 
 }  // namespace
+
+// `tern ckpt export --quantize`: each format writes a directory that `tern generate` and
+// `tern eval` load, whose perplexity stays near the fp32 export's; bad requests are refused.
+TEST_F(WeightsE2E, QuantizedExportsGenerateAndEvaluate) {
+  auto nats = [](const std::string& model_dir) {
+    Result ev = Tern("eval --model-dir " + model_dir + " --data " + Path("corpus_val") +
+                     " --seq-len 32 --max-windows 8 --json --threads 1");
+    EXPECT_EQ(ev.code, 0) << ev.out;
+    const auto j = nlohmann::json::parse(ev.out, nullptr, false);
+    EXPECT_TRUE(j.is_object()) << ev.out;
+    return std::make_pair(j.value("nats_per_token", 0.0), j.value("weights", std::string()));
+  };
+  Result f32 = Tern("ckpt export " + Path("ck") + " --out " + Path("qf32"));
+  ASSERT_EQ(f32.code, 0) << f32.out;
+  const auto [base, base_weights] = nats(Path("qf32"));
+  EXPECT_EQ(base_weights, "fp32");
+  for (const std::string f : {"fp6", "int8", "int4"}) {
+    Result q = Tern("ckpt export " + Path("ck") + " --out " + Path("q" + f) + " --quantize " + f);
+    ASSERT_EQ(q.code, 0) << q.out;
+    EXPECT_NE(q.out.find("bits per weight"), std::string::npos) << q.out;
+    const auto [n, weights] = nats(Path("q" + f));
+    EXPECT_EQ(weights, f);
+    EXPECT_GT(n, 0.0);
+    EXPECT_LT(std::fabs(n - base) / base, f == "int4" ? 0.1 : 0.02)
+        << f << " " << n << " vs " << base;
+    const std::string text = Generate(Path("q" + f));
+    EXPECT_EQ(text.rfind("The ", 0), 0u) << text;
+  }
+  // From an fp32 model directory too; int8 of it equals int8 of the checkpoint.
+  Result qd = Tern("ckpt export " + Path("qf32") + " --out " + Path("qdir") + " --quantize int8");
+  ASSERT_EQ(qd.code, 0) << qd.out;
+  EXPECT_EQ(ReadFile(Path("qdir/model.safetensors")), ReadFile(Path("qint8/model.safetensors")));
+  Result bad = Tern("ckpt export " + Path("ck") + " --out " + Path("qbad") + " --quantize fp8");
+  EXPECT_EQ(bad.code, 2);
+  EXPECT_NE(bad.out.find("--quantize fp8: not one of fp6, int8, int4"), std::string::npos)
+      << bad.out;
+  Result dt =
+      Tern("ckpt export " + Path("ck") + " --out " + Path("qbad") + " --quantize fp6 --dtype bf16");
+  EXPECT_EQ(dt.code, 2);
+  EXPECT_NE(dt.out.find("--dtype bf16 with --quantize"), std::string::npos) << dt.out;
+  Result twice =
+      Tern("ckpt export " + Path("qfp6") + " --out " + Path("qbad") + " --quantize int4");
+  EXPECT_EQ(twice.code, 2);
+  EXPECT_NE(twice.out.find("quantized already"), std::string::npos) << twice.out;
+  Result init =
+      Tern("train " + Path("spec.json") + " --threads 1 --set checkpoint.dir=" + Path("ck-q") +
+           " --set checkpoint.init_from=" + Path("qfp6"));
+  EXPECT_NE(init.code, 0);
+  EXPECT_NE(init.out.find("holds quantized weights"), std::string::npos) << init.out;
+}
