@@ -216,6 +216,10 @@ class Transformer {
   // recompute) the attention output and lse too and the MLP is skipped, else the layer output
   // goes to xs[l + 1].
   void LayerForwardFpdt(const T* p, int l, int B, int Tn, bool keep);
+  // The chunk's R rows from the attention output f.o and the layer input f.x through the output
+  // projection, the residual (f.mid), ln2 and the MLP's input projection and activation (f.fc,
+  // f.act): the forward's and the backward's recompute share it.
+  void FpdtMlpIn(const T* p, int R);
   void FpdtGather(int i, int B, int Tn);  // tokens, targets, positions, RoPE rows of chunk i
   void SeqOk(absl::Status st);            // keeps the first failed exchange in seq_status_
   int FpdtLen(int i, int Tn) const { return std::min(fpdt_state_.c, Tn - i * fpdt_state_.c); }
