@@ -503,6 +503,7 @@ void Transformer<T>::BackwardFpdt(ParamSource<T>& src, float grad_scale) {
   template uint64_t Transformer<T>::fpdt_store_bytes() const;                                  \
   template void Transformer<T>::FpdtGather(int, int, int);                                     \
   template void Transformer<T>::SeqOk(absl::Status);                                           \
+  template void Transformer<T>::FpdtMlpIn(const T*, int);                                      \
   template void Transformer<T>::LayerForwardFpdt(const T*, int, int, int, bool);               \
   template double Transformer<T>::ForwardFpdt(ParamSource<T>&, const int32_t*, const int32_t*, \
                                               int, int);                                       \
