@@ -144,8 +144,11 @@ class Transformer {
   // positions len[r] ..), attending to each row's cached positions and to themselves, and
   // appends them; logits() holds (B*Tn, V). Prompts of different lengths: one call per row
   // (B = 1, row0 = r); then every decode step one call for all rows with one token each.
+  // LongRoPE picks the call's table by its largest position, or by `batch_max_pos` when that is
+  // larger: rows of one batch run by separate calls then rotate as one padded call over the
+  // batch would (Hugging Face's table is picked by the largest position of the whole batch).
   void ForwardCached(ParamSource<T>& src, const int32_t* tokens, int B, int Tn, KvCache* cache,
-                     int row0 = 0);
+                     int row0 = 0, int64_t batch_max_pos = 0);
 
  private:
   struct LayerActs {
