@@ -249,10 +249,18 @@ bool EndsWithStop(const std::string& text, const std::vector<std::string>& stops
 }
 
 // Several prompts: one KV cache row each (prefilled one by one), then every step decodes one
-// token of every unfinished row in one batched forward; each text is printed when all are done.
-// LongRoPE: each call picks its table by its largest position and cached rows keep theirs (the
-// model's semantics); unlike one prompt, a row is not recomputed when it passes
-// original_max_position_embeddings.
+// token of every row in one batched forward (finished rows decode unused tokens, so every row's
+// context grows by one a step, as padded rows do in Hugging Face); each text is printed when all
+// are done.
+// LongRoPE as transformers' Phi3ForCausalLM generates a batch: its rows are padded to one
+// length, the length of the longest context here, and every forward picks one table for the
+// whole batch by the largest position. So every call of a row takes the batch's longest
+// context as its largest position (the prefills included: a short prompt next to one past
+// original_max_position_embeddings rotates with the long factors), and the first time the
+// longest context passes original_max_position_embeddings, every row's cache (short-rotated) is
+// dropped and its whole context runs again with the long factors. Each step's tokens therefore
+// equal a forward without cache over each row's whole context with the table its longest row
+// picks.
 int RunGenerateBatch(const GenerateArgs& a, const std::vector<std::string>& prompts,
                      model::Transformer<float>& model, model::ParamSource<float>& src) {
   const auto& d = model.dims();
@@ -277,10 +285,23 @@ int RunGenerateBatch(const GenerateArgs& a, const std::vector<std::string>& prom
   std::vector<std::string> text(B);
   std::vector<bool> done(B, a.max_new_tokens == 0);
   std::vector<int32_t> next(B);
-  for (int r = 0; r < B; ++r) {  // prefill, and each row's first token
-    model.ForwardCached(src, ctx[r].data(), 1, static_cast<int>(ctx[r].size()), &cache, r);
-    next[r] = SampleNext(model.logits() + (ctx[r].size() - 1) * size_t(d.V), d.V, a, rng);
-  }
+  // The longest row's context; all rows grow together, so it stays the longest.
+  auto longest = [&] {
+    size_t n = 0;
+    for (const auto& c : ctx) n = std::max(n, c.size());
+    return static_cast<int>(n);
+  };
+  // Runs every row's whole context into its (empty) cache row and samples its next token.
+  auto prefill = [&] {
+    const int64_t batch_max_pos = longest() - 1;
+    for (int r = 0; r < B; ++r) {
+      model.ForwardCached(src, ctx[r].data(), 1, static_cast<int>(ctx[r].size()), &cache, r,
+                          batch_max_pos);
+      if (!done[r])
+        next[r] = SampleNext(model.logits() + (ctx[r].size() - 1) * size_t(d.V), d.V, a, rng);
+    }
+  };
+  prefill();  // and each row's first token
   const double first_ms = std::chrono::duration<double, std::milli>(Clock::now() - t0).count();
   int decoded = 0;
   for (int i = 0; i < a.max_new_tokens; ++i) {
@@ -290,8 +311,17 @@ int RunGenerateBatch(const GenerateArgs& a, const std::vector<std::string>& prom
       done[r] = EndsWithStop(text[r], a.stop) || i + 1 == a.max_new_tokens;
     }
     if (std::all_of(done.begin(), done.end(), [](bool x) { return x; })) break;
-    model.ForwardCached(src, next.data(), B, 1, &cache);  // finished rows decode unused tokens
+    for (int r = 0; r < B; ++r) ctx[r].push_back(next[r]);
     ++decoded;
+    // LongRoPE: the longest row's cache (n - 1 positions) still short-rotated and its context
+    // past original_max: every row again, now with the long factors.
+    const int n = longest();
+    if (d.longrope && n - 1 <= d.rope_original_max && n > d.rope_original_max) {
+      for (int r = 0; r < B; ++r) cache.len[r] = 0;
+      prefill();
+      continue;
+    }
+    model.ForwardCached(src, next.data(), B, 1, &cache);  // finished rows decode unused tokens
     for (int r = 0; r < B; ++r)
       if (!done[r]) next[r] = SampleNext(model.logits() + size_t(r) * d.V, d.V, a, rng);
   }

@@ -160,8 +160,11 @@ class Transformer {
   // positions len[r] ..), attending to each row's cached positions and to themselves, and
   // appends them; logits() holds (B*Tn, V). Prompts of different lengths: one call per row
   // (B = 1, row0 = r); then every decode step one call for all rows with one token each.
+  // LongRoPE picks the call's table by its largest position, or by `batch_max_pos` when that is
+  // larger: rows of one batch run by separate calls then rotate as one padded call over the
+  // batch would (Hugging Face's table is picked by the largest position of the whole batch).
   void ForwardCached(ParamSource<T>& src, const int32_t* tokens, int B, int Tn, KvCache* cache,
-                     int row0 = 0);
+                     int row0 = 0, int64_t batch_max_pos = 0);
 
  private:
   struct LayerActs {
@@ -238,6 +241,10 @@ class Transformer {
   // recompute) the attention output and lse too and the MLP is skipped, else the layer output
   // goes to xs[l + 1].
   void LayerForwardFpdt(const T* p, int l, int B, int Tn, bool keep);
+  // The chunk's R rows from the attention output f.o and the layer input f.x through the output
+  // projection, the residual (f.mid), ln2 and the MLP's input projection and activation (f.fc,
+  // f.act): the forward's and the backward's recompute share it.
+  void FpdtMlpIn(const T* p, int R);
   void FpdtGather(int i, int B, int Tn);  // tokens, targets, positions, RoPE rows of chunk i
   void SeqOk(absl::Status st);            // keeps the first failed exchange in seq_status_
   int FpdtLen(int i, int Tn) const { return std::min(fpdt_state_.c, Tn - i * fpdt_state_.c); }

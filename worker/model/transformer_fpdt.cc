@@ -201,6 +201,28 @@ void Transformer<T>::FpdtGather(int i, int B, int Tn) {
 }
 
 template <typename T>
+void Transformer<T>::FpdtMlpIn(const T* p, int R) {
+  auto& f = fpdt_state_;
+  const auto& d = dims_;
+  const int C = d.C, F = d.F, A = d.NH * d.HS;
+  const bool g2 = d.is_gpt2();
+  const WeightLayout wl = g2 ? WeightLayout::kInOut : WeightLayout::kOutIn;
+  ops_->matmul_forward(f.proj.data(), f.o.data(), p + lo_.o_w, g2 ? p + lo_.o_b : nullptr, R, A, C,
+                       wl);
+  ops_->residual_forward(f.mid.data(), f.x.data(), f.proj.data(), size_t(R) * C);
+  NormForward(f.ln2.data(), f.ln2_mean.data(), f.ln2_rstd.data(), f.mid.data(), p + lo_.ln2_w,
+              g2 ? p + lo_.ln2_b : nullptr, R);
+  if (g2) {
+    ops_->matmul_forward(f.fc.data(), f.ln2.data(), p + lo_.fc_w, p + lo_.fc_b, R, C, F, wl);
+    ops_->gelu_forward(f.act.data(), f.fc.data(), size_t(R) * F);
+  } else {
+    ops_->matmul_forward(f.fc.data(), f.ln2.data(), p + lo_.fc_w, static_cast<const T*>(nullptr), R,
+                         C, 2 * F, wl);
+    ops_->swiglu_forward(f.act.data(), f.fc.data(), R, F);
+  }
+}
+
+template <typename T>
 void Transformer<T>::LayerForwardFpdt(const T* p, int l, int B, int Tn, bool keep) {
   auto& f = fpdt_state_;
   const auto& d = dims_;
@@ -254,19 +276,7 @@ void Transformer<T>::LayerForwardFpdt(const T* p, int l, int B, int Tn, bool kee
       o_done = s.Record();
       continue;
     }
-    ops_->matmul_forward(f.proj.data(), f.o.data(), p + lo_.o_w, g2 ? p + lo_.o_b : nullptr, R, A,
-                         C, wl);
-    ops_->residual_forward(f.mid.data(), f.x.data(), f.proj.data(), size_t(R) * C);
-    NormForward(f.ln2.data(), f.ln2_mean.data(), f.ln2_rstd.data(), f.mid.data(), p + lo_.ln2_w,
-                g2 ? p + lo_.ln2_b : nullptr, R);
-    if (g2) {
-      ops_->matmul_forward(f.fc.data(), f.ln2.data(), p + lo_.fc_w, p + lo_.fc_b, R, C, F, wl);
-      ops_->gelu_forward(f.act.data(), f.fc.data(), size_t(R) * F);
-    } else {
-      ops_->matmul_forward(f.fc.data(), f.ln2.data(), p + lo_.fc_w, static_cast<const T*>(nullptr),
-                           R, C, 2 * F, wl);
-      ops_->swiglu_forward(f.act.data(), f.fc.data(), R, F);
-    }
+    FpdtMlpIn(p, R);
     ops_->matmul_forward(f.proj.data(), f.act.data(), p + lo_.proj_w, g2 ? p + lo_.proj_b : nullptr,
                          R, F, C, wl);
     s.Wait(out_done);
@@ -392,19 +402,7 @@ void Transformer<T>::BackwardFpdt(ParamSource<T>& src, float grad_scale) {
       get(f.x, f.xs[l], row, R, C);
       get(f.o, P > 1 ? f.hol : f.ho, row, R, A);
       get(f.dy, f.hdx, row, R, C);
-      ops_->matmul_forward(f.proj.data(), f.o.data(), p + lo_.o_w, g2 ? p + lo_.o_b : nullptr, R, A,
-                           C, wl);
-      ops_->residual_forward(f.mid.data(), f.x.data(), f.proj.data(), size_t(R) * C);
-      NormForward(f.ln2.data(), f.ln2_mean.data(), f.ln2_rstd.data(), f.mid.data(), p + lo_.ln2_w,
-                  g2 ? p + lo_.ln2_b : nullptr, R);
-      if (g2) {
-        ops_->matmul_forward(f.fc.data(), f.ln2.data(), p + lo_.fc_w, p + lo_.fc_b, R, C, F, wl);
-        ops_->gelu_forward(f.act.data(), f.fc.data(), size_t(R) * F);
-      } else {
-        ops_->matmul_forward(f.fc.data(), f.ln2.data(), p + lo_.fc_w,
-                             static_cast<const T*>(nullptr), R, C, 2 * F, wl);
-        ops_->swiglu_forward(f.act.data(), f.fc.data(), R, F);
-      }
+      FpdtMlpIn(p, R);
       ops_->matmul_backward(f.dact.data(), g + lo_.proj_w, bias(g, lo_.proj_b), f.dy.data(),
                             f.act.data(), p + lo_.proj_w, R, F, C, wl);
       if (g2) {
@@ -505,6 +503,7 @@ void Transformer<T>::BackwardFpdt(ParamSource<T>& src, float grad_scale) {
   template uint64_t Transformer<T>::fpdt_store_bytes() const;                                  \
   template void Transformer<T>::FpdtGather(int, int, int);                                     \
   template void Transformer<T>::SeqOk(absl::Status);                                           \
+  template void Transformer<T>::FpdtMlpIn(const T*, int);                                      \
   template void Transformer<T>::LayerForwardFpdt(const T*, int, int, int, bool);               \
   template double Transformer<T>::ForwardFpdt(ParamSource<T>&, const int32_t*, const int32_t*, \
                                               int, int);                                       \

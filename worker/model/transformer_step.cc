@@ -152,7 +152,7 @@ absl::StatusOr<typename Transformer<T>::KvCache> Transformer<T>::NewKvCache(int 
 
 template <typename T>
 void Transformer<T>::ForwardCached(ParamSource<T>& src, const int32_t* tokens, int B, int Tn,
-                                   KvCache* cache, int row0) {
+                                   KvCache* cache, int row0, int64_t batch_max_pos) {
   TERN_CHECK(fpdt_.chunk == 0) << "FPDT is for training; decode without it";
   TERN_CHECK(cache != nullptr && row0 >= 0 && row0 + B <= cache->B)
       << "rows " << row0 << ".." << row0 + B - 1 << " of a KV cache of " << (cache ? cache->B : 0);
@@ -170,7 +170,8 @@ void Transformer<T>::ForwardCached(ParamSource<T>& src, const int32_t* tokens, i
   // within original_max_position_embeddings caches short-factor keys, and once decoding passes
   // it, new queries/keys use the long factors while the earlier keys stay short-rotated (HF's
   // quirk: the same positions rotated in one long call differ from this incremental result).
-  int64_t max_pos = 0;
+  // `batch_max_pos`: the largest position of the batch this call is part of.
+  int64_t max_pos = batch_max_pos;
   for (int b = 0; b < B; ++b) max_pos = std::max<int64_t>(max_pos, pos0[b] + Tn - 1);
   PickRopeTable(max_pos);
   tokens_ = tokens;
@@ -292,7 +293,7 @@ void Transformer<T>::Backward(ParamSource<T>& src, float grad_scale) {
   template absl::StatusOr<typename Transformer<T>::KvCache> Transformer<T>::NewKvCache(int, int)   \
       const;                                                                                       \
   template void Transformer<T>::ForwardCached(ParamSource<T>&, const int32_t*, int, int, KvCache*, \
-                                              int);                                                \
+                                              int, int64_t);                                       \
   template double Transformer<T>::Forward(ParamSource<T>&, const int32_t*, const int32_t*, int,    \
                                           int);                                                    \
   template void Transformer<T>::BlockBackward(const T*, T*, const LayerActs&, const T*, T*, int,   \

@@ -18,6 +18,7 @@
 
 #include "CLI/CLI.hpp"
 #include "nlohmann/json.hpp"
+#include "tests/bench/common.h"
 #include "worker/checkpoint/checkpoint.h"
 #include "worker/checkpoint/crc32c.h"
 #include "worker/checkpoint/fs_util.h"
@@ -211,15 +212,7 @@ class Ranks {
   std::vector<Child> children_;
 };
 
-double Median(std::vector<double> v) {
-  if (v.empty()) return 0;
-  std::sort(v.begin(), v.end());
-  return v.size() % 2 ? v[v.size() / 2] : 0.5 * (v[v.size() / 2 - 1] + v[v.size() / 2]);
-}
-
-double Seconds(std::chrono::steady_clock::time_point t0) {
-  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-}
+using bench::Median;
 
 void Settle(double s) {
   ::sync();
@@ -254,7 +247,7 @@ int Main(int argc, char** argv) {
     if (step > 0) std::filesystem::remove_all(root + "/" + StepDirName(step));
     Settle(cfg.settle_s);
     ++step;
-    auto t0 = std::chrono::steady_clock::now();
+    const bench::Stopwatch watch;
     std::vector<RankShardResult> results;
     for (auto& j : ranks.Run("W", root, step)) {
       auto r = RankShardResult::FromJson(j);
@@ -270,18 +263,18 @@ int Main(int argc, char** argv) {
       std::fprintf(stderr, "commit failed: %s\n", st.ToString().c_str());
       return 1;
     }
-    wr.push_back(bytes / Seconds(t0) / (1 << 30));
+    wr.push_back(bytes / watch.Seconds() / (1 << 30));
   }
   for (int rep = 0; rep < cfg.read_reps && step > 0; ++rep) {
     Settle(cfg.settle_s);
-    auto t0 = std::chrono::steady_clock::now();
+    const bench::Stopwatch watch;
     for (auto& j : ranks.Run("R", root, step)) {
       if (!j.contains("ok")) {
         std::fprintf(stderr, "read failed: %s\n", j.dump().c_str());
         return 1;
       }
     }
-    rd.push_back(bytes / Seconds(t0) / (1 << 30));
+    rd.push_back(bytes / watch.Seconds() / (1 << 30));
     for (auto& j : ranks.Run("C", root, step)) {
       if (!j.contains("ok")) {
         std::fprintf(stderr, "compare failed: %s\n", j.dump().c_str());
@@ -303,7 +296,7 @@ int Main(int argc, char** argv) {
                         {"write_gibps", wr},
                         {"read_gibps_median", Median(rd)},
                         {"read_gibps", rd}};
-  std::printf("%s\n", out.dump().c_str());
+  bench::PrintJsonLine(out);
   return 0;
 }
 

@@ -18,6 +18,8 @@
 #include "kernels/cpu/threads.h"
 #include "kernels/wquant.h"
 #include "nlohmann/json.hpp"
+#include "tests/bench/common.h"
+#include "tests/bench/model_flags.h"
 #include "worker/model/config.h"
 #include "worker/model/transformer.h"
 
@@ -27,17 +29,18 @@ using Clock = std::chrono::steady_clock;
 namespace k = tern::kernels;
 namespace m = tern::model;
 
-struct Args {
-  std::string arch = "llama";
-  int vocab = 32000, dim = 1536, layers = 16, heads = 12, kv_heads = 0, ffn = 4096;
+struct Args : tern::bench::ModelFlags {
+  Args() {
+    vocab = 32000;
+    dim = 1536;
+    layers = 16;
+    heads = 12;
+    ffn = 4096;
+    tie = 0;
+  }
   int prompt = 16, tokens = 32, batch = 1, threads = 2, repeats = 3;
   std::string formats = "fp32,fp6,int8,int4";
 };
-
-double Median(std::vector<double> v) {
-  std::sort(v.begin(), v.end());
-  return v.size() % 2 ? v[v.size() / 2] : 0.5 * (v[v.size() / 2 - 1] + v[v.size() / 2]);
-}
 
 struct Run {
   double prefill_ms = 0, decode_tokens_per_s = 0, ms_per_token = 0;
@@ -77,13 +80,8 @@ Run Decode(m::Transformer<float>& model, m::ParamSource<float>& src, const Args&
 int main(int argc, char** argv) {
   Args a;
   CLI::App app{"tern-bench-decode: decode tokens/s of fp32 and weight-only quantized models"};
-  app.add_option("--arch", a.arch)->check(CLI::IsMember({"llama", "gpt2"}));
-  app.add_option("--vocab", a.vocab);
-  app.add_option("--dim", a.dim);
-  app.add_option("--layers", a.layers);
-  app.add_option("--heads", a.heads);
+  tern::bench::AddModelFlags(app, a);
   app.add_option("--kv-heads", a.kv_heads, "Llama key/value heads (default: --heads)");
-  app.add_option("--ffn", a.ffn);
   app.add_option("--prompt", a.prompt, "Prompt tokens (prefilled, not timed as decode)");
   app.add_option("--tokens", a.tokens, "Decoded tokens per run");
   app.add_option("--batch", a.batch, "Sequences decoded together");
@@ -93,16 +91,8 @@ int main(int argc, char** argv) {
   CLI11_PARSE(app, argc, argv);
   k::SetNumThreads(a.threads);
 
-  tern::v1::ModelConfig mc;
-  mc.set_model_type(a.arch);
-  mc.set_vocab_size(a.vocab);
-  mc.set_hidden_size(a.dim);
-  mc.set_num_hidden_layers(a.layers);
-  mc.set_num_attention_heads(a.heads);
-  if (a.arch != "gpt2" && a.kv_heads > 0) mc.set_num_key_value_heads(a.kv_heads);
-  mc.set_intermediate_size(a.ffn);
-  mc.set_max_position_embeddings(std::max(2048, a.prompt + a.tokens));
-  mc.set_tie_word_embeddings(false);
+  const tern::v1::ModelConfig mc =
+      tern::bench::ModelConfigFor(a, std::max(2048, a.prompt + a.tokens));
   auto dims = m::ResolveModelDims(mc, a.prompt + a.tokens);
   if (!dims.ok()) {
     std::fprintf(stderr, "%s\n", std::string(dims.status().message()).c_str());
@@ -166,10 +156,12 @@ int main(int argc, char** argv) {
                         {"threads", a.threads},
                         {"params", base.params().total()},
                         {"bits_per_matrix_weight", 8.0 * double(bytes[f]) / double(matrix_weights)},
-                        {"decode_tokens_per_s", Median(tps[f])},
-                        {"weight_gb_per_s", Median(bw[f])}};
-    if (tps.count("fp32")) s["tokens_per_s_over_fp32"] = Median(tps[f]) / Median(tps["fp32"]);
-    if (bw.count("int4")) s["bandwidth_over_int4"] = Median(bw[f]) / Median(bw["int4"]);
+                        {"decode_tokens_per_s", tern::bench::Median(tps[f])},
+                        {"weight_gb_per_s", tern::bench::Median(bw[f])}};
+    if (tps.count("fp32"))
+      s["tokens_per_s_over_fp32"] = tern::bench::Median(tps[f]) / tern::bench::Median(tps["fp32"]);
+    if (bw.count("int4"))
+      s["bandwidth_over_int4"] = tern::bench::Median(bw[f]) / tern::bench::Median(bw["int4"]);
     std::printf("%s\n", s.dump().c_str());
   }
   return 0;

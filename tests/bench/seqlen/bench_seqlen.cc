@@ -11,7 +11,6 @@
 // modes run interleaved at each length (--repeats times, medians), as the machine is shared.
 #include <CLI/CLI.hpp>
 #include <algorithm>
-#include <chrono>
 #include <cstdio>
 #include <map>
 #include <random>
@@ -22,6 +21,8 @@
 #include "kernels/cpu/cpu_ops.h"
 #include "kernels/cpu/threads.h"
 #include "nlohmann/json.hpp"
+#include "tests/bench/common.h"
+#include "tests/bench/model_flags.h"
 #include "worker/comm/groups.h"
 #include "worker/comm/in_memory_store.h"
 #include "worker/core/device.h"
@@ -35,11 +36,10 @@
 
 namespace {
 
-using Clock = std::chrono::steady_clock;
+using tern::bench::Median;
 
-struct Args {
-  std::string arch = "llama";
-  int vocab = 256, dim = 256, layers = 4, heads = 4, kv_heads = 0, ffn = 0;
+struct Args : tern::bench::ModelFlags {
+  Args() { heads = 4; }
   int batch = 1, start = 512, max_seq = 65536, steps = 2, threads = 2, chunk = 1024;
   double budget_mib = 96, host_budget_mib = 0;
   std::string modes = "ulysses,fpdt";
@@ -47,11 +47,6 @@ struct Args {
   int repeats = 1;
   int sp = 1;
 };
-
-double Median(std::vector<double> v) {
-  std::sort(v.begin(), v.end());
-  return v.size() % 2 ? v[v.size() / 2] : 0.5 * (v[v.size() / 2 - 1] + v[v.size() / 2]);
-}
 
 struct Result {
   bool fits = false;
@@ -116,7 +111,7 @@ Result RunRank(const Args& a, const tern::model::ModelDims& dims, const std::str
   std::vector<double> ms;
   for (int s = 0; s <= a.steps; ++s) {
     if (comm != nullptr) (void)comm->Barrier(comm::CollectiveOptions{});
-    const auto t0 = Clock::now();
+    const tern::bench::Stopwatch watch;
     state->BeginMicroStep(true);
     m.Forward(state->source(), tok.data(), tgt.data(), a.batch, n);
     m.Backward(state->source(), 1.0f / P);
@@ -133,7 +128,7 @@ Result RunRank(const Args& a, const tern::model::ModelDims& dims, const std::str
       return res;
     }
     if (comm != nullptr) (void)comm->Barrier(comm::CollectiveOptions{});
-    if (s > 0) ms.push_back(std::chrono::duration<double, std::milli>(Clock::now() - t0).count());
+    if (s > 0) ms.push_back(watch.Ms());
   }
   res.step_ms = Median(ms);
   res.device_peak = dev.usage(MemoryTier::kDevice).peak;
@@ -185,13 +180,8 @@ Result RunLength(const Args& a, const tern::model::ModelDims& dims, const std::s
 int main(int argc, char** argv) {
   Args a;
   CLI::App app{"tern-bench-seqlen: the longest trainable sequence under a device budget"};
-  app.add_option("--arch", a.arch)->check(CLI::IsMember({"llama", "gpt2"}));
-  app.add_option("--vocab", a.vocab);
-  app.add_option("--dim", a.dim);
-  app.add_option("--layers", a.layers);
-  app.add_option("--heads", a.heads);
+  tern::bench::AddModelFlags(app, a);
   app.add_option("--kv-heads", a.kv_heads, "Llama key/value heads (default: --heads)");
-  app.add_option("--ffn", a.ffn);
   app.add_option("--batch", a.batch);
   app.add_option("--start", a.start, "First sequence length");
   app.add_option("--max-seq", a.max_seq, "Stop doubling past this length");
@@ -210,16 +200,7 @@ int main(int argc, char** argv) {
   tern::kernels::SetNumThreads(std::max(1, a.threads / std::max(1, a.sp)));
   const double peak = tern::engine::ResolveSgemmPeak(a.threads, a.peak_gflops).gflops;
 
-  tern::v1::ModelConfig mc;
-  mc.set_model_type(a.arch);
-  mc.set_vocab_size(a.vocab);
-  mc.set_hidden_size(a.dim);
-  mc.set_num_hidden_layers(a.layers);
-  mc.set_num_attention_heads(a.heads);
-  if (a.arch != "gpt2" && a.kv_heads > 0) mc.set_num_key_value_heads(a.kv_heads);
-  if (a.ffn > 0) mc.set_intermediate_size(a.ffn);
-  mc.set_max_position_embeddings(a.max_seq);
-  auto dims = tern::model::ResolveModelDims(mc, a.max_seq);
+  auto dims = tern::model::ResolveModelDims(tern::bench::ModelConfigFor(a, a.max_seq), a.max_seq);
   if (!dims.ok()) {
     std::fprintf(stderr, "%s\n", std::string(dims.status().message()).c_str());
     return 2;
@@ -244,8 +225,7 @@ int main(int argc, char** argv) {
         if (!r.fits) {
           open[mode] = false;
           nlohmann::json j = {{"mode", mode}, {"seq", T}, {"fits", false}, {"refused", r.refused}};
-          std::printf("%s\n", j.dump().c_str());
-          std::fflush(stdout);
+          tern::bench::PrintJsonLine(j);
           continue;
         }
         runs[mode].push_back(r);
@@ -272,8 +252,7 @@ int main(int argc, char** argv) {
                           {"device_peak_mib", r.device_peak / 1048576.0},
                           {"host_peak_mib", r.host_peak / 1048576.0},
                           {"repeats", rs.size()}};
-      std::printf("%s\n", j.dump().c_str());
-      std::fflush(stdout);
+      tern::bench::PrintJsonLine(j);
       all[mode][T] = r;
     }
     bool any = false;
@@ -303,6 +282,6 @@ int main(int argc, char** argv) {
         ratios[std::to_string(T)] = all["fpdt"][T].tokens_per_s / u.tokens_per_s;
     s["fpdt_over_ulysses_tokens_per_s"] = ratios;
   }
-  std::printf("%s\n", s.dump().c_str());
+  tern::bench::PrintJsonLine(s);
   return 0;
 }

@@ -19,6 +19,8 @@
 #include "kernels/cpu/peak.h"
 #include "kernels/cpu/threads.h"
 #include "nlohmann/json.hpp"
+#include "tests/bench/common.h"
+#include "tests/bench/model_flags.h"
 #include "worker/comm/groups.h"
 #include "worker/comm/tcp_store.h"
 #include "worker/comm/topology.h"
@@ -28,9 +30,8 @@
 
 namespace {
 
-struct Args {
-  std::string arch = "llama";
-  int vocab = 256, dim = 256, layers = 4, heads = 8, seq = 256, ffn = 0, tie = -1;
+struct Args : tern::bench::ModelFlags {
+  int seq = 256;
   int batch = 8, steps = 10, warmup = 2, threads = 2;
   float lr = 1e-3f, wd = 0.1f, clip = 0.0f;
   std::string data = "fixed";
@@ -39,25 +40,6 @@ struct Args {
   int ranks_per_node = 0;
   int zero_stage = 0;
 };
-
-double Median(std::vector<double> v) {
-  std::sort(v.begin(), v.end());
-  return v.size() % 2 ? v[v.size() / 2] : 0.5 * (v[v.size() / 2 - 1] + v[v.size() / 2]);
-}
-
-// The model the flags describe.
-tern::v1::ModelConfig ModelConfigFor(const Args& a) {
-  tern::v1::ModelConfig mc;
-  mc.set_model_type(a.arch);
-  mc.set_vocab_size(a.vocab);
-  mc.set_hidden_size(a.dim);
-  mc.set_num_hidden_layers(a.layers);
-  mc.set_num_attention_heads(a.heads);
-  mc.set_max_position_embeddings(a.seq);
-  if (a.ffn > 0) mc.set_intermediate_size(a.ffn);
-  if (a.tie >= 0) mc.set_tie_word_embeddings(a.tie == 1);
-  return mc;
-}
 
 // Token batches (batch, seq): inputs and next-token targets cut from random windows, drawn
 // once (--data fixed) or again before every step (--data random). Each rank draws its own.
@@ -104,7 +86,7 @@ StepStats RunSteps(const Args& a, int rank, tern::model::Transformer<float>* mod
   StepStats s;
   for (int step = 0; step < a.warmup + a.steps; ++step) {
     if (a.data == "random") batches.Draw();
-    auto t0 = std::chrono::steady_clock::now();
+    const tern::bench::Stopwatch watch;
     state->BeginMicroStep(true);
     double loss =
         model->Forward(state->source(), batches.inputs(), batches.targets(), a.batch, a.seq);
@@ -123,7 +105,7 @@ StepStats RunSteps(const Args& a, int rank, tern::model::Transformer<float>* mod
         groups->TakeStatsByKind();
       }
     }
-    double dt = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    const double dt = watch.Seconds();
     s.losses.push_back(loss);
     if (step >= a.warmup) s.times.push_back(dt);
   }
@@ -133,7 +115,7 @@ StepStats RunSteps(const Args& a, int rank, tern::model::Transformer<float>* mod
 // The JSON line's fields for one rank's run (throughput over all ranks).
 nlohmann::json Report(const Args& a, const tern::model::ModelDims& dims, double peak,
                       const StepStats& s) {
-  const double med = Median(s.times);
+  const double med = tern::bench::Median(s.times);
   const double tokens = double(a.batch) * a.seq * a.ranks;
   const auto cost = tern::model::EstimateCost(dims, a.seq);
   const double gflops = cost.flops_per_token * tokens / med / 1e9;
@@ -197,7 +179,7 @@ void AddDataParallelReport(const Args& a, std::map<std::string, uint64_t> bytes,
 
 // One rank's benchmark (dp null: a single process without ZeRO). Rank 0 prints the JSON line.
 int RunOne(const Args& a, int rank, tern::comm::Communicator* dp, tern::comm::CommGroups* groups) {
-  auto dims = tern::model::ResolveModelDims(ModelConfigFor(a), a.seq);
+  auto dims = tern::model::ResolveModelDims(tern::bench::ModelConfigFor(a, a.seq), a.seq);
   if (!dims.ok()) {
     std::fprintf(stderr, "error: %s\n", std::string(dims.status().message()).c_str());
     return 2;
@@ -228,8 +210,7 @@ int RunOne(const Args& a, int rank, tern::comm::Communicator* dp, tern::comm::Co
     AddDataParallelReport(a, stats.bytes, *state, dp, &out);
     if (rank != 0) return 0;
   }
-  std::printf("%s\n", out.dump().c_str());
-  std::fflush(stdout);
+  tern::bench::PrintJsonLine(out);
   return 0;
 }
 
@@ -291,13 +272,8 @@ int RunRanks(const Args& a) {
 int main(int argc, char** argv) {
   Args a;
   CLI::App app{"tern-bench-train: time a training step (compare with torch_train_step.py)"};
-  app.add_option("--arch", a.arch)->check(CLI::IsMember({"llama", "gpt2"}));
-  app.add_option("--vocab", a.vocab);
-  app.add_option("--dim", a.dim);
-  app.add_option("--layers", a.layers);
-  app.add_option("--heads", a.heads);
+  tern::bench::AddModelFlags(app, a);
   app.add_option("--seq", a.seq);
-  app.add_option("--ffn", a.ffn);
   app.add_option("--tie", a.tie);
   app.add_option("--batch", a.batch);
   app.add_option("--steps", a.steps);

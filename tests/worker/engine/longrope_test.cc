@@ -4,11 +4,12 @@
 // reference forward written here with plain loops (embeddings, RMSNorm, LongRoPE by the HF
 // formulas, causal attention, SwiGLU, head) that shares no code with worker/model: logits with
 // the short factors (a prompt within original_max) and the long ones (a longer prompt), the KV
-// cache's per-call table switch, `tern generate --model-dir`, the config refusals and the export
-// round trip of rope_scaling.
+// cache's per-call table switch, `tern generate --model-dir` with one prompt and with a batch, the
+// config refusals and the export round trip of rope_scaling.
 #include <gtest/gtest.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <filesystem>
@@ -156,11 +157,13 @@ void Rotate(double* h, int pos, bool use_long) {
 }
 
 // One forward call of `toks` after the cached positions: appends them to the cache and returns
-// (toks.size(), V) logits, as HF's Phi3ForCausalLM with a DynamicCache.
+// (toks.size(), V) logits, as HF's Phi3ForCausalLM with a DynamicCache. `batch_len`: the length
+// of the padded batch this row is part of (its longest row), whose largest position picks the
+// table for every row.
 std::vector<std::vector<double>> RefCall(const Ref& r, RefCache* cache,
-                                         const std::vector<int>& toks) {
+                                         const std::vector<int>& toks, int batch_len = 0) {
   const int Tn = int(toks.size()), pos0 = cache->len();
-  const bool use_long = pos0 + Tn > kOrig;  // seq_len = max(position_ids) + 1
+  const bool use_long = std::max(pos0 + Tn, batch_len) > kOrig;  // max(position_ids) + 1
   std::vector<std::vector<double>> x(Tn, std::vector<double>(kC));
   for (int t = 0; t < Tn; ++t)
     for (int c = 0; c < kC; ++c) x[t][c] = r.W("model.embed_tokens.weight")[toks[t] * kC + c];
@@ -441,6 +444,44 @@ TEST_F(LongRope, GenerateFromTheModelDirectoryMatchesTheReference) {
                     "' --max-new-tokens 8 --temperature 0 --threads 1");
     ASSERT_EQ(g.code, 0) << g.out;
     EXPECT_NE(g.out.find(prompt + expect), std::string::npos) << g.out;
+  }
+}
+
+// `tern generate --and-prompt`: a batch as transformers' generate() runs a left-padded batch for
+// phi-3. Every forward picks one table by the batch's largest position (its longest row), and the
+// first time the padded length passes original_max every row's cache is dropped and recomputed
+// with the long factors. So each step's tokens are those of a forward without any cache over each
+// row's whole context, with the table its longest row picks: the reference here.
+TEST_F(LongRope, GenerateABatchOfPromptsMatchesTheReference) {
+  const std::vector<std::vector<std::string>> batches = {
+      {kShortPrompt, "Hi"},  // 12 and 2 tokens: both short until the 5th step, then both long
+      {"Hi", kLongPrompt}};  // "Hi" takes the long factors from its prefill on
+  for (const auto& prompts : batches) {
+    std::vector<std::vector<int>> ctx = {Tokens(prompts[0]), Tokens(prompts[1])};
+    std::vector<std::string> expect(2);
+    double table_matters = 0;  // the short row's logits, batch table vs its own table
+    for (int i = 0; i < 8; ++i) {
+      const int batch_len = int(std::max(ctx[0].size(), ctx[1].size()));
+      for (int r = 0; r < 2; ++r) {
+        RefCache none, own;
+        const auto want = RefCall(*ref_, &none, ctx[r], batch_len).back();
+        const auto alone = RefCall(*ref_, &own, ctx[r]).back();
+        for (int v = 0; v < kV; ++v)
+          table_matters = std::max(table_matters, std::abs(want[v] - alone[v]));
+        const int tok = Argmax(want);
+        expect[r].push_back(char(tok));
+        ctx[r].push_back(tok);
+      }
+    }
+    EXPECT_GT(table_matters, 1e-3) << prompts[0] << " | " << prompts[1];
+    Result g =
+        Tern("generate --model-dir " + Path("phi3") + " --prompt '" + prompts[0] +
+             "' --and-prompt '" + prompts[1] + "' --max-new-tokens 8 --temperature 0 --threads 1");
+    ASSERT_EQ(g.code, 0) << g.out;
+    for (int r = 0; r < 2; ++r)
+      EXPECT_NE(g.out.find(prompts[r] + expect[r] + "\n"), std::string::npos)
+          << "row " << r << ": " << prompts[r] + expect[r] << "\n"
+          << g.out;
   }
 }
 
