@@ -42,6 +42,9 @@ class Ops {
                             int HS, const int32_t* pos = nullptr) const = 0;
   virtual void rope_backward(T* dqkv, const T* cos, const T* sin, int B, int Tn, int NH, int NKV,
                              int HS, const int32_t* pos = nullptr) const = 0;
+  virtual void rope_forward_heads(T* qkv, const T* cos, const T* sin, int rows,
+                                  const int32_t* head_table, int B, int Tn, int NH, int NKV, int HS,
+                                  const int32_t* pos = nullptr) const = 0;
   virtual void chunked_attention_forward(T* out, T* lse, const T* qkv, int B, int Tn, int NH,
                                          int NKV, int HS) const = 0;
   virtual void chunked_attention_backward(T* dqkv, const T* dout, const T* out, const T* lse,

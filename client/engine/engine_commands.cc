@@ -3,6 +3,7 @@
 #include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <optional>
 #include <random>
 #include <thread>
 
@@ -206,6 +207,7 @@ struct GenerateArgs {
   bool stats = false;
   uint64_t seed = 1234;
   int threads = 0;
+  std::string ms_poe;  // MIN:MAX[:FIRST_LAYER], empty = off
 };
 
 // The next token from the last position's logits: greedy at temperature 0, else sampled among
@@ -343,6 +345,14 @@ int RunGenerate(const GenerateArgs& a) {
   if (a.model_dir.empty() == a.checkpoint.empty())
     return Fail(absl::InvalidArgumentError("give exactly one of --model-dir and --checkpoint"),
                 true);
+  std::optional<model::MsPoeOptions> ms_poe;
+  if (!a.ms_poe.empty()) {
+    auto o = model::ParseMsPoe(a.ms_poe);
+    if (!o.ok())
+      return Fail(absl::InvalidArgumentError(absl::StrCat("--ms-poe: ", o.status().message())),
+                  true);
+    ms_poe = *o;
+  }
   auto loaded = a.checkpoint.empty() ? engine::LoadModelAny(a.model_dir)
                                      : engine::LoadModelFromCheckpoint(a.checkpoint);
   if (!loaded.ok()) return Fail(loaded.status(), true);
@@ -354,6 +364,12 @@ int RunGenerate(const GenerateArgs& a) {
     if (!st.ok()) return Fail(st, true);
   }
   model::FlatParamSource<float> src(&model.params(), loaded->weights(), nullptr);
+  if (ms_poe) {
+    const absl::Status st = model.set_ms_poe(*ms_poe);
+    if (!st.ok())
+      return Fail(absl::Status(st.code(), absl::StrCat("--ms-poe ", a.ms_poe, ": ", st.message())),
+                  true);
+  }
   if (!a.more_prompts.empty()) {
     if (a.no_kv_cache)
       return Fail(absl::InvalidArgumentError("several --prompt need the KV cache"), true);
@@ -395,6 +411,13 @@ int RunGenerate(const GenerateArgs& a) {
       const int n = std::min<int>(ctx.size(), d.max_T);
       model.Forward(src, ctx.data() + ctx.size() - n, nullptr, 1, n);
       logits = model.logits() + size_t(n - 1) * d.V;
+    }
+    // Ms-PoE: the slots measured on the prompt stay for the whole generation (as a KV cache row
+    // keeps them), also where the context is recomputed.
+    if (i == 0 && ms_poe) {
+      const absl::Status st = model.set_ms_poe_fixed_slots(cache.len[0] > 0 ? cache.ms_poe_slots
+                                                                            : model.ms_poe_slots());
+      if (!st.ok()) return Fail(st, false);
     }
     const int next = SampleNext(logits, d.V, a, rng);
     if (i == 0) first_ms = std::chrono::duration<double, std::milli>(Clock::now() - t0).count();
@@ -503,6 +526,10 @@ void AddEngineCommands(CLI::App& app, int* exit_code) {
                 "Print the time to the first token and the decode rate on stderr");
   gen->add_option("--seed", gargs->seed, "Sampling seed");
   gen->add_option("--threads", gargs->threads, "Compute threads")->check(CLI::Range(1, 4096));
+  gen->add_option("--ms-poe", gargs->ms_poe,
+                  "Ms-PoE: RoPE positions divided per head group by ratios spread over "
+                  "[MIN, MAX), ordered by each group's measured position sensitivity on the "
+                  "prompt, from layer 2 (MIN:MAX:FIRST_LAYER to choose); no fine-tuning");
   gen->callback([gargs, exit_code] { *exit_code = RunGenerate(*gargs); });
 
   auto* data = app.add_subcommand("data", "Prepare datasets");

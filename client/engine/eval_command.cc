@@ -5,6 +5,7 @@
 #include <cmath>
 #include <cstdio>
 #include <fstream>
+#include <optional>
 #include <random>
 #include <sstream>
 #include <string>
@@ -18,6 +19,7 @@
 #include "worker/core/status.h"
 #include "worker/data/data_loader.h"
 #include "worker/engine/export.h"
+#include "worker/model/ms_poe.h"
 #include "worker/model/transformer.h"
 
 namespace tern::cli {
@@ -35,6 +37,7 @@ struct EvalArgs {
   uint64_t seed = 1234;
   int threads = 0;
   bool json = false;
+  std::string ms_poe;  // MIN:MAX[:FIRST_LAYER], empty = off
 };
 
 int Fail(const absl::Status& st) {
@@ -178,7 +181,7 @@ absl::StatusOr<nlohmann::json> Retrieval(const EvalArgs& a, const std::vector<in
                       {"accuracy", double(correct) / a.trials}});
     }
   }
-  return nlohmann::json{{"task", "retrieval"}, {"rows", rows}};
+  return nlohmann::json{{"task", "retrieval"}, {"ms_poe", a.ms_poe}, {"rows", rows}};
 }
 
 int RunEval(const EvalArgs& a) {
@@ -186,6 +189,13 @@ int RunEval(const EvalArgs& a) {
   if (!a.retrieval && a.data.empty() == a.text.empty())
     return Fail(
         absl::InvalidArgumentError("give exactly one of --data and --text (or --retrieval)"));
+  std::optional<model::MsPoeOptions> ms_poe;
+  if (!a.ms_poe.empty()) {
+    auto o = model::ParseMsPoe(a.ms_poe);
+    if (!o.ok())
+      return Fail(absl::InvalidArgumentError(absl::StrCat("--ms-poe: ", o.status().message())));
+    ms_poe = *o;
+  }
   auto loaded = engine::LoadModelAny(a.model_dir);
   if (!loaded.ok()) return Fail(loaded.status());
   kernels::SetNumThreads(a.threads > 0 ? a.threads : 1);
@@ -193,6 +203,11 @@ int RunEval(const EvalArgs& a) {
   if (loaded->quantized) {
     const absl::Status st = model.set_quantized(loaded->quantized.get());
     if (!st.ok()) return Fail(st);
+  }
+  if (ms_poe) {
+    const absl::Status st = model.set_ms_poe(*ms_poe);
+    if (!st.ok())
+      return Fail(absl::Status(st.code(), absl::StrCat("--ms-poe ", a.ms_poe, ": ", st.message())));
   }
   model::FlatParamSource<float> src(&model.params(), loaded->weights(), nullptr);
   const int seq_len = a.seq_len > 0 ? a.seq_len : loaded->dims.max_T;
@@ -227,7 +242,8 @@ int RunEval(const EvalArgs& a) {
           r["perplexity"].get<double>(), r["bits_per_byte"].get<double>(),
           r["windows"].get<int64_t>(), r["seq_len"].get<int>(), r["weights"].get<std::string>());
     } else {
-      fmt::print("retrieval accuracy (length x depth):\n");
+      fmt::print("retrieval accuracy (length x depth){}:\n",
+                 a.ms_poe.empty() ? "" : absl::StrCat(", Ms-PoE ", a.ms_poe));
       for (const auto& row : r["rows"])
         fmt::print("  length {:5d}  depth {:.2f}  {:.2f}\n", row["length"].get<int>(),
                    row["depth"].get<double>(), row["accuracy"].get<double>());
@@ -262,6 +278,10 @@ void AddEvalCommand(CLI::App& app, int* exit_code) {
   cmd->add_option("--seed", a->seed, "Seed of the keys");
   cmd->add_option("--threads", a->threads, "Compute threads (default 1)")
       ->check(CLI::Range(1, 4096));
+  cmd->add_option("--ms-poe", a->ms_poe,
+                  "Ms-PoE: RoPE positions divided per head group by ratios spread over "
+                  "[MIN, MAX), ordered by each group's measured position sensitivity, from layer "
+                  "2 (MIN:MAX:FIRST_LAYER to choose); no fine-tuning (e.g. 1.2:1.8)");
   cmd->add_flag("--json", a->json, "One JSON line per task");
   cmd->callback([a, exit_code] { *exit_code = RunEval(*a); });
 }

@@ -56,6 +56,11 @@ class CpuOpsImpl final : public Ops<T> {
                      const int32_t* pos) const override {
     kernels::rope_backward(dqkv, cos, sin, B, Tn, NH, NKV, HS, pos);
   }
+  void rope_forward_heads(T* qkv, const T* cos, const T* sin, int rows, const int32_t* head_table,
+                          int B, int Tn, int NH, int NKV, int HS,
+                          const int32_t* pos) const override {
+    kernels::rope_forward_heads(qkv, cos, sin, rows, head_table, B, Tn, NH, NKV, HS, pos);
+  }
   void chunked_attention_forward(T* out, T* lse, const T* qkv, int B, int Tn, int NH, int NKV,
                                  int HS) const override {
     kernels::chunked_attention_forward(out, lse, qkv, B, Tn, NH, NKV, HS);

@@ -63,6 +63,14 @@ void rope_forward(T* qkv, const T* cos, const T* sin, int B, int Tn, int NH, int
 template <typename T>
 void rope_backward(T* dqkv, const T* cos, const T* sin, int B, int Tn, int NH, int NKV, int HS,
                    const int32_t* pos = nullptr);
+// rope_forward with a table per head (Ms-PoE's per-head position scaling): the cos/sin tables
+// are `tables` stacked (rows, HS/2) tables, table k's row p at (k * rows + p) * HS/2; head h of
+// sequence b (q heads 0..NH-1, then the NKV k heads) rotates with table head_table[b*(NH+NKV)+h]
+// (head_table (B, NH+NKV), each in [0, tables)). Same positions as rope_forward; rows must cover
+// them. With every head on a table equal to rope_forward's, the result is bit-identical to it.
+template <typename T>
+void rope_forward_heads(T* qkv, const T* cos, const T* sin, int rows, const int32_t* head_table,
+                        int B, int Tn, int NH, int NKV, int HS, const int32_t* pos = nullptr);
 
 // ---- Causal self-attention with grouped-query heads -------------------------------------
 // qkv (B,T,QKV): per token NH query heads, then NKV key heads, then NKV value heads.

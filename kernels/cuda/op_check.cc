@@ -418,6 +418,25 @@ const std::vector<std::pair<std::string, Check>>& Checks() {
            a.cmp.Floats("qkv", dx.Host(), x);
          }
        }},
+      {"rope_forward_heads",
+       [](Args& a) {
+         const int B = 2, T = 9, NH = 4, NKV = 2, HS = 16, rows = 30, tables = 3;
+         auto c = Random(size_t(tables) * rows * HS / 2, a.rng);
+         auto s = Random(c.size(), a.rng);
+         auto pos = RandomInts(B * T, 0, rows - 1, a.rng);
+         auto head_table = RandomInts(B * (NH + NKV), 0, tables - 1, a.rng);
+         Dev<float> dc(c), ds(s);
+         Dev<int32_t> dpos(pos), dht(head_table);
+         for (const bool with_pos : {false, true}) {
+           auto x = Random(size_t(B) * T * (NH + 2 * NKV) * HS, a.rng);
+           Dev<float> dx(x);
+           a.ref.rope_forward_heads(x.data(), c.data(), s.data(), rows, head_table.data(), B, T, NH,
+                                    NKV, HS, with_pos ? pos.data() : nullptr);
+           a.gpu.rope_forward_heads(dx.get(), dc.get(), ds.get(), rows, dht.get(), B, T, NH, NKV,
+                                    HS, with_pos ? dpos.get() : nullptr);
+           a.cmp.Floats("qkv", dx.Host(), x);
+         }
+       }},
       {"chunked_attention_forward", [](Args& a) { CheckAttentionForward(a, kAttn[0]); }},
       {"chunked_attention_forward_hs80", [](Args& a) { CheckAttentionForward(a, kAttn[1]); }},
       {"chunked_attention_backward", [](Args& a) { CheckAttentionBackward(a, kAttn[0]); }},

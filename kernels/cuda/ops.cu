@@ -166,8 +166,11 @@ __global__ void BroadcastRowsKernel(float* out, const float* bias, int OC, size_
 }
 
 // ---- Rope ----------------------------------------------------------------------------------
+// With head_table (B, NH+NKV): head h of sequence b reads table head_table[b*(NH+NKV)+h] of
+// `rows` rows (rope_forward_heads); else every head reads the one table.
 __global__ void RopeKernel(float* qkv, const float* cos, const float* sin, int Tn, int NH, int NKV,
-                           int HS, float sign, const int32_t* pos, size_t total) {
+                           int HS, float sign, const int32_t* pos, const int32_t* head_table,
+                           int rows, size_t total) {
   const int half = HS / 2, heads = NH + NKV;
   const size_t QKV = static_cast<size_t>(NH + 2 * NKV) * HS;
   GRID_STRIDE(idx, total) {
@@ -175,7 +178,9 @@ __global__ void RopeKernel(float* qkv, const float* cos, const float* sin, int T
     const size_t rest = idx / half;
     const int h = static_cast<int>(rest % heads);
     const size_t n = rest / heads;
-    const size_t t = pos != nullptr ? pos[n] : n % Tn;
+    size_t t = pos != nullptr ? pos[n] : n % Tn;
+    if (head_table != nullptr)
+      t += static_cast<size_t>(head_table[(n / Tn) * heads + h]) * static_cast<size_t>(rows);
     const float c = cos[t * half + i], s = sign * sin[t * half + i];
     float* x1 = qkv + n * QKV + static_cast<size_t>(h) * HS + i;
     float* x2 = x1 + half;
@@ -425,6 +430,11 @@ class CudaOpsF32 final : public Ops<float> {
                      int NKV, int HS, const int32_t* pos) const override {
     Rope(dqkv, cos, sin, B, Tn, NH, NKV, HS, -1.0f, pos);
   }
+  void rope_forward_heads(float* qkv, const float* cos, const float* sin, int rows,
+                          const int32_t* head_table, int B, int Tn, int NH, int NKV, int HS,
+                          const int32_t* pos) const override {
+    Rope(qkv, cos, sin, B, Tn, NH, NKV, HS, 1.0f, pos, head_table, rows);
+  }
 
   void chunked_attention_forward(float* out, float* lse, const float* qkv, int B, int Tn, int NH,
                                  int NKV, int HS) const override {
@@ -560,10 +570,12 @@ class CudaOpsF32 final : public Ops<float> {
     TERN_CUDA_LAUNCHED();
   }
   void Rope(float* qkv, const float* cos, const float* sin, int B, int Tn, int NH, int NKV, int HS,
-            float sign, const int32_t* pos) const {
+            float sign, const int32_t* pos, const int32_t* head_table = nullptr,
+            int rows = 0) const {
     const size_t total = static_cast<size_t>(B) * Tn * (NH + NKV) * (HS / 2);
     if (total == 0) return;
-    RopeKernel<<<GridFor(total), kThreads>>>(qkv, cos, sin, Tn, NH, NKV, HS, sign, pos, total);
+    RopeKernel<<<GridFor(total), kThreads>>>(qkv, cos, sin, Tn, NH, NKV, HS, sign, pos, head_table,
+                                             rows, total);
     TERN_CUDA_LAUNCHED();
   }
 

@@ -16,6 +16,7 @@
 #include "worker/core/device.h"
 #include "worker/core/param_table.h"
 #include "worker/model/config.h"
+#include "worker/model/ms_poe.h"
 #include "worker/model/quantized.h"
 #include "worker/model/sequence.h"
 
@@ -152,6 +153,9 @@ class Transformer {
     int B = 0, capacity = 0;
     std::vector<int> len;  // positions held per row
     std::vector<Buffer<T>> layers;
+    // Ms-PoE: (B, L, S) slots, S = num_key_value_heads; a row's are measured by the call that
+    // starts it (len 0) and kept while it decodes (-1: not measured, or a layer it skips).
+    std::vector<int32_t> ms_poe_slots;
   };
   // An empty cache for B sequences of up to `capacity` (<= max_position_embeddings) positions,
   // on the model's device (RESOURCE_EXHAUSTED past its budget).
@@ -165,6 +169,22 @@ class Transformer {
   // batch would (Hugging Face's table is picked by the largest position of the whole batch).
   void ForwardCached(ParamSource<T>& src, const int32_t* tokens, int B, int Tn, KvCache* cache,
                      int row0 = 0, int64_t batch_max_pos = 0);
+
+  // Ms-PoE (ms_poe.h), inference only (transformer_ms_poe.cc): Forward and ForwardCached rotate
+  // the layers from o.first_layer on with each head group's positions divided by its slot's
+  // ratio; Backward, FPDT and sequence parallelism refuse it. INVALID_ARGUMENT where it does not
+  // apply to the model (or FPDT / sequence parallelism is set); RESOURCE_EXHAUSTED when its
+  // tables (num_key_value_heads x max_position_embeddings x head_dim) do not fit the device.
+  absl::Status set_ms_poe(const MsPoeOptions& o);
+  void clear_ms_poe();
+  bool ms_poe_on() const { return ms_poe_on_; }
+  // Forward measures the slots of every sequence on its own tokens unless fixed ones are set:
+  // (L, S) slots for every sequence, e.g. ms_poe_slots() of a forward over a prompt, so that
+  // recomputing a longer context keeps the prompt's assignment as a KV cache row does. Empty:
+  // measure. INVALID_ARGUMENT unless (L, S) slots with each rescaled layer a permutation.
+  absl::Status set_ms_poe_fixed_slots(std::vector<int32_t> slots);
+  // The slots of the last Forward, (B, L, S): -1 in the layers before first_layer.
+  const std::vector<int32_t>& ms_poe_slots() const { return ms_poe_slots_; }
 
  private:
   struct LayerActs {
@@ -190,14 +210,16 @@ class Transformer {
                     const T* rstd, int N);
   // With `cache` (the first of B rows of a KvCache layer of `capacity`), row b's tokens sit at
   // positions pos0[b].. and attend to its cached positions; their q/k/v rows are appended.
-  // With `ql`, the layer's matrices are the quantized ones.
+  // `layer`: the layer's index (-1: none): Ms-PoE may apply to it, and with quantized weights its
+  // matrices are the quantized ones.
   void BlockForward(const T* p, LayerActs& a, const T* x, T* out, int B, int Tn, T* cache = nullptr,
-                    int capacity = 0, const int* pos0 = nullptr,
-                    const QuantizedLayer* ql = nullptr);
+                    int capacity = 0, const int* pos0 = nullptr, int layer = -1);
   // out (N, OC) = in (N, C) @ W (+ b): the fp32 matrix at w in layout wl, or q when given.
   void Linear(T* out, const T* in, const T* w, const T* b, int N, int C, int OC,
               kernels::WeightLayout wl, const kernels::QuantizedMatrix* q);
-  const QuantizedLayer* QuantLayer(int l) const { return quant_ ? &quant_->layers[l] : nullptr; }
+  const QuantizedLayer* QuantLayer(int l) const {
+    return quant_ && l >= 0 ? &quant_->layers[l] : nullptr;
+  }
   void BlockBackward(const T* p, T* g, const LayerActs& a, const T* x, T* dx, int B, int Tn);
   // The final norm and the LM head over resid_[L]: logits_ (N, V).
   void HeadForward(ParamSource<T>& src, int N);
@@ -276,6 +298,21 @@ class Transformer {
   // Positions [0, Tn) of the RoPE table into cos/sin on the model's device: computed on the host
   // in double precision (LongRoPE's short or long factors) and copied with Device::Copy.
   void CopyRopeTables(T* cos, T* sin, bool long_factors, int Tn);
+  // Ms-PoE (ms_poe.h, transformer_ms_poe.cc).
+  bool ms_poe_on_ = false;
+  MsPoeOptions ms_poe_;
+  Buffer<T> ms_poe_cos_, ms_poe_sin_;  // S stacked (max_T, HS/2) tables, slot s at ratio r_s
+  Buffer<int32_t> ms_poe_heads_;       // (B, NH + NKV): each head's table in this call
+  std::vector<int32_t> ms_poe_fixed_;  // (L, S) or empty (set_ms_poe_fixed_slots)
+  std::vector<int32_t> ms_poe_slots_;  // (B, L, S) of the last Forward
+  int32_t* ms_poe_pass_ = nullptr;     // (B, L, S) of this call's sequences
+  std::vector<char> ms_poe_measure_;   // per sequence of this call: measure its slots
+  bool MsPoeLayer(int layer) const { return ms_poe_on_ && layer >= ms_poe_.first_layer; }
+  // Where this call's slots live (ms_poe_slots_ or the cache rows') and which to measure.
+  void MsPoeBeginPass(int B, int32_t* slots, const int* pos0);
+  // RoPE of layer `layer` (pre-RoPE qkv of this call): measures the slots of the sequences that
+  // need it, then rotates each head with its group's table.
+  void MsPoeRope(T* qkv, int B, int Tn, const int32_t* pos, int layer);
   std::vector<Buffer<T>> resid_;  // L+1 x (N,C): input of each block, then final
   std::vector<LayerActs> acts_;
   Buffer<T> lnf_, lnf_mean_, lnf_rstd_, logits_, probs_, losses_;

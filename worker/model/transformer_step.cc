@@ -13,8 +13,8 @@ using k::WeightLayout;
 
 template <typename T>
 void Transformer<T>::BlockForward(const T* p, LayerActs& a, const T* x, T* out, int B, int Tn,
-                                  T* cache, int capacity, const int* pos0,
-                                  const QuantizedLayer* ql) {
+                                  T* cache, int capacity, const int* pos0, int layer) {
+  const QuantizedLayer* ql = QuantLayer(layer);
   const auto& d = dims_;
   const int N = B * Tn, C = d.C, F = d.F, A = d.NH * d.HS, QKV = d.QKV();
   const bool g2 = d.is_gpt2();
@@ -24,9 +24,12 @@ void Transformer<T>::BlockForward(const T* p, LayerActs& a, const T* x, T* out, 
   Linear(a.qkv.data(), a.ln1.data(), p + lo_.qkv_w, g2 ? p + lo_.qkv_b : nullptr, N, C, QKV, wl,
          ql ? &ql->qkv : nullptr);
   if (cache == nullptr) {
-    if (!g2)
+    if (MsPoeLayer(layer)) {
+      MsPoeRope(a.qkv.data(), B, Tn, TokenPositions(), layer);
+    } else if (!g2) {
       ops_->rope_forward(a.qkv.data(), RopeCos(), RopeSin(), B, Tn, d.NH, d.NKV, d.HS,
                          TokenPositions());
+    }
     if (SequenceParallel()) {  // the whole sequence, this rank's heads (transformer_sequence.cc)
       SequenceAttentionForward(a, B, Tn);
     } else {
@@ -37,7 +40,12 @@ void Transformer<T>::BlockForward(const T* p, LayerActs& a, const T* x, T* out, 
     if (!g2) {
       std::vector<int32_t> pos(static_cast<size_t>(N));
       for (int n = 0; n < N; ++n) pos[n] = pos0[n / Tn] + n % Tn;
-      ops_->rope_forward(a.qkv.data(), RopeCos(), RopeSin(), B, Tn, d.NH, d.NKV, d.HS, pos.data());
+      if (MsPoeLayer(layer)) {
+        MsPoeRope(a.qkv.data(), B, Tn, pos.data(), layer);
+      } else {
+        ops_->rope_forward(a.qkv.data(), RopeCos(), RopeSin(), B, Tn, d.NH, d.NKV, d.HS,
+                           pos.data());
+      }
     }
     // Append the new rows, then attend from them to positions [0, pos0 + Tn) of each sequence.
     for (int b = 0; b < B; ++b) {
@@ -93,6 +101,8 @@ void Transformer<T>::HeadForward(ParamSource<T>& src, int N) {
 template <typename T>
 double Transformer<T>::Forward(ParamSource<T>& src, const int32_t* tokens, const int32_t* targets,
                                int B, int Tn) {
+  TERN_CHECK(!ms_poe_on_ || (fpdt_.chunk == 0 && !SequenceParallel()))
+      << "Ms-PoE runs without FPDT and sequence parallelism";
   if (fpdt_.chunk > 0) return ForwardFpdt(src, tokens, targets, B, Tn);
   const absl::Status reserved = Reserve(B, Tn);
   TERN_CHECK(reserved.ok()) << reserved;
@@ -107,6 +117,10 @@ double Transformer<T>::Forward(ParamSource<T>& src, const int32_t* tokens, const
     max_pos = *std::max_element(seq_positions_.begin(), seq_positions_.end());
   }
   PickRopeTable(max_pos);
+  if (ms_poe_on_) {
+    ms_poe_slots_.assign(size_t(B) * d.L * d.NKV, -1);
+    MsPoeBeginPass(B, ms_poe_slots_.data(), nullptr);
+  }
   tokens_ = tokens;
   targets_ = targets;
   const T* p0 = src.Acquire(0);
@@ -117,7 +131,7 @@ double Transformer<T>::Forward(ParamSource<T>& src, const int32_t* tokens, const
   for (int l = 0; l < d.L; ++l) {
     const T* p = src.Acquire(l + 1);
     BlockForward(p, acts_[recompute_ ? 0 : l], resid_[l].data(), resid_[l + 1].data(), B, Tn,
-                 nullptr, 0, nullptr, QuantLayer(l));
+                 nullptr, 0, nullptr, l);
     src.Release(l + 1);
   }
   HeadForward(src, N);
@@ -174,6 +188,12 @@ void Transformer<T>::ForwardCached(ParamSource<T>& src, const int32_t* tokens, i
   int64_t max_pos = batch_max_pos;
   for (int b = 0; b < B; ++b) max_pos = std::max<int64_t>(max_pos, pos0[b] + Tn - 1);
   PickRopeTable(max_pos);
+  if (ms_poe_on_) {
+    const size_t per = size_t(d.L) * d.NKV;
+    if (cache->ms_poe_slots.size() != size_t(cache->B) * per)
+      cache->ms_poe_slots.assign(size_t(cache->B) * per, -1);
+    MsPoeBeginPass(B, cache->ms_poe_slots.data() + size_t(row0) * per, pos0);
+  }
   tokens_ = tokens;
   targets_ = nullptr;
   const T* p0 = src.Acquire(0);
@@ -190,7 +210,7 @@ void Transformer<T>::ForwardCached(ParamSource<T>& src, const int32_t* tokens, i
     const T* p = src.Acquire(l + 1);
     BlockForward(p, acts_[recompute_ ? 0 : l], resid_[l].data(), resid_[l + 1].data(), B, Tn,
                  cache->layers[l].data() + size_t(row0) * cache->capacity * d.QKV(),
-                 cache->capacity, pos0, QuantLayer(l));
+                 cache->capacity, pos0, l);
     src.Release(l + 1);
   }
   for (int b = 0; b < B; ++b) cache->len[row0 + b] += Tn;
@@ -244,6 +264,7 @@ template <typename T>
 void Transformer<T>::Backward(ParamSource<T>& src, float grad_scale) {
   TERN_CHECK(targets_ != nullptr) << "Backward without a Forward with targets";
   TERN_CHECK(quant_ == nullptr) << "Backward of a model with quantized weights";
+  TERN_CHECK(!ms_poe_on_) << "Ms-PoE is for inference: clear_ms_poe before a backward";
   if (fpdt_.chunk > 0) return BackwardFpdt(src, grad_scale);
   const auto& d = dims_;
   const int B = B_, Tn = T_, N = B * Tn, C = d.C;
@@ -288,7 +309,7 @@ void Transformer<T>::Backward(ParamSource<T>& src, float grad_scale) {
 
 #define TERN_INSTANTIATE(T)                                                                        \
   template void Transformer<T>::BlockForward(const T*, LayerActs&, const T*, T*, int, int, T*,     \
-                                             int, const int*, const QuantizedLayer*);              \
+                                             int, const int*, int);                                \
   template void Transformer<T>::HeadForward(ParamSource<T>&, int);                                 \
   template absl::StatusOr<typename Transformer<T>::KvCache> Transformer<T>::NewKvCache(int, int)   \
       const;                                                                                       \

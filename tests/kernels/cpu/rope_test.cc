@@ -19,7 +19,7 @@ constexpr float kTheta = 10000.0f;
 
 // HF apply_rotary_pos_emb on one head vector: x*cos + rotate_half(x)*sin, with cos/sin
 // duplicated over both halves.
-void RefRotate(double* x, int t, int HS) {
+void RefRotate(double* x, double t, int HS) {
   const int half = HS / 2;
   std::vector<double> y(HS);
   for (int i = 0; i < HS; ++i) {
@@ -122,6 +122,48 @@ TEST(RopeTest, ExplicitPositionsRotateEachTokenByItsPosition) {
   auto a = qkv, b = qkv;
   rope_forward(a.data(), cos.data(), sin.data(), s.B, s.T, s.NH, s.NKV, s.HS, ident.data());
   rope_forward(b.data(), cos.data(), sin.data(), s.B, s.T, s.NH, s.NKV, s.HS);
+  EXPECT_EQ(a, b);
+}
+
+// Ms-PoE's per-head scaling: head h of sequence b rotates by the angle of position p / r where
+// r is the ratio of its table; every element checked against the plain loop (v heads unchanged).
+TEST(RopeTest, PerHeadTablesRotateEachHeadByItsScaledPosition) {
+  const Shape s;
+  const int rows = 40, tables = 3, heads = s.NH + s.NKV, half = s.HS / 2;
+  const double ratio[tables] = {1.0, 1.3, 1.75};
+  std::vector<double> cos(size_t(tables) * rows * half), sin(cos.size());
+  for (int k = 0; k < tables; ++k)
+    for (int t = 0; t < rows; ++t)
+      for (int i = 0; i < half; ++i) {
+        const double a = (t / ratio[k]) * std::pow(double(kTheta), -2.0 * i / s.HS);
+        cos[(size_t(k) * rows + t) * half + i] = std::cos(a);
+        sin[(size_t(k) * rows + t) * half + i] = std::sin(a);
+      }
+  std::vector<int32_t> head_table(size_t(s.B) * heads), pos(size_t(s.B) * s.T);
+  for (size_t i = 0; i < head_table.size(); ++i) head_table[i] = int32_t((i * 7 + 1) % tables);
+  for (size_t n = 0; n < pos.size(); ++n) pos[n] = int32_t((n * 11 + 3) % rows);
+  const auto qkv = RandomVec(s.Size(), 9);
+  for (const bool with_pos : {false, true}) {
+    std::vector<double> want = qkv;
+    for (int n = 0; n < s.B * s.T; ++n)
+      for (int h = 0; h < heads; ++h) {
+        const int p = with_pos ? pos[n] : n % s.T;
+        const double r = ratio[head_table[size_t(n / s.T) * heads + h]];
+        RefRotate(&want[size_t(n) * s.QKV() + h * s.HS], p / r, s.HS);
+      }
+    auto x = qkv;
+    rope_forward_heads(x.data(), cos.data(), sin.data(), rows, head_table.data(), s.B, s.T, s.NH,
+                       s.NKV, s.HS, with_pos ? pos.data() : nullptr);
+    ExpectClose(x, want, 1e-12, "per-head rope");
+  }
+  // Every head on the plain table: bit-identical to rope_forward.
+  std::vector<double> plain(size_t(rows) * half), plain_s(plain.size());
+  rope_tables(plain.data(), plain_s.data(), rows, s.HS, kTheta);
+  std::vector<int32_t> zeros(head_table.size(), 0);
+  auto a = qkv, b = qkv;
+  rope_forward_heads(a.data(), plain.data(), plain_s.data(), rows, zeros.data(), s.B, s.T, s.NH,
+                     s.NKV, s.HS, pos.data());
+  rope_forward(b.data(), plain.data(), plain_s.data(), s.B, s.T, s.NH, s.NKV, s.HS, pos.data());
   EXPECT_EQ(a, b);
 }
 

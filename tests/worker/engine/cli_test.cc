@@ -15,6 +15,7 @@
 #include <sstream>
 #include <string>
 #include <thread>
+#include <utility>
 #include <vector>
 
 #include "nlohmann/json.hpp"
@@ -147,6 +148,39 @@ TEST_F(CliTest, TrainJsonLossFallsAndGenerateIsDeterministic) {
   auto rows = nlohmann::json::parse(rt.out, nullptr, false);
   ASSERT_TRUE(rows.is_object() && rows["rows"].size() == 2u) << rt.out;
   EXPECT_NE(Tern("eval --model-dir " + Path("model")).code, 0);  // nothing to measure
+  // Ms-PoE: ratio 1 in every layer changes nothing; a real range decodes the same tokens with
+  // the KV cache as recomputing the context each token (the prompt's slots kept, also once the
+  // window slides past the model's positions); bad values are refused by name.
+  Result rt1 = Tern("eval --model-dir " + Path("model") +
+                    " --retrieval --lengths 64 --depths 0,1 --trials 2 --json --ms-poe 1:1:0");
+  ASSERT_EQ(rt1.code, 0) << rt1.out;
+  auto rows1 = nlohmann::json::parse(rt1.out, nullptr, false);
+  ASSERT_TRUE(rows1.is_object()) << rt1.out;
+  EXPECT_EQ(rows1["rows"], rows["rows"]);
+  EXPECT_EQ(rows1["ms_poe"], "1:1:0");
+  Result mp1 = Tern("generate --model-dir " + Path("model") +
+                    " --prompt 'The ' --max-new-tokens 20 --temperature 0 --ms-poe 1:1:0");
+  EXPECT_EQ(mp1.out, g1.out);
+  for (const char* n : {"20", "100"}) {
+    const std::string gen = "generate --model-dir " + Path("model") +
+                            " --prompt 'The quick brown ' --temperature 0 --ms-poe 1.2:1.8:1"
+                            " --max-new-tokens " +
+                            n;
+    Result cached = Tern(gen);
+    Result plain = Tern(gen + " --no-kv-cache");
+    ASSERT_EQ(cached.code, 0) << cached.out;
+    EXPECT_EQ(cached.out, plain.out) << n << " tokens";
+  }
+  for (const auto& [args, says] : std::vector<std::pair<std::string, std::string>>{
+           {"eval --retrieval --ms-poe 1.8:1.2",
+            "--ms-poe: Ms-PoE '1.8:1.2': MIN 1.8 exceeds MAX 1.2"},
+           {"generate --prompt a --ms-poe 0.5:1.8", "MIN 0.5 is below 1"},
+           {"generate --prompt a --ms-poe 1.2", "expected MIN:MAX"},
+           {"eval --retrieval --ms-poe 1.2:1.8", "the model has 2 layers"}}) {
+    Result bad = Tern(args + " --model-dir " + Path("model"));
+    EXPECT_EQ(bad.code, 2) << args << ": " << bad.out;
+    EXPECT_NE(bad.out.find(says), std::string::npos) << args << ": " << bad.out;
+  }
   Result too_long = Tern("eval --model-dir " + Path("model") + " --retrieval --lengths 65");
   EXPECT_EQ(too_long.code, 2);
   EXPECT_NE(too_long.out.find("--lengths: 65 is outside [53, 64]"), std::string::npos)

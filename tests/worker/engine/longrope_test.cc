@@ -445,6 +445,13 @@ TEST_F(LongRope, GenerateFromTheModelDirectoryMatchesTheReference) {
     ASSERT_EQ(g.code, 0) << g.out;
     EXPECT_NE(g.out.find(prompt + expect), std::string::npos) << g.out;
   }
+  // Ms-PoE is not implemented over LongRoPE: refused by name.
+  Result mp = Tern("generate --model-dir " + Path("phi3") +
+                   " --prompt 'ab' --max-new-tokens 2 --ms-poe 1.2:1.8:0");
+  EXPECT_EQ(mp.code, 2) << mp.out;
+  EXPECT_NE(mp.out.find("--ms-poe 1.2:1.8:0: Ms-PoE is not implemented over LongRoPE"),
+            std::string::npos)
+      << mp.out;
 }
 
 // `tern generate --and-prompt`: a batch as transformers' generate() runs a left-padded batch for
