@@ -1,4 +1,4 @@
-// The model flags the training benchmarks share (--arch --vocab --dim --layers --heads --ffn)
+// The model flags the benchmarks share (--arch --vocab --dim --layers --heads --kv-heads --ffn)
 // and the ModelConfig they describe. Header-only (CLI11 and the config proto; target
 // tern_bench_model_flags in tests/bench).
 #pragma once
@@ -10,8 +10,8 @@
 
 namespace tern::bench {
 
-// A benchmark's Args derive from it (and may change the defaults in their constructor);
-// kv_heads and tie have no shared flag: a benchmark that offers them binds its own.
+// A benchmark's Args derive from it (and may change the defaults in their constructor); tie
+// has no shared flag: a benchmark that offers it binds its own.
 struct ModelFlags {
   std::string arch = "llama";
   int vocab = 256, dim = 256, layers = 4, heads = 8, ffn = 0;
@@ -25,6 +25,7 @@ inline void AddModelFlags(CLI::App& app, ModelFlags& m) {
   app.add_option("--dim", m.dim);
   app.add_option("--layers", m.layers);
   app.add_option("--heads", m.heads);
+  app.add_option("--kv-heads", m.kv_heads, "Llama key/value heads (default: --heads)");
   app.add_option("--ffn", m.ffn);
 }
 

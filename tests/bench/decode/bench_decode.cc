@@ -81,7 +81,6 @@ int main(int argc, char** argv) {
   Args a;
   CLI::App app{"tern-bench-decode: decode tokens/s of fp32 and weight-only quantized models"};
   tern::bench::AddModelFlags(app, a);
-  app.add_option("--kv-heads", a.kv_heads, "Llama key/value heads (default: --heads)");
   app.add_option("--prompt", a.prompt, "Prompt tokens (prefilled, not timed as decode)");
   app.add_option("--tokens", a.tokens, "Decoded tokens per run");
   app.add_option("--batch", a.batch, "Sequences decoded together");

@@ -181,7 +181,6 @@ int main(int argc, char** argv) {
   Args a;
   CLI::App app{"tern-bench-seqlen: the longest trainable sequence under a device budget"};
   tern::bench::AddModelFlags(app, a);
-  app.add_option("--kv-heads", a.kv_heads, "Llama key/value heads (default: --heads)");
   app.add_option("--batch", a.batch);
   app.add_option("--start", a.start, "First sequence length");
   app.add_option("--max-seq", a.max_seq, "Stop doubling past this length");

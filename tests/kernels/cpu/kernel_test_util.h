@@ -22,6 +22,15 @@ inline std::vector<double> RandomVec(size_t n, uint32_t seed, double lo = -1.0, 
   return v;
 }
 
+// Seeded normal values with standard deviation `sd`, as float.
+inline std::vector<float> Gaussian(size_t n, uint64_t seed, float sd = 1.0f) {
+  std::mt19937_64 rng(seed);
+  std::normal_distribution<float> d(0.0f, sd);
+  std::vector<float> x(n);
+  for (auto& v : x) v = d(rng);
+  return x;
+}
+
 inline std::vector<int32_t> RandomTokens(size_t n, int vocab, uint32_t seed) {
   std::mt19937 rng(seed);
   std::uniform_int_distribution<int32_t> dist(0, vocab - 1);

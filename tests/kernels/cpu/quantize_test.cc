@@ -8,16 +8,12 @@
 #include <random>
 #include <vector>
 
+#include "tests/kernels/cpu/kernel_test_util.h"
+
 namespace tern::kernels {
 namespace {
 
-std::vector<float> Random(size_t n, uint64_t seed, float scale = 1.0f) {
-  std::mt19937_64 rng(seed);
-  std::normal_distribution<float> d(0.0f, scale);
-  std::vector<float> x(n);
-  for (auto& v : x) v = d(rng);
-  return x;
-}
+using testing::Gaussian;
 
 // Plain reference scale of one block.
 float RefScale(const float* x, size_t n, float qmax) {
@@ -40,7 +36,7 @@ void ExpectWithinHalfStep(const std::vector<float>& x, const std::vector<float>&
 TEST(QuantizeTest, Int8WithinHalfStep) {
   for (size_t block : {size_t(8), size_t(4096)}) {
     const size_t n = block * 5;
-    auto x = Random(n, 1, 3.0f);
+    auto x = Gaussian(n, 1, 3.0f);
     x[3] = 0;
     std::fill(x.begin() + long(block), x.begin() + long(2 * block), 0.0f);  // all-zero block
     std::vector<int8_t> q(n);
@@ -55,7 +51,7 @@ TEST(QuantizeTest, Int8WithinHalfStep) {
 
 TEST(QuantizeTest, Int4WithinHalfStep) {
   const size_t block = 256, n = block * 7;
-  auto x = Random(n, 2);
+  auto x = Gaussian(n, 2);
   std::vector<uint8_t> q(n / 2);
   std::vector<float> s(n / block), y(n);
   quantize_int4(q.data(), s.data(), x.data(), n, block);
@@ -111,7 +107,7 @@ TEST(QuantizeTest, DequantSumRequantMatchesReference) {
   std::vector<const uint8_t*> qp;
   std::vector<const float*> sp;
   for (int j = 0; j < m; ++j) {
-    auto x = Random(n, 10 + j, float(j + 1));
+    auto x = Gaussian(n, 10 + j, float(j + 1));
     quantize_int4(qs[j].data(), ss[j].data(), x.data(), n, block);
     dequantize_int4_add(sum.data(), qs[j].data(), ss[j].data(), n, block);  // reference sum
     qp.push_back(qs[j].data());

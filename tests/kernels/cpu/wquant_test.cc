@@ -13,16 +13,12 @@
 #include <string>
 #include <vector>
 
+#include "tests/kernels/cpu/kernel_test_util.h"
+
 namespace tern::kernels {
 namespace {
 
-std::vector<float> Gaussian(size_t n, uint64_t seed, float sd = 1.0f) {
-  std::mt19937_64 rng(seed);
-  std::normal_distribution<float> d(0.0f, sd);
-  std::vector<float> x(n);
-  for (auto& v : x) v = d(rng);
-  return x;
-}
+using testing::Gaussian;
 
 // e3m2 written out: exponent bias 3, subnormals at exponent 0.
 double RefFp6(int code) {
