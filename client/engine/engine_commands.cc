@@ -7,7 +7,9 @@
 #include <random>
 #include <thread>
 
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
 #include "client/commands.h"
 #include "client/engine/local_launcher.h"
 #include "client/engine/output.h"
@@ -17,6 +19,7 @@
 #include "spdlog/fmt/fmt.h"
 #include "worker/core/status.h"
 #include "worker/data/prepare.h"
+#include "worker/data/retrieval.h"
 #include "worker/engine/export.h"
 #include "worker/engine/memory_plan.h"
 #include "worker/engine/trainer.h"
@@ -545,6 +548,38 @@ void AddEngineCommands(CLI::App& app, int* exit_code) {
   prep->add_option("--seed", popts->seed, "Seed of the validation split");
   prep->callback([popts, exit_code] {
     auto report = data::PrepareDataset(*popts);
+    if (!report.ok()) {
+      *exit_code = Fail(report.status(), true);
+      return;
+    }
+    fmt::print("{}\n", report->ToJson().dump());
+    *exit_code = 0;
+  });
+
+  auto ropts = std::make_shared<data::RetrievalDataOptions>();
+  auto key_digits = std::make_shared<std::string>("5");
+  auto* ret = data->add_subcommand(
+      "retrieval", "Write training data for `tern eval --retrieval`'s task, in its exact format");
+  ret->add_option("--output", ropts->output_prefix, "Output prefix (PREFIX.bin/.idx, PREFIX_val)")
+      ->required();
+  ret->add_option("--seq-len", ropts->seq_len,
+                  "Tokens per document (train with this data.seq_len: one document per window)")
+      ->required();
+  ret->add_option("--docs", ropts->docs, "Training documents");
+  ret->add_option("--val-docs", ropts->val_docs, "Validation documents");
+  ret->add_option("--key-digits", *key_digits,
+                  "Key length N, or MIN:MAX uniform (longer keys: more copy targets per document)");
+  ret->add_option("--seed", ropts->seed, "Seed of the keys, depths and filler phases");
+  ret->callback([ropts, key_digits, exit_code] {
+    const std::vector<std::string> parts = absl::StrSplit(*key_digits, ':');
+    if (parts.size() > 2 || !absl::SimpleAtoi(parts[0], &ropts->min_key_digits) ||
+        !absl::SimpleAtoi(parts.back(), &ropts->max_key_digits)) {
+      *exit_code = Fail(absl::InvalidArgumentError(
+                            absl::StrCat("--key-digits: '", *key_digits, "' is not N or MIN:MAX")),
+                        true);
+      return;
+    }
+    auto report = data::WriteRetrievalDataset(*ropts);
     if (!report.ok()) {
       *exit_code = Fail(report.status(), true);
       return;

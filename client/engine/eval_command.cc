@@ -18,6 +18,7 @@
 #include "spdlog/fmt/fmt.h"
 #include "worker/core/status.h"
 #include "worker/data/data_loader.h"
+#include "worker/data/retrieval.h"
 #include "worker/engine/export.h"
 #include "worker/model/ms_poe.h"
 #include "worker/model/transformer.h"
@@ -110,14 +111,10 @@ absl::StatusOr<nlohmann::json> Perplexity(const EvalArgs& a, model::Transformer<
        model.quantized() ? kernels::WeightFormatName(model.quantized()->format) : "fp32"}};
 }
 
-// The retrieval task: filler sentences with "The key is NNNNN." at `depth` of the context,
-// then "What is the key? The key is " and five greedy tokens (KV cache); correct when they are
-// the key's digits.
-const char kFiller[] = "The grass is green. The sky is blue. The sun is warm. ";
-const char kQuestion[] = " What is the key? The key is ";
-const char kNeedle[] = " The key is NNNNN. ";
-// The shortest context that holds the needle, the question and the 5-token answer.
-constexpr int kMinRetrievalLength = sizeof(kQuestion) - 1 + sizeof(kNeedle) - 1 + 5;
+// The retrieval task (worker/data/retrieval.h): five-digit keys, filler from its start; the
+// answer is five greedy tokens (KV cache), correct when they are the key's digits.
+constexpr int kKeyDigits = 5;
+const int kMinRetrievalLength = data::MinRetrievalLength(kKeyDigits);
 
 // The context lengths of the retrieval task: --lengths, each within the model's positions, or
 // max/4, max/2 and max (those long enough).
@@ -147,25 +144,17 @@ absl::StatusOr<nlohmann::json> Retrieval(const EvalArgs& a, const std::vector<in
   const auto& d = model.dims();
   TERN_ASSIGN_OR_RETURN(auto cache, model.NewKvCache(1, d.max_T));
   std::mt19937_64 rng(a.seed);
-  const std::string filler = kFiller, question = kQuestion;
   nlohmann::json rows = nlohmann::json::array();
   for (int L : lengths) {
     for (double depth : a.depths) {
       int correct = 0;
       for (int trial = 0; trial < a.trials; ++trial) {
-        std::string key;
-        for (int i = 0; i < 5; ++i) key.push_back(char('0' + rng() % 10));
-        const std::string needle = " The key is " + key + ". ";
-        const int room = L - 5 - int(question.size()) - int(needle.size());
-        std::string hay;
-        while (int(hay.size()) < room) hay += filler;
-        hay.resize(room);
-        const size_t at = static_cast<size_t>(std::lround(depth * room));
-        const std::string prompt = hay.substr(0, at) + needle + hay.substr(at) + question;
+        const std::string key = data::RandomKey(kKeyDigits, rng);
+        const std::string prompt = data::RetrievalPrompt(key, L, depth);
         std::vector<int32_t> ctx(prompt.begin(), prompt.end());
         cache.len[0] = 0;  // a fresh context
         std::string answer;
-        for (int i = 0; i < 5; ++i) {
+        for (int i = 0; i < kKeyDigits; ++i) {
           const int fresh = int(ctx.size()) - cache.len[0];
           model.ForwardCached(src, ctx.data() + cache.len[0], 1, fresh, &cache);
           const float* logits = model.logits() + size_t(fresh - 1) * d.V;

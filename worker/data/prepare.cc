@@ -10,6 +10,7 @@
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
+#include <functional>
 #include <string_view>
 
 #include "absl/strings/str_cat.h"
@@ -105,14 +106,6 @@ absl::Status ValidateOptions(const PrepareOptions& options, PrepareReport* repor
     return absl::NotFoundError(
         absl::StrCat("prepare: input file(s) not found: '", absl::StrJoin(missing, "', '"), "'"));
   }
-  fs::path out_dir = fs::path(options.output_prefix).parent_path();
-  if (out_dir.empty()) out_dir = ".";
-  std::error_code ec;
-  if (!fs::is_directory(out_dir, ec)) {
-    return absl::NotFoundError(absl::StrCat("prepare: output directory '", out_dir.string(),
-                                            "' of output_prefix '", options.output_prefix,
-                                            "' does not exist"));
-  }
   return absl::OkStatus();
 }
 
@@ -142,6 +135,49 @@ absl::Status SyncDirectory(const std::string& prefix) {
 
 uint64_t ValSplitSeed(uint64_t seed) { return DeriveSeed(seed, kValSplitStream); }
 
+absl::StatusOr<SplitCounts> WriteSplitDatasets(
+    const std::string& prefix, DType dtype, int64_t count,
+    const std::function<bool(int64_t)>& is_val,
+    const std::function<absl::Status(int64_t, std::vector<int32_t>*)>& document) {
+  const std::string val_prefix = ValPrefix(prefix);
+  const std::string tmp = absl::StrCat(".tmp-", ::getpid());
+  const std::string paths[4] = {BinPath(prefix), IdxPath(prefix), BinPath(val_prefix),
+                                IdxPath(val_prefix)};
+  TempFiles temps;
+  for (const std::string& p : paths) temps.paths.push_back(p + tmp);
+  TERN_ASSIGN_OR_RETURN(auto train,
+                        IndexedDatasetBuilder::Create(temps.paths[0], temps.paths[1], dtype));
+  TERN_ASSIGN_OR_RETURN(auto val,
+                        IndexedDatasetBuilder::Create(temps.paths[2], temps.paths[3], dtype));
+  std::vector<int32_t> tokens;
+  for (int64_t d = 0; d < count; ++d) {
+    TERN_RETURN_IF_ERROR(document(d, &tokens));
+    TERN_RETURN_IF_ERROR((is_val(d) ? val : train)->AddDocument(tokens));
+  }
+  TERN_RETURN_IF_ERROR(train->Finish());
+  TERN_RETURN_IF_ERROR(val->Finish());
+  for (int i = 0; i < 4; ++i) {
+    if (std::rename(temps.paths[i].c_str(), paths[i].c_str()) != 0) {
+      return FileError(errno, "dataset file", paths[i], "cannot rename temporary into");
+    }
+  }
+  temps.keep = true;
+  TERN_RETURN_IF_ERROR(SyncDirectory(prefix));
+  return SplitCounts{train->num_documents(), val->num_documents(), train->num_tokens(),
+                     val->num_tokens()};
+}
+
+absl::Status CheckOutputDirectory(const std::string& what, const std::string& prefix) {
+  fs::path out_dir = fs::path(prefix).parent_path();
+  if (out_dir.empty()) out_dir = ".";
+  std::error_code ec;
+  if (!fs::is_directory(out_dir, ec)) {
+    return absl::NotFoundError(absl::StrCat(what, ": output directory '", out_dir.string(),
+                                            "' of output_prefix '", prefix, "' does not exist"));
+  }
+  return absl::OkStatus();
+}
+
 absl::StatusOr<PrepareReport> PrepareDataset(const PrepareOptions& options) {
   TERN_ASSIGN_OR_RETURN(std::unique_ptr<Tokenizer> tokenizer, MakeTokenizer(options.tokenizer));
   PrepareReport report;
@@ -151,6 +187,7 @@ absl::StatusOr<PrepareReport> PrepareDataset(const PrepareOptions& options) {
   report.vocab_size = tokenizer->vocab_size();
   report.dtype = DTypeForVocab(report.vocab_size);
   TERN_RETURN_IF_ERROR(ValidateOptions(options, &report));
+  TERN_RETURN_IF_ERROR(CheckOutputDirectory("prepare", options.output_prefix));
 
   std::vector<MappedFile> files;
   std::vector<DocExtent> docs;
@@ -172,39 +209,25 @@ absl::StatusOr<PrepareReport> PrepareDataset(const PrepareOptions& options) {
   const int64_t n_val = ValCount(n, options.val_fraction);
   for (int64_t k = 0; k < n_val; ++k) is_val[perm[k]] = true;
 
-  const std::string tmp = absl::StrCat(".tmp-", ::getpid());
-  const std::string paths[4] = {BinPath(report.train_prefix), IdxPath(report.train_prefix),
-                                BinPath(report.val_prefix), IdxPath(report.val_prefix)};
-  TempFiles temps;
-  for (const std::string& p : paths) temps.paths.push_back(p + tmp);
   TERN_ASSIGN_OR_RETURN(
-      auto train, IndexedDatasetBuilder::Create(temps.paths[0], temps.paths[1], report.dtype));
-  TERN_ASSIGN_OR_RETURN(
-      auto val, IndexedDatasetBuilder::Create(temps.paths[2], temps.paths[3], report.dtype));
-  std::vector<int32_t> tokens;
-  for (int64_t d = 0; d < n; ++d) {
-    const DocExtent& doc = docs[d];
-    tokens.clear();
-    tokenizer->Encode(
-        std::string_view(reinterpret_cast<const char*>(files[doc.file].data()) + doc.offset,
-                         doc.length),
-        &tokens);
-    TERN_RETURN_IF_ERROR((is_val[d] ? val : train)->AddDocument(tokens));
+      SplitCounts counts,
+      WriteSplitDatasets(
+          report.train_prefix, report.dtype, n, [&](int64_t d) { return is_val[d]; },
+          [&](int64_t d, std::vector<int32_t>* tokens) {
+            const DocExtent& doc = docs[d];
+            tokens->clear();
+            tokenizer->Encode(
+                std::string_view(reinterpret_cast<const char*>(files[doc.file].data()) + doc.offset,
+                                 doc.length),
+                tokens);
+            return absl::OkStatus();
+          }));
+  for (int64_t d = 0; d < n; ++d)
     if (is_val[d]) report.val_doc_ids.push_back(d);
-  }
-  TERN_RETURN_IF_ERROR(train->Finish());
-  TERN_RETURN_IF_ERROR(val->Finish());
-  for (int i = 0; i < 4; ++i) {
-    if (std::rename(temps.paths[i].c_str(), paths[i].c_str()) != 0) {
-      return FileError(errno, "dataset file", paths[i], "cannot rename temporary into");
-    }
-  }
-  temps.keep = true;
-  TERN_RETURN_IF_ERROR(SyncDirectory(report.train_prefix));
-  report.train_docs = train->num_documents();
-  report.val_docs = val->num_documents();
-  report.train_tokens = train->num_tokens();
-  report.val_tokens = val->num_tokens();
+  report.train_docs = counts.train_docs;
+  report.val_docs = counts.val_docs;
+  report.train_tokens = counts.train_tokens;
+  report.val_tokens = counts.val_tokens;
   spdlog::info("prepared {}: {} train docs ({} tokens), {} val docs ({} tokens) from {} file(s)",
                report.train_prefix, report.train_docs, report.train_tokens, report.val_docs,
                report.val_tokens, report.input_files.size());

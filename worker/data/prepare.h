@@ -2,6 +2,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -58,6 +59,25 @@ struct PrepareReport {
 // Files are written under temporary names (PREFIX.bin.tmp-PID, ...) and renamed into place
 // only after all four are complete and fsynced; on failure the temporaries are removed.
 absl::StatusOr<PrepareReport> PrepareDataset(const PrepareOptions& options);
+
+// What WriteSplitDatasets wrote.
+struct SplitCounts {
+  int64_t train_docs = 0, val_docs = 0;
+  uint64_t train_tokens = 0, val_tokens = 0;
+};
+
+// Writes documents 0..count-1 (`document(d, &tokens)` fills document d's tokens) to
+// PREFIX.{bin,idx}, or to PREFIX_val.{bin,idx} where is_val(d), in order. All four files are
+// written under temporary names (PATH.tmp-PID), fsynced, and renamed into place only when all are
+// complete; on any error (the document callback's included) the temporaries are removed and
+// nothing at PREFIX is touched.
+absl::StatusOr<SplitCounts> WriteSplitDatasets(
+    const std::string& prefix, DType dtype, int64_t count,
+    const std::function<bool(int64_t)>& is_val,
+    const std::function<absl::Status(int64_t, std::vector<int32_t>*)>& document);
+
+// NOT_FOUND, naming `what` and the prefix, unless the directory of `prefix` exists.
+absl::Status CheckOutputDirectory(const std::string& what, const std::string& prefix);
 
 // OUTPUT_PREFIX + "_val".
 inline std::string ValPrefix(const std::string& prefix) { return prefix + "_val"; }

@@ -1,5 +1,6 @@
-// End-to-end tests of the engine side of the `tern` CLI: data prepare, train (one and several
-// rank processes), generate, describe, and the bad-input contract (exit 2, nothing written).
+// End-to-end tests of the engine side of the `tern` CLI: data prepare and retrieval, train (one and
+// several rank processes), generate, describe, and the bad-input contract (exit 2, nothing
+// written).
 #include <gtest/gtest.h>
 #include <signal.h>
 #include <sys/wait.h>
@@ -205,6 +206,34 @@ TEST_F(CliTest, TrainJsonLossFallsAndGenerateIsDeterministic) {
   ASSERT_EQ(stopped.code, 0) << stopped.out;
   EXPECT_EQ(stopped.out.rfind(g1.out.substr(0, at + 1) + "\n", 0), 0u) << stopped.out;
   EXPECT_NE(stopped.out.find("KV cache on; first token after"), std::string::npos) << stopped.out;
+}
+
+// `tern data retrieval`: training data in the eval task's format, every document seq_len tokens;
+// bad options exit 2 naming the option and write nothing.
+TEST_F(CliTest, DataRetrievalWritesTheEvalFormatAndRefusesBadOptions) {
+  const fs::path dir = Path("retrieval-data");
+  fs::create_directories(dir);
+  Result ok = Tern("data retrieval --output " + (dir / "r").string() +
+                   " --seq-len 64 --docs 10 --val-docs 2 --key-digits 5:7 --seed 3");
+  ASSERT_EQ(ok.code, 0) << ok.out;
+  auto report = nlohmann::json::parse(ok.out.substr(ok.out.find('{')), nullptr, false);
+  ASSERT_TRUE(report.is_object()) << ok.out;
+  EXPECT_EQ(report["train_docs"], 10);
+  EXPECT_EQ(report["val_docs"], 2);
+  EXPECT_EQ(report["train_tokens"], 640);
+  EXPECT_EQ(report["val_prefix"], (dir / "r_val").string());
+  EXPECT_EQ(fs::file_size(dir / "r.bin"), 640u * 2);  // uint16 tokens
+  for (const auto& [args, says] : std::vector<std::pair<std::string, std::string>>{
+           {"--seq-len 64 --key-digits 5:x", "--key-digits: '5:x' is not N or MIN:MAX"},
+           {"--seq-len 64 --key-digits 7:5", "key digits 7:5"},
+           {"--seq-len 40", "seq_len 40 is too short"},
+           {"--seq-len 64 --docs 0", "docs must be at least 1"}}) {
+    Result bad = Tern("data retrieval --output " + (dir / "bad").string() + " " + args);
+    EXPECT_EQ(bad.code, 2) << args << ": " << bad.out;
+    EXPECT_NE(bad.out.find(says), std::string::npos) << args << ": " << bad.out;
+  }
+  EXPECT_FALSE(fs::exists(dir / "bad.bin"));
+  EXPECT_FALSE(fs::exists(dir / "bad.idx"));
 }
 
 TEST_F(CliTest, TwoRankProcessesMatchOneRank) {
