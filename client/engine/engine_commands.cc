@@ -565,6 +565,9 @@ void AddEngineCommands(CLI::App& app, int* exit_code) {
   ret->add_option("--seq-len", ropts->seq_len,
                   "Tokens per document (train with this data.seq_len: one document per window)")
       ->required();
+  ret->add_option("--min-length", ropts->min_length,
+                  "Shortest context (default --seq-len); lengths are uniform up to --seq-len, a "
+                  "shorter context followed by a newline and filler");
   ret->add_option("--docs", ropts->docs, "Training documents");
   ret->add_option("--val-docs", ropts->val_docs, "Validation documents");
   ret->add_option("--key-digits", *key_digits,

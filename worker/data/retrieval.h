@@ -38,10 +38,13 @@ std::string RetrievalPrompt(std::string_view key, int length, double depth, int 
 struct RetrievalDataOptions {
   // Writes OUTPUT_PREFIX.{bin,idx} (train) and OUTPUT_PREFIX_val.{bin,idx} (validation).
   std::string output_prefix;
-  // Every document is exactly seq_len tokens: a context of seq_len - 1 tokens (prompt and key)
-  // and a newline. The data loader's windows [w*seq_len, w*seq_len + seq_len + 1) then hold one
-  // document each when training uses this seq_len: no other document's key is in view.
+  // Every document is exactly seq_len tokens, so the data loader's windows [w*seq_len,
+  // w*seq_len + seq_len + 1) hold one document each when training uses this seq_len: no other
+  // document's key is in view. A document is a context of L tokens (prompt and key), L uniform
+  // in [min_length, seq_len]; a context shorter than seq_len is followed by a newline and filler
+  // (from its start) up to seq_len tokens, so the question is not always at the window's end.
   int seq_len = 512;
+  int min_length = 0;      // 0: seq_len (every context fills its window)
   int64_t docs = 10000;    // training documents
   int64_t val_docs = 100;  // validation documents
   // Key lengths, uniform in [min_key_digits, max_key_digits]. Keys longer than the eval's 5
@@ -53,17 +56,18 @@ struct RetrievalDataOptions {
 
 struct RetrievalDataReport {
   std::string train_prefix, val_prefix;
-  int seq_len = 0;
+  int seq_len = 0, min_length = 0;
   int64_t train_docs = 0, val_docs = 0;
   uint64_t train_tokens = 0, val_tokens = 0;
   nlohmann::json ToJson() const;
 };
 
-// Each document: key length uniform in [min, max], depth uniform in [0, 1], filler phase 0 for
-// half the documents and uniform over the filler for the other half. Deterministic in `seed`.
-// INVALID_ARGUMENT naming the option: seq_len too short for max_key_digits, key digits outside
-// [1, 1000] or min > max, docs < 1, val_docs < 0, empty output_prefix; NOT_FOUND for a missing
-// output directory. Written like `tern data prepare` (temporaries renamed when complete).
+// Each document: context length uniform in [min_length, seq_len], key length uniform in
+// [min, max], depth uniform in [0, 1], filler phase 0 for half the documents and uniform over
+// the filler for the other half. Deterministic in `seed`.
+// INVALID_ARGUMENT naming the option: min_length too short for max_key_digits or above seq_len, key
+// digits outside [1, 1000] or min > max, docs < 1, val_docs < 0, empty output_prefix; NOT_FOUND for
+// a missing output directory. Written like `tern data prepare` (temporaries renamed when complete).
 absl::StatusOr<RetrievalDataReport> WriteRetrievalDataset(const RetrievalDataOptions& options);
 
 }  // namespace tern::data

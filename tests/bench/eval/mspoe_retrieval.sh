@@ -40,11 +40,11 @@ JSON
 }
 if [ "${STAGES:-all}" = all ]; then
   "$T" data retrieval --output "$work/s128" --seq-len 128 --docs 40000 --key-digits 5:40 --seed 1
-  "$T" data retrieval --output "$work/s512" --seq-len 512 --docs 16000 --key-digits 5:20 --seed 2
-  "$T" data retrieval --output "$work/f512" --seq-len 512 --docs 24000 --key-digits 5:10 --seed 3
+  "$T" data retrieval --output "$work/s512" --seq-len 512 --min-length 128 --docs 16000 --key-digits 5:20 --seed 2
+  "$T" data retrieval --output "$work/f512" --seq-len 512 --min-length 128 --docs 16000 --key-digits 5:10 --seed 3
   spec s128 128 32 0.002 1500
   spec s512 512 8 0.001 2500 "$work/ck-s128"
-  spec f512 512 8 0.0006 3000 "$work/ck-s512"
+  spec f512 512 8 0.0005 2000 "$work/ck-s512"
   for s in s128 s512; do "$T" train "$work/$s.json" --threads "$THREADS" > "$work/train-$s.log"; done
   "$T" train "$work/f512.json" --threads "$THREADS" --save-final "$work/model" > "$work/train-f512.log"
 fi

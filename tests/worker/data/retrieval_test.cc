@@ -57,28 +57,35 @@ TEST(RetrievalPromptTest, LengthNeedleAndFillerForAnyShape) {
         }
 }
 
-// Splits one document into (prompt key digits, answer), checking its shape.
-void CheckDocument(const std::vector<int32_t>& tokens, int seq_len, int min_digits, int max_digits,
-                   std::string* key, size_t* needle_at, int* phase) {
+// Checks one document's shape: a context of L tokens in [min_length, seq_len] that is exactly the
+// eval's prompt for its key, depth and filler phase, then (when L < seq_len) a newline and filler.
+void CheckDocument(const std::vector<int32_t>& tokens, int seq_len, int min_length, int min_digits,
+                   int max_digits, std::string* key, size_t* needle_at, int* phase, int* length) {
   ASSERT_EQ(int(tokens.size()), seq_len);
   const std::string doc(tokens.begin(), tokens.end());
-  ASSERT_EQ(doc.back(), '\n');
-  const size_t q = doc.rfind(kRetrievalQuestion);
+  const std::string context = doc.substr(0, doc.find('\n'));
+  *length = int(context.size());
+  ASSERT_GE(*length, min_length) << doc;
+  if (*length < seq_len) {
+    std::string tail = "\n";
+    while (tail.size() < doc.size()) tail += kRetrievalFiller;
+    EXPECT_EQ(doc.substr(context.size()), tail.substr(0, doc.size() - context.size()));
+  }
+  const size_t q = context.rfind(kRetrievalQuestion);
   ASSERT_NE(q, std::string::npos) << doc;
-  *key = doc.substr(q + kRetrievalQuestion.size(), doc.size() - 1 - q - kRetrievalQuestion.size());
+  *key = context.substr(q + kRetrievalQuestion.size());
   ASSERT_GE(int(key->size()), min_digits) << doc;
   ASSERT_LE(int(key->size()), max_digits) << doc;
   for (char c : *key) ASSERT_TRUE(c >= '0' && c <= '9') << doc;
-  *needle_at = doc.find(RetrievalNeedle(*key));
+  *needle_at = context.find(RetrievalNeedle(*key));
   ASSERT_NE(*needle_at, std::string::npos) << doc;
-  // The whole context is the prompt the eval would build for this key, depth and phase.
-  const int L = seq_len - 1;
-  const int room =
-      L - int(key->size()) - int(kRetrievalQuestion.size()) - int(RetrievalNeedle(*key).size());
+  const int room = *length - int(key->size()) - int(kRetrievalQuestion.size()) -
+                   int(RetrievalNeedle(*key).size());
   const std::string filler(kRetrievalFiller);
   *phase = -1;
   for (int ph = 0; ph < int(filler.size()) && *phase < 0; ++ph)
-    if (RetrievalPrompt(*key, L, double(*needle_at) / room, ph) + *key + "\n" == doc) *phase = ph;
+    if (RetrievalPrompt(*key, *length, double(*needle_at) / room, ph) + *key == context)
+      *phase = ph;
   ASSERT_GE(*phase, 0) << doc;
 }
 
@@ -87,6 +94,7 @@ TEST(RetrievalDataTest, OneEpisodePerWindowWithTheRequestedKeys) {
   RetrievalDataOptions o;
   o.output_prefix = dir.File("ret");
   o.seq_len = 96;
+  o.min_length = 70;
   o.docs = 300;
   o.val_docs = 7;
   o.min_key_digits = 3;
@@ -104,6 +112,7 @@ TEST(RetrievalDataTest, OneEpisodePerWindowWithTheRequestedKeys) {
   auto ds = IndexedDataset::Open(o.output_prefix);
   ASSERT_TRUE(ds.ok()) << ds.status();
   std::set<size_t> lengths, needles;
+  std::set<int> contexts;
   int phase0 = 0;
   std::vector<int32_t> tokens;
   for (int64_t d = 0; d < (*ds)->num_sequences(); ++d) {
@@ -111,13 +120,15 @@ TEST(RetrievalDataTest, OneEpisodePerWindowWithTheRequestedKeys) {
     (*ds)->ReadTokens((*ds)->sequence_start(d), tokens.size(), tokens.data());
     std::string key;
     size_t at = 0;
-    int phase = 0;
-    CheckDocument(tokens, o.seq_len, 3, 9, &key, &at, &phase);
+    int phase = 0, length = 0;
+    CheckDocument(tokens, o.seq_len, 70, 3, 9, &key, &at, &phase, &length);
     if (::testing::Test::HasFatalFailure()) return;
     lengths.insert(key.size());
     needles.insert(at);
     phase0 += phase == 0;
+    contexts.insert(length);
   }
+  EXPECT_EQ(contexts.size(), 27u) << "every context length 70..96 occurs";
   EXPECT_EQ(lengths.size(), 7u) << "every key length 3..9 occurs";
   EXPECT_GT(needles.size(), 30u) << "depths spread over the context";
   EXPECT_GT(phase0, 100);  // about half start the filler at its beginning...
@@ -160,8 +171,12 @@ TEST(RetrievalDataTest, RefusesBadOptionsByNameAndWritesNothing) {
     std::string says;
   };
   const std::vector<Case> cases = {
-      {[](auto& o) { o.seq_len = 53; }, absl::StatusCode::kInvalidArgument,
-       "seq_len 53 is too short: a key of 5 digits needs a context of 53"},
+      {[](auto& o) { o.seq_len = 52; }, absl::StatusCode::kInvalidArgument,
+       "seq_len 52 is too short: a key of 5 digits needs a context of 53"},
+      {[](auto& o) { o.min_length = 40; }, absl::StatusCode::kInvalidArgument,
+       "min_length 40 is too short"},
+      {[](auto& o) { o.min_length = 65; }, absl::StatusCode::kInvalidArgument,
+       "min_length 65 exceeds seq_len 64"},
       {[](auto& o) { o.max_key_digits = 11; }, absl::StatusCode::kInvalidArgument,
        "seq_len 64 is too short: a key of 11 digits"},
       {[](auto& o) { o.min_key_digits = 0; }, absl::StatusCode::kInvalidArgument, "key digits 0:5"},
@@ -183,7 +198,7 @@ TEST(RetrievalDataTest, RefusesBadOptionsByNameAndWritesNothing) {
   }
   EXPECT_TRUE(dir.List().empty());
   // The shortest seq_len that fits is accepted.
-  good.seq_len = 54;
+  good.seq_len = 53;
   EXPECT_TRUE(WriteRetrievalDataset(good).ok());
 }
 

@@ -213,20 +213,23 @@ TEST_F(CliTest, TrainJsonLossFallsAndGenerateIsDeterministic) {
 TEST_F(CliTest, DataRetrievalWritesTheEvalFormatAndRefusesBadOptions) {
   const fs::path dir = Path("retrieval-data");
   fs::create_directories(dir);
-  Result ok = Tern("data retrieval --output " + (dir / "r").string() +
-                   " --seq-len 64 --docs 10 --val-docs 2 --key-digits 5:7 --seed 3");
+  Result ok =
+      Tern("data retrieval --output " + (dir / "r").string() +
+           " --seq-len 64 --min-length 60 --docs 10 --val-docs 2 --key-digits 5:7 --seed 3");
   ASSERT_EQ(ok.code, 0) << ok.out;
   auto report = nlohmann::json::parse(ok.out.substr(ok.out.find('{')), nullptr, false);
   ASSERT_TRUE(report.is_object()) << ok.out;
   EXPECT_EQ(report["train_docs"], 10);
   EXPECT_EQ(report["val_docs"], 2);
   EXPECT_EQ(report["train_tokens"], 640);
+  EXPECT_EQ(report["min_length"], 60);
   EXPECT_EQ(report["val_prefix"], (dir / "r_val").string());
   EXPECT_EQ(fs::file_size(dir / "r.bin"), 640u * 2);  // uint16 tokens
   for (const auto& [args, says] : std::vector<std::pair<std::string, std::string>>{
            {"--seq-len 64 --key-digits 5:x", "--key-digits: '5:x' is not N or MIN:MAX"},
            {"--seq-len 64 --key-digits 7:5", "key digits 7:5"},
            {"--seq-len 40", "seq_len 40 is too short"},
+           {"--seq-len 64 --min-length 70", "min_length 70 exceeds seq_len 64"},
            {"--seq-len 64 --docs 0", "docs must be at least 1"}}) {
     Result bad = Tern("data retrieval --output " + (dir / "bad").string() + " " + args);
     EXPECT_EQ(bad.code, 2) << args << ": " << bad.out;
