@@ -10,39 +10,23 @@
 #include "absl/strings/str_cat.h"
 #include "kernels/cpu/cpu_ops.h"
 #include "kernels/cpu/threads.h"
+#include "tests/worker/model/tiny_model.h"
 #include "worker/model/transformer.h"
 
 namespace tern::model {
 namespace {
 
-struct Case {
-  std::string name, type;
-  int NKV;
-  bool tied;
-  int longrope_original_max = 0;  // phi-3's LongRoPE from this length on; 0 = plain RoPE
-};
+using Case = testing::ModelCase;
 
 ModelDims Dims(const Case& c, int max_T, int C = 16, int NH = 4) {
-  tern::v1::ModelConfig m;
-  m.set_model_type(c.type);
-  m.set_vocab_size(13);
-  m.set_hidden_size(C);
-  m.set_num_hidden_layers(2);
-  m.set_num_attention_heads(NH);
-  if (c.type != "gpt2") m.set_num_key_value_heads(c.NKV);
-  m.set_intermediate_size(24);
-  m.set_max_position_embeddings(max_T);
-  m.set_tie_word_embeddings(c.tied);
-  m.set_initializer_range(0.3f);
+  tern::v1::ModelConfig m = testing::TinyConfig(c, {13, C, NH, 24, max_T, 0.3f});
   if (c.longrope_original_max > 0) {  // head size C / NH = 4: two factors each
     m.set_original_max_position_embeddings(c.longrope_original_max);
     m.mutable_rope_scaling()->set_type("longrope");
     for (double f : {1.5, 3.0}) m.mutable_rope_scaling()->add_short_factor(f);
     for (double f : {4.0, 20.0}) m.mutable_rope_scaling()->add_long_factor(f);
   }
-  auto d = ResolveModelDims(m, max_T);
-  EXPECT_TRUE(d.ok()) << d.status();
-  return *d;
+  return testing::ResolvedDims(m);
 }
 
 template <typename T>

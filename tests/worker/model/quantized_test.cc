@@ -12,6 +12,7 @@
 
 #include "kernels/cpu/threads.h"
 #include "kernels/cpu/wquant.h"
+#include "tests/worker/model/tiny_model.h"
 #include "worker/model/config.h"
 #include "worker/model/transformer.h"
 
@@ -20,26 +21,11 @@ namespace {
 
 namespace k = tern::kernels;
 
-struct Case {
-  std::string name, type;
-  int NKV;
-  bool tied;
-};
+using Case = testing::ModelCase;
 
 ModelDims Dims(const Case& c) {
-  tern::v1::ModelConfig m;
-  m.set_model_type(c.type);
-  m.set_vocab_size(70);
-  m.set_hidden_size(96);  // not a multiple of 64: the padded blocks are exercised
-  m.set_num_hidden_layers(2);
-  m.set_num_attention_heads(4);
-  if (c.type != "gpt2") m.set_num_key_value_heads(c.NKV);
-  m.set_intermediate_size(136);
-  m.set_max_position_embeddings(16);
-  m.set_tie_word_embeddings(c.tied);
-  auto d = ResolveModelDims(m, 16);
-  EXPECT_TRUE(d.ok()) << d.status();
-  return *d;
+  // Hidden 96 is not a multiple of 64: the padded blocks are exercised.
+  return testing::ResolvedDims(testing::TinyConfig(c, {70, 96, 4, 136, 16}));
 }
 
 class Quantized : public ::testing::TestWithParam<std::tuple<Case, k::WeightFormat>> {};

@@ -10,32 +10,16 @@
 
 #include "absl/strings/str_cat.h"
 #include "kernels/cpu/threads.h"
+#include "tests/worker/model/tiny_model.h"
 
 namespace tern::model {
 namespace {
 
-struct Case {
-  std::string name;
-  std::string type;
-  int NKV;
-  bool tied;
-};
+using Case = testing::ModelCase;
 
 ModelDims TinyDims(const Case& c) {
-  tern::v1::ModelConfig m;
-  m.set_model_type(c.type);
-  m.set_vocab_size(11);
-  m.set_hidden_size(8);
-  m.set_num_hidden_layers(2);
-  m.set_num_attention_heads(2);
-  if (c.type != "gpt2") m.set_num_key_value_heads(c.NKV);
-  m.set_intermediate_size(12);
-  m.set_max_position_embeddings(6);
-  m.set_tie_word_embeddings(c.tied);
-  m.set_initializer_range(0.3f);  // large weights so every path matters
-  auto d = ResolveModelDims(m, 6);
-  EXPECT_TRUE(d.ok()) << d.status();
-  return *d;
+  // Large weights so every path matters.
+  return testing::ResolvedDims(testing::TinyConfig(c, {11, 8, 2, 12, 6, 0.3f}));
 }
 
 class GradCheck : public ::testing::TestWithParam<Case> {};
