@@ -5,6 +5,7 @@
 # seen), without and with Ms-PoE, and perplexity on held-out contexts of 512 and 2048.
 #   tests/bench/eval/mspoe_retrieval.sh WORKDIR            (about 45 minutes on 2 cores)
 #   STAGES=eval tests/bench/eval/mspoe_retrieval.sh WORKDIR  (only the measurements)
+#   CONFIGS="none 1.2:1.8" ...  (the Ms-PoE settings to measure; "none" = off)
 # Prints one JSON line per measurement; the trained model is WORKDIR/model.
 # Why the stages (see README.md): with only the eval's 5-digit keys, the copy targets are 5
 # tokens of a document and the model sits on the no-retrieval plateau; long keys (5..40 digits)
@@ -53,7 +54,7 @@ for L in 512 2048; do
   [ -e "$work/v$L.bin" ] || "$T" data retrieval --output "$work/v$L" --seq-len $L \
     --docs $((102400 / L)) --val-docs 0 --seed $((100 + L)) > /dev/null
 done
-for cfg in none 1.2:1.8 1.2:1.8:0 1.5:4 4:4:0; do
+for cfg in ${CONFIGS:-none 1.2:1.8 1.2:1.8:0 1.5:4 2:4 1.5:4:1 4:4 4:4:0}; do
   extra=(); [ "$cfg" != none ] && extra=(--ms-poe "$cfg")
   "$T" eval --model-dir "$work/model" --retrieval --lengths 512,1024,2048 \
     --depths 0,0.1,0.25,0.5,0.75,0.9,1 --trials "${TRIALS:-50}" --threads "$THREADS" --json \
