@@ -2,7 +2,7 @@
 """Markdown tables from mspoe_retrieval.sh's JSON lines (stdin): retrieval accuracy by length and
 depth for each Ms-PoE setting, then perplexity on held-out contexts."""
 import json, sys
-rows = [json.loads(l) for l in sys.stdin if l.strip()]
+rows = [json.loads(l) for l in sys.stdin if l.startswith("{")]
 ret = [r for r in rows if r.get("task") == "retrieval"]
 ppl = [r for r in rows if "nats_per_token" in r]
 depths = sorted({x["depth"] for r in ret for x in r["rows"]})
